@@ -101,7 +101,10 @@ function formatReading(name, value) {
 }
 
 function readingLabel(name) {
-  return STRINGS.readingLabels[String(name).toLowerCase()] || name;
+  const known = STRINGS.readingLabels[String(name).toLowerCase()];
+  if (known) return known;
+  const words = String(name).replace(/[_-]+/g, " ").trim();
+  return words ? words.charAt(0).toUpperCase() + words.slice(1) : String(name);
 }
 
 function compareReadingNames(a, b) {

@@ -1,1 +1,359 @@
+//! Simulated MC station modules.
+//!
+//! Each simulated module speaks exactly the protocol real firmware speaks, over MQTT, so the
+//! hub's tests drive it with this crate and hardware developers use it before a board exists.
+//! Tests start N modules in-process with one call to [`start`]; the `firmware-sim` binary does
+//! the same from the command line.
+//!
+//! # Layout
+//! - [`firmware`]: the module state machine, sans I/O (no tokio, no MQTT, no clock): connected /
+//!   disconnected / tick / command in, hello / heartbeat / telemetry out. It moves to the
+//!   `no_std` firmware core shared with real boards later, together with [`sensors`] and
+//!   [`backoff`].
+//! - [`sensors`]: seeded, deterministic generators (temperature, humidity, battery, RSSI,
+//!   pressure).
+//! - [`backoff`]: reconnection delays (exponential, jittered).
+//! - [`faults`]: the faults tests inject ([`Fault`]).
+//! - `mqtt`: the transport: one task per module drives a [`firmware::ModuleCore`] with rumqttc
+//!   (a fresh client and event loop per connection, polled in its own task).
+//! - [`credentials`]: [`ModuleCredentials`] and the `ID PASSWORD` file format.
+//! - [`stats`]: per-module counters ([`SimStats`]).
+//! - this file: [`SimConfig`], [`start`], and the handles [`Simulation`] / [`SimModule`].
+//!
+//! # The contract with the hub
+//! Client id = username = module id, password = token, clean session, keep-alive 10 s, last
+//! will `offline` on `mc/<id>/status` (QoS 1, not retained). After every ConnAck: subscribe
+//! `mc/<id>/cmd` (QoS 1), publish a hello (QoS 1), a heartbeat and a telemetry message, then
+//! heartbeats and telemetry on their intervals (QoS [`SimConfig::periodic_qos`]).
 
+pub mod backoff;
+pub mod credentials;
+pub mod error;
+pub mod faults;
+pub mod firmware;
+mod mqtt;
+pub mod sensors;
+pub mod stats;
+
+use std::{sync::Arc, time::Duration};
+
+use mc_protocol::{Encoding, FirmwareVersion, ModuleId, message::HEARTBEAT_MS_RANGE};
+use tokio::sync::mpsc;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use crate::{
+    credentials::ModuleCredentials,
+    error::{CredentialsError, SimError},
+    faults::Fault,
+    stats::SimStats,
+};
+pub use rumqttc::QoS;
+
+use crate::{firmware::TELEMETRY_MS_RANGE, stats::Counters};
+
+/// Settings shared by every module of a simulation. Defaults are those of real firmware.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Broker address, `host:port` (an optional `mqtt://` or `tcp://` prefix is accepted).
+    /// Default `127.0.0.1:1883`.
+    pub broker: String,
+    /// Heartbeat interval at boot (announced in the hello). Default 5 s.
+    pub heartbeat: Duration,
+    /// Telemetry interval at boot. Default 2 s.
+    pub telemetry: Duration,
+    /// Payload encoding. Default native (version byte + postcard).
+    pub encoding: Encoding,
+    /// MQTT keep-alive: the broker fires the last will after 1.5× this without traffic.
+    /// Default 10 s.
+    pub keep_alive: Duration,
+    /// Seeds the sensor generators; with the module's index it makes a run reproducible.
+    /// Default 0.
+    pub seed: u64,
+    /// Firmware version announced in hellos. Default this crate's version.
+    pub fw: String,
+    /// QoS of heartbeats and telemetry (hellos always use QoS 1). Default at most once.
+    pub periodic_qos: QoS,
+    /// How long a module stays offline after [`Fault::DropConnection`] before reconnecting by
+    /// itself. Default 3 s.
+    pub drop_pause: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            broker: "127.0.0.1:1883".into(),
+            heartbeat: Duration::from_secs(5),
+            telemetry: Duration::from_secs(2),
+            encoding: Encoding::Native,
+            keep_alive: Duration::from_secs(10),
+            seed: 0,
+            fw: env!("CARGO_PKG_VERSION").into(),
+            periodic_qos: QoS::AtMostOnce,
+            drop_pause: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A [`SimConfig`] checked and turned into what the module tasks need.
+#[derive(Debug)]
+pub(crate) struct Validated {
+    pub host: String,
+    pub port: u16,
+    pub fw: FirmwareVersion,
+    pub config: SimConfig,
+}
+
+impl SimConfig {
+    /// Checks every setting; [`try_start`] calls it, the CLI calls it for a clear early error.
+    pub fn validate(&self) -> Result<(), SimError> {
+        self.validated().map(drop)
+    }
+
+    fn validated(&self) -> Result<Validated, SimError> {
+        let (host, port) = parse_broker(&self.broker)?;
+        check_interval("heartbeat", self.heartbeat, &HEARTBEAT_MS_RANGE)?;
+        check_interval("telemetry", self.telemetry, &TELEMETRY_MS_RANGE)?;
+        if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
+            return Err(SimError::InvalidKeepAlive(self.keep_alive));
+        }
+        let fw =
+            FirmwareVersion::new(&self.fw).map_err(|source| SimError::InvalidFirmwareVersion {
+                value: self.fw.clone(),
+                source,
+            })?;
+        Ok(Validated {
+            host,
+            port,
+            fw,
+            config: self.clone(),
+        })
+    }
+}
+
+fn parse_broker(broker: &str) -> Result<(String, u16), SimError> {
+    let invalid = || SimError::InvalidBroker(broker.to_owned());
+    let rest = broker
+        .strip_prefix("mqtt://")
+        .or_else(|| broker.strip_prefix("tcp://"))
+        .unwrap_or(broker);
+    let (host, port) = rest.rsplit_once(':').ok_or_else(invalid)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    if host.is_empty() || port == 0 {
+        return Err(invalid());
+    }
+    Ok((host.to_owned(), port))
+}
+
+fn check_interval(
+    what: &'static str,
+    value: Duration,
+    range: &std::ops::RangeInclusive<u32>,
+) -> Result<(), SimError> {
+    let min = Duration::from_millis(u64::from(*range.start()));
+    let max = Duration::from_millis(u64::from(*range.end()));
+    if value < min || value > max {
+        return Err(SimError::InvalidInterval {
+            what,
+            value,
+            min,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Starts one task per module; they stop when `shutdown` is cancelled (clean DISCONNECT).
+///
+/// Each module connects right away and keeps reconnecting (with backoff) while the broker is
+/// unreachable or refuses it. Module `i` of `modules` draws its readings from `(config.seed, i)`.
+///
+/// # Panics
+/// On an invalid `config` or duplicate module ids (a programming error in a test); use
+/// [`try_start`] for input from outside the process. Like `tokio::spawn`, it must be called
+/// within a Tokio runtime.
+pub fn start(
+    config: SimConfig,
+    modules: Vec<ModuleCredentials>,
+    shutdown: CancellationToken,
+) -> Simulation {
+    match try_start(config, modules, shutdown) {
+        Ok(sim) => sim,
+        Err(e) => panic!("firmware_sim::start: {e}"),
+    }
+}
+
+/// [`start`], returning configuration errors instead of panicking.
+pub fn try_start(
+    config: SimConfig,
+    modules: Vec<ModuleCredentials>,
+    shutdown: CancellationToken,
+) -> Result<Simulation, SimError> {
+    let validated = Arc::new(config.validated()?);
+    for (i, m) in modules.iter().enumerate() {
+        if modules[..i].iter().any(|other| other.id == m.id) {
+            return Err(SimError::DuplicateModule(m.id.clone()));
+        }
+    }
+    let tracker = TaskTracker::new();
+    let handles = modules
+        .into_iter()
+        .enumerate()
+        .map(|(index, credentials)| {
+            let (faults_tx, faults_rx) = mpsc::unbounded_channel();
+            let counters = Arc::new(Counters::default());
+            let id = credentials.id.clone();
+            let task = mqtt::ModuleTask::new(
+                Arc::clone(&validated),
+                credentials,
+                u32::try_from(index).unwrap_or(u32::MAX),
+                faults_rx,
+                Arc::clone(&counters),
+                shutdown.clone(),
+            );
+            tracker.spawn(task.run());
+            SimModule {
+                id,
+                faults: faults_tx,
+                counters,
+            }
+        })
+        .collect();
+    tracker.close();
+    Ok(Simulation {
+        modules: handles,
+        tracker,
+    })
+}
+
+/// The running simulation: a handle per module and the tasks behind them.
+#[derive(Debug)]
+pub struct Simulation {
+    /// In the order given to [`start`].
+    modules: Vec<SimModule>,
+    /// Every module task, so [`Simulation::stopped`] can wait for them.
+    tracker: TaskTracker,
+}
+
+impl Simulation {
+    /// The module with this id.
+    pub fn module(&self, id: &str) -> Option<&SimModule> {
+        self.modules.iter().find(|m| m.id.as_str() == id)
+    }
+
+    /// All modules, in the order given to [`start`].
+    pub fn modules(&self) -> &[SimModule] {
+        &self.modules
+    }
+
+    /// The sum of every module's counters.
+    pub fn total_stats(&self) -> SimStats {
+        self.modules
+            .iter()
+            .map(SimModule::stats)
+            .fold(SimStats::default(), |a, b| a + b)
+    }
+
+    /// Waits until every module task has finished (after `shutdown` is cancelled, each one
+    /// disconnects cleanly first).
+    pub async fn stopped(self) {
+        self.tracker.wait().await;
+    }
+}
+
+/// The handle of one simulated module.
+#[derive(Debug, Clone)]
+pub struct SimModule {
+    /// The module's id.
+    id: ModuleId,
+    /// To the module's task; unbounded so that `inject` never blocks or fails.
+    faults: mpsc::UnboundedSender<Fault>,
+    /// Written by the module's task.
+    counters: Arc<Counters>,
+}
+
+impl SimModule {
+    /// The module's id.
+    pub fn id(&self) -> &ModuleId {
+        &self.id
+    }
+
+    /// Injects a fault; returns at once. Ignored once the simulation has stopped.
+    pub fn inject(&self, fault: Fault) {
+        if self.faults.send(fault).is_err() {
+            tracing::debug!(module = %self.id, ?fault, "fault ignored: module stopped");
+        }
+    }
+
+    /// A snapshot of the module's counters.
+    pub fn stats(&self) -> SimStats {
+        self.counters.snapshot()
+    }
+
+    /// True while the module has an MQTT connection (ConnAck received, not yet lost).
+    pub fn is_connected(&self) -> bool {
+        self.counters.is_connected()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        SimConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn broker_addresses() {
+        assert_eq!(
+            parse_broker("127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert_eq!(
+            parse_broker("mqtt://broker.local:1884").unwrap(),
+            ("broker.local".into(), 1884)
+        );
+        assert_eq!(parse_broker("[::1]:1883").unwrap(), ("::1".into(), 1883));
+        for bad in ["", "localhost", "host:", ":1883", "host:99999", "host:0"] {
+            assert!(parse_broker(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        let bad = [
+            SimConfig {
+                heartbeat: Duration::from_millis(10),
+                ..SimConfig::default()
+            },
+            SimConfig {
+                telemetry: Duration::ZERO,
+                ..SimConfig::default()
+            },
+            SimConfig {
+                keep_alive: Duration::from_millis(500),
+                ..SimConfig::default()
+            },
+            SimConfig {
+                fw: "a-very-long-firmware-version".into(),
+                ..SimConfig::default()
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicate_modules_are_refused() {
+        let id = ModuleId::new("MC-1").unwrap();
+        let modules = vec![
+            ModuleCredentials::new(id.clone(), "a"),
+            ModuleCredentials::new(id, "b"),
+        ];
+        let err = try_start(SimConfig::default(), modules, CancellationToken::new()).unwrap_err();
+        assert!(matches!(err, SimError::DuplicateModule(_)));
+    }
+}

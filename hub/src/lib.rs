@@ -1,1 +1,214 @@
+//! mc-hub: the telemetry hub for MC station modules.
+//!
+//! # Layout (follow a message from a module to a browser)
+//! - [`broker`]: the embedded MQTT broker (rumqttd) behind our [`broker::gateway`], which
+//!   authenticates modules, enforces their topic ACL and reports connection lifecycles.
+//! - [`ingest`]: transports → typed [`ingest::ModuleEvent`]s ([`ingest::mqtt`] decodes payloads).
+//! - [`tracker`]: the single owner of module state; it drives [`liveness`] (online/offline,
+//!   deadlines, damping) and [`state`] (cache, revisions, diff) and emits only real changes.
+//! - [`realtime`]: Socket.IO rooms and [`realtime::EventsManager`]; event names and payloads in
+//!   [`realtime::events`].
+//! - [`web`]: the axum app: login/session, snapshot API, embedded dashboard.
+//! - [`store`]: SQLite (users, sessions, module registry). [`config`]: settings. [`demo`]:
+//!   `hub --demo`. [`metrics`]: counters.
+//!
+//! [`start`] takes its listeners and a shutdown token from the caller, so tests bind
+//! `127.0.0.1:0` and run a real hub in one line.
 
+pub mod broker;
+pub mod config;
+pub mod demo;
+pub mod ingest;
+pub mod liveness;
+pub mod metrics;
+pub mod realtime;
+pub mod state;
+pub mod store;
+pub mod tracker;
+pub mod web;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use config::Config;
+use metrics::Metrics;
+use store::Store;
+use tracker::{Tracker, TrackerHandle};
+
+/// Errors that stop the hub from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A listen address cannot be bound.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        /// HTTP or MQTT.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why (address in use, permission denied...).
+        source: std::io::Error,
+    },
+    /// The database cannot be used.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    /// Demo setup failed.
+    #[error("demo setup failed: {0}")]
+    Demo(String),
+}
+
+/// The hub's two listening sockets, bound before start so that callers (tests) can use port 0.
+pub struct Listeners {
+    /// HTTP + Socket.IO.
+    pub http: TcpListener,
+    /// MQTT.
+    pub mqtt: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`, with a clear error for each.
+    pub async fn bind(config: &Config) -> Result<Self, HubError> {
+        let bind = async |what, addr| {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| HubError::Bind { what, addr, source })
+        };
+        Ok(Self {
+            http: bind("HTTP", config.http).await?,
+            mqtt: bind("MQTT", config.mqtt).await?,
+        })
+    }
+}
+
+/// A started hub: its addresses and handles, for callers and tests.
+pub struct RunningHub {
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// Where MQTT listens.
+    pub mqtt_addr: SocketAddr,
+    /// The database.
+    pub store: Store,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The tracker.
+    pub tracker: TrackerHandle,
+    /// Demo credentials, when demo mode is on.
+    pub demo: Option<demo::DemoInfo>,
+    tasks: TaskTracker,
+}
+
+impl RunningHub {
+    /// Waits until every task has stopped (after the shutdown token was cancelled).
+    pub async fn stopped(self) {
+        self.tasks.wait().await;
+    }
+}
+
+/// Starts the hub on `listeners`; it runs until `shutdown` is cancelled.
+pub async fn start(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<RunningHub, HubError> {
+    config.validate()?;
+    let store = Store::open(&config.data_dir, config.session_ttl).await?;
+    let metrics = Metrics::default();
+    let tasks = TaskTracker::new();
+    let http_addr = local_addr(&listeners.http, "HTTP")?;
+    let mqtt_addr = local_addr(&listeners.mqtt, "MQTT")?;
+
+    // Realtime: Socket.IO handlers and the events manager.
+    let (socketio_layer, io) = SocketIo::builder().max_payload(64 * 1024).build_layer();
+    realtime::register_handlers(&io, store.clone());
+    let emitter = realtime::EventsManager::new(io, metrics.clone());
+
+    // The tracker owns module state.
+    let (tracker, tracker_handle) = Tracker::new(
+        config.liveness.clone(),
+        config.deadbands.clone(),
+        emitter,
+        metrics.clone(),
+    );
+    tasks.spawn(tracker.run(shutdown.clone()));
+
+    // MQTT: embedded broker, ingest, gateway.
+    let embedded = broker::start(config.max_packet, store.clone(), &tasks, &shutdown)?;
+    tasks.spawn(ingest::mqtt::run(
+        embedded.link_rx,
+        tracker_handle.events(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    // Commands will go out through this link; keep it alive as long as the hub runs.
+    let link_tx = embedded.link_tx;
+    let gateway = Arc::new(broker::gateway::Gateway::new(
+        store.clone(),
+        tracker_handle.events(),
+        metrics.clone(),
+        embedded.v4_addr,
+        embedded.v5_addr,
+        config.max_packet,
+    ));
+    tasks.spawn(gateway.run(listeners.mqtt, tasks.clone(), shutdown.clone()));
+
+    // HTTP.
+    let state = web::AppState {
+        store: store.clone(),
+        tracker: tracker_handle.clone(),
+        session_ttl: config.session_ttl,
+    };
+    let app = web::app(state, socketio_layer);
+    let http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let _link_tx = link_tx;
+        use axum::serve::ListenerExt;
+        // Small WebSocket frames must not wait for delayed ACKs (see DEPENDENCIES.md).
+        let listener = listeners.http.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+
+    let demo = if config.demo.enabled {
+        Some(
+            demo::start(&config, &store, mqtt_addr, &tasks, &shutdown)
+                .await
+                .map_err(|e| HubError::Demo(format!("{e:#}")))?,
+        )
+    } else {
+        None
+    };
+
+    tasks.close();
+    tracing::info!(%http_addr, %mqtt_addr, "hub started");
+    Ok(RunningHub {
+        http_addr,
+        mqtt_addr,
+        store,
+        metrics,
+        tracker: tracker_handle,
+        demo,
+        tasks,
+    })
+}
+
+fn local_addr(listener: &TcpListener, what: &'static str) -> Result<SocketAddr, HubError> {
+    listener.local_addr().map_err(|source| HubError::Bind {
+        what,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}

@@ -1,0 +1,389 @@
+//! The MQTT front door (see the [module docs](super)): authenticates each module, routes it to
+//! the internal listener of its protocol version, enforces its topic ACL, and tells the tracker
+//! when its connection starts and ends (and whether it ended cleanly).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::{Buf, BytesMut};
+use mc_protocol::{ModuleId, ModuleTopic, TopicKind};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::packet::{self, Refusal, kind};
+use crate::{
+    ingest::ModuleEvent,
+    metrics::Metrics,
+    store::{ModuleRecord, Store},
+};
+
+/// How long a new TCP connection may take to send its CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest CONNECT accepted (ids, credentials and a will fit easily).
+const MAX_CONNECT_LEN: usize = 8 * 1024;
+
+/// What every gateway connection needs.
+pub struct Gateway {
+    /// Registry, for credentials.
+    pub store: Store,
+    /// Where lifecycle events go.
+    pub events: mpsc::Sender<ModuleEvent>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Internal MQTT 3.1.1 listener.
+    pub v4_addr: SocketAddr,
+    /// Internal MQTT 5 listener.
+    pub v5_addr: SocketAddr,
+    /// Largest packet a module may send (payload cap plus headers).
+    pub max_packet: usize,
+    /// Numbers connections, so that stale disconnects and wills are recognised.
+    sessions: AtomicU64,
+}
+
+impl Gateway {
+    /// A gateway with these settings.
+    pub fn new(
+        store: Store,
+        events: mpsc::Sender<ModuleEvent>,
+        metrics: Metrics,
+        v4_addr: SocketAddr,
+        v5_addr: SocketAddr,
+        max_packet: usize,
+    ) -> Self {
+        Self {
+            store,
+            events,
+            metrics,
+            v4_addr,
+            v5_addr,
+            max_packet,
+            sessions: AtomicU64::new(1),
+        }
+    }
+
+    /// Accepts connections on `listener` until shutdown.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let gateway = self.clone();
+                    let shutdown = shutdown.clone();
+                    tasks.spawn(async move {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = gateway.serve(stream, peer) => {}
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "MQTT accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve(&self, mut client: TcpStream, peer: SocketAddr) {
+        let mut buf = BytesMut::with_capacity(1024);
+        let connect = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            read_frame(&mut client, &mut buf, MAX_CONNECT_LEN),
+        )
+        .await
+        {
+            Ok(Ok(Some(frame))) if frame.kind == kind::CONNECT => frame,
+            Ok(Ok(_)) => {
+                self.metrics.reject("mqtt_protocol");
+                return;
+            }
+            Ok(Err(e)) => {
+                self.metrics.reject("mqtt_protocol");
+                tracing::debug!(%peer, error = %e, "bad first packet");
+                return;
+            }
+            Err(_) => {
+                self.metrics.reject("mqtt_connect_timeout");
+                return;
+            }
+        };
+        let info = match packet::parse_connect(&buf[connect.header_len..connect.len]) {
+            Ok(info) => info,
+            Err(e) => {
+                self.metrics.reject("mqtt_protocol");
+                tracing::warn!(%peer, error = %e, "malformed CONNECT");
+                return;
+            }
+        };
+        let upstream_addr = match info.level {
+            packet::LEVEL_V311 => self.v4_addr,
+            packet::LEVEL_V5 => self.v5_addr,
+            _ => {
+                self.refuse(
+                    &mut client,
+                    info.level,
+                    Refusal::UnsupportedVersion,
+                    peer,
+                    &info.client_id,
+                )
+                .await;
+                return;
+            }
+        };
+        let record = match check_credentials(
+            &self.store,
+            &info.client_id,
+            info.username.as_deref(),
+            info.password.as_deref(),
+        )
+        .await
+        {
+            Ok(record) => record,
+            Err(refusal) => {
+                self.refuse(&mut client, info.level, refusal, peer, &info.client_id)
+                    .await;
+                return;
+            }
+        };
+
+        let mut upstream = match TcpStream::connect(upstream_addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "internal broker unreachable");
+                return;
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        if upstream.write_all(&buf[..connect.len]).await.is_err() {
+            return;
+        }
+        buf.advance(connect.len);
+
+        // Wait for the broker's CONNACK before telling anyone the module is connected.
+        let mut down = BytesMut::with_capacity(64);
+        let connack = match read_frame(&mut upstream, &mut down, 1024).await {
+            Ok(Some(f)) if f.kind == kind::CONNACK => f,
+            _ => return,
+        };
+        let accepted = packet::connack_accepted(&down[connack.header_len..connack.len]);
+        if client.write_all(&down).await.is_err() || !accepted {
+            return;
+        }
+        down.clear();
+
+        let module = record.id.clone();
+        let session = self.sessions.fetch_add(1, Ordering::Relaxed);
+        self.metrics.mqtt_connections.inc();
+        tracing::debug!(%module, session, %peer, level = info.level, "module connected");
+        if self
+            .events
+            .send(ModuleEvent::Connected { record, session })
+            .await
+            .is_err()
+        {
+            return;
+        }
+
+        let (mut client_rd, mut client_wr) = client.into_split();
+        let (mut upstream_rd, mut upstream_wr) = upstream.into_split();
+        let downstream = async {
+            let _ = tokio::io::copy(&mut upstream_rd, &mut client_wr).await;
+        };
+        let upstream_fut =
+            self.forward_client(&module, info.level, &mut client_rd, &mut upstream_wr, buf);
+        let clean = tokio::select! {
+            clean = upstream_fut => clean,
+            _ = downstream => false,
+        };
+        let _ = upstream_wr.shutdown().await;
+        tracing::debug!(%module, session, clean, "module disconnected");
+        let _ = self
+            .events
+            .send(ModuleEvent::Disconnected {
+                module,
+                session,
+                clean,
+            })
+            .await;
+    }
+
+    /// Copies client packets to the broker, checking each PUBLISH against the module's ACL.
+    /// Returns true when the client ended with a clean DISCONNECT.
+    async fn forward_client(
+        &self,
+        module: &ModuleId,
+        level: u8,
+        client: &mut tokio::net::tcp::OwnedReadHalf,
+        upstream: &mut tokio::net::tcp::OwnedWriteHalf,
+        mut buf: BytesMut,
+    ) -> bool {
+        loop {
+            // Forward every complete packet in the buffer with one write.
+            let mut complete = 0;
+            loop {
+                let frame = match packet::frame(&buf[complete..], self.max_packet) {
+                    Ok(Some(f)) if complete + f.len <= buf.len() => f,
+                    Ok(_) => break,
+                    Err(packet::PacketError::TooLarge(len)) => {
+                        self.metrics.reject("too_large");
+                        tracing::warn!(%module, len, max = self.max_packet, "packet too large: closing connection");
+                        return false;
+                    }
+                    Err(e) => {
+                        self.metrics.reject("mqtt_protocol");
+                        tracing::warn!(%module, error = %e, "bad packet: closing connection");
+                        return false;
+                    }
+                };
+                let body = &buf[complete + frame.header_len..complete + frame.len];
+                match frame.kind {
+                    kind::PUBLISH => {
+                        if let Err(reason) = check_publish(module, body) {
+                            self.metrics.reject(reason);
+                            tracing::warn!(%module, topic = %String::from_utf8_lossy(packet::publish_topic(body).unwrap_or("").as_bytes()), "publish outside the module's topics: closing connection");
+                            return false;
+                        }
+                    }
+                    kind::DISCONNECT => {
+                        let _ = upstream.write_all(&buf[..complete + frame.len]).await;
+                        return !packet::disconnect_with_will(level, body);
+                    }
+                    _ => {}
+                }
+                complete += frame.len;
+            }
+            if complete > 0 {
+                if upstream.write_all(&buf[..complete]).await.is_err() {
+                    return false;
+                }
+                buf.advance(complete);
+            }
+            buf.reserve(4096);
+            match client.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn refuse(
+        &self,
+        client: &mut TcpStream,
+        level: u8,
+        refusal: Refusal,
+        peer: SocketAddr,
+        client_id: &str,
+    ) {
+        self.metrics.mqtt_auth_failures.inc();
+        self.metrics.reject(match refusal {
+            Refusal::UnsupportedVersion => "mqtt_version",
+            Refusal::BadClientId => "mqtt_client_id",
+            Refusal::BadCredentials => "mqtt_credentials",
+        });
+        tracing::warn!(%peer, client_id = %client_id.escape_debug(), ?refusal, "MQTT connection refused");
+        let _ = client
+            .write_all(&packet::connack_refusal(level, refusal))
+            .await;
+        let _ = client.shutdown().await;
+    }
+}
+
+/// A module may publish only on its own hello/heartbeat/telemetry/status topics.
+fn check_publish(module: &ModuleId, body: &[u8]) -> Result<(), &'static str> {
+    let topic = packet::publish_topic(body).map_err(|_| "mqtt_protocol")?;
+    match ModuleTopic::parse(topic) {
+        Ok(t) if t.module == *module && t.kind != TopicKind::Cmd => Ok(()),
+        _ => Err("acl_denied"),
+    }
+}
+
+/// Checks MQTT credentials against the registry: client id = username = a registered module
+/// id, password = its token.
+pub async fn check_credentials(
+    store: &Store,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&[u8]>,
+) -> Result<ModuleRecord, Refusal> {
+    let id = ModuleId::new(client_id).map_err(|_| Refusal::BadClientId)?;
+    if username != Some(client_id) {
+        return Err(Refusal::BadCredentials);
+    }
+    let password = password
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .ok_or(Refusal::BadCredentials)?;
+    let record = match store.module(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Err(Refusal::BadCredentials),
+        Err(e) => {
+            tracing::error!(error = %e, "registry lookup failed");
+            return Err(Refusal::BadCredentials);
+        }
+    };
+    if record.token_matches(password) {
+        Ok(record)
+    } else {
+        Err(Refusal::BadCredentials)
+    }
+}
+
+/// Reads until `buf` holds one complete packet; `Ok(None)` on EOF first.
+async fn read_frame(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max_len: usize,
+) -> Result<Option<packet::Frame>, packet::PacketError> {
+    loop {
+        if let Some(frame) = packet::frame(buf, max_len)? {
+            if buf.len() >= frame.len {
+                return Ok(Some(frame));
+            }
+        }
+        buf.reserve(1024);
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_allows_only_own_upstream_topics() {
+        let me = ModuleId::new("MC-1").unwrap();
+        let publish = |topic: &str| {
+            let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+            body.extend_from_slice(topic.as_bytes());
+            body.extend_from_slice(b"payload");
+            check_publish(&me, &body)
+        };
+        assert_eq!(publish("mc/MC-1/telemetry"), Ok(()));
+        assert_eq!(publish("mc/MC-1/status"), Ok(()));
+        assert_eq!(publish("mc/MC-2/telemetry"), Err("acl_denied"));
+        assert_eq!(publish("mc/MC-1/cmd"), Err("acl_denied"));
+        assert_eq!(publish("other/topic"), Err("acl_denied"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The embedded MQTT broker: rumqttd on internal loopback ports, behind our gateway.
+//!
+//! ```text
+//! module ──TCP──▶ gateway (--mqtt port) ──▶ rumqttd v4 or v5 listener (127.0.0.1, internal)
+//!                    │ auth, ACL, lifecycle          │ router
+//!                    ▼                               ▼
+//!                 tracker ◀──── ingest ◀──── local link (mc/+/+)
+//! ```
+//!
+//! Why a gateway: rumqttd serves MQTT 3.1.1 and 5 on separate listeners, answers a wrong password
+//! by dropping the TCP connection without a CONNACK, tells nobody when a client connects or
+//! disconnects cleanly, and has no per-client topic ACL. The gateway reads the CONNECT, sends
+//! proper CONNACK refusals, routes by protocol level to one port, restricts each module to its
+//! own topics, and reports each connection's start and end to the tracker.
+
+pub mod gateway;
+pub mod packet;
+
+use std::net::SocketAddr;
+
+use rumqttd::{
+    ConnectionSettings, Router, RouterConfig, ServerSettings,
+    local::{LinkBuilder, LinkRx, LinkTx},
+    protocol::{v4::V4, v5::V5},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::store::Store;
+
+/// Client id of the hub's own link into the router; not a valid module id, so no module can
+/// take it over.
+pub const HUB_LINK_ID: &str = "hub.internal";
+
+/// Errors starting the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No free internal port.
+    #[error("cannot reserve an internal broker port: {0}")]
+    Port(std::io::Error),
+    /// The router refused the hub's link.
+    #[error("cannot link the hub to the broker: {0}")]
+    Link(String),
+}
+
+/// A running embedded broker.
+pub struct EmbeddedBroker {
+    /// Internal address of the MQTT 3.1.1 listener.
+    pub v4_addr: SocketAddr,
+    /// Internal address of the MQTT 5 listener.
+    pub v5_addr: SocketAddr,
+    /// The hub's link: publishes commands.
+    pub link_tx: LinkTx,
+    /// The hub's link: receives every module publish.
+    pub link_rx: LinkRx,
+}
+
+fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(BrokerError::Port)?;
+    listener.local_addr().map_err(BrokerError::Port)
+}
+
+/// Starts the router (its own thread: rumqttd has no shutdown API, it idles once every link is
+/// gone) and the two internal listeners (tasks on `tasks`, stopped by `shutdown`).
+pub fn start(
+    max_packet: usize,
+    store: Store,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<EmbeddedBroker, BrokerError> {
+    let router_config = RouterConfig {
+        max_connections: 100_000,
+        max_outgoing_packet_count: 1024,
+        max_segment_size: 4 * 1024 * 1024,
+        max_segment_count: 4,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    let router_tx = Router::new(0, router_config).spawn();
+
+    let settings = |name: &str, listen: SocketAddr| {
+        let mut connections = ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: max_packet,
+            max_inflight_count: 256,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        };
+        let store = store.clone();
+        // Defence in depth: the internal ports are on loopback, but check credentials again.
+        connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+            let store = store.clone();
+            async move {
+                gateway::check_credentials(&store, &client_id, Some(&user), Some(pass.as_bytes()))
+                    .await
+                    .is_ok()
+            }
+        });
+        ServerSettings {
+            name: name.to_owned(),
+            listen,
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections,
+        }
+    };
+    let v4_addr = free_loopback_port()?;
+    let v5_addr = free_loopback_port()?;
+    let mut v4 = rumqttd::Server::new(settings("internal-v4", v4_addr), router_tx.clone(), V4);
+    let mut v5 = rumqttd::Server::new(settings("internal-v5", v5_addr), router_tx.clone(), V5);
+    spawn_listener(tasks, shutdown, async move {
+        v4.start(rumqttd::LinkType::Remote).await
+    });
+    spawn_listener(tasks, shutdown, async move {
+        v5.start(rumqttd::LinkType::Remote).await
+    });
+
+    let (mut link_tx, link_rx, _ack) = LinkBuilder::new(HUB_LINK_ID, router_tx)
+        .build()
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
+    link_tx
+        .subscribe(mc_protocol::topic::FILTER_ALL_MODULES)
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
+    Ok(EmbeddedBroker {
+        v4_addr,
+        v5_addr,
+        link_tx,
+        link_rx,
+    })
+}
+
+fn spawn_listener<E: std::fmt::Debug>(
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    listener: impl Future<Output = Result<(), E>> + Send + 'static,
+) {
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            result = listener => if let Err(e) = result {
+                tracing::error!(error = ?e, "internal MQTT listener stopped");
+            },
+        }
+    });
+}

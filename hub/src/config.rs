@@ -1,0 +1,252 @@
+//! The hub's configuration: one struct, defaults here, overridable by a TOML file (`--config`),
+//! then by environment variables (`HUB_*`) and flags. Validated before anything starts.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{liveness::LivenessConfig, state::Deadbands};
+
+/// Everything the hub can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// HTTP + Socket.IO listen address. Default `127.0.0.1:8080`.
+    pub http: SocketAddr,
+    /// MQTT listen address (embedded broker). Default `0.0.0.0:1883`.
+    pub mqtt: SocketAddr,
+    /// Where the database lives. Default `./hub-data`.
+    pub data_dir: PathBuf,
+    /// Largest MQTT packet a module may send, in bytes. Default 8 KiB (a 4 KiB JSON payload
+    /// plus topic and headers fits).
+    pub max_packet: usize,
+    /// Lifetime of a login session. Default 7 days.
+    #[serde(with = "duration")]
+    pub session_ttl: Duration,
+    /// Liveness timeouts and flap damping.
+    pub liveness: LivenessConfig,
+    /// Per-reading deadbands (absolute), e.g. `temperature = 0.05`. Default none.
+    pub deadbands: Deadbands,
+    /// Demo mode: demo users and simulated modules.
+    pub demo: DemoConfig,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+/// Demo mode settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DemoConfig {
+    /// Start the demo.
+    pub enabled: bool,
+    /// How many simulated modules. Default 24.
+    pub modules: usize,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            modules: 24,
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            mqtt: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            data_dir: PathBuf::from("./hub-data"),
+            max_packet: 8 * 1024,
+            session_ttl: Duration::from_secs(7 * 24 * 3600),
+            liveness: LivenessConfig::default(),
+            deadbands: Deadbands::default(),
+            demo: DemoConfig::default(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Configuration errors, each saying what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {setting}: {message}")]
+    Invalid {
+        /// Which setting.
+        setting: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The data directory cannot be used.
+    #[error("data directory {path} is not usable: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks values and prepares the data directory (created if missing, must be writable).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1024..=1024 * 1024).contains(&self.max_packet) {
+            return Err(ConfigError::Invalid {
+                setting: "max-packet",
+                message: format!("{} bytes; must be between 1 KiB and 1 MiB", self.max_packet),
+            });
+        }
+        if let Some(t) = self.liveness.heartbeat_timeout
+            && t < Duration::from_millis(100)
+        {
+            return Err(ConfigError::Invalid {
+                setting: "heartbeat-timeout",
+                message: format!("{t:?}; must be at least 100ms"),
+            });
+        }
+        if self.liveness.flap.max_transitions == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "liveness.flap.max-transitions",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self
+            .deadbands
+            .0
+            .values()
+            .any(|d| !d.is_finite() || *d < 0.0)
+        {
+            return Err(ConfigError::Invalid {
+                setting: "deadbands",
+                message: "each deadband must be a finite number >= 0".into(),
+            });
+        }
+        let dir_err = |source| ConfigError::DataDir {
+            path: self.data_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.data_dir).map_err(dir_err)?;
+        let probe = self.data_dir.join(".write-test");
+        std::fs::write(&probe, b"ok").map_err(dir_err)?;
+        let _ = std::fs::remove_file(probe);
+        Ok(())
+    }
+}
+
+/// Serde for durations written as text: `"15s"`, `"500ms"`, `"7days"`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `d` as humantime text.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Reads humantime text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde for optional durations written as text.
+pub mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `d` as humantime text, or nothing.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads humantime text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_typos_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "http = \"127.0.0.1:9000\"\n[liveness]\nheartbeat-timeout = \"2s\"\n[deadbands]\ntemperature = 0.1\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.http.port(), 9000);
+        assert_eq!(c.liveness.heartbeat_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.deadbands.0.get("temperature"), Some(&0.1));
+        assert_eq!(c.mqtt, Config::default().mqtt);
+
+        std::fs::write(&path, "htttp = \"x\"\n").unwrap();
+        let e = Config::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("htttp"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
+        c.max_packet = 10;
+        assert!(c.validate().unwrap_err().to_string().contains("max-packet"));
+    }
+}

@@ -1,0 +1,37 @@
+//! Transports turn bytes into typed [`ModuleEvent`]s for the tracker. Everything that can be
+//! wrong with the bytes is decided here (and counted); the tracker only sees valid messages.
+
+pub mod mqtt;
+
+use mc_protocol::{Heartbeat, Hello, ModuleId, Telemetry};
+
+use crate::store::ModuleRecord;
+
+/// Something that happened to a module, in the order it happened on its connection.
+#[derive(Debug, Clone)]
+pub enum ModuleEvent {
+    /// An authenticated connection opened; `session` numbers connections hub-wide.
+    Connected {
+        /// The module's registry entry, read at authentication.
+        record: ModuleRecord,
+        /// This connection's number.
+        session: u64,
+    },
+    /// That connection closed.
+    Disconnected {
+        /// Whose.
+        module: ModuleId,
+        /// Which connection.
+        session: u64,
+        /// True for a clean MQTT DISCONNECT (no last will).
+        clean: bool,
+    },
+    /// Birth certificate.
+    Hello(ModuleId, Hello),
+    /// Alive.
+    Heartbeat(ModuleId, Heartbeat),
+    /// Readings.
+    Telemetry(ModuleId, Telemetry),
+    /// Its last will (`offline` on `mc/<id>/status`).
+    Will(ModuleId),
+}

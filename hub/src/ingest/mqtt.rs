@@ -1,0 +1,127 @@
+//! MQTT ingest: the hub's local link into the embedded broker, subscribed to every module
+//! topic. Decodes payloads (native or JSON) and forwards typed events to the tracker.
+
+use mc_protocol::{
+    Heartbeat, Hello, ModuleTopic, ProtocolError, STATUS_OFFLINE, Telemetry, TopicKind, codec,
+};
+use rumqttd::{Notification, local::LinkRx};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::ModuleEvent;
+use crate::metrics::Metrics;
+
+/// Consumes `link_rx` until shutdown or until the broker goes away.
+pub async fn run(
+    mut link_rx: LinkRx,
+    events: mpsc::Sender<ModuleEvent>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let notification = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            n = link_rx.next() => n,
+        };
+        match notification {
+            Ok(Some(Notification::Forward(forward))) => {
+                let publish = forward.publish;
+                let Some(event) = decode(&publish.topic, &publish.payload, &metrics) else {
+                    continue;
+                };
+                metrics.messages_ingested.inc();
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            // The router stops forwarding when our buffer filled; we drained it, ask for more.
+            Ok(Some(Notification::Unschedule)) => {
+                if let Err(e) = link_rx.wake().await {
+                    tracing::error!(error = %e, "broker link lost");
+                    return;
+                }
+            }
+            // Acks, or a wake-up with nothing to read: keep consuming.
+            Ok(Some(_)) | Ok(None) => {}
+            Err(e) => {
+                if !shutdown.is_cancelled() {
+                    tracing::error!(error = %e, "broker link lost");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Turns one publish into an event, or counts and logs why not.
+pub fn decode(topic: &[u8], payload: &[u8], metrics: &Metrics) -> Option<ModuleEvent> {
+    let topic = match std::str::from_utf8(topic)
+        .map_err(|_| ProtocolError::InvalidTopic)
+        .and_then(ModuleTopic::parse)
+    {
+        Ok(t) => t,
+        Err(e) => {
+            metrics.reject(e.reason());
+            tracing::warn!(topic = %String::from_utf8_lossy(topic), "rejected publish: {e}");
+            return None;
+        }
+    };
+    let module = topic.module;
+    let result =
+        match topic.kind {
+            TopicKind::Hello => {
+                codec::decode::<Hello>(payload).map(|m| ModuleEvent::Hello(module.clone(), m))
+            }
+            TopicKind::Heartbeat => codec::decode::<Heartbeat>(payload)
+                .map(|m| ModuleEvent::Heartbeat(module.clone(), m)),
+            TopicKind::Telemetry => codec::decode::<Telemetry>(payload)
+                .map(|m| ModuleEvent::Telemetry(module.clone(), m)),
+            TopicKind::Status if payload == STATUS_OFFLINE => Ok(ModuleEvent::Will(module.clone())),
+            // `online` status and our own commands echoed back carry nothing for the tracker.
+            TopicKind::Status | TopicKind::Cmd => return None,
+        };
+    match result {
+        Ok(event) => Some(event),
+        Err(e) => {
+            metrics.reject(e.reason());
+            tracing::warn!(module = %module, kind = topic.kind.as_str(), len = payload.len(), "rejected payload: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_payloads_are_counted_by_reason() {
+        let m = Metrics::default();
+        assert!(
+            decode(
+                b"mc/MC-1001/telemetry",
+                br#"{"seq":1,"readings":{"t":1e39}}"#,
+                &m
+            )
+            .is_none()
+        );
+        assert!(decode(b"mc/MC-1001/telemetry", b"\x01\xff", &m).is_none());
+        assert!(decode(b"mc/MC-1001/telemetry", b"{garbage", &m).is_none());
+        assert!(decode(b"mc/../telemetry", b"{}", &m).is_none());
+        assert_eq!(m.rejected("non_finite"), 1);
+        assert_eq!(m.rejected("malformed"), 2);
+        assert_eq!(m.rejected("invalid_topic"), 1);
+        assert!(matches!(
+            decode(
+                b"mc/MC-1001/telemetry",
+                br#"{"seq":1,"readings":{"t":1}}"#,
+                &m
+            ),
+            Some(ModuleEvent::Telemetry(..))
+        ));
+        assert!(matches!(
+            decode(b"mc/MC-1001/status", b"offline", &m),
+            Some(ModuleEvent::Will(_))
+        ));
+    }
+}

@@ -1,0 +1,503 @@
+//! Who is online: heartbeat deadlines, connection sessions, stale last wills, flap damping.
+//!
+//! Pure logic, owned by the tracker task; time comes from `tokio::time` so tests pause it.
+//!
+//! # Rules
+//! - **Online** when a hello, heartbeat or telemetry arrives from a module that has an open
+//!   connection (a message without one is a leftover of a closed connection and cannot prove
+//!   anything).
+//! - **Offline** when the connection closes (clean DISCONNECT or lost), when its last will
+//!   arrives, or when no message arrives within its timeout.
+//! - **Timeout**, first match: the module's own setting (registry) > the hub's
+//!   `--heartbeat-timeout` > 3 × the interval announced in its hello > 15 s.
+//! - **Deadlines** sit in a timer wheel ([`DelayQueue`]): one entry per module, reset in O(1) by
+//!   each message; nothing scans all modules.
+//! - **Sessions** (as Sparkplug's bdSeq): each connection gets a number. A disconnect for an older
+//!   session, or a last will while a newer connection is open, is stale: counted and ignored.
+//! - **Flap damping**: a module that changes state more than `max_transitions` times within
+//!   `window` is *flapping*: its changes are tracked but not emitted. Once it has been stable for
+//!   `hold`, the clients get its current state once (if it differs from what they last saw).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use mc_protocol::ModuleId;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::time::{DelayQueue, delay_queue::Key};
+
+/// Default liveness timeout when a module announced no interval.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Timeout = this many announced heartbeat intervals.
+pub const INTERVAL_MULTIPLIER: u32 = 3;
+
+/// Liveness settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LivenessConfig {
+    /// Hub-wide timeout overriding the announced interval (`--heartbeat-timeout`).
+    #[serde(with = "crate::config::opt_duration")]
+    pub heartbeat_timeout: Option<Duration>,
+    /// Flap damping.
+    pub flap: FlapDamping,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_timeout: None,
+            flap: FlapDamping::default(),
+        }
+    }
+}
+
+/// Flap damping settings (see the module docs for the rule).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FlapDamping {
+    /// More state changes than this within `window` means flapping.
+    pub max_transitions: usize,
+    /// The observation window.
+    #[serde(with = "crate::config::duration")]
+    pub window: Duration,
+    /// How long a flapping module must be stable before its state is emitted again.
+    #[serde(with = "crate::config::duration")]
+    pub hold: Duration,
+}
+
+impl Default for FlapDamping {
+    fn default() -> Self {
+        Self {
+            max_transitions: 6,
+            window: Duration::from_secs(60),
+            hold: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a module went offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineReason {
+    /// No message within the timeout.
+    Timeout,
+    /// Its last will arrived.
+    Will,
+    /// It sent a clean MQTT DISCONNECT.
+    Disconnect,
+    /// Its connection dropped without DISCONNECT.
+    ConnectionLost,
+}
+
+/// A change the clients must hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LivenessChange {
+    /// The module is online.
+    Online(ModuleId),
+    /// The module is offline.
+    Offline(ModuleId, OfflineReason),
+}
+
+/// Counters for what liveness ignored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LivenessCounters {
+    /// Last wills that arrived while a newer connection was open.
+    pub stale_wills: u64,
+    /// Disconnects of connections that had already been replaced.
+    pub stale_disconnects: u64,
+    /// State changes not emitted because the module was flapping.
+    pub damped: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    Silence,
+    Settle,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    session: Option<u64>,
+    online: bool,
+    announced: Option<Duration>,
+    own_timeout: Option<Duration>,
+    silence_key: Option<Key>,
+    settle_key: Option<Key>,
+    transitions: VecDeque<Instant>,
+    emitted_online: bool,
+    offline_reason: Option<OfflineReason>,
+}
+
+/// The liveness state of every module; see the module docs.
+#[derive(Debug)]
+pub struct LivenessTracker {
+    config: LivenessConfig,
+    entries: HashMap<ModuleId, Entry>,
+    deadlines: DelayQueue<(ModuleId, Deadline)>,
+    counters: LivenessCounters,
+}
+
+impl LivenessTracker {
+    /// An empty tracker.
+    pub fn new(config: LivenessConfig) -> Self {
+        Self {
+            config,
+            entries: HashMap::new(),
+            deadlines: DelayQueue::new(),
+            counters: LivenessCounters::default(),
+        }
+    }
+
+    /// What was ignored so far.
+    pub fn counters(&self) -> LivenessCounters {
+        self.counters
+    }
+
+    /// Whether `module` is online (as tracked, before damping).
+    pub fn is_online(&self, module: &ModuleId) -> bool {
+        self.entries.get(module).is_some_and(|e| e.online)
+    }
+
+    /// Whether clients currently see `module` online (after damping).
+    pub fn visible_online(&self, module: &ModuleId) -> bool {
+        self.entries.get(module).is_some_and(|e| e.emitted_online)
+    }
+
+    /// A connection for `module` opened as `session`; `own_timeout` comes from the registry.
+    pub fn connected(&mut self, module: &ModuleId, session: u64, own_timeout: Option<Duration>) {
+        let entry = self.entries.entry(module.clone()).or_default();
+        entry.session = Some(session);
+        entry.own_timeout = own_timeout;
+    }
+
+    /// A message arrived; `announced` is the heartbeat interval of a hello.
+    pub fn seen(
+        &mut self,
+        module: &ModuleId,
+        announced: Option<Duration>,
+    ) -> Option<LivenessChange> {
+        let now = Instant::now();
+        let entry = self.entries.get_mut(module)?;
+        entry.session?;
+        if announced.is_some() {
+            entry.announced = announced;
+        }
+        let timeout = entry
+            .own_timeout
+            .or(self.config.heartbeat_timeout)
+            .or(entry.announced.map(|i| i * INTERVAL_MULTIPLIER))
+            .unwrap_or(DEFAULT_TIMEOUT);
+        match &entry.silence_key {
+            Some(key) => self.deadlines.reset_at(key, now + timeout),
+            None => {
+                entry.silence_key = Some(
+                    self.deadlines
+                        .insert_at((module.clone(), Deadline::Silence), now + timeout),
+                )
+            }
+        }
+        if entry.online {
+            return None;
+        }
+        self.transition(module, true, None, now)
+    }
+
+    /// The connection `session` of `module` closed.
+    pub fn disconnected(
+        &mut self,
+        module: &ModuleId,
+        session: u64,
+        reason: OfflineReason,
+    ) -> Option<LivenessChange> {
+        let entry = self.entries.get_mut(module)?;
+        if entry.session != Some(session) {
+            self.counters.stale_disconnects += 1;
+            return None;
+        }
+        entry.session = None;
+        self.go_offline(module, reason)
+    }
+
+    /// The last will of `module` arrived.
+    pub fn will(&mut self, module: &ModuleId) -> Option<LivenessChange> {
+        let entry = self.entries.get_mut(module)?;
+        if entry.session.is_some() {
+            // A newer connection is open: this will belongs to a connection already replaced.
+            self.counters.stale_wills += 1;
+            return None;
+        }
+        self.go_offline(module, OfflineReason::Will)
+    }
+
+    /// Forgets `module` (unregistered).
+    pub fn remove(&mut self, module: &ModuleId) {
+        if let Some(entry) = self.entries.remove(module) {
+            for key in [entry.silence_key, entry.settle_key].into_iter().flatten() {
+                self.deadlines.remove(&key);
+            }
+        }
+    }
+
+    fn go_offline(&mut self, module: &ModuleId, reason: OfflineReason) -> Option<LivenessChange> {
+        let entry = self.entries.get_mut(module)?;
+        if let Some(key) = entry.silence_key.take() {
+            self.deadlines.remove(&key);
+        }
+        if !entry.online {
+            return None;
+        }
+        self.transition(module, false, Some(reason), Instant::now())
+    }
+
+    /// Applies a state change and decides, by the damping rule, whether clients hear of it.
+    fn transition(
+        &mut self,
+        module: &ModuleId,
+        online: bool,
+        reason: Option<OfflineReason>,
+        now: Instant,
+    ) -> Option<LivenessChange> {
+        let flap = &self.config.flap;
+        let entry = self.entries.get_mut(module)?;
+        entry.online = online;
+        if reason.is_some() {
+            entry.offline_reason = reason;
+        }
+        entry.transitions.push_back(now);
+        while entry
+            .transitions
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > flap.window)
+            || entry.transitions.len() > flap.max_transitions + 1
+        {
+            entry.transitions.pop_front();
+        }
+        let flapping = entry.transitions.len() > flap.max_transitions;
+        if flapping || entry.settle_key.is_some() {
+            self.counters.damped += 1;
+            match &entry.settle_key {
+                Some(key) => self.deadlines.reset_at(key, now + flap.hold),
+                None => {
+                    entry.settle_key = Some(
+                        self.deadlines
+                            .insert_at((module.clone(), Deadline::Settle), now + flap.hold),
+                    )
+                }
+            }
+            return None;
+        }
+        Self::emit_if_changed(module, entry)
+    }
+
+    fn emit_if_changed(module: &ModuleId, entry: &mut Entry) -> Option<LivenessChange> {
+        if entry.online == entry.emitted_online {
+            return None;
+        }
+        entry.emitted_online = entry.online;
+        Some(if entry.online {
+            LivenessChange::Online(module.clone())
+        } else {
+            LivenessChange::Offline(
+                module.clone(),
+                entry.offline_reason.unwrap_or(OfflineReason::Timeout),
+            )
+        })
+    }
+
+    /// Drives the deadlines: ready with the next change to emit; pending while there is none.
+    pub fn poll_change(&mut self, cx: &mut Context<'_>) -> Poll<LivenessChange> {
+        loop {
+            let Poll::Ready(Some(expired)) = self.deadlines.poll_expired(cx) else {
+                return Poll::Pending;
+            };
+            let (module, deadline) = expired.into_inner();
+            let Some(entry) = self.entries.get_mut(&module) else {
+                continue;
+            };
+            let change = match deadline {
+                Deadline::Silence => {
+                    entry.silence_key = None;
+                    if !entry.online {
+                        continue;
+                    }
+                    self.transition(&module, false, Some(OfflineReason::Timeout), Instant::now())
+                }
+                Deadline::Settle => {
+                    entry.settle_key = None;
+                    Self::emit_if_changed(&module, entry)
+                }
+            };
+            if let Some(change) = change {
+                return Poll::Ready(change);
+            }
+        }
+    }
+
+    /// Waits for the next change to emit.
+    pub async fn next_change(&mut self) -> LivenessChange {
+        std::future::poll_fn(|cx| self.poll_change(cx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use LivenessChange::*;
+
+    fn id(s: &str) -> ModuleId {
+        ModuleId::new(s).unwrap()
+    }
+
+    fn tracker() -> LivenessTracker {
+        LivenessTracker::new(LivenessConfig::default())
+    }
+
+    /// The next change, if one happens within `within` of paused time.
+    async fn change_within(t: &mut LivenessTracker, within: Duration) -> Option<LivenessChange> {
+        tokio::time::timeout(within, t.next_change()).await.ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn online_on_first_message_offline_after_three_intervals() {
+        let mut t = tracker();
+        let m = id("MC-1001-STN");
+        t.connected(&m, 1, None);
+        assert_eq!(
+            t.seen(&m, Some(Duration::from_secs(5))),
+            Some(Online(m.clone()))
+        );
+        assert_eq!(t.seen(&m, None), None, "already online: no event");
+        // Heartbeats keep it alive.
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            assert_eq!(t.seen(&m, None), None);
+        }
+        assert_eq!(
+            change_within(&mut t, Duration::from_millis(14_900)).await,
+            None
+        );
+        assert_eq!(
+            change_within(&mut t, Duration::from_millis(200)).await,
+            Some(Offline(m.clone(), OfflineReason::Timeout))
+        );
+        // Back when it speaks again.
+        assert_eq!(t.seen(&m, None), Some(Online(m)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_precedence_module_over_hub_over_announced() {
+        let config = LivenessConfig {
+            heartbeat_timeout: Some(Duration::from_secs(4)),
+            ..Default::default()
+        };
+        let mut t = LivenessTracker::new(config);
+        let (a, b) = (id("MOD-A"), id("MOD-B"));
+        t.connected(&a, 1, None);
+        t.connected(&b, 2, Some(Duration::from_secs(2)));
+        t.seen(&a, Some(Duration::from_secs(60)));
+        t.seen(&b, Some(Duration::from_secs(60)));
+        assert_eq!(
+            change_within(&mut t, Duration::from_millis(2100)).await,
+            Some(Offline(b, OfflineReason::Timeout))
+        );
+        assert_eq!(
+            change_within(&mut t, Duration::from_millis(2000)).await,
+            Some(Offline(a, OfflineReason::Timeout))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn default_timeout_without_hello() {
+        let mut t = tracker();
+        let m = id("MC-1");
+        t.connected(&m, 1, None);
+        assert_eq!(t.seen(&m, None), Some(Online(m.clone())));
+        assert_eq!(
+            change_within(&mut t, DEFAULT_TIMEOUT - Duration::from_millis(10)).await,
+            None
+        );
+        assert!(
+            change_within(&mut t, Duration::from_millis(20))
+                .await
+                .is_some()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_without_an_open_connection_prove_nothing() {
+        let mut t = tracker();
+        let m = id("MC-1");
+        assert_eq!(t.seen(&m, None), None);
+        t.connected(&m, 1, None);
+        t.seen(&m, None);
+        assert_eq!(
+            t.disconnected(&m, 1, OfflineReason::Disconnect),
+            Some(Offline(m.clone(), OfflineReason::Disconnect))
+        );
+        assert_eq!(t.seen(&m, None), None, "late message after disconnect");
+        assert!(!t.is_online(&m));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_will_and_stale_disconnect_after_reconnect_are_ignored() {
+        let mut t = tracker();
+        let m = id("MC-1");
+        t.connected(&m, 1, None);
+        t.seen(&m, None);
+        // The module reconnects (session 2) before the old connection's end is noticed.
+        t.connected(&m, 2, None);
+        t.seen(&m, None);
+        assert_eq!(t.disconnected(&m, 1, OfflineReason::ConnectionLost), None);
+        assert_eq!(t.will(&m), None);
+        assert!(t.is_online(&m));
+        assert_eq!(t.counters().stale_wills, 1);
+        assert_eq!(t.counters().stale_disconnects, 1);
+        // A will with no open connection is believed.
+        t.disconnected(&m, 2, OfflineReason::ConnectionLost);
+        assert_eq!(t.will(&m), None, "already offline: nothing more to say");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn will_marks_offline_when_no_connection_is_open() {
+        let mut t = tracker();
+        let m = id("MC-1");
+        t.connected(&m, 1, None);
+        t.seen(&m, None);
+        // Connection end not observed (e.g. an external broker): the will decides.
+        t.entries.get_mut(&m).unwrap().session = None;
+        assert_eq!(t.will(&m), Some(Offline(m, OfflineReason::Will)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flapping_is_damped_then_settles_to_the_current_state() {
+        let mut t = tracker();
+        let m = id("MC-1");
+        let max = FlapDamping::default().max_transitions;
+        let mut emitted = 0;
+        for session in 0..20u64 {
+            t.connected(&m, session, None);
+            emitted += t.seen(&m, None).is_some() as usize;
+            tokio::time::advance(Duration::from_millis(500)).await;
+            emitted += t
+                .disconnected(&m, session, OfflineReason::ConnectionLost)
+                .is_some() as usize;
+            tokio::time::advance(Duration::from_millis(500)).await;
+        }
+        assert_eq!(emitted, max, "only the first changes reach clients");
+        assert!(t.counters().damped > 0);
+        // It comes back and stays: after the hold, clients hear it once.
+        t.connected(&m, 100, None);
+        t.seen(&m, None);
+        let hold = FlapDamping::default().hold;
+        let change = change_within(&mut t, hold + Duration::from_millis(100)).await;
+        let expected_online = max % 2 == 0; // clients last saw "offline" after an even number
+        if expected_online {
+            assert_eq!(change, Some(Online(m)));
+        } else {
+            assert_eq!(change, None, "clients already see it online");
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Event names and payload shapes: the contract with dashboards. Emitters and tests use these,
+//! never string literals.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::liveness::OfflineReason;
+
+/// Sent to a socket right after it connected: who it is, which page.
+pub const RT_SESSION: &str = "rt_session";
+/// A module came online.
+pub const RT_MODULE_ONLINE: &str = "rt_module_online";
+/// A module went offline.
+pub const RT_MODULE_OFFLINE: &str = "rt_module_offline";
+/// Some readings of a module changed.
+pub const RT_TELEMETRY_UPDATED: &str = "rt_telemetry_updated";
+
+/// Payload of [`RT_SESSION`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    /// The authenticated user.
+    pub user_id: i64,
+    /// Whether the user is an admin.
+    pub is_admin: bool,
+    /// The page the client named in its handshake.
+    pub page: String,
+}
+
+/// Payload of [`RT_MODULE_ONLINE`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleOnline {
+    /// Which module.
+    pub module_id: String,
+    /// When its last message arrived (RFC 3339).
+    pub last_seen: String,
+    /// Firmware version from its hello, if it sent one.
+    pub fw: Option<String>,
+    /// Heartbeat interval from its hello, if it sent one.
+    pub heartbeat_ms: Option<u32>,
+}
+
+/// Payload of [`RT_MODULE_OFFLINE`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleOffline {
+    /// Which module.
+    pub module_id: String,
+    /// When the hub decided it is offline (RFC 3339).
+    pub disconnected_at: String,
+    /// Why.
+    pub reason: OfflineReason,
+}
+
+/// Payload of [`RT_TELEMETRY_UPDATED`]: only the readings that changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetryUpdated {
+    /// Which module.
+    pub module_id: String,
+    /// Changed readings and their new values.
+    pub telemetry: BTreeMap<String, f32>,
+    /// The module's revision after the change; a gap means the client missed one.
+    pub rev: u64,
+    /// When the hub received it (RFC 3339).
+    pub ts: String,
+}
+
+/// Formats a time as RFC 3339 with milliseconds, the format of every timestamp in payloads.
+pub fn timestamp(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}

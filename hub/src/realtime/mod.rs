@@ -1,0 +1,175 @@
+//! The realtime layer: Socket.IO on axum. Sockets authenticate with the login session cookie,
+//! join their rooms, and [`EventsManager`] targets events at everyone, admins, a page or a user.
+
+pub mod events;
+pub mod rooms;
+
+use serde::{Deserialize, Serialize};
+use socketioxide::{
+    SocketIo,
+    extract::{SocketRef, TryData},
+    handler::ConnectHandler,
+};
+
+use crate::{metrics::Metrics, store::Store, web::auth::session_token_from_headers};
+use rooms::Page;
+
+/// Emits events to targeted audiences. Cheap to clone; any task may hold one.
+#[derive(Clone)]
+pub struct EventsManager {
+    io: SocketIo,
+    metrics: Metrics,
+}
+
+impl EventsManager {
+    /// Wraps a Socket.IO handle.
+    pub fn new(io: SocketIo, metrics: Metrics) -> Self {
+        Self { io, metrics }
+    }
+
+    /// To every connected client.
+    pub async fn broadcast<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
+        self.record(event, self.io.emit(event, data).await);
+    }
+
+    /// To admins only.
+    pub async fn emit_to_admins<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
+        self.record(event, self.io.to(rooms::ADMINS).emit(event, data).await);
+    }
+
+    /// To the clients of one page.
+    pub async fn emit_to_page<T: Serialize + ?Sized>(&self, page: Page, event: &str, data: &T) {
+        self.record(event, self.io.to(page.room()).emit(event, data).await);
+    }
+
+    /// To every tab of one user.
+    pub async fn emit_to_user<T: Serialize + ?Sized>(&self, user_id: i64, event: &str, data: &T) {
+        self.record(
+            event,
+            self.io.to(rooms::user(user_id)).emit(event, data).await,
+        );
+    }
+
+    /// To whoever may see a module: its owner and admins (each socket once).
+    pub async fn emit_to_module_audience<T: Serialize + ?Sized>(
+        &self,
+        owner: Option<i64>,
+        event: &str,
+        data: &T,
+    ) {
+        let result = match owner {
+            Some(user_id) => {
+                self.io
+                    .to([rooms::user(user_id), rooms::ADMINS.to_owned()])
+                    .emit(event, data)
+                    .await
+            }
+            None => self.io.to(rooms::ADMINS).emit(event, data).await,
+        };
+        self.record(event, result);
+    }
+
+    fn record(&self, event: &str, result: Result<(), socketioxide::BroadcastError>) {
+        self.metrics.events_emitted.inc();
+        if let Err(e) = result {
+            // A client whose buffer is full misses this event; it resyncs from the revision gap.
+            self.metrics.emit_errors.inc();
+            tracing::debug!(event, error = %e, "emit failed for some clients");
+        }
+    }
+
+    /// Number of connected sockets on this hub.
+    pub fn connected_clients(&self) -> usize {
+        self.io.sockets().len()
+    }
+}
+
+/// What a client sends in its handshake: `io({auth: {page: "modules"}})`.
+#[derive(Debug, Deserialize)]
+struct HandshakeAuth {
+    page: Option<String>,
+}
+
+/// Refusal reasons sent to the client as `connect_error` messages.
+#[derive(Debug, thiserror::Error)]
+enum ConnectRefusal {
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("forbidden page")]
+    ForbiddenPage,
+    #[error("unavailable")]
+    Unavailable,
+}
+
+/// The authenticated user of a socket, kept in its extensions.
+#[derive(Debug, Clone)]
+pub struct SocketUser {
+    /// User id.
+    pub user_id: i64,
+    /// Admin flag.
+    pub is_admin: bool,
+    /// Page named at handshake.
+    pub page: Page,
+}
+
+/// Registers the namespace and its handlers: every Socket.IO handler of the hub is here.
+pub fn register_handlers(io: &SocketIo, store: Store) {
+    io.ns(
+        "/",
+        (async |socket: SocketRef| {
+            let Some(user) = socket.extensions.get::<SocketUser>() else {
+                return;
+            };
+            socket.join(rooms::user(user.user_id));
+            if user.is_admin {
+                socket.join(rooms::ADMINS);
+            }
+            socket.join(user.page.room());
+            tracing::info!(socket = %socket.id, user_id = user.user_id, page = user.page.as_str(), "client registered");
+            let info = events::SessionInfo {
+                user_id: user.user_id,
+                is_admin: user.is_admin,
+                page: user.page.as_str().to_owned(),
+            };
+            if let Err(e) = socket.emit(events::RT_SESSION, &info) {
+                tracing::debug!(error = %e, "could not greet client");
+            }
+            socket.on_disconnect(async |socket: SocketRef| {
+                tracing::info!(socket = %socket.id, "client unregistered");
+            });
+        })
+        .with(async move |socket: SocketRef, TryData(auth): TryData<HandshakeAuth>| {
+            authenticate(&store, &socket, auth.ok()).await
+        }),
+    );
+}
+
+async fn authenticate(
+    store: &Store,
+    socket: &SocketRef,
+    auth: Option<HandshakeAuth>,
+) -> Result<(), ConnectRefusal> {
+    let token = session_token_from_headers(&socket.req_parts().headers)
+        .ok_or(ConnectRefusal::Unauthorized)?;
+    let user = store
+        .session_user(&token)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "session lookup failed");
+            ConnectRefusal::Unavailable
+        })?
+        .ok_or(ConnectRefusal::Unauthorized)?;
+    let page = match auth.and_then(|a| a.page) {
+        None => Page::Modules,
+        Some(name) => Page::parse(&name).ok_or(ConnectRefusal::ForbiddenPage)?,
+    };
+    if page == Page::Admin && !user.is_admin {
+        return Err(ConnectRefusal::ForbiddenPage);
+    }
+    socket.extensions.insert(SocketUser {
+        user_id: user.id,
+        is_admin: user.is_admin,
+        page,
+    });
+    Ok(())
+}

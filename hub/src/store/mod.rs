@@ -1,0 +1,169 @@
+//! The embedded database: SQLite in the data directory, created and migrated on first start.
+//!
+//! WAL mode lets the `hub user add` / `hub module add` commands write while a hub is running; a
+//! busy timeout makes the two wait for each other instead of failing.
+
+mod modules;
+mod sessions;
+mod users;
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+pub use modules::{ModuleRecord, NewModule};
+pub use sessions::SessionToken;
+pub use users::{NewUser, User};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A unique key is already taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// Password hashing failed.
+    #[error("password hashing failed")]
+    Hash,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    /// Sessions older than this are refused (absolute expiry).
+    session_ttl: Duration,
+}
+
+/// Seconds since the Unix epoch, as stored in the database.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) `hub.db` in `data_dir`.
+    pub async fn open(data_dir: &Path, session_ttl: Duration) -> Result<Self, StoreError> {
+        let path = data_dir.join("hub.db");
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(open_err)?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool, session_ttl })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn users_modules_sessions_round_trip() {
+        let (_dir, store) = temp_store().await;
+        let user = store
+            .create_user(NewUser {
+                email: "ada@example.com".into(),
+                name: "Ada".into(),
+                password: "correct horse".into(),
+                is_admin: false,
+            })
+            .await
+            .unwrap();
+        assert!(
+            store
+                .verify_login("ADA@example.com", "correct horse")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .verify_login("ada@example.com", "wrong")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .verify_login("nobody@example.com", "x")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let dup = store
+            .create_user(NewUser {
+                email: "ada@example.com".into(),
+                name: "Other".into(),
+                password: "x".into(),
+                is_admin: false,
+            })
+            .await;
+        assert!(matches!(dup, Err(StoreError::Conflict(_))));
+
+        let (module, token) = store
+            .create_module(NewModule {
+                id: "MC-1001-STN".parse().unwrap(),
+                name: "Roof".into(),
+                kind: "weather".into(),
+                owner_email: Some("ada@example.com".into()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(module.owner_id, Some(user.id));
+        let found = store.module(&module.id).await.unwrap().unwrap();
+        assert!(found.token_matches(&token));
+        assert!(!found.token_matches("wrong"));
+
+        let session = store.create_session(user.id).await.unwrap();
+        let back = store.session_user(session.as_str()).await.unwrap().unwrap();
+        assert_eq!(back.id, user.id);
+        store.delete_session(session.as_str()).await.unwrap();
+        assert!(
+            store
+                .session_user(session.as_str())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! The module registry: which modules exist, who owns them, their MQTT token hash.
+
+use mc_protocol::ModuleId;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError, unix_now};
+
+/// A registered module.
+#[derive(Debug, Clone)]
+pub struct ModuleRecord {
+    /// Its id (also its MQTT client id and username).
+    pub id: ModuleId,
+    /// Display name.
+    pub name: String,
+    /// Free-form type (`weather`, `soil`...).
+    pub kind: String,
+    /// Owning user; `None` means only admins see it.
+    pub owner_id: Option<i64>,
+    /// SHA-256 hex of the module's MQTT password.
+    token_hash: String,
+    /// Per-module liveness timeout, overriding the hub's.
+    pub heartbeat_timeout_ms: Option<u64>,
+}
+
+impl ModuleRecord {
+    /// Constant-time comparison of `token`'s hash with the stored one.
+    pub fn token_matches(&self, token: &str) -> bool {
+        let candidate = hash_token(token);
+        candidate.len() == self.token_hash.len()
+            && candidate
+                .bytes()
+                .zip(self.token_hash.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// What is needed to register a module.
+#[derive(Debug, Clone)]
+pub struct NewModule {
+    /// Its id.
+    pub id: ModuleId,
+    /// Display name.
+    pub name: String,
+    /// Free-form type.
+    pub kind: String,
+    /// Email of the owning user.
+    pub owner_email: Option<String>,
+}
+
+/// Module tokens are 192 random bits, so a fast hash is enough (no dictionary to attack), and
+/// checking one costs microseconds even when thousands of modules reconnect at once.
+pub(crate) fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    name: String,
+    #[sqlx(rename = "type")]
+    kind: String,
+    owner_id: Option<i64>,
+    token_hash: String,
+    heartbeat_timeout_ms: Option<i64>,
+}
+
+impl TryFrom<Row> for ModuleRecord {
+    type Error = StoreError;
+    fn try_from(r: Row) -> Result<Self, StoreError> {
+        let id = ModuleId::new(&r.id)
+            .map_err(|e| StoreError::Query(sqlx::Error::Decode(Box::new(e))))?;
+        Ok(Self {
+            id,
+            name: r.name,
+            kind: r.kind,
+            owner_id: r.owner_id,
+            token_hash: r.token_hash,
+            heartbeat_timeout_ms: r.heartbeat_timeout_ms.map(|v| v.max(0) as u64),
+        })
+    }
+}
+
+/// The columns [`Row`] reads, for `concat!` (queries stay static strings).
+macro_rules! columns {
+    () => {
+        "id, name, type, owner_id, token_hash, heartbeat_timeout_ms"
+    };
+}
+
+impl Store {
+    /// Registers a module and returns it with its freshly generated MQTT password (shown once).
+    pub async fn create_module(
+        &self,
+        new: NewModule,
+    ) -> Result<(ModuleRecord, String), StoreError> {
+        let owner_id = match &new.owner_email {
+            Some(email) => Some(
+                self.user_by_email(email)
+                    .await?
+                    .ok_or_else(|| StoreError::Conflict(format!("no user {email}; owner")))?
+                    .id,
+            ),
+            None => None,
+        };
+        let token = new_token();
+        let result = sqlx::query_as::<_, Row>(concat!(
+            "INSERT INTO modules (id, name, type, owner_id, token_hash, created_at)
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING ",
+            columns!()
+        ))
+        .bind(new.id.as_str())
+        .bind(&new.name)
+        .bind(&new.kind)
+        .bind(owner_id)
+        .bind(hash_token(&token))
+        .bind(unix_now())
+        .fetch_one(&self.pool)
+        .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("module {}", new.id)))
+            }
+            other => Ok((other?.try_into()?, token)),
+        }
+    }
+
+    /// Gives a module a new MQTT password (returned once); the old one stops working for new
+    /// connections.
+    pub async fn rotate_module_token(&self, id: &ModuleId) -> Result<String, StoreError> {
+        let token = new_token();
+        sqlx::query("UPDATE modules SET token_hash = ? WHERE id = ?")
+            .bind(hash_token(&token))
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(token)
+    }
+
+    /// The module with this id.
+    pub async fn module(&self, id: &ModuleId) -> Result<Option<ModuleRecord>, StoreError> {
+        sqlx::query_as::<_, Row>(concat!("SELECT ", columns!(), " FROM modules WHERE id = ?"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(TryInto::try_into)
+            .transpose()
+    }
+
+    /// Every registered module.
+    pub async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
+        sqlx::query_as::<_, Row>(concat!("SELECT ", columns!(), " FROM modules ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect()
+    }
+}

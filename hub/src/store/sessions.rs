@@ -1,0 +1,59 @@
+//! Login sessions: a random token in an HttpOnly cookie, its SHA-256 in the database, so a
+//! leaked database does not leak live sessions.
+
+use rand::RngCore;
+
+use super::{Store, StoreError, User, modules::hash_token, unix_now};
+
+/// The secret a browser holds; only shown to the client once, in the cookie.
+#[derive(Debug, Clone)]
+pub struct SessionToken(String);
+
+impl SessionToken {
+    /// The token as sent in the cookie.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Store {
+    /// Starts a session for `user_id`; always a new token (no fixation).
+    pub async fn create_session(&self, user_id: i64) -> Result<SessionToken, StoreError> {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let token = hex::encode(bytes);
+        let now = unix_now();
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(hash_token(&token))
+        .bind(user_id)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(SessionToken(token))
+    }
+
+    /// The enabled user behind a session token, if the session exists.
+    pub async fn session_user(&self, token: &str) -> Result<Option<User>, StoreError> {
+        Ok(sqlx::query_as::<_, User>(
+            "SELECT u.id, u.email, u.name, u.is_admin, u.disabled
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ? AND s.created_at > ? AND u.disabled = 0",
+        )
+        .bind(hash_token(token))
+        .bind(unix_now() - self.session_ttl.as_secs() as i64)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Ends a session.
+    pub async fn delete_session(&self, token: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(hash_token(token))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

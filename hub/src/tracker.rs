@@ -1,0 +1,310 @@
+//! The tracker: the one task that owns every module's liveness and cached state. Transports
+//! send it [`ModuleEvent`]s; it decides what changed and emits exactly that. Web handlers ask it
+//! for snapshots over a channel, so no lock is ever shared.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, SystemTime},
+};
+
+use mc_protocol::ModuleId;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    ingest::ModuleEvent,
+    liveness::{LivenessChange, LivenessConfig, LivenessTracker, OfflineReason},
+    metrics::Metrics,
+    realtime::{EventsManager, events},
+    state::{Deadbands, StateCache, TelemetryOutcome},
+};
+
+/// Capacity of the event channel into the tracker; a full channel slows transports down
+/// (backpressure) instead of growing memory.
+pub const EVENT_CHANNEL_CAPACITY: usize = 16 * 1024;
+
+/// What the tracker knows of a module beyond liveness and readings.
+#[derive(Debug, Clone, Default)]
+struct ModuleInfo {
+    owner: Option<i64>,
+    fw: Option<String>,
+    heartbeat_ms: Option<u32>,
+    last_seen: Option<SystemTime>,
+}
+
+/// The live view of one module, for snapshots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveModule {
+    /// Online as clients see it.
+    pub online: bool,
+    /// Last message time.
+    pub last_seen: Option<SystemTime>,
+    /// Last known readings.
+    pub readings: BTreeMap<String, f32>,
+    /// Revision of the readings.
+    pub rev: u64,
+    /// Readings are last known values of an offline module.
+    pub stale: bool,
+    /// Firmware version from the last hello.
+    pub fw: Option<String>,
+}
+
+/// Counters the tracker keeps, for tests and stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackerCounters {
+    /// From liveness.
+    pub liveness: crate::liveness::LivenessCounters,
+    /// From the state cache.
+    pub state: crate::state::StateCounters,
+    /// Events for modules the tracker never saw connect.
+    pub unknown_module: u64,
+}
+
+enum Query {
+    Snapshot(oneshot::Sender<HashMap<ModuleId, LiveModule>>),
+    Counters(oneshot::Sender<TrackerCounters>),
+}
+
+/// Handle to the tracker task; cheap to clone.
+#[derive(Clone)]
+pub struct TrackerHandle {
+    events: mpsc::Sender<ModuleEvent>,
+    queries: mpsc::Sender<Query>,
+}
+
+impl TrackerHandle {
+    /// Where transports send module events.
+    pub fn events(&self) -> mpsc::Sender<ModuleEvent> {
+        self.events.clone()
+    }
+
+    /// The live view of every module that ever connected.
+    pub async fn snapshot(&self) -> Option<HashMap<ModuleId, LiveModule>> {
+        let (tx, rx) = oneshot::channel();
+        self.queries.send(Query::Snapshot(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The tracker's counters.
+    pub async fn counters(&self) -> Option<TrackerCounters> {
+        let (tx, rx) = oneshot::channel();
+        self.queries.send(Query::Counters(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The tracker task's state.
+pub struct Tracker {
+    liveness: LivenessTracker,
+    state: StateCache,
+    modules: HashMap<ModuleId, ModuleInfo>,
+    emitter: EventsManager,
+    metrics: Metrics,
+    unknown_module: u64,
+    events_rx: mpsc::Receiver<ModuleEvent>,
+    queries_rx: mpsc::Receiver<Query>,
+}
+
+impl Tracker {
+    /// A tracker and its handle.
+    pub fn new(
+        liveness: LivenessConfig,
+        deadbands: Deadbands,
+        emitter: EventsManager,
+        metrics: Metrics,
+    ) -> (Self, TrackerHandle) {
+        let (events, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let (queries, queries_rx) = mpsc::channel(64);
+        let tracker = Self {
+            liveness: LivenessTracker::new(liveness),
+            state: StateCache::new(deadbands),
+            modules: HashMap::new(),
+            emitter,
+            metrics,
+            unknown_module: 0,
+            events_rx,
+            queries_rx,
+        };
+        (tracker, TrackerHandle { events, queries })
+    }
+
+    /// Runs until shutdown (or until every sender is gone).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                event = self.events_rx.recv() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => return,
+                },
+                change = self.liveness.next_change() => self.emit_liveness(change).await,
+                Some(query) = self.queries_rx.recv() => self.answer(query),
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: ModuleEvent) {
+        match event {
+            ModuleEvent::Connected { record, session } => {
+                let timeout = record.heartbeat_timeout_ms.map(Duration::from_millis);
+                self.liveness.connected(&record.id, session, timeout);
+                self.state.restart_sequence(&record.id);
+                let info = self.modules.entry(record.id.clone()).or_default();
+                info.owner = record.owner_id;
+            }
+            ModuleEvent::Disconnected {
+                module,
+                session,
+                clean,
+            } => {
+                let reason = if clean {
+                    OfflineReason::Disconnect
+                } else {
+                    OfflineReason::ConnectionLost
+                };
+                if let Some(change) = self.liveness.disconnected(&module, session, reason) {
+                    self.emit_liveness(change).await;
+                }
+            }
+            ModuleEvent::Will(module) => {
+                if let Some(change) = self.liveness.will(&module) {
+                    self.emit_liveness(change).await;
+                }
+            }
+            ModuleEvent::Hello(module, hello) => {
+                let Some(info) = self.seen(&module) else {
+                    return;
+                };
+                info.fw = Some(hello.fw.to_string());
+                info.heartbeat_ms = Some(hello.heartbeat_ms);
+                self.state.restart_sequence(&module);
+                let announced = Duration::from_millis(u64::from(hello.heartbeat_ms));
+                if let Some(change) = self.liveness.seen(&module, Some(announced)) {
+                    self.emit_liveness(change).await;
+                }
+            }
+            ModuleEvent::Heartbeat(module, _) => {
+                if self.seen(&module).is_none() {
+                    return;
+                }
+                if let Some(change) = self.liveness.seen(&module, None) {
+                    self.emit_liveness(change).await;
+                }
+            }
+            ModuleEvent::Telemetry(module, telemetry) => {
+                let Some(info) = self.seen(&module) else {
+                    return;
+                };
+                let owner = info.owner;
+                if let Some(change) = self.liveness.seen(&module, None) {
+                    self.emit_liveness(change).await;
+                }
+                match self.state.apply(&module, &telemetry) {
+                    TelemetryOutcome::Changed(diff) => {
+                        let payload = events::TelemetryUpdated {
+                            module_id: module.to_string(),
+                            telemetry: diff
+                                .changed
+                                .into_iter()
+                                .map(|(name, value)| (name.to_string(), value))
+                                .collect(),
+                            rev: diff.rev,
+                            ts: events::timestamp(SystemTime::now()),
+                        };
+                        self.emitter
+                            .emit_to_module_audience(owner, events::RT_TELEMETRY_UPDATED, &payload)
+                            .await;
+                    }
+                    TelemetryOutcome::Unchanged => self.metrics.telemetry_unchanged.inc(),
+                    TelemetryOutcome::Duplicate => self.metrics.reject("duplicate_seq"),
+                    TelemetryOutcome::OutOfOrder => self.metrics.reject("out_of_order_seq"),
+                }
+            }
+        }
+    }
+
+    /// Records that `module` spoke; `None` (counted) if it never connected.
+    fn seen(&mut self, module: &ModuleId) -> Option<&mut ModuleInfo> {
+        match self.modules.get_mut(module) {
+            Some(info) => {
+                info.last_seen = Some(SystemTime::now());
+                Some(info)
+            }
+            None => {
+                self.unknown_module += 1;
+                self.metrics.reject("unknown_module");
+                None
+            }
+        }
+    }
+
+    async fn emit_liveness(&mut self, change: LivenessChange) {
+        match change {
+            LivenessChange::Online(module) => {
+                let info = self.modules.get(&module).cloned().unwrap_or_default();
+                tracing::info!(module = %module, "module online");
+                let payload = events::ModuleOnline {
+                    module_id: module.to_string(),
+                    last_seen: events::timestamp(info.last_seen.unwrap_or_else(SystemTime::now)),
+                    fw: info.fw,
+                    heartbeat_ms: info.heartbeat_ms,
+                };
+                self.emitter
+                    .emit_to_module_audience(info.owner, events::RT_MODULE_ONLINE, &payload)
+                    .await;
+            }
+            LivenessChange::Offline(module, reason) => {
+                self.state.set_stale(&module, true);
+                let owner = self.modules.get(&module).and_then(|i| i.owner);
+                tracing::info!(module = %module, ?reason, "module offline");
+                let payload = events::ModuleOffline {
+                    module_id: module.to_string(),
+                    disconnected_at: events::timestamp(SystemTime::now()),
+                    reason,
+                };
+                self.emitter
+                    .emit_to_module_audience(owner, events::RT_MODULE_OFFLINE, &payload)
+                    .await;
+            }
+        }
+    }
+
+    fn answer(&self, query: Query) {
+        match query {
+            Query::Snapshot(reply) => {
+                let snapshot = self
+                    .modules
+                    .iter()
+                    .map(|(id, info)| {
+                        let state = self.state.get(id);
+                        let live = LiveModule {
+                            online: self.liveness.visible_online(id),
+                            last_seen: info.last_seen,
+                            readings: state
+                                .map(|s| {
+                                    s.readings
+                                        .iter()
+                                        .map(|(n, v)| (n.to_string(), *v))
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                            rev: state.map_or(0, |s| s.rev),
+                            stale: state.is_some_and(|s| s.stale),
+                            fw: info.fw.clone(),
+                        };
+                        (id.clone(), live)
+                    })
+                    .collect();
+                let _ = reply.send(snapshot);
+            }
+            Query::Counters(reply) => {
+                let _ = reply.send(TrackerCounters {
+                    liveness: self.liveness.counters(),
+                    state: self.state.counters(),
+                    unknown_module: self.unknown_module,
+                });
+            }
+        }
+    }
+}

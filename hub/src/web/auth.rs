@@ -1,0 +1,101 @@
+//! Login, logout, "who am I", and the [`CurrentUser`] extractor every protected route uses.
+
+use axum::{
+    Json,
+    extract::{FromRequestParts, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+
+use super::{AppState, error::ApiError};
+use crate::store::User;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "mc_session";
+
+/// The session token from a `Cookie` header, if any.
+pub fn session_token_from_headers(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// The logged-in user of a request; rejects with 401 otherwise.
+pub struct CurrentUser(pub User);
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = session_token_from_headers(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let user = state
+            .store
+            .session_user(&token)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        Ok(Self(user))
+    }
+}
+
+/// Body of `POST /api/auth/login`.
+#[derive(Debug, Deserialize)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+fn session_cookie(value: &str, max_age_secs: u64) -> HeaderValue {
+    let cookie =
+        format!("{SESSION_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_secs}");
+    HeaderValue::from_str(&cookie)
+        .unwrap_or_else(|_| HeaderValue::from_static("mc_session=; Max-Age=0"))
+}
+
+/// `POST /api/auth/login`: 200 with the user and a new session cookie, or 401.
+pub async fn login(
+    State(state): State<AppState>,
+    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if req.email.len() > 254 || req.password.len() > 1024 {
+        return Err(ApiError::Unauthorized);
+    }
+    let Some(user) = state.store.verify_login(&req.email, &req.password).await? else {
+        tracing::warn!(email = %req.email.escape_debug(), "login failed");
+        return Err(ApiError::Unauthorized);
+    };
+    let token = state.store.create_session(user.id).await?;
+    tracing::info!(user_id = user.id, email = %user.email, "user logged in");
+    let mut response = Json(&user).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(token.as_str(), state.session_ttl.as_secs()),
+    );
+    Ok(response)
+}
+
+/// `POST /api/auth/logout`: ends the session (if any) and clears the cookie.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(token) = session_token_from_headers(&headers) {
+        state.store.delete_session(&token).await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", 0));
+    Ok(response)
+}
+
+/// `GET /api/auth/me`: the logged-in user, or 401.
+pub async fn me(CurrentUser(user): CurrentUser) -> Json<User> {
+    Json(user)
+}

@@ -1,0 +1,44 @@
+//! HTTP errors: a status and a short message; internals go to the log, never to the client.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400 with a message about the request.
+    BadRequest(String),
+    /// 401: no valid session or wrong credentials.
+    Unauthorized,
+    /// 500: logged, not explained.
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m.as_str()),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        };
+        (status, Json(Body { error: message })).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,40 @@
+//! HTTP: the JSON API, the embedded dashboard, and the Socket.IO endpoint, on one axum router.
+
+pub mod auth;
+pub mod error;
+pub mod modules;
+pub mod static_files;
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+
+use crate::{store::Store, tracker::TrackerHandle};
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Users, sessions, registry.
+    pub store: Store,
+    /// Live module state.
+    pub tracker: TrackerHandle,
+    /// Lifetime of a login session.
+    pub session_ttl: Duration,
+}
+
+/// The whole HTTP application; `socketio` is the Socket.IO layer from `SocketIo::builder()`.
+pub fn app(state: AppState, socketio: socketioxide::layer::SocketIoLayer) -> Router {
+    Router::new()
+        .route("/api/auth/login", post(auth::login))
+        .route("/api/auth/logout", post(auth::logout))
+        .route("/api/auth/me", get(auth::me))
+        .route("/api/modules", get(modules::list))
+        .route("/healthz", get(async || "ok"))
+        .route("/", get(static_files::index))
+        .route("/{*path}", get(static_files::asset))
+        .with_state(state)
+        .layer(socketio)
+}
