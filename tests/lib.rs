@@ -1,1 +1,368 @@
+//! Test harness for end-to-end tests: a real hub on ephemeral loopback ports with a temporary
+//! data directory, real MQTT clients for modules, real Socket.IO clients for dashboards.
+//!
+//! Every wait has a generous deadline ([`DEADLINE`]) so tests hold on a loaded 2-core machine;
+//! "nothing happened" is proven with a barrier event, never with a sleep.
 
+use std::{net::SocketAddr, time::Duration};
+
+use futures_util::FutureExt;
+use mc_hub::{
+    Config, Listeners, RunningHub,
+    store::{NewModule, NewUser},
+};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
+};
+use rust_socketio::{Payload, TransportType, asynchronous::ClientBuilder};
+use serde_json::Value;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+/// How long any expected thing may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running hub and what is needed to talk to it.
+pub struct TestHub {
+    /// The hub.
+    pub hub: RunningHub,
+    /// Cancels the hub.
+    pub shutdown: CancellationToken,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Keeps the data directory alive.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a hub; `tweak` adjusts its configuration.
+pub async fn start_hub(tweak: impl FnOnce(&mut Config)) -> TestHub {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        http: SocketAddr::from(([127, 0, 0, 1], 0)),
+        mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let listeners = Listeners::bind(&config).await.expect("bind");
+    let shutdown = CancellationToken::new();
+    let hub = mc_hub::start(config, listeners, shutdown.clone())
+        .await
+        .expect("hub starts");
+    let url = format!("http://{}", hub.http_addr);
+    TestHub {
+        hub,
+        shutdown,
+        url,
+        dir,
+    }
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+impl TestHub {
+    /// Creates a user with password `password`; returns its id.
+    pub async fn add_user(&self, email: &str, admin: bool) -> i64 {
+        self.hub
+            .store
+            .create_user(NewUser {
+                email: email.into(),
+                name: email.split('@').next().unwrap_or(email).into(),
+                password: "password".into(),
+                is_admin: admin,
+            })
+            .await
+            .expect("create user")
+            .id
+    }
+
+    /// Registers a module owned by `owner` (email); returns its MQTT password.
+    pub async fn add_module(&self, id: &str, owner: Option<&str>) -> String {
+        self.hub
+            .store
+            .create_module(NewModule {
+                id: id.parse().expect("valid id"),
+                name: format!("{id} name"),
+                kind: "weather".into(),
+                owner_email: owner.map(Into::into),
+            })
+            .await
+            .expect("create module")
+            .1
+    }
+
+    /// Logs in (password `password`) and returns the session cookie (`mc_session=...`).
+    pub async fn login(&self, email: &str) -> String {
+        login(&self.url, email, "password").await.expect("login")
+    }
+
+    /// A dashboard socket for `email` on page `modules`.
+    pub async fn dashboard(&self, email: &str) -> Dashboard {
+        let cookie = self.login(email).await;
+        Dashboard::connect(&self.url, Some(&cookie), "modules")
+            .await
+            .expect("dashboard connects")
+    }
+
+    /// Connects an MQTT 3.1.1 module (with last will) and waits for CONNACK.
+    pub async fn module(&self, id: &str, password: &str) -> MqttModule {
+        MqttModule::connect(self.hub.mqtt_addr, id, password)
+            .await
+            .expect("module connects")
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// `POST /api/auth/login`; the session cookie on success, the HTTP status otherwise.
+pub async fn login(url: &str, email: &str, password: &str) -> Result<String, u16> {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .map_err(|_| 0u16)?;
+    if !response.status().is_success() {
+        return Err(response.status().as_u16());
+    }
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.split(';').next().filter(|c| c.starts_with("mc_session=")))
+        .map(str::to_owned)
+        .ok_or(0)
+}
+
+/// A simulated module speaking MQTT through a real client library.
+pub struct MqttModule {
+    /// The client, to publish.
+    pub client: AsyncClient,
+    /// The module id.
+    pub id: String,
+    events: JoinHandle<()>,
+}
+
+impl MqttModule {
+    /// Connects with client id = username = `id`, last will `offline` on `mc/<id>/status`.
+    pub async fn connect(addr: SocketAddr, id: &str, password: &str) -> Result<Self, String> {
+        let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        options.set_credentials(id, password);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_last_will(LastWill::new(
+            format!("mc/{id}/status"),
+            "offline",
+            QoS::AtLeastOnce,
+            false,
+        ));
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        wait_connack(&mut eventloop).await?;
+        let events = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        Ok(Self {
+            client,
+            id: id.to_owned(),
+            events,
+        })
+    }
+
+    /// Publishes `payload` on `mc/<id>/<kind>` (QoS 1).
+    pub async fn publish(&self, kind: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(
+                format!("mc/{}/{kind}", self.id),
+                QoS::AtLeastOnce,
+                false,
+                payload.into(),
+            )
+            .await
+            .expect("publish queued");
+    }
+
+    /// Sends a JSON hello announcing `heartbeat_ms`.
+    pub async fn hello(&self, heartbeat_ms: u32) {
+        self.publish(
+            "hello",
+            format!(r#"{{"fw":"1.0.0","heartbeatMs":{heartbeat_ms}}}"#),
+        )
+        .await;
+    }
+
+    /// Sends JSON telemetry.
+    pub async fn telemetry(&self, seq: u32, readings: Value) {
+        self.publish(
+            "telemetry",
+            serde_json::json!({"seq": seq, "readings": readings}).to_string(),
+        )
+        .await;
+    }
+
+    /// Closes the TCP connection without DISCONNECT (the broker fires the last will).
+    pub fn drop_connection(self) {
+        self.events.abort();
+    }
+
+    /// Sends a clean DISCONNECT and waits for the connection to close.
+    pub async fn disconnect(self) {
+        let _ = self.client.disconnect().await;
+        let _ = tokio::time::timeout(DEADLINE, self.events).await;
+    }
+
+    /// Whether the connection has ended (e.g. closed by the hub).
+    pub fn is_closed(&self) -> bool {
+        self.events.is_finished()
+    }
+}
+
+/// Polls until CONNACK; an error or a refusal code is returned as text.
+pub async fn wait_connack(eventloop: &mut EventLoop) -> Result<(), String> {
+    let wait = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    return if ack.code == ConnectReturnCode::Success {
+                        Ok(())
+                    } else {
+                        Err(format!("{:?}", ack.code))
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, wait)
+        .await
+        .map_err(|_| "timeout".to_string())?
+}
+
+/// A dashboard: a real Socket.IO client (rust_socketio) that records every event.
+pub struct Dashboard {
+    client: rust_socketio::asynchronous::Client,
+    rx: mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+impl Dashboard {
+    /// Connects with `cookie` to `page`; waits for `rt_session` (Ok) or an error (Err).
+    pub async fn connect(url: &str, cookie: Option<&str>, page: &str) -> Result<Self, String> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let errors = tx.clone();
+        let mut builder = ClientBuilder::new(url)
+            .transport_type(TransportType::Websocket)
+            .auth(serde_json::json!({"page": page}))
+            .reconnect(false)
+            .on_any(move |event, payload, _| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((String::from(event), first_value(payload)));
+                }
+                .boxed()
+            })
+            .on("error", move |payload, _| {
+                let errors = errors.clone();
+                async move {
+                    let _ = errors.send(("error".into(), first_value(payload)));
+                }
+                .boxed()
+            });
+        if let Some(cookie) = cookie {
+            builder = builder.opening_header("Cookie", cookie);
+        }
+        let client = builder.connect().await.map_err(|e| e.to_string())?;
+        let greeting = tokio::time::timeout(DEADLINE, async {
+            while let Some((event, data)) = rx.recv().await {
+                match event.as_str() {
+                    "rt_session" => return Ok(data),
+                    "error" => return Err(data.to_string()),
+                    _ => {}
+                }
+            }
+            Err("closed".to_string())
+        })
+        .await
+        .map_err(|_| "timeout waiting for rt_session".to_string())??;
+        let _ = greeting;
+        Ok(Self { client, rx })
+    }
+
+    /// Waits for the next `event` whose payload satisfies `pred`, skipping others.
+    pub async fn expect(&mut self, event: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let found = tokio::time::timeout(DEADLINE, async {
+            while let Some((name, data)) = self.rx.recv().await {
+                if name == event && pred(&data) {
+                    return Some(data);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(data)) => data,
+            Ok(None) => panic!("dashboard closed while waiting for {event}"),
+            Err(_) => panic!("no {event} matching the condition within {DEADLINE:?}"),
+        }
+    }
+
+    /// Every event received until (and including) the first `event` satisfying `barrier`.
+    pub async fn until(
+        &mut self,
+        event: &str,
+        barrier: impl Fn(&Value) -> bool,
+    ) -> Vec<(String, Value)> {
+        let mut seen = Vec::new();
+        let done = tokio::time::timeout(DEADLINE, async {
+            while let Some((name, data)) = self.rx.recv().await {
+                let hit = name == event && barrier(&data);
+                seen.push((name, data));
+                if hit {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(done, Ok(true), "barrier {event} not reached; saw {seen:?}");
+        seen
+    }
+
+    /// The next event, whatever it is.
+    pub async fn next(&mut self) -> (String, Value) {
+        match tokio::time::timeout(DEADLINE, self.rx.recv()).await {
+            Ok(Some(e)) => e,
+            Ok(None) => panic!("dashboard closed"),
+            Err(_) => panic!("no event within {DEADLINE:?}"),
+        }
+    }
+
+    /// Disconnects.
+    pub async fn close(self) {
+        let _ = self.client.disconnect().await;
+    }
+}
+
+fn first_value(payload: Payload) -> Value {
+    match payload {
+        Payload::Text(mut values) if !values.is_empty() => values.swap_remove(0),
+        #[allow(deprecated)]
+        Payload::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        _ => Value::Null,
+    }
+}
+
+/// True when `v` is about module `id`.
+pub fn about(id: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |v| v["moduleId"] == id
+}

@@ -4,7 +4,7 @@
 //! handling, duplicate filtering and input validation can be tested on purpose rather than by
 //! luck. Faults that concern the firmware (heartbeats, bursts) go to the state machine in
 //! [`crate::firmware`]; those that concern the link or the raw payload are handled by the transport
-//! ([`crate::mqtt`]).
+//! (the `mqtt` module).
 
 use rand::Rng;
 

@@ -110,6 +110,8 @@ pub(crate) struct ModuleTask {
     /// The core's clock starts here ("power on").
     epoch: Instant,
     backoff: Backoff,
+    /// Connection attempts failed in a row (reset by a ConnAck); only the first is a warning.
+    failed_attempts: u32,
     /// The last telemetry payload, for [`Fault::RepeatTelemetry`].
     last_telemetry: Option<Vec<u8>>,
 }
@@ -143,6 +145,7 @@ impl ModuleTask {
             shutdown,
             epoch: Instant::now(),
             backoff: Backoff::default(),
+            failed_attempts: 0,
             last_telemetry: None,
         }
     }
@@ -220,6 +223,7 @@ impl ModuleTask {
             Some(SessionEvent::ConnAck) => {
                 session.connected = true;
                 self.backoff.reset();
+                self.failed_attempts = 0;
                 Counters::bump(&self.counters.connects);
                 self.counters.set_connected(true);
                 info!(module = %self.id(), "connected");
@@ -228,8 +232,10 @@ impl ModuleTask {
                 let subscribe = session
                     .client
                     .subscribe(self.topics.cmd.clone(), QoS::AtLeastOnce);
-                if timeout(PUBLISH_TIMEOUT, subscribe).await.is_err() {
-                    warn!(module = %self.id(), "subscribe timed out");
+                match timeout(PUBLISH_TIMEOUT, subscribe).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(module = %self.id(), "cannot subscribe to commands: {e}"),
+                    Err(_) => warn!(module = %self.id(), "subscribe timed out"),
                 }
                 self.core.connected(self.now());
                 self.flush(link).await;
@@ -252,10 +258,17 @@ impl ModuleTask {
             Some(e) if was_connected => {
                 warn!(module = %self.id(), error = %e, "connection lost; retry in {delay:?}");
             }
+            // Say it once per outage (wrong password, broker down), not on every retry.
+            Some(e) if self.failed_attempts == 0 => {
+                warn!(module = %self.id(), error = %e, "cannot connect; retrying with backoff");
+            }
             Some(e) => {
                 debug!(module = %self.id(), error = %e, "connect failed; retry in {delay:?}")
             }
             None => debug!(module = %self.id(), "connection closed; retry in {delay:?}"),
+        }
+        if !was_connected {
+            self.failed_attempts = self.failed_attempts.saturating_add(1);
         }
         self.went_offline();
         *link = Link::Offline {
@@ -307,10 +320,10 @@ impl ModuleTask {
                     session.poller.abort();
                     let _ = session.poller.await;
                     self.went_offline();
+                    *link = Link::Offline {
+                        retry_at: Some(Instant::now() + self.settings.config.drop_pause),
+                    };
                 }
-                *link = Link::Offline {
-                    retry_at: Some(Instant::now() + self.settings.config.drop_pause),
-                };
             }
             Fault::Disconnect => {
                 if let Link::Session(session) =

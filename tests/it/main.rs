@@ -1,1 +1,8 @@
+//! End-to-end tests: one binary, one module per area.
 
+mod access;
+mod js_clients;
+mod liveness;
+mod rejects;
+mod simulator;
+mod telemetry;

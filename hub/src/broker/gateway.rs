@@ -166,35 +166,12 @@ impl Gateway {
             }
         };
 
-        let mut upstream = match TcpStream::connect(upstream_addr).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "internal broker unreachable");
-                return;
-            }
-        };
-        let _ = upstream.set_nodelay(true);
-        if upstream.write_all(&buf[..connect.len]).await.is_err() {
-            return;
-        }
-        buf.advance(connect.len);
-
-        // Wait for the broker's CONNACK before telling anyone the module is connected.
-        let mut down = BytesMut::with_capacity(64);
-        let connack = match read_frame(&mut upstream, &mut down, 1024).await {
-            Ok(Some(f)) if f.kind == kind::CONNACK => f,
-            _ => return,
-        };
-        let accepted = packet::connack_accepted(&down[connack.header_len..connack.len]);
-        if client.write_all(&down).await.is_err() || !accepted {
-            return;
-        }
-        down.clear();
-
+        // Register the new session *before* the broker sees the CONNECT: if this connection
+        // takes over an older one, the broker closes the old one only after reading this
+        // CONNECT, so the tracker always learns of the new session first and recognises the
+        // old connection's end (and its last will) as stale.
         let module = record.id.clone();
         let session = self.sessions.fetch_add(1, Ordering::Relaxed);
-        self.metrics.mqtt_connections.inc();
-        tracing::debug!(%module, session, %peer, level = info.level, "module connected");
         if self
             .events
             .send(ModuleEvent::Connected { record, session })
@@ -203,6 +180,21 @@ impl Gateway {
         {
             return;
         }
+        let ended = |clean| ModuleEvent::Disconnected {
+            module: module.clone(),
+            session,
+            clean,
+        };
+
+        let Some((upstream, buf)) = self
+            .open_upstream(&mut client, upstream_addr, buf, connect.len)
+            .await
+        else {
+            let _ = self.events.send(ended(false)).await;
+            return;
+        };
+        self.metrics.mqtt_connections.inc();
+        tracing::debug!(%module, session, %peer, level = info.level, "module connected");
 
         let (mut client_rd, mut client_wr) = client.into_split();
         let (mut upstream_rd, mut upstream_wr) = upstream.into_split();
@@ -217,14 +209,36 @@ impl Gateway {
         };
         let _ = upstream_wr.shutdown().await;
         tracing::debug!(%module, session, clean, "module disconnected");
-        let _ = self
-            .events
-            .send(ModuleEvent::Disconnected {
-                module,
-                session,
-                clean,
-            })
-            .await;
+        let _ = self.events.send(ended(clean)).await;
+    }
+
+    /// Connects to the internal listener, forwards the CONNECT and relays the broker's CONNACK.
+    /// `None` when the broker is unreachable or refuses.
+    async fn open_upstream(
+        &self,
+        client: &mut TcpStream,
+        upstream_addr: SocketAddr,
+        mut buf: BytesMut,
+        connect_len: usize,
+    ) -> Option<(TcpStream, BytesMut)> {
+        let mut upstream = match TcpStream::connect(upstream_addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "internal broker unreachable");
+                return None;
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        upstream.write_all(&buf[..connect_len]).await.ok()?;
+        buf.advance(connect_len);
+        let mut down = BytesMut::with_capacity(64);
+        let connack = match read_frame(&mut upstream, &mut down, 1024).await {
+            Ok(Some(f)) if f.kind == kind::CONNACK => f,
+            _ => return None,
+        };
+        let accepted = packet::connack_accepted(&down[connack.header_len..connack.len]);
+        client.write_all(&down).await.ok()?;
+        accepted.then_some((upstream, buf))
     }
 
     /// Copies client packets to the broker, checking each PUBLISH against the module's ACL.
@@ -259,6 +273,8 @@ impl Gateway {
                 match frame.kind {
                     kind::PUBLISH => {
                         if let Err(reason) = check_publish(module, body) {
+                            // What came before the violation was legitimate: deliver it.
+                            let _ = upstream.write_all(&buf[..complete]).await;
                             self.metrics.reject(reason);
                             tracing::warn!(%module, topic = %String::from_utf8_lossy(packet::publish_topic(body).unwrap_or("").as_bytes()), "publish outside the module's topics: closing connection");
                             return false;

@@ -1,0 +1,202 @@
+//! Who gets in and who sees what.
+
+use mc_e2e::{Dashboard, MqttModule, about, login, start_hub};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_receive_only_their_own_modules_events_admins_receive_all() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("admin@x.io", true).await;
+    t.add_user("alice@x.io", false).await;
+    t.add_user("bob@x.io", false).await;
+    let pw_a = t.add_module("MC-A-1", Some("alice@x.io")).await;
+    let pw_b = t.add_module("MC-B-1", Some("bob@x.io")).await;
+    let mut admin = t.dashboard("admin@x.io").await;
+    let mut alice = t.dashboard("alice@x.io").await;
+    let mut bob = t.dashboard("bob@x.io").await;
+
+    let a = t.module("MC-A-1", &pw_a).await;
+    a.hello(5000).await;
+    a.telemetry(1, json!({"t": 1.0})).await;
+    admin.expect("rt_telemetry_updated", about("MC-A-1")).await;
+    alice.expect("rt_telemetry_updated", about("MC-A-1")).await;
+
+    // Bob's own module is his barrier: everything before it must be his alone.
+    let b = t.module("MC-B-1", &pw_b).await;
+    b.hello(5000).await;
+    b.telemetry(1, json!({"t": 2.0})).await;
+    let seen = bob.until("rt_telemetry_updated", about("MC-B-1")).await;
+    assert!(
+        seen.iter().all(|(_, d)| d["moduleId"] == "MC-B-1"),
+        "bob saw {seen:?}"
+    );
+    admin.expect("rt_telemetry_updated", about("MC-B-1")).await;
+
+    // And Alice never hears of Bob's module, nor sees it in her snapshot.
+    a.telemetry(2, json!({"t": 3.0})).await;
+    let seen = alice
+        .until("rt_telemetry_updated", |d| {
+            d["moduleId"] == "MC-A-1" && d["rev"] == 2
+        })
+        .await;
+    assert!(
+        seen.iter().all(|(_, d)| d["moduleId"] == "MC-A-1"),
+        "alice saw {seen:?}"
+    );
+    let cookie = t.login("alice@x.io").await;
+    let snapshot: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/modules", t.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("snapshot")
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<_> = snapshot["modules"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|m| m["moduleId"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("MC-A-1")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_without_a_valid_session_are_refused() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("alice@x.io", false).await;
+    let refused = Dashboard::connect(&t.url, None, "modules").await;
+    assert!(refused.is_err(), "no cookie must be refused");
+    let forged = Dashboard::connect(&t.url, Some("mc_session=0123456789abcdef"), "modules").await;
+    assert!(forged.is_err(), "unknown session must be refused");
+    // A regular user may not join the admin page.
+    let cookie = t.login("alice@x.io").await;
+    assert!(
+        Dashboard::connect(&t.url, Some(&cookie), "admin")
+            .await
+            .is_err()
+    );
+    assert!(
+        Dashboard::connect(&t.url, Some(&cookie), "modules")
+            .await
+            .is_ok()
+    );
+    // Logout ends the session.
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/auth/logout", t.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 204);
+    assert!(
+        Dashboard::connect(&t.url, Some(&cookie), "modules")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_requires_a_session_and_right_credentials() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("alice@x.io", false).await;
+    assert_eq!(login(&t.url, "alice@x.io", "wrong").await, Err(401));
+    assert_eq!(login(&t.url, "nobody@x.io", "password").await, Err(401));
+    let http = reqwest::Client::new();
+    let status = http
+        .get(format!("{}/api/modules", t.url))
+        .send()
+        .await
+        .expect("get")
+        .status();
+    assert_eq!(status, 401);
+    let status = http
+        .get(format!("{}/api/auth/me", t.url))
+        .send()
+        .await
+        .expect("get")
+        .status();
+    assert_eq!(status, 401);
+    let garbage = http
+        .post(format!("{}/api/auth/login", t.url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(garbage.status(), 400);
+    let cookie = t.login("alice@x.io").await;
+    let me: serde_json::Value = http
+        .get(format!("{}/api/auth/me", t.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["email"], "alice@x.io");
+    assert_eq!(me["isAdmin"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_with_wrong_credentials_are_refused_with_a_connack_code() {
+    let t = start_hub(|_| {}).await;
+    let pw = t.add_module("MC-1001-STN", None).await;
+    let addr = t.hub.mqtt_addr;
+    let wrong = MqttModule::connect(addr, "MC-1001-STN", "not-the-token").await;
+    assert!(
+        wrong
+            .err()
+            .is_some_and(|e| e.contains("BadUserNamePassword"))
+    );
+    let unknown = MqttModule::connect(addr, "MC-9999-XXX", &pw).await;
+    assert!(
+        unknown
+            .err()
+            .is_some_and(|e| e.contains("BadUserNamePassword"))
+    );
+    let bad_id = MqttModule::connect(addr, "bad/id", &pw).await;
+    assert!(bad_id.err().is_some_and(|e| e.contains("BadClientId")));
+    assert!(t.hub.metrics.mqtt_auth_failures.get() >= 3);
+    assert!(MqttModule::connect(addr, "MC-1001-STN", &pw).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_cannot_publish_on_another_modules_topics() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("admin@x.io", true).await;
+    let pw1 = t.add_module("MC-1001-STN", None).await;
+    t.add_module("MC-1002-STN", None).await;
+    let mut dash = t.dashboard("admin@x.io").await;
+    let m = t.module("MC-1001-STN", &pw1).await;
+    m.hello(5000).await;
+    dash.expect("rt_module_online", about("MC-1001-STN")).await;
+    m.publish("hello", "{x").await; // own topic, bad payload: counted, connection kept
+    m.client
+        .publish(
+            "mc/MC-1002-STN/telemetry",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            r#"{"seq":1,"readings":{"t":1}}"#,
+        )
+        .await
+        .expect("queued");
+    let offline = dash.expect("rt_module_offline", about("MC-1001-STN")).await;
+    assert_eq!(
+        offline["reason"], "connection_lost",
+        "the gateway closed the connection"
+    );
+    assert_eq!(t.hub.metrics.rejected("acl_denied"), 1);
+    // The bad hello before the violation still went through ingest (and was refused there).
+    let deadline = tokio::time::Instant::now() + mc_e2e::DEADLINE;
+    while t.hub.metrics.rejected("malformed") != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            t.hub.metrics.rejections()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
