@@ -516,7 +516,8 @@ function connectSocket() {
     return;
   }
   setConnection("connecting");
-  const socket = window.io({ auth: { page: PAGE } });
+  // WebSocket only: every browser we target has it, and it skips a polling round trip.
+  const socket = window.io({ auth: { page: PAGE }, transports: ["websocket"] });
   state.socket = socket;
 
   socket.on("connect", () => {
