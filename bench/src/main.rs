@@ -632,10 +632,10 @@ async fn memory(bench: &Bench, count: usize) -> Result<()> {
         events
             .send(ModuleEvent::Telemetry(
                 ids[i].clone(),
-                Telemetry {
+                Box::new(Telemetry {
                     seq: 1,
                     readings: readings.clone(),
-                },
+                }),
             ))
             .await
             .context("tracker gone")?;

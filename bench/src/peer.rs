@@ -85,10 +85,7 @@ pub async fn subscribe(
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let now = log.now_us();
                     counts.count_one();
-                    let module = std::str::from_utf8(&p.topic)
-                        .ok()
-                        .and_then(|t| t.split('/').nth(1))
-                        .and_then(module_index);
+                    let module = p.topic.split('/').nth(1).and_then(module_index);
                     if let (Some(module), Ok(t)) = (module, codec::decode::<Telemetry>(&p.payload))
                         && let Some(sent) = log.sent_at(module, t.seq)
                     {

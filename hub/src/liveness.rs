@@ -35,7 +35,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const INTERVAL_MULTIPLIER: u32 = 3;
 
 /// Liveness settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LivenessConfig {
     /// Hub-wide timeout overriding the announced interval (`--heartbeat-timeout`).
@@ -43,15 +43,6 @@ pub struct LivenessConfig {
     pub heartbeat_timeout: Option<Duration>,
     /// Flap damping.
     pub flap: FlapDamping,
-}
-
-impl Default for LivenessConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat_timeout: None,
-            flap: FlapDamping::default(),
-        }
-    }
 }
 
 /// Flap damping settings (see the module docs for the rule).

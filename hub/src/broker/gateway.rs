@@ -370,10 +370,10 @@ async fn read_frame(
     max_len: usize,
 ) -> Result<Option<packet::Frame>, packet::PacketError> {
     loop {
-        if let Some(frame) = packet::frame(buf, max_len)? {
-            if buf.len() >= frame.len {
-                return Ok(Some(frame));
-            }
+        if let Some(frame) = packet::frame(buf, max_len)?
+            && buf.len() >= frame.len
+        {
+            return Ok(Some(frame));
         }
         buf.reserve(1024);
         match stream.read_buf(buf).await {

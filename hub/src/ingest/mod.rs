@@ -30,8 +30,8 @@ pub enum ModuleEvent {
     Hello(ModuleId, Hello),
     /// Alive.
     Heartbeat(ModuleId, Heartbeat),
-    /// Readings.
-    Telemetry(ModuleId, Telemetry),
+    /// Readings (boxed: up to 32 inline readings would make every event ~1 KiB).
+    Telemetry(ModuleId, Box<Telemetry>),
     /// Its last will (`offline` on `mc/<id>/status`).
     Will(ModuleId),
 }

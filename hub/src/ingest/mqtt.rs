@@ -67,19 +67,19 @@ pub fn decode(topic: &[u8], payload: &[u8], metrics: &Metrics) -> Option<ModuleE
         }
     };
     let module = topic.module;
-    let result =
-        match topic.kind {
-            TopicKind::Hello => {
-                codec::decode::<Hello>(payload).map(|m| ModuleEvent::Hello(module.clone(), m))
-            }
-            TopicKind::Heartbeat => codec::decode::<Heartbeat>(payload)
-                .map(|m| ModuleEvent::Heartbeat(module.clone(), m)),
-            TopicKind::Telemetry => codec::decode::<Telemetry>(payload)
-                .map(|m| ModuleEvent::Telemetry(module.clone(), m)),
-            TopicKind::Status if payload == STATUS_OFFLINE => Ok(ModuleEvent::Will(module.clone())),
-            // `online` status and our own commands echoed back carry nothing for the tracker.
-            TopicKind::Status | TopicKind::Cmd => return None,
-        };
+    let result = match topic.kind {
+        TopicKind::Hello => {
+            codec::decode::<Hello>(payload).map(|m| ModuleEvent::Hello(module.clone(), m))
+        }
+        TopicKind::Heartbeat => {
+            codec::decode::<Heartbeat>(payload).map(|m| ModuleEvent::Heartbeat(module.clone(), m))
+        }
+        TopicKind::Telemetry => codec::decode::<Telemetry>(payload)
+            .map(|m| ModuleEvent::Telemetry(module.clone(), Box::new(m))),
+        TopicKind::Status if payload == STATUS_OFFLINE => Ok(ModuleEvent::Will(module.clone())),
+        // `online` status and our own commands echoed back carry nothing for the tracker.
+        TopicKind::Status | TopicKind::Cmd => return None,
+    };
     match result {
         Ok(event) => Some(event),
         Err(e) => {

@@ -1,0 +1,101 @@
+//! The `hub` binary's management commands work against the data directory of a running hub.
+
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use mc_hub::{Config, Listeners};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet};
+use tokio_util::sync::CancellationToken;
+
+fn hub_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(args)
+        .output()
+        .expect("hub binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_added_with_the_cli_while_the_hub_runs_can_connect() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let config = Config {
+        http: SocketAddr::from(([127, 0, 0, 1], 0)),
+        mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: data.clone(),
+        ..Config::default()
+    };
+    let listeners = Listeners::bind(&config).await.expect("bind");
+    let shutdown = CancellationToken::new();
+    let hub = mc_hub::start(config, listeners, shutdown.clone())
+        .await
+        .expect("hub starts");
+    let data = data.to_str().expect("utf-8 path");
+
+    let user = hub_cli(&[
+        "user",
+        "add",
+        "--email",
+        "ada@x.io",
+        "--name",
+        "Ada",
+        "--password",
+        "pw",
+        "--data-dir",
+        data,
+    ]);
+    assert!(
+        user.status.success(),
+        "{}",
+        String::from_utf8_lossy(&user.stderr)
+    );
+    let module = hub_cli(&[
+        "module",
+        "add",
+        "MC-1001-STN",
+        "--name",
+        "Roof",
+        "--owner",
+        "ada@x.io",
+        "--data-dir",
+        data,
+    ]);
+    assert!(
+        module.status.success(),
+        "{}",
+        String::from_utf8_lossy(&module.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&module.stdout);
+    let token = stdout.lines().last().expect("token line").trim().to_owned();
+    assert_eq!(token.len(), 48, "{stdout}");
+
+    let bad = hub_cli(&["module", "add", "bad/id", "--name", "x", "--data-dir", data]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("module id"));
+    let dup = hub_cli(&[
+        "module",
+        "add",
+        "MC-1001-STN",
+        "--name",
+        "x",
+        "--data-dir",
+        data,
+    ]);
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+
+    let mut options = MqttOptions::new("MC-1001-STN", "127.0.0.1", hub.mqtt_addr.port());
+    options.set_credentials("MC-1001-STN", token);
+    let (_client, mut eventloop) = AsyncClient::new(options, 8);
+    let code = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => return Some(ack.code),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .expect("CONNACK within deadline");
+    assert_eq!(code, Some(ConnectReturnCode::Success));
+    shutdown.cancel();
+}
