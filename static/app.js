@@ -516,8 +516,9 @@ function connectSocket() {
     return;
   }
   setConnection("connecting");
-  // WebSocket only: every browser we target has it, and it skips a polling round trip.
-  const socket = window.io({ auth: { page: PAGE }, transports: ["websocket"] });
+  // Default transports: long-polling first, then the upgrade to WebSocket (works behind
+  // proxies that block WebSocket; the browser test exercises this path).
+  const socket = window.io({ auth: { page: PAGE } });
   state.socket = socket;
 
   socket.on("connect", () => {

@@ -258,10 +258,20 @@ pub struct Dashboard {
 impl Dashboard {
     /// Connects with `cookie` to `page`; waits for `rt_session` (Ok) or an error (Err).
     pub async fn connect(url: &str, cookie: Option<&str>, page: &str) -> Result<Self, String> {
+        Self::connect_with(url, cookie, page, TransportType::Websocket).await
+    }
+
+    /// [`Dashboard::connect`] with a chosen Engine.IO transport (polling, upgrade...).
+    pub async fn connect_with(
+        url: &str,
+        cookie: Option<&str>,
+        page: &str,
+        transport: TransportType,
+    ) -> Result<Self, String> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let errors = tx.clone();
         let mut builder = ClientBuilder::new(url)
-            .transport_type(TransportType::Websocket)
+            .transport_type(transport)
             .auth(serde_json::json!({"page": page}))
             .reconnect(false)
             .on_any(move |event, payload, _| {

@@ -200,3 +200,35 @@ async fn a_module_cannot_publish_on_another_modules_topics() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Long-polling and the polling → WebSocket upgrade (what browsers do by default) work too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_and_upgraded_transports_receive_events() {
+    use rust_socketio::TransportType;
+    let t = start_hub(|_| {}).await;
+    t.add_user("admin@x.io", true).await;
+    let pw = t.add_module("MC-1001-STN", None).await;
+    let cookie = t.login("admin@x.io").await;
+    let mut polling =
+        Dashboard::connect_with(&t.url, Some(&cookie), "modules", TransportType::Polling)
+            .await
+            .expect("polling connects");
+    let mut upgraded =
+        Dashboard::connect_with(&t.url, Some(&cookie), "modules", TransportType::Any)
+            .await
+            .expect("polling + upgrade connects");
+    assert!(
+        Dashboard::connect_with(&t.url, None, "modules", TransportType::Polling)
+            .await
+            .is_err()
+    );
+    let m = t.module("MC-1001-STN", &pw).await;
+    m.hello(5000).await;
+    m.telemetry(1, json!({"t": 1.5})).await;
+    for dash in [&mut polling, &mut upgraded] {
+        let update = dash
+            .expect("rt_telemetry_updated", about("MC-1001-STN"))
+            .await;
+        assert_eq!(update["telemetry"], json!({"t": 1.5}));
+    }
+}

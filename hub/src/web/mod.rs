@@ -34,7 +34,9 @@ pub fn app(state: AppState, socketio: socketioxide::layer::SocketIoLayer) -> Rou
         .route("/api/modules", get(modules::list))
         .route("/healthz", get(async || "ok"))
         .route("/", get(static_files::index))
-        .route("/{*path}", get(static_files::asset))
+        // A fallback, not a `/{*path}` GET route: a catch-all route would also match
+        // `/socket.io/` and answer its POSTs (polling transport) before Socket.IO sees them.
+        .fallback(static_files::asset)
         .with_state(state)
         .layer(socketio)
 }

@@ -1,8 +1,7 @@
 //! The dashboard files, embedded in the binary at build time so the hub is one file to deploy.
 
 use axum::{
-    extract::Path,
-    http::{StatusCode, header},
+    http::{Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 
@@ -44,7 +43,10 @@ pub async fn index() -> Response {
     serve("index.html")
 }
 
-/// `GET /{*path}`.
-pub async fn asset(Path(path): Path<String>) -> Response {
-    serve(&path)
+/// Any other path: an embedded file for `GET`, 404 otherwise.
+pub async fn asset(method: Method, uri: Uri) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    serve(uri.path().trim_start_matches('/'))
 }
