@@ -94,6 +94,7 @@ impl TestHub {
                 name: format!("{id} name"),
                 kind: "weather".into(),
                 owner_email: owner.map(Into::into),
+                heartbeat_timeout: None,
             })
             .await
             .expect("create module")
@@ -155,6 +156,7 @@ pub struct MqttModule {
     /// The module id.
     pub id: String,
     events: JoinHandle<()>,
+    incoming: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
 }
 
 impl MqttModule {
@@ -171,11 +173,20 @@ impl MqttModule {
         ));
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         wait_connack(&mut eventloop).await?;
-        let events = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        let (tx, incoming) = mpsc::unbounded_channel();
+        let events = tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = event {
+                    let topic = p.topic.clone();
+                    let _ = tx.send((topic, p.payload.to_vec()));
+                }
+            }
+        });
         Ok(Self {
             client,
             id: id.to_owned(),
             events,
+            incoming,
         })
     }
 
@@ -190,6 +201,15 @@ impl MqttModule {
             )
             .await
             .expect("publish queued");
+    }
+
+    /// The next message the broker delivered to this module (topic, payload).
+    pub async fn next_publish(&mut self) -> (String, Vec<u8>) {
+        match tokio::time::timeout(DEADLINE, self.incoming.recv()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => panic!("module connection closed"),
+            Err(_) => panic!("no message for the module within {DEADLINE:?}"),
+        }
     }
 
     /// Sends a JSON hello announcing `heartbeat_ms`.

@@ -296,6 +296,7 @@ async fn start_hub(bench: &Bench, modules: usize, owned: bool) -> Result<HubUnde
                         name: format!("bench {i}"),
                         kind: "bench".into(),
                         owner_email: owned.then(|| EMAIL.to_owned()),
+                        heartbeat_timeout: None,
                     })
                     .await?;
                 creds.push(Credentials {
@@ -592,6 +593,7 @@ async fn memory(bench: &Bench, count: usize) -> Result<()> {
                         name: format!("mem {i}"),
                         kind: "bench".into(),
                         owner_email: None,
+                        heartbeat_timeout: None,
                     })
                     .await?;
                 records.push(record);

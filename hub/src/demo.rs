@@ -98,6 +98,7 @@ pub async fn start(
                         name,
                         kind: "weather".into(),
                         owner_email: owner,
+                        heartbeat_timeout: None,
                     })
                     .await?
                     .1

@@ -8,7 +8,8 @@
 //!   deadlines, damping) and [`state`] (cache, revisions, diff) and emits only real changes.
 //! - [`realtime`]: Socket.IO rooms and [`realtime::EventsManager`]; event names and payloads in
 //!   [`realtime::events`].
-//! - [`web`]: the axum app: login/session, snapshot API, embedded dashboard.
+//! - [`web`]: the axum app: login/session, snapshot API, commands, embedded dashboard.
+//! - [`commands`]: hub → module commands, published through the broker.
 //! - [`store`]: SQLite (users, sessions, module registry). [`config`]: settings. [`demo`]:
 //!   `hub --demo`. [`metrics`]: counters.
 //!
@@ -16,6 +17,7 @@
 //! `127.0.0.1:0` and run a real hub in one line.
 
 pub mod broker;
+pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod ingest;
@@ -147,8 +149,7 @@ pub async fn start(
         metrics.clone(),
         shutdown.clone(),
     ));
-    // Commands will go out through this link; keep it alive as long as the hub runs.
-    let link_tx = embedded.link_tx;
+    let commands = commands::CommandPublisher::new(embedded.link_tx);
     let gateway = Arc::new(broker::gateway::Gateway::new(
         store.clone(),
         tracker_handle.events(),
@@ -164,11 +165,11 @@ pub async fn start(
         store: store.clone(),
         tracker: tracker_handle.clone(),
         session_ttl: config.session_ttl,
+        commands,
     };
     let app = web::app(state, socketio_layer);
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let _link_tx = link_tx;
         use axum::serve::ListenerExt;
         // Small WebSocket frames must not wait for delayed ACKs (see DEPENDENCIES.md).
         let listener = listeners.http.tap_io(|tcp| {

@@ -99,6 +99,9 @@ enum ModuleCommand {
         /// Email of the owning user.
         #[arg(long)]
         owner: Option<String>,
+        /// Liveness timeout for this module (e.g. `30s`), overriding the hub's.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        heartbeat_timeout: Option<Duration>,
         #[command(flatten)]
         data: DataDirArg,
     },
@@ -241,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
             name,
             kind,
             owner,
+            heartbeat_timeout,
             data,
         })) => {
             let id = id
@@ -253,6 +257,7 @@ async fn main() -> anyhow::Result<()> {
                     name,
                     kind,
                     owner_email: owner,
+                    heartbeat_timeout,
                 })
                 .await?;
             println!("registered module {} ({})", module.id, module.name);

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use mc_protocol::ModuleId;
+use mc_protocol::{Encoding, ModuleId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,7 @@ pub const EVENT_CHANNEL_CAPACITY: usize = 16 * 1024;
 #[derive(Debug, Clone, Default)]
 struct ModuleInfo {
     owner: Option<i64>,
+    encoding: Option<Encoding>,
     fw: Option<String>,
     heartbeat_ms: Option<u32>,
     last_seen: Option<SystemTime>,
@@ -47,6 +48,8 @@ pub struct LiveModule {
     pub stale: bool,
     /// Firmware version from the last hello.
     pub fw: Option<String>,
+    /// The encoding of its last hello (commands are sent in it).
+    pub encoding: Option<Encoding>,
 }
 
 /// Counters the tracker keeps, for tests and stats.
@@ -62,6 +65,7 @@ pub struct TrackerCounters {
 
 enum Query {
     Snapshot(oneshot::Sender<HashMap<ModuleId, LiveModule>>),
+    Module(ModuleId, oneshot::Sender<Option<LiveModule>>),
     Counters(oneshot::Sender<TrackerCounters>),
 }
 
@@ -83,6 +87,16 @@ impl TrackerHandle {
         let (tx, rx) = oneshot::channel();
         self.queries.send(Query::Snapshot(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// The live view of one module, if it ever connected.
+    pub async fn module(&self, id: &ModuleId) -> Option<LiveModule> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .send(Query::Module(id.clone(), tx))
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
     }
 
     /// The tracker's counters.
@@ -172,10 +186,11 @@ impl Tracker {
                     self.emit_liveness(change).await;
                 }
             }
-            ModuleEvent::Hello(module, hello) => {
+            ModuleEvent::Hello(module, hello, encoding) => {
                 let Some(info) = self.seen(&module) else {
                     return;
                 };
+                info.encoding = Some(encoding);
                 info.fw = Some(hello.fw.to_string());
                 info.heartbeat_ms = Some(hello.heartbeat_ms);
                 self.state.restart_sequence(&module);
@@ -270,33 +285,38 @@ impl Tracker {
         }
     }
 
+    fn live_view(&self, id: &ModuleId, info: &ModuleInfo) -> LiveModule {
+        let state = self.state.get(id);
+        LiveModule {
+            online: self.liveness.visible_online(id),
+            last_seen: info.last_seen,
+            readings: state
+                .map(|s| {
+                    s.readings
+                        .iter()
+                        .map(|(n, v)| (n.to_string(), *v))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            rev: state.map_or(0, |s| s.rev),
+            stale: state.is_some_and(|s| s.stale),
+            fw: info.fw.clone(),
+            encoding: info.encoding,
+        }
+    }
+
     fn answer(&self, query: Query) {
         match query {
             Query::Snapshot(reply) => {
                 let snapshot = self
                     .modules
                     .iter()
-                    .map(|(id, info)| {
-                        let state = self.state.get(id);
-                        let live = LiveModule {
-                            online: self.liveness.visible_online(id),
-                            last_seen: info.last_seen,
-                            readings: state
-                                .map(|s| {
-                                    s.readings
-                                        .iter()
-                                        .map(|(n, v)| (n.to_string(), *v))
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                            rev: state.map_or(0, |s| s.rev),
-                            stale: state.is_some_and(|s| s.stale),
-                            fw: info.fw.clone(),
-                        };
-                        (id.clone(), live)
-                    })
+                    .map(|(id, info)| (id.clone(), self.live_view(id, info)))
                     .collect();
                 let _ = reply.send(snapshot);
+            }
+            Query::Module(id, reply) => {
+                let _ = reply.send(self.modules.get(&id).map(|info| self.live_view(&id, info)));
             }
             Query::Counters(reply) => {
                 let _ = reply.send(TrackerCounters {

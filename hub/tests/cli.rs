@@ -55,6 +55,8 @@ async fn module_added_with_the_cli_while_the_hub_runs_can_connect() {
         "Roof",
         "--owner",
         "ada@x.io",
+        "--heartbeat-timeout",
+        "1s",
         "--data-dir",
         data,
     ]);
@@ -84,7 +86,7 @@ async fn module_added_with_the_cli_while_the_hub_runs_can_connect() {
 
     let mut options = MqttOptions::new("MC-1001-STN", "127.0.0.1", hub.mqtt_addr.port());
     options.set_credentials("MC-1001-STN", token);
-    let (_client, mut eventloop) = AsyncClient::new(options, 8);
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
     let code = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             match eventloop.poll().await {
@@ -97,5 +99,50 @@ async fn module_added_with_the_cli_while_the_hub_runs_can_connect() {
     .await
     .expect("CONNACK within deadline");
     assert_eq!(code, Some(ConnectReturnCode::Success));
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+
+    // The module announces a 60 s interval (3 min timeout by default), but its registry entry
+    // says 1 s: the module's own setting wins.
+    client
+        .publish(
+            "mc/MC-1001-STN/hello",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            r#"{"fw":"1","heartbeatMs":60000}"#,
+        )
+        .await
+        .expect("publish");
+    let id: mc_protocol::ModuleId = "MC-1001-STN".parse().expect("id");
+    let online_at = wait_for(&hub, &id, true).await;
+    let offline_at = wait_for(&hub, &id, false).await;
+    let silence = offline_at - online_at;
+    assert!(
+        silence < Duration::from_secs(10),
+        "went offline after {silence:?}"
+    );
     shutdown.cancel();
+}
+
+/// Waits until the tracker shows `id` online (or offline); returns when.
+async fn wait_for(
+    hub: &mc_hub::RunningHub,
+    id: &mc_protocol::ModuleId,
+    online: bool,
+) -> tokio::time::Instant {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if hub
+            .tracker
+            .module(id)
+            .await
+            .is_some_and(|m| m.online == online)
+        {
+            return tokio::time::Instant::now();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "module never became online={online}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

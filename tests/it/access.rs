@@ -232,3 +232,30 @@ async fn polling_and_upgraded_transports_receive_events() {
         assert_eq!(update["telemetry"], json!({"t": 1.5}));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_cannot_subscribe_to_other_modules_data() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("admin@x.io", true).await;
+    let pw = t.add_module("MC-1001-STN", None).await;
+    let mut dash = t.dashboard("admin@x.io").await;
+    let m = t.module("MC-1001-STN", &pw).await;
+    m.client
+        .subscribe("mc/MC-1001-STN/cmd", rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("queued");
+    m.hello(5000).await;
+    dash.expect("rt_module_online", about("MC-1001-STN")).await;
+    m.client
+        .subscribe("mc/+/telemetry", rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("queued");
+    let offline = dash.expect("rt_module_offline", about("MC-1001-STN")).await;
+    assert_eq!(offline["reason"], "connection_lost");
+    assert_eq!(
+        t.hub.metrics.rejected("acl_denied"),
+        1,
+        "{:?}",
+        t.hub.metrics.rejections()
+    );
+}

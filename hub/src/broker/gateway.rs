@@ -280,6 +280,14 @@ impl Gateway {
                             return false;
                         }
                     }
+                    kind::SUBSCRIBE => {
+                        if let Err(reason) = check_subscribe(module, level, body) {
+                            let _ = upstream.write_all(&buf[..complete]).await;
+                            self.metrics.reject(reason);
+                            tracing::warn!(%module, "subscription outside the module's command topic: closing connection");
+                            return false;
+                        }
+                    }
                     kind::DISCONNECT => {
                         let _ = upstream.write_all(&buf[..complete + frame.len]).await;
                         return !packet::disconnect_with_will(level, body);
@@ -330,6 +338,17 @@ fn check_publish(module: &ModuleId, body: &[u8]) -> Result<(), &'static str> {
     match ModuleTopic::parse(topic) {
         Ok(t) if t.module == *module && t.kind != TopicKind::Cmd => Ok(()),
         _ => Err("acl_denied"),
+    }
+}
+
+/// A module may subscribe only to its own command topic (no wildcards: nobody else's data).
+fn check_subscribe(module: &ModuleId, level: u8, body: &[u8]) -> Result<(), &'static str> {
+    let filters = packet::subscribe_filters(level, body).map_err(|_| "mqtt_protocol")?;
+    let allowed = ModuleTopic::new(module.clone(), TopicKind::Cmd).to_heapless();
+    if filters.iter().all(|f| *f == allowed.as_str()) {
+        Ok(())
+    } else {
+        Err("acl_denied")
     }
 }
 
@@ -401,5 +420,21 @@ mod tests {
         assert_eq!(publish("mc/MC-2/telemetry"), Err("acl_denied"));
         assert_eq!(publish("mc/MC-1/cmd"), Err("acl_denied"));
         assert_eq!(publish("other/topic"), Err("acl_denied"));
+    }
+
+    #[test]
+    fn acl_allows_only_subscribing_to_own_commands() {
+        let me = ModuleId::new("MC-1").unwrap();
+        let subscribe = |filter: &str| {
+            let mut body = vec![0, 7];
+            body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+            body.extend_from_slice(filter.as_bytes());
+            body.push(1);
+            check_subscribe(&me, 4, &body)
+        };
+        assert_eq!(subscribe("mc/MC-1/cmd"), Ok(()));
+        assert_eq!(subscribe("mc/MC-2/cmd"), Err("acl_denied"));
+        assert_eq!(subscribe("mc/+/telemetry"), Err("acl_denied"));
+        assert_eq!(subscribe("#"), Err("acl_denied"));
     }
 }

@@ -10,6 +10,8 @@ pub mod kind {
     pub const CONNACK: u8 = 2;
     /// PUBLISH.
     pub const PUBLISH: u8 = 3;
+    /// SUBSCRIBE.
+    pub const SUBSCRIBE: u8 = 8;
     /// DISCONNECT.
     pub const DISCONNECT: u8 = 14;
 }
@@ -186,6 +188,27 @@ pub fn publish_topic(body: &[u8]) -> Result<&str, PacketError> {
     .string()
 }
 
+/// The topic filters of a SUBSCRIBE packet's body.
+pub fn subscribe_filters(level: u8, body: &[u8]) -> Result<Vec<&str>, PacketError> {
+    let mut r = Reader {
+        buf: body,
+        what: "SUBSCRIBE",
+    };
+    r.u16()?; // packet identifier
+    if level == LEVEL_V5 {
+        r.skip_properties()?;
+    }
+    let mut filters = Vec::new();
+    while !r.buf.is_empty() {
+        filters.push(r.string()?);
+        r.u8()?; // subscription options
+    }
+    if filters.is_empty() {
+        return Err(PacketError::Malformed("SUBSCRIBE"));
+    }
+    Ok(filters)
+}
+
 /// Whether a DISCONNECT body asks the broker to publish the will anyway (MQTT 5 reason 0x04).
 pub fn disconnect_with_will(level: u8, body: &[u8]) -> bool {
     level == LEVEL_V5 && body.first() == Some(&0x04)
@@ -341,6 +364,16 @@ mod tests {
         assert_eq!(frame(&[0x30, 100], 10), Err(PacketError::TooLarge(102)));
         assert!(parse_connect(&CONNECT_V4[2..10]).is_err(), "truncated");
         assert!(parse_connect(&[0, 4, b'H', b'T', b'T', b'P', 4]).is_err());
+    }
+
+    #[test]
+    fn reads_subscribe_filters_in_both_versions() {
+        let v4: &[u8] = &[0, 1, 0, 3, b'a', b'/', b'b', 1, 0, 1, b'#', 0];
+        assert_eq!(subscribe_filters(4, v4), Ok(vec!["a/b", "#"]));
+        let v5: &[u8] = &[0, 1, 0, 0, 3, b'a', b'/', b'b', 1];
+        assert_eq!(subscribe_filters(5, v5), Ok(vec!["a/b"]));
+        assert!(subscribe_filters(4, &[0, 1]).is_err());
+        assert!(subscribe_filters(4, &[0, 1, 0, 9, b'a']).is_err());
     }
 
     #[test]

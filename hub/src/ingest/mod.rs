@@ -3,7 +3,7 @@
 
 pub mod mqtt;
 
-use mc_protocol::{Heartbeat, Hello, ModuleId, Telemetry};
+use mc_protocol::{Encoding, Heartbeat, Hello, ModuleId, Telemetry};
 
 use crate::store::ModuleRecord;
 
@@ -26,8 +26,8 @@ pub enum ModuleEvent {
         /// True for a clean MQTT DISCONNECT (no last will).
         clean: bool,
     },
-    /// Birth certificate.
-    Hello(ModuleId, Hello),
+    /// Birth certificate, and the encoding the module speaks (commands go back in it).
+    Hello(ModuleId, Hello, Encoding),
     /// Alive.
     Heartbeat(ModuleId, Heartbeat),
     /// Readings (boxed: up to 32 inline readings would make every event ~1 KiB).

@@ -2,7 +2,8 @@
 //! topic. Decodes payloads (native or JSON) and forwards typed events to the tracker.
 
 use mc_protocol::{
-    Heartbeat, Hello, ModuleTopic, ProtocolError, STATUS_OFFLINE, Telemetry, TopicKind, codec,
+    Encoding, Heartbeat, Hello, ModuleTopic, ProtocolError, STATUS_OFFLINE, Telemetry, TopicKind,
+    codec,
 };
 use rumqttd::{Notification, local::LinkRx};
 use tokio::sync::mpsc;
@@ -68,9 +69,8 @@ pub fn decode(topic: &[u8], payload: &[u8], metrics: &Metrics) -> Option<ModuleE
     };
     let module = topic.module;
     let result = match topic.kind {
-        TopicKind::Hello => {
-            codec::decode::<Hello>(payload).map(|m| ModuleEvent::Hello(module.clone(), m))
-        }
+        TopicKind::Hello => codec::decode::<Hello>(payload)
+            .map(|m| ModuleEvent::Hello(module.clone(), m, Encoding::detect(payload))),
         TopicKind::Heartbeat => {
             codec::decode::<Heartbeat>(payload).map(|m| ModuleEvent::Heartbeat(module.clone(), m))
         }

@@ -146,6 +146,7 @@ mod tests {
                 name: "Roof".into(),
                 kind: "weather".into(),
                 owner_email: Some("ada@example.com".into()),
+                heartbeat_timeout: None,
             })
             .await
             .unwrap();

@@ -47,6 +47,8 @@ pub struct NewModule {
     pub kind: String,
     /// Email of the owning user.
     pub owner_email: Option<String>,
+    /// Liveness timeout for this module, overriding the hub's.
+    pub heartbeat_timeout: Option<std::time::Duration>,
 }
 
 /// Module tokens are 192 random bits, so a fast hash is enough (no dictionary to attack), and
@@ -112,8 +114,8 @@ impl Store {
         };
         let token = new_token();
         let result = sqlx::query_as::<_, Row>(concat!(
-            "INSERT INTO modules (id, name, type, owner_id, token_hash, created_at)
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING ",
+            "INSERT INTO modules (id, name, type, owner_id, token_hash, heartbeat_timeout_ms, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING ",
             columns!()
         ))
         .bind(new.id.as_str())
@@ -121,6 +123,7 @@ impl Store {
         .bind(&new.kind)
         .bind(owner_id)
         .bind(hash_token(&token))
+        .bind(new.heartbeat_timeout.map(|d| d.as_millis().min(i64::MAX as u128) as i64))
         .bind(unix_now())
         .fetch_one(&self.pool)
         .await;

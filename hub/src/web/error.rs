@@ -14,6 +14,10 @@ pub enum ApiError {
     BadRequest(String),
     /// 401: no valid session or wrong credentials.
     Unauthorized,
+    /// 404: no such thing, or the caller may not know it exists.
+    NotFound,
+    /// 409: the request conflicts with the current state.
+    Conflict(String),
     /// 500: logged, not explained.
     Internal(String),
 }
@@ -28,6 +32,8 @@ impl IntoResponse for ApiError {
         let (status, message) = match &self {
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m.as_str()),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not found"),
+            Self::Conflict(m) => (StatusCode::CONFLICT, m.as_str()),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error")

@@ -1,6 +1,7 @@
 //! HTTP: the JSON API, the embedded dashboard, and the Socket.IO endpoint, on one axum router.
 
 pub mod auth;
+pub mod commands;
 pub mod error;
 pub mod modules;
 pub mod static_files;
@@ -12,7 +13,7 @@ use axum::{
     routing::{get, post},
 };
 
-use crate::{store::Store, tracker::TrackerHandle};
+use crate::{commands::CommandPublisher, store::Store, tracker::TrackerHandle};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct AppState {
     pub tracker: TrackerHandle,
     /// Lifetime of a login session.
     pub session_ttl: Duration,
+    /// Sends commands to modules.
+    pub commands: CommandPublisher,
 }
 
 /// The whole HTTP application; `socketio` is the Socket.IO layer from `SocketIo::builder()`.
@@ -32,6 +35,7 @@ pub fn app(state: AppState, socketio: socketioxide::layer::SocketIoLayer) -> Rou
         .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/me", get(auth::me))
         .route("/api/modules", get(modules::list))
+        .route("/api/modules/{id}/commands", post(commands::send))
         .route("/healthz", get(async || "ok"))
         .route("/", get(static_files::index))
         // A fallback, not a `/{*path}` GET route: a catch-all route would also match
