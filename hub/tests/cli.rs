@@ -146,3 +146,54 @@ async fn wait_for(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[test]
+fn startup_errors_name_the_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let in_use = hub_cli(&[
+        "--http",
+        &format!("127.0.0.1:{port}"),
+        "--mqtt",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+    ]);
+    assert!(!in_use.status.success());
+    let stderr = String::from_utf8_lossy(&in_use.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen for HTTP on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let bad_dir = hub_cli(&[
+        "--http",
+        "127.0.0.1:0",
+        "--mqtt",
+        "127.0.0.1:0",
+        "--data-dir",
+        file.to_str().expect("path"),
+    ]);
+    assert!(!bad_dir.status.success());
+    let stderr = String::from_utf8_lossy(&bad_dir.stderr);
+    assert!(
+        stderr.contains("data directory") && stderr.contains("not usable"),
+        "{stderr}"
+    );
+
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, "htp = \"127.0.0.1:1\"\n").expect("write");
+    let typo = hub_cli(&["--config", config.to_str().expect("path")]);
+    assert!(!typo.status.success());
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        stderr.contains("invalid config file") && stderr.contains("htp"),
+        "{stderr}"
+    );
+    drop(taken);
+}

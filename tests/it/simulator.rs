@@ -64,6 +64,35 @@ async fn simulated_modules_come_online_report_and_go_offline_on_faults() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
+    // A repeated message (same seq) is a duplicate: counted, never applied twice.
+    let duplicates = t.hub.metrics.rejected("duplicate_seq");
+    sim.modules()[2].inject(Fault::RepeatTelemetry);
+    let deadline = tokio::time::Instant::now() + mc_e2e::DEADLINE;
+    while t.hub.metrics.rejected("duplicate_seq") == duplicates {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "repeat not counted as duplicate"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Without heartbeats, telemetry alone keeps a module online; a burst arrives whole.
+    let burster = &sim.modules()[3];
+    burster.inject(Fault::StopHeartbeats);
+    let ingested = t.hub.metrics.messages_ingested.get();
+    burster.inject(Fault::Burst(50));
+    let deadline = tokio::time::Instant::now() + mc_e2e::DEADLINE;
+    while t.hub.metrics.messages_ingested.get() < ingested + 50 {
+        assert!(tokio::time::Instant::now() < deadline, "burst not ingested");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        t.hub
+            .tracker
+            .module(burster.id())
+            .await
+            .is_some_and(|m| m.online)
+    );
+
     stop.cancel();
     sim.stopped().await;
 }

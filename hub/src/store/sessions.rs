@@ -23,6 +23,11 @@ impl Store {
         rand::rng().fill_bytes(&mut bytes);
         let token = hex::encode(bytes);
         let now = unix_now();
+        // Expired sessions are refused anyway; logins are a good moment to forget them.
+        sqlx::query("DELETE FROM sessions WHERE created_at <= ?")
+            .bind(now - self.session_ttl.as_secs() as i64)
+            .execute(&self.pool)
+            .await?;
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at) VALUES (?, ?, ?, ?)",
         )
