@@ -22,6 +22,19 @@ use tokio_util::sync::CancellationToken;
 /// How long any expected thing may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Waits until `condition` holds, failing the test with `what` after [`DEADLINE`]. For state
+/// that other connections update asynchronously (counters), where no event marks the moment.
+pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A running hub and what is needed to talk to it.
 pub struct TestHub {
     /// The hub.

@@ -144,25 +144,14 @@ async fn the_simulated_firmware_obeys_native_commands() {
     .await;
     assert_eq!(status, 202);
     let module = sim.module("MC-5001-SIM").expect("simulated module");
-    let deadline = tokio::time::Instant::now() + mc_e2e::DEADLINE;
-    while module.stats().commands == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "command never reached the firmware"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    mc_e2e::eventually("command reaches the firmware", || {
+        module.stats().commands > 0
+    })
+    .await;
     assert_eq!(module.stats().rejected_commands, 0);
     // The firmware announces its new interval with a new hello; the hub now expects
     // heartbeats every 750 ms (timeout 2.25 s) — visible in the snapshot's live state.
-    let deadline = tokio::time::Instant::now() + mc_e2e::DEADLINE;
-    while module.stats().hellos < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no new hello after the command"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    mc_e2e::eventually("new hello after the command", || module.stats().hellos >= 2).await;
     stop.cancel();
     sim.stopped().await;
 }
