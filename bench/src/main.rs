@@ -84,6 +84,9 @@ struct Args {
     /// Hub runtime worker threads.
     #[arg(long, default_value_t = 1)]
     hub_workers: usize,
+    /// The hub's realtime batch window (`0ms` = emit every event at once).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    batch_window: Option<std::time::Duration>,
     /// Load runtime worker threads.
     #[arg(long, default_value_t = 1)]
     load_workers: usize,
@@ -267,12 +270,15 @@ impl HubUnderTest {
 /// modules (owned by the bench user when `owned`).
 async fn start_hub(bench: &Bench, modules: usize, owned: bool) -> Result<HubUnderTest> {
     let dir = tempfile::tempdir().context("temp dir")?;
-    let config = Config {
+    let mut config = Config {
         http: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
         ..Config::default()
     };
+    if let Some(window) = bench.args.batch_window {
+        config.realtime.batch_window = window;
+    }
     let started = bench
         .hub_rt
         .spawn(async move {

@@ -27,10 +27,32 @@ pub struct Config {
     pub liveness: LivenessConfig,
     /// Per-reading deadbands (absolute), e.g. `temperature = 0.05`. Default none.
     pub deadbands: Deadbands,
+    /// Realtime delivery settings.
+    pub realtime: RealtimeConfig,
     /// Demo mode: demo users and simulated modules.
     pub demo: DemoConfig,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+}
+
+/// Realtime delivery settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RealtimeConfig {
+    /// Under load, events are gathered for this long before being emitted, so that each
+    /// dashboard socket writes a batch at once: less CPU per event when one event fans out to
+    /// many dashboards, at the price of up to this much (plus a timer tick) of added latency.
+    /// Default `0ms` (off); see BENCHMARKS.md for when `2ms` pays.
+    #[serde(with = "duration")]
+    pub batch_window: Duration,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            batch_window: Duration::ZERO,
+        }
+    }
 }
 
 /// Demo mode settings.
@@ -73,6 +95,7 @@ impl Default for Config {
             session_ttl: Duration::from_secs(7 * 24 * 3600),
             liveness: LivenessConfig::default(),
             deadbands: Deadbands::default(),
+            realtime: RealtimeConfig::default(),
             demo: DemoConfig::default(),
             log_format: LogFormat::Text,
         }

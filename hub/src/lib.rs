@@ -136,6 +136,7 @@ pub async fn start(
     let (tracker, tracker_handle) = Tracker::new(
         config.liveness.clone(),
         config.deadbands.clone(),
+        config.realtime.batch_window,
         emitter,
         metrics.clone(),
     );

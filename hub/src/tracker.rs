@@ -22,6 +22,8 @@ use crate::{
 /// Capacity of the event channel into the tracker; a full channel slows transports down
 /// (backpressure) instead of growing memory.
 pub const EVENT_CHANNEL_CAPACITY: usize = 16 * 1024;
+/// Most events handled in one batch before the tracker lets other tasks run.
+const MAX_BATCH: usize = 256;
 
 /// What the tracker knows of a module beyond liveness and readings.
 #[derive(Debug, Clone, Default)]
@@ -115,6 +117,8 @@ pub struct Tracker {
     emitter: EventsManager,
     metrics: Metrics,
     unknown_module: u64,
+    /// Under load, wait this long after an event so that more join it (see [`Tracker::run`]).
+    batch_window: Duration,
     events_rx: mpsc::Receiver<ModuleEvent>,
     queries_rx: mpsc::Receiver<Query>,
 }
@@ -124,6 +128,7 @@ impl Tracker {
     pub fn new(
         liveness: LivenessConfig,
         deadbands: Deadbands,
+        batch_window: Duration,
         emitter: EventsManager,
         metrics: Metrics,
     ) -> (Self, TrackerHandle) {
@@ -136,6 +141,7 @@ impl Tracker {
             emitter,
             metrics,
             unknown_module: 0,
+            batch_window,
             events_rx,
             queries_rx,
         };
@@ -143,14 +149,39 @@ impl Tracker {
     }
 
     /// Runs until shutdown (or until every sender is gone).
+    ///
+    /// Events are handled in batches (whatever is queued). With a non-zero `batch_window`, under
+    /// load (an event arriving within `batch_window` of the previous one) the tracker first
+    /// waits `batch_window`, so that each dashboard socket is woken once per batch and writes
+    /// many events with one syscall instead of one per event: the per-socket writes, not the
+    /// diff, are what costs CPU when one event fans out to many dashboards. A quiet hub adds
+    /// no delay.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut last_event = tokio::time::Instant::now() - self.batch_window;
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                event = self.events_rx.recv() => match event {
-                    Some(event) => self.handle(event).await,
-                    None => return,
+                received = self.events_rx.recv_many(&mut batch, MAX_BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                    let now = tokio::time::Instant::now();
+                    let busy = now.duration_since(last_event) < self.batch_window;
+                    last_event = now;
+                    if busy && !self.batch_window.is_zero() && batch.len() < MAX_BATCH {
+                        tokio::time::sleep(self.batch_window).await;
+                        while batch.len() < MAX_BATCH {
+                            match self.events_rx.try_recv() {
+                                Ok(event) => batch.push(event),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    for event in batch.drain(..) {
+                        self.handle(event).await;
+                    }
                 },
                 change = self.liveness.next_change() => self.emit_liveness(change).await,
                 Some(query) = self.queries_rx.recv() => self.answer(query),

@@ -6,7 +6,8 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_changed_readings_are_emitted_and_identical_telemetry_emits_nothing() {
-    let t = start_hub(|_| {}).await;
+    // With a batch window, so that the batched path (back-to-back messages) is exercised too.
+    let t = start_hub(|c| c.realtime.batch_window = std::time::Duration::from_millis(2)).await;
     t.add_user("admin@x.io", true).await;
     let pw = t.add_module("MC-1001-STN", None).await;
     let mut dash = t.dashboard("admin@x.io").await;
