@@ -131,6 +131,7 @@ pub async fn start(
     let (socketio_layer, io) = SocketIo::builder().max_payload(64 * 1024).build_layer();
     realtime::register_handlers(&io, store.clone());
     let emitter = realtime::EventsManager::new(io, metrics.clone());
+    let events = emitter.clone();
 
     // The tracker owns module state.
     let (tracker, tracker_handle) = Tracker::new(
@@ -167,6 +168,7 @@ pub async fn start(
         tracker: tracker_handle.clone(),
         session_ttl: config.session_ttl,
         commands,
+        events,
     };
     let app = web::app(state, socketio_layer);
     let http_shutdown = shutdown.clone();

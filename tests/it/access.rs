@@ -254,3 +254,47 @@ async fn a_module_cannot_subscribe_to_other_modules_data() {
         t.hub.metrics.rejections()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_hear_logins_and_logouts_users_do_not() {
+    let t = start_hub(|_| {}).await;
+    let alice_id = t.add_user("alice@x.io", false).await;
+    t.add_user("admin@x.io", true).await;
+    let mut admin = t.dashboard("admin@x.io").await;
+    let mut alice = t.dashboard("alice@x.io").await;
+
+    let cookie = t.login("alice@x.io").await;
+    let login = admin
+        .expect("rt_user_logged_in", |d| d["email"] == "alice@x.io")
+        .await;
+    assert_eq!(
+        login,
+        json!({"id": alice_id, "name": "alice", "email": "alice@x.io", "isAdmin": false})
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/auth/logout", t.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 204);
+    let logout = admin
+        .expect("rt_user_logged_out", |d| d["id"] == alice_id)
+        .await;
+    assert_eq!(logout["name"], "alice");
+    assert!(
+        logout["logoutTime"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    // Barrier for Alice: an event she is entitled to. Nothing about logins before it.
+    let pw = t.add_module("MC-A-1", Some("alice@x.io")).await;
+    let m = t.module("MC-A-1", &pw).await;
+    m.hello(5000).await;
+    let seen = alice.until("rt_module_online", about("MC-A-1")).await;
+    assert!(
+        seen.iter().all(|(e, _)| !e.starts_with("rt_user_")),
+        "{seen:?}"
+    );
+}

@@ -16,6 +16,37 @@ pub const RT_MODULE_OFFLINE: &str = "rt_module_offline";
 /// Some readings of a module changed.
 pub const RT_TELEMETRY_UPDATED: &str = "rt_telemetry_updated";
 
+/// A user logged in (to admins).
+pub const RT_USER_LOGGED_IN: &str = "rt_user_logged_in";
+/// A user logged out (to admins).
+pub const RT_USER_LOGGED_OUT: &str = "rt_user_logged_out";
+
+/// Payload of [`RT_USER_LOGGED_IN`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserLoggedIn {
+    /// User id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// Login.
+    pub email: String,
+    /// Admin flag.
+    pub is_admin: bool,
+}
+
+/// Payload of [`RT_USER_LOGGED_OUT`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserLoggedOut {
+    /// User id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// When (RFC 3339).
+    pub logout_time: String,
+}
+
 /// Payload of [`RT_SESSION`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

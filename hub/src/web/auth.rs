@@ -9,7 +9,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{AppState, error::ApiError};
-use crate::store::User;
+use crate::{realtime::events, store::User};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "mc_session";
@@ -72,6 +72,16 @@ pub async fn login(
     };
     let token = state.store.create_session(user.id).await?;
     tracing::info!(user_id = user.id, email = %user.email, "user logged in");
+    let event = events::UserLoggedIn {
+        id: user.id,
+        name: user.name.clone(),
+        email: user.email.clone(),
+        is_admin: user.is_admin,
+    };
+    state
+        .events
+        .emit_to_admins(events::RT_USER_LOGGED_IN, &event)
+        .await;
     let mut response = Json(&user).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -86,7 +96,20 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(token) = session_token_from_headers(&headers) {
+        let user = state.store.session_user(&token).await?;
         state.store.delete_session(&token).await?;
+        if let Some(user) = user {
+            tracing::info!(user_id = user.id, email = %user.email, "user logged out");
+            let event = events::UserLoggedOut {
+                id: user.id,
+                name: user.name,
+                logout_time: events::timestamp(std::time::SystemTime::now()),
+            };
+            state
+                .events
+                .emit_to_admins(events::RT_USER_LOGGED_OUT, &event)
+                .await;
+        }
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response

@@ -13,7 +13,9 @@ use axum::{
     routing::{get, post},
 };
 
-use crate::{commands::CommandPublisher, store::Store, tracker::TrackerHandle};
+use crate::{
+    commands::CommandPublisher, realtime::EventsManager, store::Store, tracker::TrackerHandle,
+};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -26,6 +28,8 @@ pub struct AppState {
     pub session_ttl: Duration,
     /// Sends commands to modules.
     pub commands: CommandPublisher,
+    /// Emits realtime events (logins and logouts go to admins).
+    pub events: EventsManager,
 }
 
 /// The whole HTTP application; `socketio` is the Socket.IO layer from `SocketIo::builder()`.
