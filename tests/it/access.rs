@@ -298,3 +298,36 @@ async fn admins_hear_logins_and_logouts_users_do_not() {
         "{seen:?}"
     );
 }
+
+/// The broker publishes a last will on the module's behalf: it must not be a way around the ACL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_will_on_another_modules_topic_is_refused() {
+    let t = start_hub(|_| {}).await;
+    let pw = t.add_module("MC-1001-STN", None).await;
+    t.add_module("MC-1002-STN", None).await;
+    let addr = t.hub.mqtt_addr;
+    for (topic, retain) in [
+        ("mc/MC-1002-STN/cmd", false),
+        ("mc/MC-1002-STN/telemetry", false),
+        ("mc/MC-1001-STN/status", true),
+    ] {
+        let mut options =
+            rumqttc::MqttOptions::new("MC-1001-STN", addr.ip().to_string(), addr.port());
+        options.set_credentials("MC-1001-STN", pw.as_str());
+        options.set_last_will(rumqttc::LastWill::new(
+            topic,
+            r#"{"id":1,"action":"reboot"}"#,
+            rumqttc::QoS::AtLeastOnce,
+            retain,
+        ));
+        let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
+        let refused = mc_e2e::wait_connack(&mut eventloop).await;
+        assert!(
+            refused.is_err_and(|e| e.contains("NotAuthorized")),
+            "will on {topic} (retain {retain})"
+        );
+    }
+    assert_eq!(t.hub.metrics.rejected("acl_denied"), 3);
+    // Its own status topic, not retained, is what the contract asks for.
+    assert!(MqttModule::connect(addr, "MC-1001-STN", &pw).await.is_ok());
+}

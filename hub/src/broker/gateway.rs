@@ -150,6 +150,19 @@ impl Gateway {
                 return;
             }
         };
+        if let Some(will) = &info.will
+            && !will_allowed(&info.client_id, will)
+        {
+            self.refuse(
+                &mut client,
+                info.level,
+                Refusal::NotAuthorized,
+                peer,
+                &info.client_id,
+            )
+            .await;
+            return;
+        }
         let record = match check_credentials(
             &self.store,
             &info.client_id,
@@ -276,7 +289,7 @@ impl Gateway {
                             // What came before the violation was legitimate: deliver it.
                             let _ = upstream.write_all(&buf[..complete]).await;
                             self.metrics.reject(reason);
-                            tracing::warn!(%module, topic = %String::from_utf8_lossy(packet::publish_topic(body).unwrap_or("").as_bytes()), "publish outside the module's topics: closing connection");
+                            tracing::warn!(%module, topic = %packet::publish_topic(body).unwrap_or("").escape_debug(), "publish outside the module's topics: closing connection");
                             return false;
                         }
                     }
@@ -323,6 +336,7 @@ impl Gateway {
             Refusal::UnsupportedVersion => "mqtt_version",
             Refusal::BadClientId => "mqtt_client_id",
             Refusal::BadCredentials => "mqtt_credentials",
+            Refusal::NotAuthorized => "acl_denied",
         });
         tracing::warn!(%peer, client_id = %client_id.escape_debug(), ?refusal, "MQTT connection refused");
         let _ = client
@@ -339,6 +353,14 @@ fn check_publish(module: &ModuleId, body: &[u8]) -> Result<(), &'static str> {
         Ok(t) if t.module == *module && t.kind != TopicKind::Cmd => Ok(()),
         _ => Err("acl_denied"),
     }
+}
+
+/// A module's last will may only be its own, non-retained `status` topic: the broker publishes
+/// it on the module's behalf, so it must not reach other modules' topics.
+fn will_allowed(client_id: &str, will: &packet::Will) -> bool {
+    !will.retain
+        && ModuleTopic::parse(&will.topic)
+            .is_ok_and(|t| t.kind == TopicKind::Status && t.module.as_str() == client_id)
 }
 
 /// A module may subscribe only to its own command topic (no wildcards: nobody else's data).
@@ -420,6 +442,22 @@ mod tests {
         assert_eq!(publish("mc/MC-2/telemetry"), Err("acl_denied"));
         assert_eq!(publish("mc/MC-1/cmd"), Err("acl_denied"));
         assert_eq!(publish("other/topic"), Err("acl_denied"));
+    }
+
+    #[test]
+    fn a_will_may_only_be_the_modules_own_status() {
+        let will = |topic: &str, retain| packet::Will {
+            topic: topic.into(),
+            retain,
+        };
+        assert!(will_allowed("MC-1", &will("mc/MC-1/status", false)));
+        assert!(
+            !will_allowed("MC-1", &will("mc/MC-1/status", true)),
+            "retained"
+        );
+        assert!(!will_allowed("MC-1", &will("mc/MC-2/status", false)));
+        assert!(!will_allowed("MC-1", &will("mc/MC-2/cmd", false)));
+        assert!(!will_allowed("MC-1", &will("mc/MC-1/telemetry", false)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Just enough MQTT framing for the gateway: split the client's byte stream into packets, read
-//! CONNECT, the topic of PUBLISH, and write CONNACK refusals. Works for MQTT 3.1.1 (level 4)
-//! and 5 (level 5); everything else is passed through untouched.
+//! CONNECT (with its will), the topic of PUBLISH, the filters of SUBSCRIBE, DISCONNECT, and
+//! write CONNACK refusals. Works for MQTT 3.1.1 (level 4) and 5 (level 5); other packets are
+//! passed through untouched.
 
 /// MQTT control packet types the gateway looks at.
 pub mod kind {
@@ -83,12 +84,24 @@ pub struct Connect {
     pub level: u8,
     /// Client identifier.
     pub client_id: String,
+    /// The last will, if set: the broker publishes it on the client's behalf, so it is subject
+    /// to the same ACL as the client's own publishes.
+    pub will: Option<Will>,
     /// Username, if the flag is set.
     pub username: Option<String>,
     /// Password, if the flag is set.
     pub password: Option<Vec<u8>>,
     /// Keep-alive in seconds.
     pub keep_alive: u16,
+}
+
+/// The part of a last will the ACL looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// Where the broker will publish it.
+    pub topic: String,
+    /// Whether it would be retained.
+    pub retain: bool,
 }
 
 struct Reader<'a> {
@@ -144,7 +157,8 @@ pub fn parse_connect(body: &[u8]) -> Result<Connect, PacketError> {
     };
     let name = r.string()?;
     let level = r.u8()?;
-    if !matches!((name, level), ("MQTT", 4 | 5) | ("MQIsdp", 3)) {
+    // Any level is parsed so that unsupported ones get a proper CONNACK refusal.
+    if !matches!(name, "MQTT" | "MQIsdp") {
         return Err(PacketError::Malformed("CONNECT"));
     }
     let flags = r.u8()?;
@@ -153,13 +167,19 @@ pub fn parse_connect(body: &[u8]) -> Result<Connect, PacketError> {
         r.skip_properties()?;
     }
     let client_id = r.string()?.to_owned();
-    if flags & 0x04 != 0 {
+    let will = if flags & 0x04 != 0 {
         if level == LEVEL_V5 {
             r.skip_properties()?;
         }
-        r.string()?; // will topic
+        let topic = r.string()?.to_owned();
         r.binary()?; // will payload
-    }
+        Some(Will {
+            topic,
+            retain: flags & 0x20 != 0,
+        })
+    } else {
+        None
+    };
     let username = if flags & 0x80 != 0 {
         Some(r.string()?.to_owned())
     } else {
@@ -173,6 +193,7 @@ pub fn parse_connect(body: &[u8]) -> Result<Connect, PacketError> {
     Ok(Connect {
         level,
         client_id,
+        will,
         username,
         password,
         keep_alive,
@@ -223,6 +244,9 @@ pub enum Refusal {
     BadClientId,
     /// Unknown module, wrong username or wrong password.
     BadCredentials,
+    /// Authenticated, but asks for something it may not have (a last will on a foreign or
+    /// retained topic).
+    NotAuthorized,
 }
 
 /// The CONNACK that tells a client why it was refused, in its protocol version.
@@ -232,6 +256,7 @@ pub fn connack_refusal(level: u8, refusal: Refusal) -> Vec<u8> {
             Refusal::UnsupportedVersion => 0x84,
             Refusal::BadClientId => 0x85,
             Refusal::BadCredentials => 0x86,
+            Refusal::NotAuthorized => 0x87,
         };
         vec![0x20, 0x03, 0x00, reason, 0x00]
     } else {
@@ -239,6 +264,7 @@ pub fn connack_refusal(level: u8, refusal: Refusal) -> Vec<u8> {
             Refusal::UnsupportedVersion => 0x01,
             Refusal::BadClientId => 0x02,
             Refusal::BadCredentials => 0x04,
+            Refusal::NotAuthorized => 0x05,
         };
         vec![0x20, 0x02, 0x00, code]
     }
@@ -308,6 +334,13 @@ mod tests {
         assert_eq!(c.username.as_deref(), Some("MC-1"));
         assert_eq!(c.password.as_deref(), Some(&b"pw"[..]));
         assert_eq!(c.keep_alive, 10);
+        assert_eq!(
+            c.will,
+            Some(Will {
+                topic: "w/t".into(),
+                retain: false
+            })
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn decode(topic: &[u8], payload: &[u8], metrics: &Metrics) -> Option<ModuleE
         Ok(t) => t,
         Err(e) => {
             metrics.reject(e.reason());
-            tracing::warn!(topic = %String::from_utf8_lossy(topic), "rejected publish: {e}");
+            tracing::warn!(topic = %String::from_utf8_lossy(topic).escape_debug(), "rejected publish: {e}");
             return None;
         }
     };
