@@ -160,13 +160,54 @@ impl Config {
                 message: format!("{} bytes; must be between 1 KiB and 1 MiB", self.max_packet),
             });
         }
-        if let Some(t) = self.liveness.heartbeat_timeout
-            && t < Duration::from_millis(100)
-        {
-            return Err(ConfigError::Invalid {
-                setting: "heartbeat-timeout",
-                message: format!("{t:?}; must be at least 100ms"),
-            });
+        use crate::liveness::{MAX_TIMEOUT, MIN_TIMEOUT};
+        let day = Duration::from_secs(24 * 3600);
+        let ranges = [
+            (
+                "heartbeat-timeout",
+                self.liveness.heartbeat_timeout,
+                MIN_TIMEOUT,
+                MAX_TIMEOUT,
+            ),
+            (
+                "liveness.flap.window",
+                Some(self.liveness.flap.window),
+                Duration::from_secs(1),
+                day,
+            ),
+            (
+                "liveness.flap.hold",
+                Some(self.liveness.flap.hold),
+                Duration::ZERO,
+                day,
+            ),
+            (
+                "session-ttl",
+                Some(self.session_ttl),
+                Duration::from_secs(60),
+                365 * day,
+            ),
+            (
+                "realtime.batch-window",
+                Some(self.realtime.batch_window),
+                Duration::ZERO,
+                Duration::from_millis(100),
+            ),
+        ];
+        for (setting, value, min, max) in ranges {
+            if let Some(v) = value
+                && !(min..=max).contains(&v)
+            {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    message: format!(
+                        "{}; must be between {} and {}",
+                        humantime::format_duration(v),
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                });
+            }
         }
         if self.liveness.flap.max_transitions == 0 {
             return Err(ConfigError::Invalid {
@@ -271,5 +312,21 @@ mod tests {
         assert!(c.validate().is_ok());
         c.max_packet = 10;
         assert!(c.validate().unwrap_err().to_string().contains("max-packet"));
+        c.max_packet = Config::default().max_packet;
+        c.liveness.heartbeat_timeout = Some(Duration::from_secs(1000 * 24 * 3600));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("heartbeat-timeout")
+        );
+        c.liveness.heartbeat_timeout = None;
+        c.session_ttl = Duration::ZERO;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("session-ttl")
+        );
     }
 }

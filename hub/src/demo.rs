@@ -1,7 +1,8 @@
 //! `hub --demo`: demo users and simulated modules, so the dashboard is alive out of the box.
 //!
-//! Every start gives the demo users fresh passwords (printed) and the demo modules fresh
-//! tokens, so a data directory can be reused without anyone having to remember secrets.
+//! Every start gives the demo users (`*@demo.local`) fresh passwords (printed) and the demo
+//! modules (`DEMO-…`, type `demo`) fresh tokens, so a data directory can be reused without
+//! anyone having to remember secrets. Other users and modules are never touched.
 
 use std::net::SocketAddr;
 
@@ -15,6 +16,8 @@ use crate::{
     store::{NewModule, NewUser, Store, StoreError},
 };
 
+/// Module type of the demo's simulated modules (and only those).
+pub const DEMO_KIND: &str = "demo";
 /// Demo login for the admin.
 pub const ADMIN_EMAIL: &str = "admin@demo.local";
 /// Demo login for a regular user who owns half of the modules.
@@ -86,9 +89,13 @@ pub async fn start(
         .context("demo user")?;
     let mut credentials = Vec::new();
     for i in 0..config.demo.modules {
-        let id = ModuleId::new(&format!("MC-{}-STN", 1001 + i)).context("demo module id")?;
+        let id = ModuleId::new(&format!("DEMO-{}-STN", 1001 + i)).context("demo module id")?;
         let token = match store.module(&id).await? {
-            Some(_) => store.rotate_module_token(&id).await?,
+            // Only the demo's own modules get new tokens: never lock out a real device.
+            Some(existing) if existing.kind == DEMO_KIND => store.rotate_module_token(&id).await?,
+            Some(_) => anyhow::bail!(
+                "module {id} exists and is not a demo module: use another --data-dir for the demo"
+            ),
             None => {
                 let owner = (i % 2 == 0).then(|| USER_EMAIL.to_owned());
                 let name = format!("{} {}", SITES[i % SITES.len()], i / SITES.len() + 1);
@@ -96,7 +103,7 @@ pub async fn start(
                     .create_module(NewModule {
                         id: id.clone(),
                         name,
-                        kind: "weather".into(),
+                        kind: DEMO_KIND.into(),
                         owner_email: owner,
                         heartbeat_timeout: None,
                     })

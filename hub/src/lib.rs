@@ -141,10 +141,19 @@ pub async fn start(
         emitter,
         metrics.clone(),
     );
-    tasks.spawn(tracker.run(shutdown.clone()));
+    // A hub without its tracker is no hub: if the task ever fails, stop everything (loudly)
+    // rather than keep accepting modules whose events go nowhere.
+    let tracker_task = tokio::spawn(tracker.run(shutdown.clone()));
+    let stop_all = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = tracker_task.await {
+            tracing::error!(error = %e, "tracker task failed: stopping the hub");
+        }
+        stop_all.cancel();
+    });
 
     // MQTT: embedded broker, ingest, gateway.
-    let embedded = broker::start(config.max_packet, store.clone(), &tasks, &shutdown)?;
+    let embedded = broker::start(config.max_packet, store.clone(), &tasks, &shutdown).await?;
     tasks.spawn(ingest::mqtt::run(
         embedded.link_rx,
         tracker_handle.events(),

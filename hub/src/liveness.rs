@@ -33,6 +33,10 @@ use tokio_util::time::{DelayQueue, delay_queue::Key};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Timeout = this many announced heartbeat intervals.
 pub const INTERVAL_MULTIPLIER: u32 = 3;
+/// Longest liveness timeout, whatever its source (the timer wheel holds about two years).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Shortest liveness timeout.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Liveness settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -180,7 +184,8 @@ impl LivenessTracker {
             .own_timeout
             .or(self.config.heartbeat_timeout)
             .or(entry.announced.map(|i| i * INTERVAL_MULTIPLIER))
-            .unwrap_or(DEFAULT_TIMEOUT);
+            .unwrap_or(DEFAULT_TIMEOUT)
+            .clamp(MIN_TIMEOUT, MAX_TIMEOUT);
         match &entry.silence_key {
             Some(key) => self.deadlines.reset_at(key, now + timeout),
             None => {

@@ -180,7 +180,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             demo.user_password
         );
     }
-    wait_for_signal().await;
+    let internal_failure = tokio::select! {
+        _ = wait_for_signal() => false,
+        _ = shutdown.cancelled() => true,
+    };
     tracing::info!("shutting down");
     shutdown.cancel();
     if tokio::time::timeout(Duration::from_secs(10), hub.stopped())
@@ -188,6 +191,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("some tasks did not stop within 10s");
+    }
+    if internal_failure {
+        anyhow::bail!("the hub stopped after an internal failure (see the log above)");
     }
     Ok(())
 }
@@ -253,6 +259,17 @@ async fn main() -> anyhow::Result<()> {
             let id = id
                 .parse()
                 .map_err(|e| anyhow::anyhow!("module id {id:?}: {e}"))?;
+            use mc_hub::liveness::{MAX_TIMEOUT, MIN_TIMEOUT};
+            if let Some(t) = heartbeat_timeout
+                && !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&t)
+            {
+                anyhow::bail!(
+                    "--heartbeat-timeout {}: must be between {} and {}",
+                    humantime::format_duration(t),
+                    humantime::format_duration(MIN_TIMEOUT),
+                    humantime::format_duration(MAX_TIMEOUT)
+                );
+            }
             let store = open_store(&data.data_dir).await?;
             let (module, token) = store
                 .create_module(NewModule {

@@ -22,6 +22,8 @@ use crate::{
 /// Capacity of the event channel into the tracker; a full channel slows transports down
 /// (backpressure) instead of growing memory.
 pub const EVENT_CHANNEL_CAPACITY: usize = 16 * 1024;
+/// How long a web handler waits for the tracker before answering 503.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most events handled in one batch before the tracker lets other tasks run.
 const MAX_BATCH: usize = 256;
 
@@ -84,11 +86,22 @@ impl TrackerHandle {
         self.events.clone()
     }
 
-    /// The live view of every module that ever connected.
+    /// The live view of every module that ever connected; `None` if the tracker does not
+    /// answer within [`QUERY_TIMEOUT`].
     pub async fn snapshot(&self) -> Option<HashMap<ModuleId, LiveModule>> {
+        self.ask(Query::Snapshot).await
+    }
+
+    async fn ask<T>(&self, query: impl FnOnce(oneshot::Sender<T>) -> Query) -> Option<T> {
         let (tx, rx) = oneshot::channel();
-        self.queries.send(Query::Snapshot(tx)).await.ok()?;
-        rx.await.ok()
+        let exchange = async {
+            self.queries.send(query(tx)).await.ok()?;
+            rx.await.ok()
+        };
+        tokio::time::timeout(QUERY_TIMEOUT, exchange)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The live view of one module, if it ever connected.
@@ -103,9 +116,7 @@ impl TrackerHandle {
 
     /// The tracker's counters.
     pub async fn counters(&self) -> Option<TrackerCounters> {
-        let (tx, rx) = oneshot::channel();
-        self.queries.send(Query::Counters(tx)).await.ok()?;
-        rx.await.ok()
+        self.ask(Query::Counters).await
     }
 }
 
@@ -158,11 +169,16 @@ impl Tracker {
     /// no delay.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut last_event = tokio::time::Instant::now() - self.batch_window;
+        let mut last_event = tokio::time::Instant::now();
         loop {
+            // Deadlines and queries before events: a steady stream of events must not starve
+            // offline detection or snapshot requests (events come in batches, so they still
+            // get most of the time under load).
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
+                change = self.liveness.next_change() => self.emit_liveness(change).await,
+                Some(query) = self.queries_rx.recv() => self.answer(query),
                 received = self.events_rx.recv_many(&mut batch, MAX_BATCH) => {
                     if received == 0 {
                         return;
@@ -170,7 +186,7 @@ impl Tracker {
                     let now = tokio::time::Instant::now();
                     let busy = now.duration_since(last_event) < self.batch_window;
                     last_event = now;
-                    if busy && !self.batch_window.is_zero() && batch.len() < MAX_BATCH {
+                    if busy && batch.len() < MAX_BATCH {
                         tokio::time::sleep(self.batch_window).await;
                         while batch.len() < MAX_BATCH {
                             match self.events_rx.try_recv() {
@@ -183,8 +199,6 @@ impl Tracker {
                         self.handle(event).await;
                     }
                 },
-                change = self.liveness.next_change() => self.emit_liveness(change).await,
-                Some(query) = self.queries_rx.recv() => self.answer(query),
             }
         }
     }
@@ -246,7 +260,13 @@ impl Tracker {
                 if let Some(change) = self.liveness.seen(&module, None) {
                     self.emit_liveness(change).await;
                 }
-                match self.state.apply(&module, &telemetry) {
+                let outcome = self.state.apply(&module, &telemetry);
+                // A leftover message of a closed connection updates the readings, but they stay
+                // marked stale until the module is back.
+                if !self.liveness.is_online(&module) {
+                    self.state.set_stale(&module, true);
+                }
+                match outcome {
                     TelemetryOutcome::Changed(diff) => {
                         let payload = events::TelemetryUpdated {
                             module_id: module.to_string(),

@@ -19,6 +19,8 @@ pub enum ProtocolError {
     TooManyReadings,
     /// A heartbeat interval outside [`crate::message::HEARTBEAT_MS_RANGE`].
     InvalidHeartbeatInterval,
+    /// A telemetry interval outside [`crate::message::TELEMETRY_MS_RANGE`].
+    InvalidTelemetryInterval,
     /// The encoded message is longer than the encoding's limit.
     TooLarge {
         /// Length of the rejected input in bytes.
@@ -50,6 +52,7 @@ impl ProtocolError {
             Self::DuplicateReading => "duplicate_reading",
             Self::TooManyReadings => "too_many_readings",
             Self::InvalidHeartbeatInterval => "invalid_heartbeat_interval",
+            Self::InvalidTelemetryInterval => "invalid_telemetry_interval",
             Self::TooLarge { .. } => "too_large",
             Self::UnsupportedVersion(_) => "unsupported_version",
             Self::Empty => "empty",
@@ -82,6 +85,12 @@ impl fmt::Display for ProtocolError {
                 "heartbeat interval out of range ({}..={} ms)",
                 crate::message::HEARTBEAT_MS_RANGE.start(),
                 crate::message::HEARTBEAT_MS_RANGE.end()
+            ),
+            Self::InvalidTelemetryInterval => write!(
+                f,
+                "telemetry interval out of range ({}..={} ms)",
+                crate::message::TELEMETRY_MS_RANGE.start(),
+                crate::message::TELEMETRY_MS_RANGE.end()
             ),
             Self::TooLarge { len, max } => write!(f, "message too large ({len} > {max} bytes)"),
             Self::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),

@@ -26,6 +26,8 @@ pub const READING_NAME_MAX_LEN: usize = 24;
 pub const FIRMWARE_VERSION_MAX_LEN: usize = 16;
 /// Heartbeat intervals a module may announce: 100 ms to 24 h.
 pub const HEARTBEAT_MS_RANGE: RangeInclusive<u32> = 100..=86_400_000;
+/// Telemetry intervals the hub may ask for: 100 ms to 24 h.
+pub const TELEMETRY_MS_RANGE: RangeInclusive<u32> = 100..=86_400_000;
 
 /// Something that travels on a module topic; [`Message::validate`] holds the rules that serde's
 /// shape cannot express (finite numbers, unique names, ranges).
@@ -360,6 +362,9 @@ impl Message for Command {
         match self.action {
             CommandAction::SetHeartbeatInterval { ms } if !HEARTBEAT_MS_RANGE.contains(&ms) => {
                 Err(ProtocolError::InvalidHeartbeatInterval)
+            }
+            CommandAction::SetTelemetryInterval { ms } if !TELEMETRY_MS_RANGE.contains(&ms) => {
+                Err(ProtocolError::InvalidTelemetryInterval)
             }
             _ => Ok(()),
         }

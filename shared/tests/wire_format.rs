@@ -168,6 +168,11 @@ fn rule_violations_are_typed_errors() {
         json::decode::<Telemetry>(many.as_bytes()).unwrap_err(),
         ProtocolError::TooManyReadings
     );
+    let cmd = br#"{"id":1,"action":{"setTelemetryInterval":{"ms":0}}}"#;
+    assert_eq!(
+        json::decode::<Command>(cmd).unwrap_err(),
+        ProtocolError::InvalidTelemetryInterval
+    );
     let hello = br#"{"fw":"1.0.0","heartbeatMs":1}"#;
     assert_eq!(
         json::decode::<Hello>(hello).unwrap_err(),

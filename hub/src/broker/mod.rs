@@ -16,7 +16,9 @@
 pub mod gateway;
 pub mod packet;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::sync::oneshot;
 
 use rumqttd::{
     ConnectionSettings, Router, RouterConfig, ServerSettings,
@@ -37,6 +39,14 @@ pub enum BrokerError {
     /// No free internal port.
     #[error("cannot reserve an internal broker port: {0}")]
     Port(std::io::Error),
+    /// An internal listener could not start.
+    #[error("internal MQTT listener on {addr} failed: {reason}")]
+    Listen {
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// The router refused the hub's link.
     #[error("cannot link the hub to the broker: {0}")]
     Link(String),
@@ -61,7 +71,7 @@ fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
 
 /// Starts the router (its own thread: rumqttd has no shutdown API, it idles once every link is
 /// gone) and the two internal listeners (tasks on `tasks`, stopped by `shutdown`).
-pub fn start(
+pub async fn start(
     max_packet: usize,
     store: Store,
     tasks: &TaskTracker,
@@ -109,12 +119,25 @@ pub fn start(
     let v5_addr = free_loopback_port()?;
     let mut v4 = rumqttd::Server::new(settings("internal-v4", v4_addr), router_tx.clone(), V4);
     let mut v5 = rumqttd::Server::new(settings("internal-v5", v5_addr), router_tx.clone(), V5);
-    spawn_listener(tasks, shutdown, async move {
+    let v4_failed = spawn_listener(tasks, shutdown, async move {
         v4.start(rumqttd::LinkType::Remote).await
     });
-    spawn_listener(tasks, shutdown, async move {
+    let v5_failed = spawn_listener(tasks, shutdown, async move {
         v5.start(rumqttd::LinkType::Remote).await
     });
+    // rumqttd binds as soon as its task first runs and returns at once if it cannot: give it
+    // that moment, so that an unusable internal port stops the hub instead of every module
+    // connection failing later.
+    let early = Duration::from_millis(200);
+    let (v4_early, v5_early) = tokio::join!(
+        tokio::time::timeout(early, v4_failed),
+        tokio::time::timeout(early, v5_failed)
+    );
+    for (result, addr) in [(v4_early, v4_addr), (v5_early, v5_addr)] {
+        if let Ok(Ok(reason)) = result {
+            return Err(BrokerError::Listen { addr, reason });
+        }
+    }
 
     let (mut link_tx, link_rx, _ack) = LinkBuilder::new(HUB_LINK_ID, router_tx)
         .build()
@@ -130,18 +153,26 @@ pub fn start(
     })
 }
 
+/// Runs an internal listener until shutdown; the receiver gets its error if it stops early.
 fn spawn_listener<E: std::fmt::Debug>(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
     listener: impl Future<Output = Result<(), E>> + Send + 'static,
-) {
+) -> oneshot::Receiver<String> {
+    let (failed_tx, failed_rx) = oneshot::channel();
     let shutdown = shutdown.clone();
     tasks.spawn(async move {
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            result = listener => if let Err(e) = result {
-                tracing::error!(error = ?e, "internal MQTT listener stopped");
+            result = listener => {
+                let reason = match result {
+                    Ok(()) => "stopped".to_owned(),
+                    Err(e) => format!("{e:?}"),
+                };
+                tracing::error!(%reason, "internal MQTT listener stopped");
+                let _ = failed_tx.send(reason);
             },
         }
     });
+    failed_rx
 }
