@@ -116,6 +116,8 @@ enum Deadline {
 #[derive(Debug, Default)]
 struct Entry {
     session: Option<u64>,
+    /// The connection `session` replaced, restored if the new one never gets through.
+    previous_session: Option<u64>,
     online: bool,
     announced: Option<Duration>,
     own_timeout: Option<Duration>,
@@ -164,7 +166,7 @@ impl LivenessTracker {
     /// A connection for `module` opened as `session`; `own_timeout` comes from the registry.
     pub fn connected(&mut self, module: &ModuleId, session: u64, own_timeout: Option<Duration>) {
         let entry = self.entries.entry(module.clone()).or_default();
-        entry.session = Some(session);
+        entry.previous_session = entry.session.replace(session);
         entry.own_timeout = own_timeout;
     }
 
@@ -210,11 +212,24 @@ impl LivenessTracker {
     ) -> Option<LivenessChange> {
         let entry = self.entries.get_mut(module)?;
         if entry.session != Some(session) {
+            if entry.previous_session == Some(session) {
+                entry.previous_session = None;
+            }
             self.counters.stale_disconnects += 1;
             return None;
         }
         entry.session = None;
         self.go_offline(module, reason)
+    }
+
+    /// The connection `session` was registered but never reached the broker: the connection it
+    /// would have replaced (if still open) is the current one again.
+    pub fn aborted(&mut self, module: &ModuleId, session: u64) {
+        if let Some(entry) = self.entries.get_mut(module)
+            && entry.session == Some(session)
+        {
+            entry.session = entry.previous_session.take();
+        }
     }
 
     /// The last will of `module` arrived.
@@ -454,6 +469,26 @@ mod tests {
         // A will with no open connection is believed.
         t.disconnected(&m, 2, OfflineReason::ConnectionLost);
         assert_eq!(t.will(&m), None, "already offline: nothing more to say");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_aborted_takeover_gives_the_session_back() {
+        let mut t = tracker();
+        let m = id("MC-1");
+        t.connected(&m, 1, None);
+        t.seen(&m, None);
+        t.connected(&m, 2, None);
+        t.aborted(&m, 2);
+        assert_eq!(t.seen(&m, None), None, "still online through session 1");
+        assert!(t.is_online(&m));
+        assert_eq!(
+            t.disconnected(&m, 1, OfflineReason::ConnectionLost),
+            Some(Offline(m.clone(), OfflineReason::ConnectionLost))
+        );
+        // An aborted attempt after the old connection ended restores nothing.
+        t.connected(&m, 3, None);
+        t.aborted(&m, 3);
+        assert_eq!(t.seen(&m, None), None, "no open connection");
     }
 
     #[tokio::test(start_paused = true)]

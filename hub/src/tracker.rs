@@ -212,6 +212,9 @@ impl Tracker {
                 let info = self.modules.entry(record.id.clone()).or_default();
                 info.owner = record.owner_id;
             }
+            ModuleEvent::ConnectAborted { module, session } => {
+                self.liveness.aborted(&module, session);
+            }
             ModuleEvent::Disconnected {
                 module,
                 session,

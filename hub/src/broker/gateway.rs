@@ -203,7 +203,11 @@ impl Gateway {
             .open_upstream(&mut client, upstream_addr, buf, connect.len)
             .await
         else {
-            let _ = self.events.send(ended(false)).await;
+            let aborted = ModuleEvent::ConnectAborted {
+                module: module.clone(),
+                session,
+            };
+            let _ = self.events.send(aborted).await;
             return;
         };
         self.metrics.mqtt_connections.inc();

@@ -17,6 +17,13 @@ pub enum ModuleEvent {
         /// This connection's number.
         session: u64,
     },
+    /// That connection was registered but the broker never accepted it.
+    ConnectAborted {
+        /// Whose.
+        module: ModuleId,
+        /// Which connection.
+        session: u64,
+    },
     /// That connection closed.
     Disconnected {
         /// Whose.
