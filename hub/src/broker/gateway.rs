@@ -150,19 +150,6 @@ impl Gateway {
                 return;
             }
         };
-        if let Some(will) = &info.will
-            && !will_allowed(&info.client_id, will)
-        {
-            self.refuse(
-                &mut client,
-                info.level,
-                Refusal::NotAuthorized,
-                peer,
-                &info.client_id,
-            )
-            .await;
-            return;
-        }
         let record = match check_credentials(
             &self.store,
             &info.client_id,
@@ -178,6 +165,20 @@ impl Gateway {
                 return;
             }
         };
+        // Identity first, then what it asks for.
+        if let Some(will) = &info.will
+            && !will_allowed(&info.client_id, will)
+        {
+            self.refuse(
+                &mut client,
+                info.level,
+                Refusal::NotAuthorized,
+                peer,
+                &info.client_id,
+            )
+            .await;
+            return;
+        }
 
         // Register the new session *before* the broker sees the CONNECT: if this connection
         // takes over an older one, the broker closes the old one only after reading this
