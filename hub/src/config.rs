@@ -29,6 +29,9 @@ pub struct Config {
     pub deadbands: Deadbands,
     /// Realtime delivery settings.
     pub realtime: RealtimeConfig,
+    /// Origins (`scheme://host[:port]`) besides the hub's own that browsers may use for
+    /// Socket.IO and state-changing requests. Default none.
+    pub allowed_origins: Vec<String>,
     /// Demo mode: demo users and simulated modules.
     pub demo: DemoConfig,
     /// Log format: `text` or `json`.
@@ -96,6 +99,7 @@ impl Default for Config {
             liveness: LivenessConfig::default(),
             deadbands: Deadbands::default(),
             realtime: RealtimeConfig::default(),
+            allowed_origins: Vec::new(),
             demo: DemoConfig::default(),
             log_format: LogFormat::Text,
         }
@@ -208,6 +212,19 @@ impl Config {
                     ),
                 });
             }
+        }
+        if let Some(bad) = self.allowed_origins.iter().find(|o| {
+            let rest = o
+                .strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"));
+            !rest.is_some_and(|r| !r.is_empty() && !r.contains('/'))
+        }) {
+            return Err(ConfigError::Invalid {
+                setting: "allowed-origins",
+                message: format!(
+                    "{bad:?}; expected scheme://host[:port], e.g. https://dash.example.com"
+                ),
+            });
         }
         if self.liveness.flap.max_transitions == 0 {
             return Err(ConfigError::Invalid {

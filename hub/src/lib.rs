@@ -179,7 +179,11 @@ pub async fn start(
         commands,
         events,
     };
-    let app = web::app(state, socketio_layer);
+    let origins = web::origin::OriginPolicy {
+        allowed: Arc::new(config.allowed_origins.clone()),
+        metrics: metrics.clone(),
+    };
+    let app = web::app(state, socketio_layer, origins);
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         use axum::serve::ListenerExt;

@@ -56,6 +56,14 @@ struct ServeArgs {
     /// Number of simulated modules in demo mode [default: 24].
     #[arg(long, env = "HUB_DEMO_MODULES")]
     demo_modules: Option<usize>,
+    /// Origin allowed besides the hub's own for Socket.IO and state-changing requests
+    /// (repeatable, or comma-separated in the environment), e.g. `https://dash.example.com`.
+    #[arg(
+        long = "allowed-origin",
+        env = "HUB_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
     /// Log format [default: text].
     #[arg(long, env = "HUB_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -130,6 +138,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.demo_modules {
             config.demo.modules = v;
+        }
+        if !self.allowed_origins.is_empty() {
+            config.allowed_origins = self.allowed_origins;
         }
         if let Some(v) = self.log_format {
             config.log_format = v;

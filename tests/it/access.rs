@@ -331,3 +331,72 @@ async fn a_last_will_on_another_modules_topic_is_refused() {
     // Its own status topic, not retained, is what the contract asks for.
     assert!(MqttModule::connect(addr, "MC-1001-STN", &pw).await.is_ok());
 }
+
+/// Cross-site WebSocket hijacking and CSRF: a foreign page's requests carry the user's cookie
+/// and its own Origin; they are refused before any upgrade. Same-origin and non-browser
+/// (no Origin) clients pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origins_are_refused_before_any_upgrade() {
+    let t = start_hub(|c| c.allowed_origins = vec!["https://dash.example.com".into()]).await;
+    t.add_user("alice@x.io", false).await;
+    let cookie = t.login("alice@x.io").await;
+    let http = reqwest::Client::new();
+    let own = t.url.clone();
+    let handshake = |origin: &'static str| {
+        http.get(format!("{}/socket.io/?EIO=4&transport=polling", t.url))
+            .header("cookie", &cookie)
+            .header("origin", origin)
+            .send()
+    };
+    assert_eq!(
+        handshake("http://evil.example")
+            .await
+            .expect("get")
+            .status(),
+        403
+    );
+    assert_eq!(handshake("null").await.expect("get").status(), 403);
+    assert_eq!(
+        handshake("https://dash.example.com")
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
+    let upgrade = http
+        .get(format!("{}/socket.io/?EIO=4&transport=websocket", t.url))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(upgrade.status(), 403, "no 101 for a foreign origin");
+    let login = |origin: String| {
+        http.post(format!("{}/api/auth/login", t.url))
+            .header("origin", origin)
+            .json(&json!({"email": "alice@x.io", "password": "password"}))
+            .send()
+    };
+    assert_eq!(
+        login("http://evil.example".into())
+            .await
+            .expect("post")
+            .status(),
+        403
+    );
+    assert_eq!(login(own).await.expect("post").status(), 200);
+    assert!(t.hub.metrics.rejected("foreign_origin") >= 4);
+    // Reads are not guarded (the cookie is SameSite and the API answers JSON only).
+    let read = http
+        .get(format!("{}/api/auth/me", t.url))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(read.status(), 200);
+}

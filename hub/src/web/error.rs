@@ -14,6 +14,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 401: no valid session or wrong credentials.
     Unauthorized,
+    /// 403: not allowed (e.g. a foreign origin).
+    Forbidden,
     /// 404: no such thing, or the caller may not know it exists.
     NotFound,
     /// 409: the request conflicts with the current state.
@@ -32,6 +34,7 @@ impl IntoResponse for ApiError {
         let (status, message) = match &self {
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m.as_str()),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not found"),
             Self::Conflict(m) => (StatusCode::CONFLICT, m.as_str()),
             Self::Internal(detail) => {

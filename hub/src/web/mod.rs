@@ -4,6 +4,7 @@ pub mod auth;
 pub mod commands;
 pub mod error;
 pub mod modules;
+pub mod origin;
 pub mod static_files;
 
 use std::time::Duration;
@@ -33,7 +34,12 @@ pub struct AppState {
 }
 
 /// The whole HTTP application; `socketio` is the Socket.IO layer from `SocketIo::builder()`.
-pub fn app(state: AppState, socketio: socketioxide::layer::SocketIoLayer) -> Router {
+/// The origin check wraps everything, Socket.IO included, so it runs before any upgrade.
+pub fn app(
+    state: AppState,
+    socketio: socketioxide::layer::SocketIoLayer,
+    origins: origin::OriginPolicy,
+) -> Router {
     Router::new()
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/logout", post(auth::logout))
@@ -47,4 +53,5 @@ pub fn app(state: AppState, socketio: socketioxide::layer::SocketIoLayer) -> Rou
         .fallback(static_files::asset)
         .with_state(state)
         .layer(socketio)
+        .layer(axum::middleware::from_fn_with_state(origins, origin::check))
 }
