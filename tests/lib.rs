@@ -303,6 +303,7 @@ impl Dashboard {
     ) -> Result<Self, String> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let errors = tx.clone();
+        let closes = tx.clone();
         let mut builder = ClientBuilder::new(url)
             .transport_type(transport)
             .auth(serde_json::json!({"page": page}))
@@ -311,6 +312,13 @@ impl Dashboard {
                 let tx = tx.clone();
                 async move {
                     let _ = tx.send((String::from(event), first_value(payload)));
+                }
+                .boxed()
+            })
+            .on(rust_socketio::Event::Close, move |_, _| {
+                let closes = closes.clone();
+                async move {
+                    let _ = closes.send(("close".into(), Value::Null));
                 }
                 .boxed()
             })

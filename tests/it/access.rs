@@ -82,7 +82,15 @@ async fn sockets_without_a_valid_session_are_refused() {
             .await
             .is_ok()
     );
-    // Logout ends the session.
+    // Logout ends the session: its live sockets are disconnected, another session's are not,
+    // and the cookie no longer opens new ones.
+    let mut live = Dashboard::connect(&t.url, Some(&cookie), "modules")
+        .await
+        .expect("connects");
+    let other_cookie = t.login("alice@x.io").await;
+    let mut other = Dashboard::connect(&t.url, Some(&other_cookie), "modules")
+        .await
+        .expect("connects");
     let response = reqwest::Client::new()
         .post(format!("{}/api/auth/logout", t.url))
         .header("cookie", &cookie)
@@ -90,11 +98,18 @@ async fn sockets_without_a_valid_session_are_refused() {
         .await
         .expect("logout");
     assert_eq!(response.status(), 204);
+    live.expect("close", |_| true).await;
     assert!(
         Dashboard::connect(&t.url, Some(&cookie), "modules")
             .await
             .is_err()
     );
+    // The other session still receives events (barrier: a module of Alice's comes online).
+    let pw = t.add_module("MC-A-1", Some("alice@x.io")).await;
+    let m = t.module("MC-A-1", &pw).await;
+    m.hello(5000).await;
+    let seen = other.until("rt_module_online", about("MC-A-1")).await;
+    assert!(!seen.iter().any(|(e, _)| e == "close"), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

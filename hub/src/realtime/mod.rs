@@ -78,6 +78,20 @@ impl EventsManager {
         }
     }
 
+    /// Disconnects every socket opened with the session whose token hashes to `token_hash`.
+    pub async fn disconnect_session(&self, token_hash: &str) {
+        if let Err(e) = self.io.to(rooms::session(token_hash)).disconnect().await {
+            tracing::debug!(error = %e, "could not disconnect some sockets of a session");
+        }
+    }
+
+    /// Disconnects every socket of a user (all sessions).
+    pub async fn disconnect_user(&self, user_id: i64) {
+        if let Err(e) = self.io.to(rooms::user(user_id)).disconnect().await {
+            tracing::debug!(error = %e, "could not disconnect some sockets of a user");
+        }
+    }
+
     /// Number of connected sockets on this hub.
     pub fn connected_clients(&self) -> usize {
         self.io.sockets().len()
@@ -110,6 +124,8 @@ pub struct SocketUser {
     pub is_admin: bool,
     /// Page named at handshake.
     pub page: Page,
+    /// SHA-256 of the session token it connected with.
+    pub session_hash: String,
 }
 
 /// Registers the namespace and its handlers: every Socket.IO handler of the hub is here.
@@ -125,6 +141,7 @@ pub fn register_handlers(io: &SocketIo, store: Store) {
                 socket.join(rooms::ADMINS);
             }
             socket.join(user.page.room());
+            socket.join(rooms::session(&user.session_hash));
             tracing::info!(socket = %socket.id, user_id = user.user_id, page = user.page.as_str(), "client registered");
             let info = events::SessionInfo {
                 user_id: user.user_id,
@@ -170,6 +187,7 @@ async fn authenticate(
         user_id: user.id,
         is_admin: user.is_admin,
         page,
+        session_hash: crate::store::hash_token(&token),
     });
     Ok(())
 }

@@ -44,3 +44,9 @@ impl Page {
 pub fn user(user_id: i64) -> String {
     format!("user:{user_id}")
 }
+
+/// The room of the sockets opened with one login session (by the SHA-256 of its token), so that
+/// ending the session can disconnect exactly them.
+pub fn session(token_hash: &str) -> String {
+    format!("session:{token_hash}")
+}

@@ -51,9 +51,9 @@ pub struct NewModule {
     pub heartbeat_timeout: Option<std::time::Duration>,
 }
 
-/// Module tokens are 192 random bits, so a fast hash is enough (no dictionary to attack), and
-/// checking one costs microseconds even when thousands of modules reconnect at once.
-pub(crate) fn hash_token(token: &str) -> String {
+/// Module and session tokens are 192+ random bits, so a fast hash is enough (no dictionary to
+/// attack), and checking one costs microseconds even when thousands of modules reconnect at once.
+pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 

@@ -51,8 +51,9 @@ pub struct LoginRequest {
 }
 
 fn session_cookie(value: &str, max_age_secs: u64) -> HeaderValue {
-    let cookie =
-        format!("{SESSION_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_secs}");
+    let cookie = format!(
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}"
+    );
     HeaderValue::from_str(&cookie)
         .unwrap_or_else(|_| HeaderValue::from_static("mc_session=; Max-Age=0"))
 }
@@ -98,6 +99,11 @@ pub async fn logout(
     if let Some(token) = session_token_from_headers(&headers) {
         let user = state.store.session_user(&token).await?;
         state.store.delete_session(&token).await?;
+        // The session is over for its live sockets too, not just for the next request.
+        state
+            .events
+            .disconnect_session(&crate::store::hash_token(&token))
+            .await;
         if let Some(user) = user {
             tracing::info!(user_id = user.id, email = %user.email, "user logged out");
             let event = events::UserLoggedOut {
