@@ -146,9 +146,14 @@ function flash(node) {
   node.classList.add("flash");
 }
 
+/** The message of an API error body: `{"error": {"code", "message"}}`. */
+function errorMessage(body) {
+  return body && body.error && body.error.message;
+}
+
 class HttpError extends Error {
   constructor(status, body) {
-    super((body && body.error) || `HTTP ${status}`);
+    super(errorMessage(body) || `HTTP ${status}`);
     this.status = status;
     this.body = body;
   }
@@ -640,7 +645,7 @@ async function onLoginSubmit(ev) {
   } catch (err) {
     if (err instanceof HttpError) {
       if (err.status === 401 || err.status === 400 || err.status === 403) {
-        showLoginError((err.body && err.body.error) || STRINGS.loginFailed);
+        showLoginError(errorMessage(err.body) || STRINGS.loginFailed);
       } else {
         showLoginError(fmt(STRINGS.serverError, { status: err.status }));
       }

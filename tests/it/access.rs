@@ -141,6 +141,25 @@ async fn http_api_requires_a_session_and_right_credentials() {
         .await
         .expect("post");
     assert_eq!(garbage.status(), 400);
+    let body: serde_json::Value = garbage.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    let unauthorized: serde_json::Value = http
+        .get(format!("{}/api/modules", t.url))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("JSON error body");
+    assert_eq!(
+        unauthorized,
+        json!({"error": {"code": "unauthorized", "message": "unauthorized"}})
+    );
     let cookie = t.login("alice@x.io").await;
     let me: serde_json::Value = http
         .get(format!("{}/api/auth/me", t.url))

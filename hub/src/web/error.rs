@@ -1,4 +1,6 @@
-//! HTTP errors: a status and a short message; internals go to the log, never to the client.
+//! HTTP errors: a status and `{"error": {"code", "message"}}`, where `code` is a stable
+//! machine-readable word and `message` is for people. Internals go to the log, never to the
+//! client.
 
 use axum::{
     Json,
@@ -26,23 +28,39 @@ pub enum ApiError {
 
 #[derive(Serialize)]
 struct Body<'a> {
-    error: &'a str,
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'static str,
+    message: &'a str,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, message) = match &self {
-            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m.as_str()),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not found"),
-            Self::Conflict(m) => (StatusCode::CONFLICT, m.as_str()),
+        let (status, code, message) = match &self {
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.as_str()),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "forbidden"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found"),
+            Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.as_str()),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
             }
         };
-        (status, Json(Body { error: message })).into_response()
+        (
+            status,
+            Json(Body {
+                error: Detail { code, message },
+            }),
+        )
+            .into_response()
     }
 }
 
