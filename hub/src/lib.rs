@@ -178,6 +178,7 @@ pub async fn start(
         session_ttl: config.session_ttl,
         commands,
         events,
+        throttle: Arc::default(),
     };
     let origins = web::origin::OriginPolicy {
         allowed: Arc::new(config.allowed_origins.clone()),
@@ -191,6 +192,7 @@ pub async fn start(
         let listener = listeners.http.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(http_shutdown.cancelled_owned())
             .await

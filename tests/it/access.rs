@@ -434,3 +434,38 @@ async fn foreign_origins_are_refused_before_any_upgrade() {
         .expect("get");
     assert_eq!(read.status(), 200);
 }
+
+/// Password guessing is throttled per account: after 5 failures even the right password waits
+/// (429 + Retry-After, no password check), while other accounts are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_login_failures_are_throttled_per_account() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("alice@x.io", false).await;
+    t.add_user("bob@x.io", false).await;
+    for _ in 0..5 {
+        assert_eq!(login(&t.url, "alice@x.io", "guess").await, Err(401));
+    }
+    let throttled = reqwest::Client::new()
+        .post(format!("{}/api/auth/login", t.url))
+        .json(&json!({"email": "ALICE@x.io", "password": "password"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(throttled.status(), 429);
+    let retry_after: u64 = throttled
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After seconds");
+    assert!((1..=300).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = throttled.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "too_many_attempts");
+    assert!(
+        login(&t.url, "bob@x.io", "password").await.is_ok(),
+        "other accounts unaffected"
+    );
+    // After the delay, the right password works again (and clears the count).
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    assert!(login(&t.url, "alice@x.io", "password").await.is_ok());
+}

@@ -1,14 +1,16 @@
 //! Login, logout, "who am I", and the [`CurrentUser`] extractor every protected route uses.
 
+use std::{net::SocketAddr, time::Instant};
+
 use axum::{
     Json,
-    extract::{FromRequestParts, State},
+    extract::{ConnectInfo, FromRequestParts, State},
     http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 
-use super::{AppState, error::ApiError};
+use super::{AppState, error::ApiError, throttle::ThrottleKey};
 use crate::{realtime::events, store::User};
 
 /// Name of the session cookie.
@@ -61,16 +63,25 @@ fn session_cookie(value: &str, max_age_secs: u64) -> HeaderValue {
 /// `POST /api/auth/login`: 200 with the user and a new session cookie, or 401.
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if req.email.len() > 254 || req.password.len() > 1024 {
         return Err(ApiError::Unauthorized);
     }
+    let account = ThrottleKey::Account(req.email.to_lowercase());
+    let keys = [account.clone(), ThrottleKey::Address(peer.ip())];
+    state
+        .throttle
+        .check(&keys, Instant::now())
+        .map_err(ApiError::TooManyAttempts)?;
     let Some(user) = state.store.verify_login(&req.email, &req.password).await? else {
-        tracing::warn!(email = %req.email.escape_debug(), "login failed");
+        state.throttle.failed(&keys, Instant::now());
+        tracing::warn!(email = %req.email.escape_debug(), %peer, "login failed");
         return Err(ApiError::Unauthorized);
     };
+    state.throttle.succeeded(&account);
     let token = state.store.create_session(user.id).await?;
     tracing::info!(user_id = user.id, email = %user.email, "user logged in");
     let event = events::UserLoggedIn {

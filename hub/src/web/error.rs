@@ -22,6 +22,8 @@ pub enum ApiError {
     NotFound,
     /// 409: the request conflicts with the current state.
     Conflict(String),
+    /// 429: too many failed logins; retry after this long.
+    TooManyAttempts(std::time::Duration),
     /// 500: logged, not explained.
     Internal(String),
 }
@@ -45,6 +47,21 @@ impl IntoResponse for ApiError {
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found"),
             Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.as_str()),
+            Self::TooManyAttempts(wait) => {
+                let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let body = Json(Body {
+                    error: Detail {
+                        code: "too_many_attempts",
+                        message: "too many failed attempts: try again later",
+                    },
+                });
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, retry_after.to_string())],
+                    body,
+                )
+                    .into_response();
+            }
             Self::Internal(detail) => {
                 tracing::error!(%detail, "request failed");
                 (

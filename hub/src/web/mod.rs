@@ -6,6 +6,7 @@ pub mod error;
 pub mod modules;
 pub mod origin;
 pub mod static_files;
+pub mod throttle;
 
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub commands: CommandPublisher,
     /// Emits realtime events (logins and logouts go to admins).
     pub events: EventsManager,
+    /// Login brute-force throttling.
+    pub throttle: std::sync::Arc<throttle::LoginThrottle>,
 }
 
 /// The whole HTTP application; `socketio` is the Socket.IO layer from `SocketIo::builder()`.
