@@ -389,6 +389,14 @@ impl Dashboard {
         seen
     }
 
+    /// Emits `event` with `data` to the hub.
+    pub async fn emit(&self, event: &str, data: Value) -> Result<(), String> {
+        self.client
+            .emit(event, data)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// The next event, whatever it is.
     pub async fn next(&mut self) -> (String, Value) {
         match tokio::time::timeout(DEADLINE, self.rx.recv()).await {

@@ -48,12 +48,16 @@ pub struct RealtimeConfig {
     /// Default `0ms` (off); see BENCHMARKS.md for when `2ms` pays.
     #[serde(with = "duration")]
     pub batch_window: Duration,
+    /// Largest message a dashboard may send, in bytes, on every transport (WebSocket frames
+    /// and messages included); a bigger one closes that socket. Default 64 KiB.
+    pub max_message: usize,
 }
 
 impl Default for RealtimeConfig {
     fn default() -> Self {
         Self {
             batch_window: Duration::ZERO,
+            max_message: 64 * 1024,
         }
     }
 }
@@ -158,6 +162,15 @@ impl Config {
 
     /// Checks values and prepares the data directory (created if missing, must be writable).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1024..=16 * 1024 * 1024).contains(&self.realtime.max_message) {
+            return Err(ConfigError::Invalid {
+                setting: "realtime.max-message",
+                message: format!(
+                    "{} bytes; must be between 1 KiB and 16 MiB",
+                    self.realtime.max_message
+                ),
+            });
+        }
         if !(1024..=1024 * 1024).contains(&self.max_packet) {
             return Err(ConfigError::Invalid {
                 setting: "max-packet",

@@ -102,6 +102,8 @@ pub struct RunningHub {
     pub metrics: Metrics,
     /// The tracker.
     pub tracker: TrackerHandle,
+    /// Realtime events and sockets.
+    pub realtime: realtime::EventsManager,
     /// Demo credentials, when demo mode is on.
     pub demo: Option<demo::DemoInfo>,
     tasks: TaskTracker,
@@ -128,10 +130,16 @@ pub async fn start(
     let mqtt_addr = local_addr(&listeners.mqtt, "MQTT")?;
 
     // Realtime: Socket.IO handlers and the events manager.
-    let (socketio_layer, io) = SocketIo::builder().max_payload(64 * 1024).build_layer();
+    let (socketio_layer, io) = SocketIo::builder()
+        // Polling bodies (max_payload) and WebSocket messages/frames are capped alike.
+        .max_payload(config.realtime.max_message as u64)
+        .ws_max_message_size(config.realtime.max_message)
+        .ws_max_frame_size(config.realtime.max_message)
+        .build_layer();
     realtime::register_handlers(&io, store.clone());
     let emitter = realtime::EventsManager::new(io, metrics.clone());
     let events = emitter.clone();
+    let realtime_handle = emitter.clone();
 
     // The tracker owns module state.
     let (tracker, tracker_handle) = Tracker::new(
@@ -219,6 +227,7 @@ pub async fn start(
         store,
         metrics,
         tracker: tracker_handle,
+        realtime: realtime_handle,
         demo,
         tasks,
     })

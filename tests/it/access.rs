@@ -469,3 +469,29 @@ async fn repeated_login_failures_are_throttled_per_account() {
     tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
     assert!(login(&t.url, "alice@x.io", "password").await.is_ok());
 }
+
+/// socketioxide's `max_payload` covers only polling bodies; the hub also caps WebSocket messages:
+/// an oversized client message closes that socket, and nobody else notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_client_message_closes_only_that_socket() {
+    let t = start_hub(|c| c.realtime.max_message = 16 * 1024).await;
+    t.add_user("admin@x.io", true).await;
+    let offender = t.dashboard("admin@x.io").await;
+    let mut bystander = t.dashboard("admin@x.io").await;
+    assert_eq!(t.hub.realtime.connected_clients(), 2);
+    let _ = offender
+        .emit("anything", json!("x".repeat(100 * 1024)))
+        .await;
+    mc_e2e::eventually("the offender's socket is closed", || {
+        t.hub.realtime.connected_clients() == 1
+    })
+    .await;
+    drop(offender);
+    let pw = t.add_module("MC-1001-STN", None).await;
+    let m = t.module("MC-1001-STN", &pw).await;
+    m.hello(5000).await;
+    let seen = bystander
+        .until("rt_module_online", about("MC-1001-STN"))
+        .await;
+    assert!(!seen.iter().any(|(e, _)| e == "close"), "{seen:?}");
+}
