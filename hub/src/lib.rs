@@ -177,6 +177,7 @@ pub async fn start(
         embedded.v5_addr,
         config.max_packet,
     ));
+    let connections = gateway.live.clone();
     tasks.spawn(gateway.run(listeners.mqtt, tasks.clone(), shutdown.clone()));
 
     // HTTP.
@@ -187,6 +188,7 @@ pub async fn start(
         commands,
         events,
         throttle: Arc::default(),
+        connections,
     };
     let origins = web::origin::OriginPolicy {
         allowed: Arc::new(config.allowed_origins.clone()),

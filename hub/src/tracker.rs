@@ -212,6 +212,16 @@ impl Tracker {
                 let info = self.modules.entry(record.id.clone()).or_default();
                 info.owner = record.owner_id;
             }
+            ModuleEvent::Registered(record) => {
+                if let Some(info) = self.modules.get_mut(&record.id) {
+                    info.owner = record.owner_id;
+                }
+            }
+            ModuleEvent::Unregistered(module) => {
+                self.liveness.remove(&module);
+                self.state.remove(&module);
+                self.modules.remove(&module);
+            }
             ModuleEvent::ConnectAborted { module, session } => {
                 self.liveness.aborted(&module, session);
             }

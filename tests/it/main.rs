@@ -4,6 +4,7 @@ mod access;
 mod commands;
 mod js_clients;
 mod liveness;
+mod registry;
 mod rejects;
 mod simulator;
 mod telemetry;

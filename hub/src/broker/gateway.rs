@@ -20,7 +20,10 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::packet::{self, Refusal, kind};
+use super::{
+    connections::LiveConnections,
+    packet::{self, Refusal, kind},
+};
 use crate::{
     ingest::ModuleEvent,
     metrics::Metrics,
@@ -48,6 +51,8 @@ pub struct Gateway {
     pub max_packet: usize,
     /// Numbers connections, so that stale disconnects and wills are recognised.
     sessions: AtomicU64,
+    /// Open connections, closable by the registry (token rotation, removal).
+    pub live: LiveConnections,
 }
 
 impl Gateway {
@@ -68,6 +73,7 @@ impl Gateway {
             v5_addr,
             max_packet,
             sessions: AtomicU64::new(1),
+            live: LiveConnections::default(),
         }
     }
 
@@ -221,10 +227,16 @@ impl Gateway {
         };
         let upstream_fut =
             self.forward_client(&module, info.level, &mut client_rd, &mut upstream_wr, buf);
+        let closed_by_hub = self.live.insert(&module, session);
         let clean = tokio::select! {
             clean = upstream_fut => clean,
             _ = downstream => false,
+            _ = closed_by_hub.cancelled() => {
+                tracing::info!(%module, session, "connection closed by the hub (registry change)");
+                false
+            }
         };
+        self.live.remove(&module, session);
         let _ = upstream_wr.shutdown().await;
         tracing::debug!(%module, session, clean, "module disconnected");
         let _ = self.events.send(ended(clean)).await;

@@ -41,4 +41,8 @@ pub enum ModuleEvent {
     Telemetry(ModuleId, Box<Telemetry>),
     /// Its last will (`offline` on `mc/<id>/status`).
     Will(ModuleId),
+    /// Its registry entry changed (owner, timeout...).
+    Registered(ModuleRecord),
+    /// It was removed from the registry: forget it.
+    Unregistered(ModuleId),
 }

@@ -16,6 +16,51 @@ pub const RT_MODULE_OFFLINE: &str = "rt_module_offline";
 /// Some readings of a module changed.
 pub const RT_TELEMETRY_UPDATED: &str = "rt_telemetry_updated";
 
+/// A module was registered (to its owner and admins).
+pub const RT_MODULE_ADDED: &str = "rt_module_added";
+/// A module was removed, or its owner lost it (to them and admins).
+pub const RT_MODULE_REMOVED: &str = "rt_module_removed";
+/// A module was renamed, retyped or reassigned (to its owner and admins).
+pub const RT_MODULE_UPDATED: &str = "rt_module_updated";
+
+/// Payload of [`RT_MODULE_ADDED`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleAdded {
+    /// Which module.
+    pub module_id: String,
+    /// Display name.
+    pub name: String,
+    /// Module type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Owner (none: admins only).
+    pub user_id: Option<i64>,
+}
+
+/// Payload of [`RT_MODULE_REMOVED`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleRemoved {
+    /// Which module.
+    pub module_id: String,
+    /// Its owner (or former owner).
+    pub user_id: Option<i64>,
+}
+
+/// Payload of [`RT_MODULE_UPDATED`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleUpdated {
+    /// Which module.
+    pub module_id: String,
+    /// Display name.
+    pub name: String,
+    /// Module type.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
 /// A user logged in (to admins).
 pub const RT_USER_LOGGED_IN: &str = "rt_user_logged_in";
 /// A user logged out (to admins).

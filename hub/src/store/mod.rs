@@ -14,7 +14,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-pub use modules::{ModuleRecord, NewModule, hash_token};
+pub use modules::{ModulePatch, ModuleRecord, NewModule, hash_token};
 pub use sessions::SessionToken;
 pub use users::{NewUser, User};
 

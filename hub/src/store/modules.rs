@@ -51,6 +51,19 @@ pub struct NewModule {
     pub heartbeat_timeout: Option<std::time::Duration>,
 }
 
+/// Changes to a registered module; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ModulePatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New type.
+    pub kind: Option<String>,
+    /// New owner (`Some(None)` = no owner: admins only).
+    pub owner_id: Option<Option<i64>>,
+    /// New per-module liveness timeout (`Some(None)` = the hub's).
+    pub heartbeat_timeout: Option<Option<std::time::Duration>>,
+}
+
 /// Module and session tokens are 192+ random bits, so a fast hash is enough (no dictionary to
 /// attack), and checking one costs microseconds even when thousands of modules reconnect at once.
 pub fn hash_token(token: &str) -> String {
@@ -145,6 +158,52 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(token)
+    }
+
+    /// Applies `patch` in one statement; `None` if the module does not exist.
+    pub async fn update_module(
+        &self,
+        id: &ModuleId,
+        patch: ModulePatch,
+    ) -> Result<Option<ModuleRecord>, StoreError> {
+        let result = sqlx::query_as::<_, Row>(concat!(
+            "UPDATE modules SET
+                name = COALESCE(?, name),
+                type = COALESCE(?, type),
+                owner_id = CASE WHEN ? THEN ? ELSE owner_id END,
+                heartbeat_timeout_ms = CASE WHEN ? THEN ? ELSE heartbeat_timeout_ms END
+             WHERE id = ? RETURNING ",
+            columns!()
+        ))
+        .bind(patch.name)
+        .bind(patch.kind)
+        .bind(patch.owner_id.is_some())
+        .bind(patch.owner_id.flatten())
+        .bind(patch.heartbeat_timeout.is_some())
+        .bind(
+            patch
+                .heartbeat_timeout
+                .flatten()
+                .map(|d| d.as_millis().min(i64::MAX as u128) as i64),
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                Err(StoreError::Conflict("no such owner; the owner".into()))
+            }
+            other => other?.map(TryInto::try_into).transpose(),
+        }
+    }
+
+    /// Removes a module; true if it existed.
+    pub async fn delete_module(&self, id: &ModuleId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM modules WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// The module with this id.

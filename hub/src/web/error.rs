@@ -24,6 +24,8 @@ pub enum ApiError {
     Conflict(String),
     /// 429: too many failed logins; retry after this long.
     TooManyAttempts(std::time::Duration),
+    /// 503: a part of the hub did not answer in time.
+    Unavailable,
     /// 500: logged, not explained.
     Internal(String),
 }
@@ -47,6 +49,11 @@ impl IntoResponse for ApiError {
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found"),
             Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.as_str()),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "temporarily unavailable",
+            ),
             Self::TooManyAttempts(wait) => {
                 let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let body = Json(Body {

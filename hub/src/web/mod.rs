@@ -32,6 +32,8 @@ pub struct AppState {
     pub commands: CommandPublisher,
     /// Emits realtime events (logins and logouts go to admins).
     pub events: EventsManager,
+    /// Open module connections (closed on token rotation and removal).
+    pub connections: crate::broker::connections::LiveConnections,
     /// Login brute-force throttling.
     pub throttle: std::sync::Arc<throttle::LoginThrottle>,
 }
@@ -47,7 +49,12 @@ pub fn app(
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/me", get(auth::me))
-        .route("/api/modules", get(modules::list))
+        .route("/api/modules", get(modules::list).post(modules::create))
+        .route(
+            "/api/modules/{id}",
+            axum::routing::patch(modules::update).delete(modules::remove),
+        )
+        .route("/api/modules/{id}/token", post(modules::rotate_token))
         .route("/api/modules/{id}/commands", post(commands::send))
         .route("/healthz", get(async || "ok"))
         .route("/", get(static_files::index))

@@ -1,0 +1,287 @@
+//! The module registry over HTTP: who may do what, the events it emits, and its effect on live
+//! MQTT connections.
+
+use mc_e2e::{MqttModule, TestHub, about, start_hub};
+use serde_json::{Value, json};
+
+async fn call(
+    t: &TestHub,
+    cookie: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let url = format!("{}{path}", t.url);
+    let request = match method {
+        "POST" => http.post(url),
+        "PATCH" => http.patch(url),
+        "DELETE" => http.delete(url),
+        _ => http.get(url),
+    };
+    let request = match body {
+        Some(b) => request.json(&b),
+        None => request,
+    };
+    let response = request
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("admin@x.io", true).await;
+    let alice_id = t.add_user("alice@x.io", false).await;
+    let bob_id = t.add_user("bob@x.io", false).await;
+    let (alice, bob, admin) = (
+        t.login("alice@x.io").await,
+        t.login("bob@x.io").await,
+        t.login("admin@x.io").await,
+    );
+    let mut alice_dash = t.dashboard("alice@x.io").await;
+    let mut bob_dash = t.dashboard("bob@x.io").await;
+    let mut admin_dash = t.dashboard("admin@x.io").await;
+
+    // Alice registers a module: she owns it, the password comes once.
+    let (status, created) = call(
+        &t,
+        &alice,
+        "POST",
+        "/api/modules",
+        Some(json!({"id": "MC-A-1", "name": "Roof", "type": "weather"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["module"]["ownerId"], alice_id);
+    let password = created["password"].as_str().expect("password").to_owned();
+    let added =
+        json!({"moduleId": "MC-A-1", "name": "Roof", "type": "weather", "userId": alice_id});
+    assert_eq!(
+        alice_dash.expect("rt_module_added", about("MC-A-1")).await,
+        added
+    );
+    assert_eq!(
+        admin_dash.expect("rt_module_added", about("MC-A-1")).await,
+        added
+    );
+
+    // Refusals: duplicate id, bad input, foreign owner, someone else's module (404, no leak).
+    assert_eq!(
+        call(
+            &t,
+            &alice,
+            "POST",
+            "/api/modules",
+            Some(json!({"id": "MC-A-1", "name": "x"}))
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        call(
+            &t,
+            &alice,
+            "POST",
+            "/api/modules",
+            Some(json!({"id": "bad/id", "name": "x"}))
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            &t,
+            &alice,
+            "POST",
+            "/api/modules",
+            Some(json!({"id": "MC-A-2", "name": ""}))
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            &t,
+            &alice,
+            "POST",
+            "/api/modules",
+            Some(json!({"id": "MC-A-2", "name": "x", "extra": 1}))
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            &t,
+            &alice,
+            "POST",
+            "/api/modules",
+            Some(json!({"id": "MC-A-2", "name": "x", "ownerId": bob_id}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            &t,
+            &bob,
+            "PATCH",
+            "/api/modules/MC-A-1",
+            Some(json!({"name": "mine"}))
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(&t, &bob, "DELETE", "/api/modules/MC-A-1", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call(&t, &bob, "POST", "/api/modules/MC-A-1/token", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call(
+            &t,
+            &bob,
+            "PATCH",
+            "/api/modules/MC-NOPE-1",
+            Some(json!({"name": "x"}))
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            &t,
+            &alice,
+            "PATCH",
+            "/api/modules/MC-A-1",
+            Some(json!({"ownerId": bob_id}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            &t,
+            &alice,
+            "PATCH",
+            "/api/modules/MC-A-1",
+            Some(json!({"heartbeatTimeoutMs": 1}))
+        )
+        .await
+        .0,
+        400
+    );
+
+    // The module connects with its password.
+    let m = t.module("MC-A-1", &password).await;
+    m.hello(5000).await;
+    alice_dash.expect("rt_module_online", about("MC-A-1")).await;
+
+    // Rename: owner and admins hear it.
+    let (status, renamed) = call(
+        &t,
+        &alice,
+        "PATCH",
+        "/api/modules/MC-A-1",
+        Some(json!({"name": "Roof east"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(renamed["online"], true);
+    let updated = json!({"moduleId": "MC-A-1", "name": "Roof east", "type": "weather"});
+    assert_eq!(
+        alice_dash
+            .expect("rt_module_updated", about("MC-A-1"))
+            .await,
+        updated
+    );
+    admin_dash
+        .expect("rt_module_updated", about("MC-A-1"))
+        .await;
+
+    // Reassigned to Bob by an admin: Bob now gets its events, Alice learns it is gone for her.
+    let (status, _) = call(
+        &t,
+        &admin,
+        "PATCH",
+        "/api/modules/MC-A-1",
+        Some(json!({"ownerId": bob_id})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    bob_dash.expect("rt_module_updated", about("MC-A-1")).await;
+    alice_dash
+        .expect("rt_module_removed", about("MC-A-1"))
+        .await;
+    m.telemetry(1, json!({"t": 1.0})).await;
+    bob_dash
+        .expect("rt_telemetry_updated", about("MC-A-1"))
+        .await;
+    let (_, alice_list) = call(&t, &alice, "GET", "/api/modules", None).await;
+    assert_eq!(alice_list["modules"], json!([]));
+
+    // Token rotation by the new owner: the live connection is closed, the old password is dead.
+    let (status, rotated) = call(&t, &bob, "POST", "/api/modules/MC-A-1/token", None).await;
+    assert_eq!(status, 200);
+    let new_password = rotated["password"].as_str().expect("password").to_owned();
+    assert_ne!(new_password, password);
+    let offline = bob_dash.expect("rt_module_offline", about("MC-A-1")).await;
+    assert_eq!(offline["reason"], "connection_lost");
+    mc_e2e::eventually("the old connection is closed", || m.is_closed()).await;
+    assert!(
+        MqttModule::connect(t.hub.mqtt_addr, "MC-A-1", &password)
+            .await
+            .is_err()
+    );
+    let again = t.module("MC-A-1", &new_password).await;
+    again.hello(5000).await;
+    bob_dash.expect("rt_module_online", about("MC-A-1")).await;
+
+    // Removal: connection closed, events sent, the module can no longer connect.
+    assert_eq!(
+        call(&t, &bob, "DELETE", "/api/modules/MC-A-1", None)
+            .await
+            .0,
+        204
+    );
+    let removed = bob_dash.expect("rt_module_removed", about("MC-A-1")).await;
+    assert_eq!(removed, json!({"moduleId": "MC-A-1", "userId": bob_id}));
+    admin_dash
+        .expect("rt_module_removed", about("MC-A-1"))
+        .await;
+    mc_e2e::eventually("the removed module's connection is closed", || {
+        again.is_closed()
+    })
+    .await;
+    assert!(
+        MqttModule::connect(t.hub.mqtt_addr, "MC-A-1", &new_password)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        call(&t, &admin, "DELETE", "/api/modules/MC-A-1", None)
+            .await
+            .0,
+        404
+    );
+}
