@@ -119,6 +119,36 @@ impl TestHub {
         login(&self.url, email, "password").await.expect("login")
     }
 
+    /// An HTTP request with `cookie`; returns the status and the JSON body (`Null` if none).
+    pub async fn call(
+        &self,
+        cookie: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let http = reqwest::Client::new();
+        let url = format!("{}{path}", self.url);
+        let request = match method {
+            "POST" => http.post(url),
+            "PATCH" => http.patch(url),
+            "DELETE" => http.delete(url),
+            "GET" => http.get(url),
+            other => panic!("unsupported method {other}"),
+        };
+        let request = match body {
+            Some(b) => request.json(&b),
+            None => request,
+        };
+        let response = request
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// A dashboard socket for `email` on page `modules`.
     pub async fn dashboard(&self, email: &str) -> Dashboard {
         let cookie = self.login(email).await;

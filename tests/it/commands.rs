@@ -7,15 +7,13 @@ use mc_protocol::{Command, CommandAction, codec};
 use serde_json::{Value, json};
 
 async fn post_command(t: &TestHub, cookie: &str, module: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/api/modules/{module}/commands", t.url))
-        .header("cookie", cookie)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    t.call(
+        cookie,
+        "POST",
+        &format!("/api/modules/{module}/commands"),
+        Some(body),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

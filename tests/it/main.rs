@@ -8,3 +8,4 @@ mod registry;
 mod rejects;
 mod simulator;
 mod telemetry;
+mod users;

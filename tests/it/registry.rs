@@ -1,36 +1,8 @@
 //! The module registry over HTTP: who may do what, the events it emits, and its effect on live
 //! MQTT connections.
 
-use mc_e2e::{MqttModule, TestHub, about, start_hub};
-use serde_json::{Value, json};
-
-async fn call(
-    t: &TestHub,
-    cookie: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let http = reqwest::Client::new();
-    let url = format!("{}{path}", t.url);
-    let request = match method {
-        "POST" => http.post(url),
-        "PATCH" => http.patch(url),
-        "DELETE" => http.delete(url),
-        _ => http.get(url),
-    };
-    let request = match body {
-        Some(b) => request.json(&b),
-        None => request,
-    };
-    let response = request
-        .header("cookie", cookie)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use mc_e2e::{MqttModule, about, start_hub};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
@@ -48,14 +20,14 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
     let mut admin_dash = t.dashboard("admin@x.io").await;
 
     // Alice registers a module: she owns it, the password comes once.
-    let (status, created) = call(
-        &t,
-        &alice,
-        "POST",
-        "/api/modules",
-        Some(json!({"id": "MC-A-1", "name": "Roof", "type": "weather"})),
-    )
-    .await;
+    let (status, created) = t
+        .call(
+            &alice,
+            "POST",
+            "/api/modules",
+            Some(json!({"id": "MC-A-1", "name": "Roof", "type": "weather"})),
+        )
+        .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["module"]["ownerId"], alice_id);
     let password = created["password"].as_str().expect("password").to_owned();
@@ -72,8 +44,7 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
 
     // Refusals: duplicate id, bad input, foreign owner, someone else's module (404, no leak).
     assert_eq!(
-        call(
-            &t,
+        t.call(
             &alice,
             "POST",
             "/api/modules",
@@ -84,8 +55,7 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
         409
     );
     assert_eq!(
-        call(
-            &t,
+        t.call(
             &alice,
             "POST",
             "/api/modules",
@@ -96,8 +66,7 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
         400
     );
     assert_eq!(
-        call(
-            &t,
+        t.call(
             &alice,
             "POST",
             "/api/modules",
@@ -108,8 +77,7 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
         400
     );
     assert_eq!(
-        call(
-            &t,
+        t.call(
             &alice,
             "POST",
             "/api/modules",
@@ -120,8 +88,7 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
         400
     );
     assert_eq!(
-        call(
-            &t,
+        t.call(
             &alice,
             "POST",
             "/api/modules",
@@ -132,8 +99,7 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
         403
     );
     assert_eq!(
-        call(
-            &t,
+        t.call(
             &bob,
             "PATCH",
             "/api/modules/MC-A-1",
@@ -144,20 +110,17 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
         404
     );
     assert_eq!(
-        call(&t, &bob, "DELETE", "/api/modules/MC-A-1", None)
+        t.call(&bob, "DELETE", "/api/modules/MC-A-1", None).await.0,
+        404
+    );
+    assert_eq!(
+        t.call(&bob, "POST", "/api/modules/MC-A-1/token", None)
             .await
             .0,
         404
     );
     assert_eq!(
-        call(&t, &bob, "POST", "/api/modules/MC-A-1/token", None)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        call(
-            &t,
+        t.call(
             &bob,
             "PATCH",
             "/api/modules/MC-NOPE-1",
@@ -168,8 +131,7 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
         404
     );
     assert_eq!(
-        call(
-            &t,
+        t.call(
             &alice,
             "PATCH",
             "/api/modules/MC-A-1",
@@ -180,8 +142,7 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
         403
     );
     assert_eq!(
-        call(
-            &t,
+        t.call(
             &alice,
             "PATCH",
             "/api/modules/MC-A-1",
@@ -198,14 +159,14 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
     alice_dash.expect("rt_module_online", about("MC-A-1")).await;
 
     // Rename: owner and admins hear it.
-    let (status, renamed) = call(
-        &t,
-        &alice,
-        "PATCH",
-        "/api/modules/MC-A-1",
-        Some(json!({"name": "Roof east"})),
-    )
-    .await;
+    let (status, renamed) = t
+        .call(
+            &alice,
+            "PATCH",
+            "/api/modules/MC-A-1",
+            Some(json!({"name": "Roof east"})),
+        )
+        .await;
     assert_eq!(status, 200, "{renamed}");
     assert_eq!(renamed["online"], true);
     let updated = json!({"moduleId": "MC-A-1", "name": "Roof east", "type": "weather"});
@@ -220,14 +181,14 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
         .await;
 
     // Reassigned to Bob by an admin: Bob now gets its events, Alice learns it is gone for her.
-    let (status, _) = call(
-        &t,
-        &admin,
-        "PATCH",
-        "/api/modules/MC-A-1",
-        Some(json!({"ownerId": bob_id})),
-    )
-    .await;
+    let (status, _) = t
+        .call(
+            &admin,
+            "PATCH",
+            "/api/modules/MC-A-1",
+            Some(json!({"ownerId": bob_id})),
+        )
+        .await;
     assert_eq!(status, 200);
     bob_dash.expect("rt_module_updated", about("MC-A-1")).await;
     alice_dash
@@ -237,11 +198,13 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
     bob_dash
         .expect("rt_telemetry_updated", about("MC-A-1"))
         .await;
-    let (_, alice_list) = call(&t, &alice, "GET", "/api/modules", None).await;
+    let (_, alice_list) = t.call(&alice, "GET", "/api/modules", None).await;
     assert_eq!(alice_list["modules"], json!([]));
 
     // Token rotation by the new owner: the live connection is closed, the old password is dead.
-    let (status, rotated) = call(&t, &bob, "POST", "/api/modules/MC-A-1/token", None).await;
+    let (status, rotated) = t
+        .call(&bob, "POST", "/api/modules/MC-A-1/token", None)
+        .await;
     assert_eq!(status, 200);
     let new_password = rotated["password"].as_str().expect("password").to_owned();
     assert_ne!(new_password, password);
@@ -259,9 +222,7 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
 
     // Removal: connection closed, events sent, the module can no longer connect.
     assert_eq!(
-        call(&t, &bob, "DELETE", "/api/modules/MC-A-1", None)
-            .await
-            .0,
+        t.call(&bob, "DELETE", "/api/modules/MC-A-1", None).await.0,
         204
     );
     let removed = bob_dash.expect("rt_module_removed", about("MC-A-1")).await;
@@ -279,7 +240,7 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
             .is_err()
     );
     assert_eq!(
-        call(&t, &admin, "DELETE", "/api/modules/MC-A-1", None)
+        t.call(&admin, "DELETE", "/api/modules/MC-A-1", None)
             .await
             .0,
         404

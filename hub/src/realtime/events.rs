@@ -66,6 +66,21 @@ pub const RT_USER_LOGGED_IN: &str = "rt_user_logged_in";
 /// A user logged out (to admins).
 pub const RT_USER_LOGGED_OUT: &str = "rt_user_logged_out";
 
+/// A user's name or email changed (to admins and that user's own tabs).
+pub const RT_USER_PROFILE_UPDATED: &str = "rt_user_profile_updated";
+
+/// Payload of [`RT_USER_PROFILE_UPDATED`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserProfileUpdated {
+    /// User id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// Login.
+    pub email: String,
+}
+
 /// Payload of [`RT_USER_LOGGED_IN`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -50,6 +50,17 @@ impl EventsManager {
         );
     }
 
+    /// To admins and every tab of one user (each socket once).
+    pub async fn emit_to_admins_and_user<T: Serialize + ?Sized>(
+        &self,
+        user_id: i64,
+        event: &str,
+        data: &T,
+    ) {
+        self.emit_to_module_audience(Some(user_id), event, data)
+            .await;
+    }
+
     /// To whoever may see a module: its owner and admins (each socket once).
     pub async fn emit_to_module_audience<T: Serialize + ?Sized>(
         &self,

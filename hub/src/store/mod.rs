@@ -16,7 +16,7 @@ use sqlx::{
 
 pub use modules::{ModulePatch, ModuleRecord, NewModule, hash_token};
 pub use sessions::SessionToken;
-pub use users::{NewUser, User};
+pub use users::{NewUser, User, UserPatch};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

@@ -35,6 +35,21 @@ pub struct NewUser {
     pub is_admin: bool,
 }
 
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New login.
+    pub email: Option<String>,
+    /// New admin flag.
+    pub is_admin: Option<bool>,
+    /// New disabled flag.
+    pub disabled: Option<bool>,
+    /// New password (hashed before storage).
+    pub password: Option<String>,
+}
+
 fn hash_password(password: &str) -> Result<String, StoreError> {
     Argon2::default()
         .hash_password(password.as_bytes())
@@ -112,6 +127,73 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Every user, by id.
+    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
+        Ok(sqlx::query_as::<_, User>(
+            "SELECT id, email, name, is_admin, disabled FROM users ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Applies `patch` in one transaction; disabling a user also ends their sessions. `None`
+    /// if the user does not exist.
+    pub async fn update_user(&self, id: i64, patch: UserPatch) -> Result<Option<User>, StoreError> {
+        let hash = match patch.password {
+            Some(password) => Some(
+                tokio::task::spawn_blocking(move || hash_password(&password))
+                    .await
+                    .map_err(|_| StoreError::Hash)??,
+            ),
+            None => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query_as::<_, User>(
+            "UPDATE users SET
+                name = COALESCE(?, name),
+                email = COALESCE(?, email),
+                is_admin = COALESCE(?, is_admin),
+                disabled = COALESCE(?, disabled),
+                password_hash = COALESCE(?, password_hash)
+             WHERE id = ? RETURNING id, email, name, is_admin, disabled",
+        )
+        .bind(patch.name)
+        .bind(&patch.email)
+        .bind(patch.is_admin)
+        .bind(patch.disabled)
+        .bind(hash)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await;
+        let user = match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!(
+                    "user {}",
+                    patch.email.unwrap_or_default()
+                )));
+            }
+            other => other?,
+        };
+        if user.as_ref().is_some_and(|u| u.disabled) {
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Deletes a user (their sessions go with them; their modules lose their owner). True if
+    /// the user existed.
+    pub async fn delete_user(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// The user with this id.

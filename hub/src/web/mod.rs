@@ -7,6 +7,7 @@ pub mod modules;
 pub mod origin;
 pub mod static_files;
 pub mod throttle;
+pub mod users;
 
 use std::time::Duration;
 
@@ -48,7 +49,12 @@ pub fn app(
     Router::new()
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/logout", post(auth::logout))
-        .route("/api/auth/me", get(auth::me))
+        .route("/api/auth/me", get(auth::me).patch(users::update_me))
+        .route("/api/users", get(users::list).post(users::create))
+        .route(
+            "/api/users/{id}",
+            axum::routing::patch(users::update).delete(users::remove),
+        )
         .route("/api/modules", get(modules::list).post(modules::create))
         .route(
             "/api/modules/{id}",
