@@ -48,6 +48,11 @@ pub struct RealtimeConfig {
     /// Default `0ms` (off); see BENCHMARKS.md for when `2ms` pays.
     #[serde(with = "duration")]
     pub batch_window: Duration,
+    /// Push `rt_global_stats_updated` to admins (`REALTIME_ENABLE_STATS=false` turns it off).
+    pub enable_stats: bool,
+    /// How often stats are pushed at most.
+    #[serde(with = "duration")]
+    pub stats_interval: Duration,
     /// Largest message a dashboard may send, in bytes, on every transport (WebSocket frames
     /// and messages included); a bigger one closes that socket. Default 64 KiB.
     pub max_message: usize,
@@ -57,6 +62,8 @@ impl Default for RealtimeConfig {
     fn default() -> Self {
         Self {
             batch_window: Duration::ZERO,
+            enable_stats: true,
+            stats_interval: Duration::from_secs(1),
             max_message: 64 * 1024,
         }
     }
@@ -209,6 +216,12 @@ impl Config {
                 Some(self.realtime.batch_window),
                 Duration::ZERO,
                 Duration::from_millis(100),
+            ),
+            (
+                "realtime.stats-interval",
+                Some(self.realtime.stats_interval),
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
             ),
         ];
         for (setting, value, min, max) in ranges {

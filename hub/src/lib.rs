@@ -25,6 +25,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod realtime;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod tracker;
 pub mod web;
@@ -189,12 +190,31 @@ pub async fn start(
         events,
         throttle: Arc::default(),
         connections,
+        stats: Arc::new(stats::StatsCollector::new(
+            store.clone(),
+            tracker_handle.clone(),
+            realtime_handle.clone(),
+            metrics.clone(),
+        )),
     };
     let origins = web::origin::OriginPolicy {
         allowed: Arc::new(config.allowed_origins.clone()),
         metrics: metrics.clone(),
     };
     let app = web::app(state, socketio_layer, origins);
+    if config.realtime.enable_stats {
+        let collector = stats::StatsCollector::new(
+            store.clone(),
+            tracker_handle.clone(),
+            realtime_handle.clone(),
+            metrics.clone(),
+        );
+        tasks.spawn(stats::run(
+            collector,
+            config.realtime.stats_interval,
+            shutdown.clone(),
+        ));
+    }
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         use axum::serve::ListenerExt;

@@ -163,6 +163,11 @@ impl LivenessTracker {
         self.entries.get(module).is_some_and(|e| e.emitted_online)
     }
 
+    /// How many modules clients currently see online.
+    pub fn visible_online_count(&self) -> usize {
+        self.entries.values().filter(|e| e.emitted_online).count()
+    }
+
     /// A connection for `module` opened as `session`; `own_timeout` comes from the registry.
     pub fn connected(&mut self, module: &ModuleId, session: u64, own_timeout: Option<Duration>) {
         let entry = self.entries.entry(module.clone()).or_default();

@@ -64,6 +64,9 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Push global stats to admins [default: true] (the seed's variable name).
+    #[arg(long, env = "REALTIME_ENABLE_STATS")]
+    enable_stats: Option<bool>,
     /// Log format [default: text].
     #[arg(long, env = "HUB_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -141,6 +144,9 @@ impl ServeArgs {
         }
         if !self.allowed_origins.is_empty() {
             config.allowed_origins = self.allowed_origins;
+        }
+        if let Some(v) = self.enable_stats {
+            config.realtime.enable_stats = v;
         }
         if let Some(v) = self.log_format {
             config.log_format = v;

@@ -65,6 +65,8 @@ pub struct TrackerCounters {
     pub state: crate::state::StateCounters,
     /// Events for modules the tracker never saw connect.
     pub unknown_module: u64,
+    /// Modules clients currently see online.
+    pub online_modules: usize,
 }
 
 enum Query {
@@ -387,6 +389,7 @@ impl Tracker {
                     liveness: self.liveness.counters(),
                     state: self.state.counters(),
                     unknown_module: self.unknown_module,
+                    online_modules: self.liveness.visible_online_count(),
                 });
             }
         }

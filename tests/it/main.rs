@@ -7,5 +7,6 @@ mod liveness;
 mod registry;
 mod rejects;
 mod simulator;
+mod stats;
 mod telemetry;
 mod users;

@@ -61,6 +61,16 @@ pub struct ModuleUpdated {
     pub kind: String,
 }
 
+/// Global stats changed (to admins, at most once per stats interval).
+pub const RT_GLOBAL_STATS_UPDATED: &str = "rt_global_stats_updated";
+
+/// Payload of [`RT_GLOBAL_STATS_UPDATED`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GlobalStatsUpdated {
+    /// The numbers.
+    pub stats: crate::stats::GlobalStats,
+}
+
 /// A user logged in (to admins).
 pub const RT_USER_LOGGED_IN: &str = "rt_user_logged_in";
 /// A user logged out (to admins).

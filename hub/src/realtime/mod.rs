@@ -107,6 +107,16 @@ impl EventsManager {
     pub fn connected_clients(&self) -> usize {
         self.io.sockets().len()
     }
+
+    /// Connected sockets and the number of distinct users behind them.
+    pub fn connected_clients_and_users(&self) -> (usize, usize) {
+        let sockets = self.io.sockets();
+        let users: std::collections::HashSet<i64> = sockets
+            .iter()
+            .filter_map(|s| s.extensions.get::<SocketUser>().map(|u| u.user_id))
+            .collect();
+        (sockets.len(), users.len())
+    }
 }
 
 /// What a client sends in its handshake: `io({auth: {page: "modules"}})`.

@@ -85,6 +85,17 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Number of users and of registered modules (for stats).
+    pub async fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let (users, modules): (i64, i64) =
+            sqlx::query_as("SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM modules)")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((users.max(0) as u64, modules.max(0) as u64))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

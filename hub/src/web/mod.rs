@@ -1,5 +1,6 @@
 //! HTTP: the JSON API, the embedded dashboard, and the Socket.IO endpoint, on one axum router.
 
+pub mod admin;
 pub mod auth;
 pub mod commands;
 pub mod error;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub events: EventsManager,
     /// Open module connections (closed on token rotation and removal).
     pub connections: crate::broker::connections::LiveConnections,
+    /// Stats for `GET /api/admin/stats` (its own collector: rates since the previous request).
+    pub stats: std::sync::Arc<crate::stats::StatsCollector>,
     /// Login brute-force throttling.
     pub throttle: std::sync::Arc<throttle::LoginThrottle>,
 }
@@ -51,6 +54,7 @@ pub fn app(
         .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/me", get(auth::me).patch(users::update_me))
         .route("/api/users", get(users::list).post(users::create))
+        .route("/api/admin/stats", get(admin::stats))
         .route(
             "/api/users/{id}",
             axum::routing::patch(users::update).delete(users::remove),

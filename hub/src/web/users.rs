@@ -39,7 +39,7 @@ impl From<User> for UserView {
     }
 }
 
-fn require_admin(user: &User) -> Result<(), ApiError> {
+pub(super) fn require_admin(user: &User) -> Result<(), ApiError> {
     if user.is_admin {
         Ok(())
     } else {
