@@ -486,6 +486,9 @@ fn encode<M: Message>(
 
 /// Polls one connection's event loop until the connection ends, forwarding what the module
 /// task needs. Returning drops the event loop and with it the socket.
+/// How long the poller keeps a cleanly disconnecting socket for the broker to close it.
+const DISCONNECT_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<SessionEvent>) {
     let mut network = NetworkOptions::new();
     // Small messages: don't let Nagle hold them back waiting for ACKs.
@@ -496,6 +499,11 @@ async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<SessionEve
             Ok(Event::Incoming(Packet::ConnAck(_))) => SessionEvent::ConnAck,
             Ok(Event::Incoming(Packet::Publish(publish))) => SessionEvent::Publish(publish),
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                // The event can come before the DISCONNECT is flushed: keep the socket until
+                // the broker closes it (bounded), or the broker would see a lost connection and
+                // fire the last will.
+                let drained = async { while eventloop.poll().await.is_ok() {} };
+                let _ = tokio::time::timeout(DISCONNECT_FLUSH_TIMEOUT, drained).await;
                 let _ = events.send(SessionEvent::Ended(None));
                 return;
             }

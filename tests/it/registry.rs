@@ -246,3 +246,96 @@ async fn owners_and_admins_manage_modules_with_events_and_live_effects() {
         404
     );
 }
+
+/// Unknown modules are not silently lost: admins see them pending (attempts counted), claim
+/// them into the registry, and only then do they get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_modules_are_pending_until_an_admin_claims_them() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("admin@x.io", true).await;
+    let alice_id = t.add_user("alice@x.io", false).await;
+    let (admin, alice) = (t.login("admin@x.io").await, t.login("alice@x.io").await);
+    for _ in 0..2 {
+        let refused = MqttModule::connect(t.hub.mqtt_addr, "MC-NEW-1", "any-guess").await;
+        assert!(refused.is_err_and(|e| e.contains("BadUserNamePassword")));
+    }
+    // A client whose id is not a module id is not recorded.
+    assert!(
+        MqttModule::connect(t.hub.mqtt_addr, "not/an/id", "x")
+            .await
+            .is_err()
+    );
+
+    let (status, pending) = t.call(&admin, "GET", "/api/admin/pending", None).await;
+    assert_eq!(status, 200);
+    let modules = pending["modules"].as_array().expect("list");
+    assert_eq!(modules.len(), 1, "{pending}");
+    assert_eq!(modules[0]["moduleId"], "MC-NEW-1");
+    assert_eq!(modules[0]["attempts"], 2);
+    assert_eq!(modules[0]["lastAddress"], "127.0.0.1");
+    assert_eq!(
+        t.call(&alice, "GET", "/api/admin/pending", None).await.0,
+        403
+    );
+    assert_eq!(
+        t.call(
+            &alice,
+            "POST",
+            "/api/admin/pending/MC-NEW-1/claim",
+            Some(json!({"name": "x"}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        t.call(
+            &admin,
+            "POST",
+            "/api/admin/pending/MC-NOPE-1/claim",
+            Some(json!({"name": "x"}))
+        )
+        .await
+        .0,
+        404
+    );
+
+    let (status, claimed) = t
+        .call(
+            &admin,
+            "POST",
+            "/api/admin/pending/MC-NEW-1/claim",
+            Some(json!({"name": "Found", "ownerId": alice_id})),
+        )
+        .await;
+    assert_eq!(status, 201, "{claimed}");
+    assert_eq!(claimed["module"]["ownerId"], alice_id);
+    let password = claimed["password"].as_str().expect("password");
+    let (_, pending) = t.call(&admin, "GET", "/api/admin/pending", None).await;
+    assert_eq!(pending["modules"], json!([]));
+    let mut alice_dash = t.dashboard("alice@x.io").await;
+    let m = t.module("MC-NEW-1", password).await;
+    m.hello(5000).await;
+    alice_dash
+        .expect("rt_module_online", about("MC-NEW-1"))
+        .await;
+
+    // Dismissing forgets an entry.
+    assert!(
+        MqttModule::connect(t.hub.mqtt_addr, "MC-NEW-2", "x")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        t.call(&admin, "DELETE", "/api/admin/pending/MC-NEW-2", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        t.call(&admin, "DELETE", "/api/admin/pending/MC-NEW-2", None)
+            .await
+            .0,
+        404
+    );
+}

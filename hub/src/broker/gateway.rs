@@ -166,6 +166,7 @@ impl Gateway {
         {
             Ok(record) => record,
             Err(refusal) => {
+                self.note_if_unknown(&info, peer).await;
                 self.refuse(&mut client, info.level, refusal, peer, &info.client_id)
                     .await;
                 return;
@@ -336,6 +337,23 @@ impl Gateway {
             match client.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return false,
                 Ok(_) => {}
+            }
+        }
+    }
+
+    /// An unregistered module (valid id, username = id) is recorded as pending for admins to
+    /// claim; it gets the same refusal as a wrong password, so existence does not leak.
+    async fn note_if_unknown(&self, info: &packet::Connect, peer: SocketAddr) {
+        let Ok(id) = ModuleId::new(&info.client_id) else {
+            return;
+        };
+        if info.username.as_deref() != Some(info.client_id.as_str()) {
+            return;
+        }
+        if let Ok(None) = self.store.module(&id).await {
+            self.metrics.reject("unknown_module");
+            if let Err(e) = self.store.record_pending(&id, &peer.ip().to_string()).await {
+                tracing::warn!(error = %e, "could not record a pending module");
             }
         }
     }

@@ -4,6 +4,7 @@
 //! busy timeout makes the two wait for each other instead of failing.
 
 mod modules;
+mod pending;
 mod sessions;
 mod users;
 
@@ -15,6 +16,7 @@ use sqlx::{
 };
 
 pub use modules::{ModulePatch, ModuleRecord, NewModule, hash_token};
+pub use pending::PendingModule;
 pub use sessions::SessionToken;
 pub use users::{NewUser, User, UserPatch};
 

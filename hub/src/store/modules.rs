@@ -126,6 +126,8 @@ impl Store {
             None => None,
         };
         let token = new_token();
+        // Registering a module also settles its pending entry, in the same transaction.
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query_as::<_, Row>(concat!(
             "INSERT INTO modules (id, name, type, owner_id, token_hash, heartbeat_timeout_ms, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING ",
@@ -138,14 +140,20 @@ impl Store {
         .bind(hash_token(&token))
         .bind(new.heartbeat_timeout.map(|d| d.as_millis().min(i64::MAX as u128) as i64))
         .bind(unix_now())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await;
-        match result {
+        let row = match result {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("module {}", new.id)))
+                return Err(StoreError::Conflict(format!("module {}", new.id)));
             }
-            other => Ok((other?.try_into()?, token)),
-        }
+            other => other?,
+        };
+        sqlx::query("DELETE FROM pending_modules WHERE id = ?")
+            .bind(new.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((row.try_into()?, token))
     }
 
     /// Gives a module a new MQTT password (returned once); the old one stops working for new

@@ -55,6 +55,12 @@ pub fn app(
         .route("/api/auth/me", get(auth::me).patch(users::update_me))
         .route("/api/users", get(users::list).post(users::create))
         .route("/api/admin/stats", get(admin::stats))
+        .route("/api/admin/pending", get(admin::pending))
+        .route("/api/admin/pending/{id}/claim", post(admin::claim))
+        .route(
+            "/api/admin/pending/{id}",
+            axum::routing::delete(admin::dismiss),
+        )
         .route(
             "/api/users/{id}",
             axum::routing::patch(users::update).delete(users::remove),
