@@ -23,6 +23,9 @@ pub struct Config {
     /// Lifetime of a login session. Default 7 days.
     #[serde(with = "duration")]
     pub session_ttl: Duration,
+    /// A session unused for this long ends. Default 1 day.
+    #[serde(with = "duration")]
+    pub session_idle: Duration,
     /// Liveness timeouts and flap damping.
     pub liveness: LivenessConfig,
     /// Per-reading deadbands (absolute), e.g. `temperature = 0.05`. Default none.
@@ -107,6 +110,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./hub-data"),
             max_packet: 8 * 1024,
             session_ttl: Duration::from_secs(7 * 24 * 3600),
+            session_idle: crate::store::DEFAULT_SESSION_IDLE,
             liveness: LivenessConfig::default(),
             deadbands: Deadbands::default(),
             realtime: RealtimeConfig::default(),
@@ -209,6 +213,12 @@ impl Config {
                 "session-ttl",
                 Some(self.session_ttl),
                 Duration::from_secs(60),
+                365 * day,
+            ),
+            (
+                "session-idle",
+                Some(self.session_idle),
+                Duration::from_secs(120),
                 365 * day,
             ),
             (

@@ -124,7 +124,9 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningHub, HubError> {
     config.validate()?;
-    let store = Store::open(&config.data_dir, config.session_ttl).await?;
+    let store = Store::open(&config.data_dir, config.session_ttl)
+        .await?
+        .with_session_idle(config.session_idle);
     let metrics = Metrics::default();
     let tasks = TaskTracker::new();
     let http_addr = local_addr(&listeners.http, "HTTP")?;

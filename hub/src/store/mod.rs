@@ -51,7 +51,12 @@ pub struct Store {
     pool: SqlitePool,
     /// Sessions older than this are refused (absolute expiry).
     session_ttl: Duration,
+    /// Sessions unused for longer than this are refused (idle expiry).
+    session_idle: Duration,
 }
+
+/// Default idle expiry of sessions.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 /// Seconds since the Unix epoch, as stored in the database.
 pub(crate) fn unix_now() -> i64 {
@@ -83,7 +88,17 @@ impl Store {
             .await
             .map_err(open_err)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, session_ttl })
+        Ok(Self {
+            pool,
+            session_ttl,
+            session_idle: DEFAULT_SESSION_IDLE,
+        })
+    }
+
+    /// The same store with another idle expiry for sessions.
+    pub fn with_session_idle(mut self, idle: Duration) -> Self {
+        self.session_idle = idle;
+        self
     }
 }
 
@@ -171,6 +186,20 @@ mod tests {
         let session = store.create_session(user.id).await.unwrap();
         let back = store.session_user(session.as_str()).await.unwrap().unwrap();
         assert_eq!(back.id, user.id);
+        // Idle expiry: a session unused for longer than the idle TTL is refused.
+        sqlx::query("UPDATE sessions SET last_seen_at = last_seen_at - 100000")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .session_user(session.as_str())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let fresh = store.create_session(user.id).await.unwrap();
+        assert!(store.session_user(fresh.as_str()).await.unwrap().is_some());
         store.delete_session(session.as_str()).await.unwrap();
         assert!(
             store

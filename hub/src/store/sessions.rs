@@ -40,17 +40,33 @@ impl Store {
         Ok(SessionToken(token))
     }
 
-    /// The enabled user behind a session token, if the session exists.
+    /// The enabled user behind a live session token: not older than the absolute TTL, used
+    /// within the idle TTL. Using it keeps it alive (at most one write a minute per session).
     pub async fn session_user(&self, token: &str) -> Result<Option<User>, StoreError> {
-        Ok(sqlx::query_as::<_, User>(
+        let now = unix_now();
+        let hash = hash_token(token);
+        let user = sqlx::query_as::<_, User>(
             "SELECT u.id, u.email, u.name, u.is_admin, u.disabled
              FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = ? AND s.created_at > ? AND u.disabled = 0",
+             WHERE s.token_hash = ? AND s.created_at > ? AND s.last_seen_at > ?
+               AND u.disabled = 0",
         )
-        .bind(hash_token(token))
-        .bind(unix_now() - self.session_ttl.as_secs() as i64)
+        .bind(&hash)
+        .bind(now - self.session_ttl.as_secs() as i64)
+        .bind(now - self.session_idle.as_secs() as i64)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        if user.is_some() {
+            sqlx::query(
+                "UPDATE sessions SET last_seen_at = ? WHERE token_hash = ? AND last_seen_at < ?",
+            )
+            .bind(now)
+            .bind(&hash)
+            .bind(now - 60)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(user)
     }
 
     /// Ends a session.
