@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod liveness;
 pub mod metrics;
 pub mod realtime;
+pub mod registry;
 pub mod state;
 pub mod stats;
 pub mod store;
@@ -184,6 +185,7 @@ pub async fn start(
     tasks.spawn(gateway.run(listeners.mqtt, tasks.clone(), shutdown.clone()));
 
     // HTTP.
+    let registry_notifier = registry::RegistryNotifier::default();
     let state = web::AppState {
         store: store.clone(),
         tracker: tracker_handle.clone(),
@@ -191,7 +193,7 @@ pub async fn start(
         commands,
         events,
         throttle: Arc::default(),
-        connections,
+        registry: registry_notifier.clone(),
         stats: Arc::new(stats::StatsCollector::new(
             store.clone(),
             tracker_handle.clone(),
@@ -204,6 +206,14 @@ pub async fn start(
         metrics: metrics.clone(),
     };
     let app = web::app(state, socketio_layer, origins);
+    let watcher = registry::RegistryWatcher {
+        store: store.clone(),
+        events: realtime_handle.clone(),
+        tracker: tracker_handle.clone(),
+        connections,
+        notifier: registry_notifier,
+    };
+    tasks.spawn(watcher.run(shutdown.clone()));
     if config.realtime.enable_stats {
         let collector = stats::StatsCollector::new(
             store.clone(),

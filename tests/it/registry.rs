@@ -339,3 +339,61 @@ async fn unknown_modules_are_pending_until_an_admin_claims_them() {
         404
     );
 }
+
+/// Changes made by another process on the same database (the `hub` CLI) take effect in the
+/// running hub and emit the same events, within the watcher's poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_outside_the_hub_take_effect() {
+    use mc_hub::store::{NewModule, Store, UserPatch};
+    let t = start_hub(|_| {}).await;
+    t.add_user("admin@x.io", true).await;
+    let alice_id = t.add_user("alice@x.io", false).await;
+    let mut admin = t.dashboard("admin@x.io").await;
+    let mut alice = t.dashboard("alice@x.io").await;
+    // A second, independent handle on the same database, as the CLI has.
+    let cli = Store::open(
+        &t.dir.path().join("data"),
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .expect("open");
+
+    let (_, password) = cli
+        .create_module(NewModule {
+            id: "MC-CLI-1".parse().expect("id"),
+            name: "From the CLI".into(),
+            kind: "weather".into(),
+            owner_email: Some("alice@x.io".into()),
+            heartbeat_timeout: None,
+        })
+        .await
+        .expect("create");
+    let added = alice.expect("rt_module_added", about("MC-CLI-1")).await;
+    assert_eq!(added["userId"], alice_id);
+    admin.expect("rt_module_added", about("MC-CLI-1")).await;
+
+    let m = t.module("MC-CLI-1", &password).await;
+    m.hello(5000).await;
+    alice.expect("rt_module_online", about("MC-CLI-1")).await;
+    let id = "MC-CLI-1".parse().expect("id");
+    cli.rotate_module_token(&id).await.expect("rotate");
+    mc_e2e::eventually("the rotated module's connection is closed", || {
+        m.is_closed()
+    })
+    .await;
+    alice.expect("rt_module_offline", about("MC-CLI-1")).await;
+
+    assert!(cli.delete_module(&id).await.expect("delete"));
+    admin.expect("rt_module_removed", about("MC-CLI-1")).await;
+
+    cli.update_user(
+        alice_id,
+        UserPatch {
+            disabled: Some(true),
+            ..UserPatch::default()
+        },
+    )
+    .await
+    .expect("disable");
+    alice.expect("close", |_| true).await;
+}

@@ -3,6 +3,7 @@
 //! WAL mode lets the `hub user add` / `hub module add` commands write while a hub is running; a
 //! busy timeout makes the two wait for each other instead of failing.
 
+mod changes;
 mod modules;
 mod pending;
 mod sessions;
@@ -15,6 +16,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use changes::RegistryChange;
 pub use modules::{ModulePatch, ModuleRecord, NewModule, hash_token};
 pub use pending::PendingModule;
 pub use sessions::SessionToken;

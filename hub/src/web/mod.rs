@@ -34,8 +34,8 @@ pub struct AppState {
     pub commands: CommandPublisher,
     /// Emits realtime events (logins and logouts go to admins).
     pub events: EventsManager,
-    /// Open module connections (closed on token rotation and removal).
-    pub connections: crate::broker::connections::LiveConnections,
+    /// Wakes the registry watcher after a change (it applies the effects).
+    pub registry: crate::registry::RegistryNotifier,
     /// Stats for `GET /api/admin/stats` (its own collector: rates since the previous request).
     pub stats: std::sync::Arc<crate::stats::StatsCollector>,
     /// Login brute-force throttling.

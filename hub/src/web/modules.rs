@@ -1,7 +1,8 @@
 //! The module registry over HTTP: the snapshot (`GET /api/modules`) a client renders before the
 //! first event, and create / update / delete / token rotation. Admins manage every module; a
 //! user manages their own. A module the caller may not manage answers 404, never 403, so that
-//! its existence does not leak.
+//! its existence does not leak. The effects of a change (events, closed connections) are
+//! applied by [`crate::registry`], as for changes made with the CLI.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -15,9 +16,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{AppState, auth::CurrentUser, error::ApiError};
 use crate::{
-    ingest::ModuleEvent,
     liveness::{MAX_TIMEOUT, MIN_TIMEOUT},
-    realtime::events::{self, timestamp},
+    realtime::events::timestamp,
     store::{ModulePatch, ModuleRecord, NewModule, StoreError, User},
     tracker::LiveModule,
 };
@@ -203,16 +203,7 @@ pub async fn create(
         other => other?,
     };
     tracing::info!(module = %record.id, by = user.id, "module registered");
-    let added = events::ModuleAdded {
-        module_id: record.id.to_string(),
-        name: record.name.clone(),
-        kind: record.kind.clone(),
-        user_id: record.owner_id,
-    };
-    state
-        .events
-        .emit_to_module_audience(record.owner_id, events::RT_MODULE_ADDED, &added)
-        .await;
+    state.registry.changed();
     Ok((
         StatusCode::CREATED,
         Json(WithPassword {
@@ -274,31 +265,7 @@ pub async fn update(
         .update_module(&before.id, patch)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let _ = state
-        .tracker
-        .events()
-        .send(ModuleEvent::Registered(after.clone()))
-        .await;
-    let updated = events::ModuleUpdated {
-        module_id: after.id.to_string(),
-        name: after.name.clone(),
-        kind: after.kind.clone(),
-    };
-    state
-        .events
-        .emit_to_module_audience(after.owner_id, events::RT_MODULE_UPDATED, &updated)
-        .await;
-    if let Some(former) = before.owner_id.filter(|f| Some(*f) != after.owner_id) {
-        // The former owner no longer sees it: for them it is gone.
-        let removed = events::ModuleRemoved {
-            module_id: after.id.to_string(),
-            user_id: Some(former),
-        };
-        state
-            .events
-            .emit_to_user(former, events::RT_MODULE_REMOVED, &removed)
-            .await;
-    }
+    state.registry.changed();
     let live = state.tracker.module(&after.id).await;
     Ok(Json(view(after, live.as_ref())))
 }
@@ -313,21 +280,8 @@ pub async fn remove(
     if !state.store.delete_module(&record.id).await? {
         return Err(ApiError::NotFound);
     }
-    state.connections.close(&record.id);
-    let _ = state
-        .tracker
-        .events()
-        .send(ModuleEvent::Unregistered(record.id.clone()))
-        .await;
+    state.registry.changed();
     tracing::info!(module = %record.id, by = user.id, "module removed");
-    let removed = events::ModuleRemoved {
-        module_id: record.id.to_string(),
-        user_id: record.owner_id,
-    };
-    state
-        .events
-        .emit_to_module_audience(record.owner_id, events::RT_MODULE_REMOVED, &removed)
-        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -340,7 +294,7 @@ pub async fn rotate_token(
 ) -> Result<Json<WithPassword>, ApiError> {
     let record = managed(&state, &user, &id).await?;
     let password = state.store.rotate_module_token(&record.id).await?;
-    state.connections.close(&record.id);
+    state.registry.changed();
     tracing::info!(module = %record.id, by = user.id, "module token rotated");
     let live = state.tracker.module(&record.id).await;
     Ok(Json(WithPassword {

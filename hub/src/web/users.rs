@@ -1,7 +1,8 @@
 //! Users over HTTP: admins create, list, update, disable and delete users (`/api/users`); every
 //! user updates their own profile and password (`PATCH /api/auth/me`). A disabled or deleted
 //! user's sessions end and their live sockets are closed at once; an admin-flag change closes
-//! them too, so that they reconnect with the rights they now have.
+//! them too, so that they reconnect with the rights they now have (effects applied by
+//! [`crate::registry`], as for changes made with the CLI).
 
 use axum::{
     Json,
@@ -11,10 +12,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, auth::CurrentUser, error::ApiError};
-use crate::{
-    realtime::events,
-    store::{NewUser, StoreError, User, UserPatch},
-};
+use crate::store::{NewUser, StoreError, User, UserPatch};
 
 /// A user as admins see it.
 #[derive(Debug, Serialize)]
@@ -166,7 +164,7 @@ pub async fn update(
             "you cannot disable or demote yourself".into(),
         ));
     }
-    let before = state.store.user(id).await?.ok_or(ApiError::NotFound)?;
+    state.store.user(id).await?.ok_or(ApiError::NotFound)?;
     let patch = UserPatch {
         name: req.name.as_deref().map(check_user_name).transpose()?,
         email: req.email.as_deref().map(check_email).transpose()?,
@@ -180,10 +178,7 @@ pub async fn update(
         .await
         .map_err(conflict_or)?
         .ok_or(ApiError::NotFound)?;
-    if after.disabled != before.disabled || after.is_admin != before.is_admin {
-        state.events.disconnect_user(id).await;
-    }
-    profile_updated(&state, &before, &after).await;
+    state.registry.changed();
     Ok(Json(after.into()))
 }
 
@@ -202,7 +197,7 @@ pub async fn remove(
     if !state.store.delete_user(id).await? {
         return Err(ApiError::NotFound);
     }
-    state.events.disconnect_user(id).await;
+    state.registry.changed();
     tracing::info!(user_id = id, by = user.id, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -256,22 +251,6 @@ pub async fn update_me(
         .await
         .map_err(conflict_or)?
         .ok_or(ApiError::Unauthorized)?;
-    profile_updated(&state, &user, &after).await;
+    state.registry.changed();
     Ok(Json(after))
-}
-
-/// `rt_user_profile_updated` to admins and the user's own tabs, when name or email changed.
-async fn profile_updated(state: &AppState, before: &User, after: &User) {
-    if before.name == after.name && before.email == after.email {
-        return;
-    }
-    let event = events::UserProfileUpdated {
-        id: after.id,
-        name: after.name.clone(),
-        email: after.email.clone(),
-    };
-    state
-        .events
-        .emit_to_admins_and_user(after.id, events::RT_USER_PROFILE_UPDATED, &event)
-        .await;
 }
