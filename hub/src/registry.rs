@@ -72,7 +72,7 @@ impl RegistryWatcher {
                 Err(e) => tracing::warn!(error = %e, "could not read registry changes"),
             }
             polls = polls.wrapping_add(1);
-            if polls % 7200 == 0
+            if polls.is_multiple_of(7200)
                 && let Err(e) = self.store.prune_changes(KEEP_CHANGES_SECS).await
             {
                 tracing::warn!(error = %e, "could not prune registry changes");
