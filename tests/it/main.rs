@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, one module per area.
 
 mod access;
+mod authz;
 mod commands;
 mod js_clients;
 mod liveness;
