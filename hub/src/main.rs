@@ -1,14 +1,20 @@
 //! The `hub` binary: parse the command line, set up logging, call the library.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mc_hub::{
     Config, Listeners,
     config::LogFormat,
-    store::{NewModule, NewUser, Store},
+    store::{ModuleRecord, NewModule, NewUser, Store, User, UserPatch},
 };
+use mc_protocol::ModuleId;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 /// mc-hub: telemetry hub for MC station modules.
@@ -72,33 +78,85 @@ struct ServeArgs {
     log_format: Option<LogFormat>,
 }
 
+/// What every management command takes: where the database is, and how to answer.
 #[derive(Args)]
-struct DataDirArg {
+struct ManageArgs {
     /// Data directory [default: ./hub-data].
     #[arg(long, env = "HUB_DATA_DIR", default_value = "./hub-data")]
     data_dir: PathBuf,
+    /// Print one JSON document on stdout (for scripts) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A new password: on the command line, or (kept out of `ps` and shell history) on stdin.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct PasswordArg {
+    /// The password.
+    #[arg(long)]
+    password: Option<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 #[derive(Subcommand)]
 enum UserCommand {
+    /// List every user.
+    List {
+        #[command(flatten)]
+        manage: ManageArgs,
+    },
     /// Create a user.
     Add {
         #[arg(long)]
         email: String,
         #[arg(long)]
         name: String,
-        #[arg(long)]
-        password: String,
+        #[command(flatten)]
+        password: PasswordArg,
         /// Make the user an admin.
         #[arg(long)]
         admin: bool,
         #[command(flatten)]
-        data: DataDirArg,
+        manage: ManageArgs,
+    },
+    /// Replace a user's password.
+    SetPassword {
+        /// The user's email (case-insensitive).
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        password: PasswordArg,
+        #[command(flatten)]
+        manage: ManageArgs,
+    },
+    /// Stop a user from logging in and end their sessions.
+    Disable {
+        /// The user's email (case-insensitive).
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        manage: ManageArgs,
+    },
+    /// Delete a user; their modules lose their owner (admins only see them).
+    Delete {
+        /// The user's email (case-insensitive).
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        manage: ManageArgs,
     },
 }
 
 #[derive(Subcommand)]
 enum ModuleCommand {
+    /// List every registered module.
+    List {
+        #[command(flatten)]
+        manage: ManageArgs,
+    },
     /// Register a module; prints its MQTT password on the last line.
     Add {
         /// Module id, e.g. MC-1001-STN.
@@ -114,8 +172,112 @@ enum ModuleCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         heartbeat_timeout: Option<Duration>,
         #[command(flatten)]
-        data: DataDirArg,
+        manage: ManageArgs,
     },
+    /// Unregister a module; it can no longer connect.
+    Remove {
+        /// Module id, e.g. MC-1001-STN.
+        id: String,
+        #[command(flatten)]
+        manage: ManageArgs,
+    },
+    /// Give a module a new MQTT password, printed on the last line; the old one stops working.
+    RotateToken {
+        /// Module id, e.g. MC-1001-STN.
+        id: String,
+        #[command(flatten)]
+        manage: ManageArgs,
+    },
+}
+
+/// What `--json` prints, one document per command; field names follow the HTTP API.
+mod output {
+    use mc_hub::store::{ModuleRecord, User};
+    use serde::Serialize;
+
+    /// A user (`user list` prints an array of these).
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct UserView {
+        pub id: i64,
+        pub email: String,
+        pub name: String,
+        pub is_admin: bool,
+        pub disabled: bool,
+    }
+
+    impl From<User> for UserView {
+        fn from(u: User) -> Self {
+            Self {
+                id: u.id,
+                email: u.email,
+                name: u.name,
+                is_admin: u.is_admin,
+                disabled: u.disabled,
+            }
+        }
+    }
+
+    /// A registered module (`module list` prints an array of these).
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ModuleView {
+        pub module_id: String,
+        pub name: String,
+        #[serde(rename = "type")]
+        pub kind: String,
+        pub owner_id: Option<i64>,
+        /// `None`: the hub's timeout applies.
+        pub heartbeat_timeout_ms: Option<u64>,
+    }
+
+    impl From<ModuleRecord> for ModuleView {
+        fn from(m: ModuleRecord) -> Self {
+            Self {
+                module_id: m.id.to_string(),
+                name: m.name,
+                kind: m.kind,
+                owner_id: m.owner_id,
+                heartbeat_timeout_ms: m.heartbeat_timeout_ms,
+            }
+        }
+    }
+
+    /// `user add`, `set-password`, `disable`, `delete`: the user as it is now (or was, when
+    /// deleted).
+    #[derive(Serialize)]
+    pub struct UserChanged {
+        pub ok: bool,
+        pub user: UserView,
+    }
+
+    /// `module add`: the module and its MQTT password, shown only this once.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ModuleCreated {
+        pub module_id: String,
+        pub name: String,
+        #[serde(rename = "type")]
+        pub kind: String,
+        pub owner_id: Option<i64>,
+        pub password: String,
+    }
+
+    /// `module rotate-token`: the new MQTT password, shown only this once.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TokenRotated {
+        pub module_id: String,
+        pub password: String,
+    }
+
+    /// `module remove`.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ModuleRemoved {
+        pub ok: bool,
+        pub module_id: String,
+    }
 }
 
 impl ServeArgs {
@@ -168,10 +330,334 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Store> {
+/// Opens the store for a command that creates things: a fresh data directory is fine (set up
+/// users and modules before the first `serve`).
+async fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     Ok(Store::open(data_dir, Config::default().session_ttl).await?)
+}
+
+/// Opens the store for a command that reads or changes what exists: a mistyped `--data-dir`
+/// fails instead of quietly creating an empty database.
+async fn open_existing_store(data_dir: &Path) -> anyhow::Result<Store> {
+    let db = data_dir.join("hub.db");
+    if !db.is_file() {
+        anyhow::bail!(
+            "no hub database at {} (check --data-dir or HUB_DATA_DIR)",
+            db.display()
+        );
+    }
+    Ok(Store::open(data_dir, Config::default().session_ttl).await?)
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+impl PasswordArg {
+    /// The password, from the flag or the first line of stdin; never empty.
+    fn read(self) -> anyhow::Result<String> {
+        let password = match self.password {
+            Some(p) => p,
+            None => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the password from stdin")?;
+                let end = line.trim_end_matches(['\n', '\r']).len();
+                line.truncate(end);
+                line
+            }
+        };
+        if password.is_empty() {
+            anyhow::bail!("the password must not be empty");
+        }
+        Ok(password)
+    }
+}
+
+fn parse_module_id(id: &str) -> anyhow::Result<ModuleId> {
+    id.parse()
+        .map_err(|e| anyhow::anyhow!("module id {id:?}: {e}"))
+}
+
+async fn existing_user(store: &Store, email: &str) -> anyhow::Result<User> {
+    store
+        .user_by_email(email)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))
+}
+
+async fn existing_module(store: &Store, id: &ModuleId) -> anyhow::Result<ModuleRecord> {
+    store
+        .module(id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no module {id}"))
+}
+
+/// Prints rows as left-aligned columns under `header`.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header);
+    for row in rows {
+        line(std::array::from_fn(|i| row[i].as_str()));
+    }
+}
+
+async fn user_command(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::List { manage } => {
+            let store = open_existing_store(&manage.data_dir).await?;
+            let users = store.users().await?;
+            if manage.json {
+                let users: Vec<output::UserView> = users.into_iter().map(Into::into).collect();
+                return print_json(&users);
+            }
+            let rows: Vec<[String; 5]> = users
+                .into_iter()
+                .map(|u| {
+                    [
+                        u.id.to_string(),
+                        u.email,
+                        u.name,
+                        if u.is_admin { "admin" } else { "user" }.into(),
+                        if u.disabled { "disabled" } else { "active" }.into(),
+                    ]
+                })
+                .collect();
+            print_table(["ID", "EMAIL", "NAME", "ROLE", "STATUS"], &rows);
+        }
+        UserCommand::Add {
+            email,
+            name,
+            password,
+            admin,
+            manage,
+        } => {
+            let password = password.read()?;
+            let store = open_store(&manage.data_dir).await?;
+            let user = store
+                .create_user(NewUser {
+                    email,
+                    name,
+                    password,
+                    is_admin: admin,
+                })
+                .await?;
+            if manage.json {
+                return print_json(&output::UserChanged {
+                    ok: true,
+                    user: user.into(),
+                });
+            }
+            println!(
+                "created user {} ({}){}",
+                user.id,
+                user.email,
+                if admin { " [admin]" } else { "" }
+            );
+        }
+        UserCommand::SetPassword {
+            email,
+            password,
+            manage,
+        } => {
+            let password = password.read()?;
+            let store = open_existing_store(&manage.data_dir).await?;
+            let user = existing_user(&store, &email).await?;
+            store.set_password(user.id, &password).await?;
+            if manage.json {
+                return print_json(&output::UserChanged {
+                    ok: true,
+                    user: user.into(),
+                });
+            }
+            println!("set the password of user {} ({})", user.id, user.email);
+        }
+        UserCommand::Disable { email, manage } => {
+            let store = open_existing_store(&manage.data_dir).await?;
+            let user = existing_user(&store, &email).await?;
+            let patch = UserPatch {
+                disabled: Some(true),
+                ..UserPatch::default()
+            };
+            let user = store
+                .update_user(user.id, patch)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))?;
+            if manage.json {
+                return print_json(&output::UserChanged {
+                    ok: true,
+                    user: user.into(),
+                });
+            }
+            println!(
+                "disabled user {} ({}); their sessions are ended",
+                user.id, user.email
+            );
+        }
+        UserCommand::Delete { email, manage } => {
+            let store = open_existing_store(&manage.data_dir).await?;
+            let user = existing_user(&store, &email).await?;
+            let owned = store
+                .modules()
+                .await?
+                .iter()
+                .filter(|m| m.owner_id == Some(user.id))
+                .count();
+            if !store.delete_user(user.id).await? {
+                anyhow::bail!("no user with email {email}");
+            }
+            if manage.json {
+                return print_json(&output::UserChanged {
+                    ok: true,
+                    user: user.into(),
+                });
+            }
+            println!("deleted user {} ({})", user.id, user.email);
+            if owned > 0 {
+                println!("{owned} module(s) they owned now have no owner (admins only)");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn module_command(command: ModuleCommand) -> anyhow::Result<()> {
+    match command {
+        ModuleCommand::List { manage } => {
+            let store = open_existing_store(&manage.data_dir).await?;
+            let modules = store.modules().await?;
+            if manage.json {
+                let modules: Vec<output::ModuleView> =
+                    modules.into_iter().map(Into::into).collect();
+                return print_json(&modules);
+            }
+            let emails: HashMap<i64, String> = store
+                .users()
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u.email))
+                .collect();
+            let rows: Vec<[String; 5]> = modules
+                .into_iter()
+                .map(|m| {
+                    let owner = m
+                        .owner_id
+                        .map(|id| emails.get(&id).cloned().unwrap_or_else(|| id.to_string()));
+                    let timeout = m.heartbeat_timeout_ms.map(|ms| {
+                        humantime::format_duration(Duration::from_millis(ms)).to_string()
+                    });
+                    [
+                        m.id.to_string(),
+                        m.name,
+                        m.kind,
+                        owner.unwrap_or_else(|| "-".into()),
+                        timeout.unwrap_or_else(|| "hub default".into()),
+                    ]
+                })
+                .collect();
+            print_table(
+                ["MODULE", "NAME", "TYPE", "OWNER", "HEARTBEAT TIMEOUT"],
+                &rows,
+            );
+        }
+        ModuleCommand::Add {
+            id,
+            name,
+            kind,
+            owner,
+            heartbeat_timeout,
+            manage,
+        } => {
+            let id = parse_module_id(&id)?;
+            use mc_hub::liveness::{MAX_TIMEOUT, MIN_TIMEOUT};
+            if let Some(t) = heartbeat_timeout
+                && !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&t)
+            {
+                anyhow::bail!(
+                    "--heartbeat-timeout {}: must be between {} and {}",
+                    humantime::format_duration(t),
+                    humantime::format_duration(MIN_TIMEOUT),
+                    humantime::format_duration(MAX_TIMEOUT)
+                );
+            }
+            let store = open_store(&manage.data_dir).await?;
+            if let Some(email) = &owner {
+                existing_user(&store, email).await.context("--owner")?;
+            }
+            let (module, token) = store
+                .create_module(NewModule {
+                    id,
+                    name,
+                    kind,
+                    owner_email: owner,
+                    heartbeat_timeout,
+                })
+                .await?;
+            if manage.json {
+                return print_json(&output::ModuleCreated {
+                    module_id: module.id.to_string(),
+                    name: module.name,
+                    kind: module.kind,
+                    owner_id: module.owner_id,
+                    password: token,
+                });
+            }
+            println!("registered module {} ({})", module.id, module.name);
+            // Last line: scripts take the password with `tail -1`.
+            println!("{token}");
+        }
+        ModuleCommand::Remove { id, manage } => {
+            let id = parse_module_id(&id)?;
+            let store = open_existing_store(&manage.data_dir).await?;
+            if !store.delete_module(&id).await? {
+                anyhow::bail!("no module {id}");
+            }
+            if manage.json {
+                return print_json(&output::ModuleRemoved {
+                    ok: true,
+                    module_id: id.to_string(),
+                });
+            }
+            println!("removed module {id}");
+        }
+        ModuleCommand::RotateToken { id, manage } => {
+            let id = parse_module_id(&id)?;
+            let store = open_existing_store(&manage.data_dir).await?;
+            // The store's rotation does not tell whether the module exists.
+            existing_module(&store, &id).await?;
+            let token = store.rotate_module_token(&id).await?;
+            if manage.json {
+                return print_json(&output::TokenRotated {
+                    module_id: id.to_string(),
+                    password: token,
+                });
+            }
+            println!("new MQTT password for module {id}; the old one no longer works");
+            // Last line: scripts take the password with `tail -1`.
+            println!("{token}");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -236,70 +722,21 @@ async fn wait_for_signal() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::User(UserCommand::Add {
-            email,
-            name,
-            password,
-            admin,
-            data,
-        })) => {
-            let store = open_store(&data.data_dir).await?;
-            let user = store
-                .create_user(NewUser {
-                    email,
-                    name,
-                    password,
-                    is_admin: admin,
-                })
-                .await?;
-            println!(
-                "created user {} ({}){}",
-                user.id,
-                user.email,
-                if admin { " [admin]" } else { "" }
-            );
-            Ok(())
-        }
-        Some(Command::Module(ModuleCommand::Add {
-            id,
-            name,
-            kind,
-            owner,
-            heartbeat_timeout,
-            data,
-        })) => {
-            let id = id
-                .parse()
-                .map_err(|e| anyhow::anyhow!("module id {id:?}: {e}"))?;
-            use mc_hub::liveness::{MAX_TIMEOUT, MIN_TIMEOUT};
-            if let Some(t) = heartbeat_timeout
-                && !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&t)
-            {
-                anyhow::bail!(
-                    "--heartbeat-timeout {}: must be between {} and {}",
-                    humantime::format_duration(t),
-                    humantime::format_duration(MIN_TIMEOUT),
-                    humantime::format_duration(MAX_TIMEOUT)
-                );
-            }
-            let store = open_store(&data.data_dir).await?;
-            let (module, token) = store
-                .create_module(NewModule {
-                    id,
-                    name,
-                    kind,
-                    owner_email: owner,
-                    heartbeat_timeout,
-                })
-                .await?;
-            println!("registered module {} ({})", module.id, module.name);
-            println!("{token}");
-            Ok(())
+        Some(Command::User(command)) => user_command(command).await,
+        Some(Command::Module(command)) => module_command(command).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole cause chain, whatever RUST_BACKTRACE says: scripts and
+            // people read it.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -13,6 +13,55 @@ fn hub_cli(args: &[&str]) -> std::process::Output {
         .expect("hub binary runs")
 }
 
+/// Runs the binary with `input` on stdin.
+fn hub_cli_stdin(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hub binary runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("hub binary finishes")
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn ok(args: &[&str]) -> String {
+    let out = hub_cli(args);
+    assert!(
+        out.status.success(),
+        "hub {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Runs a command with `--json` that must succeed; returns the one JSON document it printed.
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let stdout = ok(&args);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("hub {args:?}: {e}: {stdout}"))
+}
+
+/// Runs a command that must fail with a one-line message on stderr containing `message`.
+fn fails(args: &[&str], message: &str) {
+    let out = hub_cli(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "hub {args:?}: {stderr}");
+    assert!(
+        stderr.contains(message) && !stderr.contains("panicked"),
+        "hub {args:?}: {stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn module_added_with_the_cli_while_the_hub_runs_can_connect() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -239,4 +288,315 @@ fn sigterm_shuts_down_gracefully() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+/// Every user and module command, in the order an operator would use them, checked through
+/// the store the hub itself reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_module_commands_full_cycle() {
+    use mc_hub::store::Store;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_path = dir.path().join("data");
+    let data = data_path.to_str().expect("utf-8 path");
+    let d = ["--data-dir", data];
+
+    // Reading commands do not create a database on a mistyped path.
+    fails(&["user", "list", "--data-dir", data], "no hub database");
+    assert!(!data_path.exists());
+
+    let added = ok_json(&[
+        "user",
+        "add",
+        "--email",
+        "ada@x.io",
+        "--name",
+        "Ada",
+        "--password",
+        "pw1",
+        d[0],
+        d[1],
+    ]);
+    assert_eq!(added["ok"], true);
+    assert_eq!(added["user"]["email"], "ada@x.io");
+    let stdin_user = hub_cli_stdin(
+        &[
+            "user",
+            "add",
+            "--email",
+            "bob@x.io",
+            "--name",
+            "Bob",
+            "--admin",
+            "--password-stdin",
+            d[0],
+            d[1],
+        ],
+        "from stdin\n",
+    );
+    assert!(
+        stdin_user.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stdin_user.stderr)
+    );
+    fails(
+        &[
+            "user",
+            "add",
+            "--email",
+            "ADA@x.io",
+            "--name",
+            "A",
+            "--password",
+            "x",
+            d[0],
+            d[1],
+        ],
+        "already exists",
+    );
+
+    let users = ok_json(&["user", "list", d[0], d[1]]);
+    let users = users.as_array().expect("array");
+    assert_eq!(users.len(), 2);
+    assert_eq!(users[0]["email"], "ada@x.io");
+    assert_eq!(users[0]["name"], "Ada");
+    assert_eq!(users[0]["isAdmin"], false);
+    assert_eq!(users[0]["disabled"], false);
+    assert_eq!(users[1]["isAdmin"], true);
+    assert!(users[0]["id"].is_i64());
+    let text = ok(&["user", "list", d[0], d[1]]);
+    assert!(
+        text.contains("ada@x.io") && text.contains("bob@x.io"),
+        "{text}"
+    );
+
+    let store = Store::open(&data_path, Duration::from_secs(3600))
+        .await
+        .expect("store opens");
+    assert!(
+        store
+            .verify_login("bob@x.io", "from stdin")
+            .await
+            .expect("query")
+            .is_some()
+    );
+
+    // Emails are case-insensitive.
+    ok(&[
+        "user",
+        "set-password",
+        "--email",
+        "Ada@X.io",
+        "--password",
+        "pw2",
+        d[0],
+        d[1],
+    ]);
+    assert!(
+        store
+            .verify_login("ada@x.io", "pw1")
+            .await
+            .expect("query")
+            .is_none()
+    );
+    assert!(
+        store
+            .verify_login("ada@x.io", "pw2")
+            .await
+            .expect("query")
+            .is_some()
+    );
+    let changed = hub_cli_stdin(
+        &[
+            "user",
+            "set-password",
+            "--email",
+            "ada@x.io",
+            "--password-stdin",
+            "--json",
+            d[0],
+            d[1],
+        ],
+        "pw3\n",
+    );
+    assert!(changed.status.success());
+    let changed: serde_json::Value = serde_json::from_slice(&changed.stdout).expect("json");
+    assert_eq!(changed["ok"], true);
+    assert!(
+        store
+            .verify_login("ada@x.io", "pw3")
+            .await
+            .expect("query")
+            .is_some()
+    );
+    let empty = hub_cli_stdin(
+        &[
+            "user",
+            "set-password",
+            "--email",
+            "ada@x.io",
+            "--password-stdin",
+            d[0],
+            d[1],
+        ],
+        "\n",
+    );
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("must not be empty"));
+
+    // A session of the user ends when they are disabled.
+    let ada = store
+        .user_by_email("ada@x.io")
+        .await
+        .expect("query")
+        .expect("ada");
+    let session = store.create_session(ada.id).await.expect("session");
+    let disabled = ok_json(&["user", "disable", "--email", "ada@x.io", d[0], d[1]]);
+    assert_eq!(disabled["ok"], true);
+    assert_eq!(disabled["user"]["disabled"], true);
+    assert!(
+        store
+            .verify_login("ada@x.io", "pw3")
+            .await
+            .expect("query")
+            .is_none()
+    );
+    assert!(
+        store
+            .session_user(session.as_str())
+            .await
+            .expect("query")
+            .is_none()
+    );
+    let users = ok_json(&["user", "list", d[0], d[1]]);
+    assert_eq!(users[0]["disabled"], true);
+
+    // Modules.
+    let module = ok_json(&[
+        "module",
+        "add",
+        "MC-2001-STN",
+        "--name",
+        "Roof",
+        "--type",
+        "weather",
+        "--owner",
+        "ada@x.io",
+        d[0],
+        d[1],
+    ]);
+    assert_eq!(module["moduleId"], "MC-2001-STN");
+    assert_eq!(module["name"], "Roof");
+    assert_eq!(module["type"], "weather");
+    assert_eq!(module["ownerId"], ada.id);
+    let first = module["password"].as_str().expect("password").to_owned();
+    let text = ok(&[
+        "module",
+        "add",
+        "MC-2002-STN",
+        "--name",
+        "Yard",
+        "--heartbeat-timeout",
+        "30s",
+        d[0],
+        d[1],
+    ]);
+    let yard_token = text.lines().last().expect("token line").trim();
+    assert_eq!(yard_token.len(), 48, "{text}");
+    fails(
+        &[
+            "module",
+            "add",
+            "MC-2003-STN",
+            "--name",
+            "x",
+            "--owner",
+            "nobody@x.io",
+            d[0],
+            d[1],
+        ],
+        "no user with email nobody@x.io",
+    );
+    fails(
+        &[
+            "module",
+            "add",
+            "MC-2003-STN",
+            "--name",
+            "x",
+            "--heartbeat-timeout",
+            "1ms",
+            d[0],
+            d[1],
+        ],
+        "must be between",
+    );
+
+    let modules = ok_json(&["module", "list", d[0], d[1]]);
+    let modules = modules.as_array().expect("array");
+    assert_eq!(modules.len(), 2);
+    assert_eq!(modules[0]["moduleId"], "MC-2001-STN");
+    assert_eq!(modules[0]["heartbeatTimeoutMs"], serde_json::Value::Null);
+    assert_eq!(modules[1]["moduleId"], "MC-2002-STN");
+    assert_eq!(modules[1]["heartbeatTimeoutMs"], 30_000);
+    let text = ok(&["module", "list", d[0], d[1]]);
+    assert!(
+        text.contains("MC-2001-STN") && text.contains("ada@x.io"),
+        "{text}"
+    );
+
+    let id: mc_protocol::ModuleId = "MC-2001-STN".parse().expect("id");
+    let rotated = ok_json(&["module", "rotate-token", "MC-2001-STN", d[0], d[1]]);
+    assert_eq!(rotated["moduleId"], "MC-2001-STN");
+    let second = rotated["password"].as_str().expect("password").to_owned();
+    let record = store.module(&id).await.expect("query").expect("module");
+    assert!(!record.token_matches(&first));
+    assert!(record.token_matches(&second));
+    let text = ok(&["module", "rotate-token", "MC-2001-STN", d[0], d[1]]);
+    let third = text.lines().last().expect("token line").trim();
+    let record = store.module(&id).await.expect("query").expect("module");
+    assert!(!record.token_matches(&second));
+    assert!(record.token_matches(third));
+
+    // Deleting the owner leaves the module to admins.
+    let deleted = ok_json(&["user", "delete", "--email", "ada@x.io", d[0], d[1]]);
+    assert_eq!(deleted["ok"], true);
+    assert!(
+        store
+            .user_by_email("ada@x.io")
+            .await
+            .expect("query")
+            .is_none()
+    );
+    let record = store.module(&id).await.expect("query").expect("module");
+    assert_eq!(record.owner_id, None);
+
+    let removed = ok_json(&["module", "remove", "MC-2001-STN", d[0], d[1]]);
+    assert_eq!(
+        removed,
+        serde_json::json!({"ok": true, "moduleId": "MC-2001-STN"})
+    );
+    assert!(store.module(&id).await.expect("query").is_none());
+    assert!(ok(&["module", "remove", "MC-2002-STN", d[0], d[1]]).contains("MC-2002-STN"));
+
+    // Unknown users and modules: a message and exit status 1, never a panic.
+    for command in ["set-password", "disable", "delete"] {
+        let mut args = vec!["user", command, "--email", "ada@x.io", d[0], d[1]];
+        if command == "set-password" {
+            args.extend(["--password", "x"]);
+        }
+        fails(&args, "no user with email ada@x.io");
+    }
+    fails(
+        &["module", "remove", "MC-2001-STN", d[0], d[1]],
+        "no module MC-2001-STN",
+    );
+    fails(
+        &["module", "rotate-token", "MC-2001-STN", d[0], d[1]],
+        "no module MC-2001-STN",
+    );
+    fails(
+        &["module", "rotate-token", "bad/id", d[0], d[1]],
+        "module id",
+    );
+    assert!(store.module(&id).await.expect("query").is_none());
 }
