@@ -1,4 +1,5 @@
-//! The `hub` binary: parse the command line, set up logging, call the library.
+//! `hub user ...` and `hub module ...`: registry management against the data directory, also
+//! while a hub runs (the running hub applies the changes: see `mc_hub::registry`).
 
 use std::{
     collections::HashMap,
@@ -7,80 +8,17 @@ use std::{
 };
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use mc_hub::{
-    Config, Listeners,
-    config::LogFormat,
+    Config,
     store::{ModuleRecord, NewModule, NewUser, Store, User, UserPatch},
 };
 use mc_protocol::ModuleId;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
-
-/// mc-hub: telemetry hub for MC station modules.
-#[derive(Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    serve: ServeArgs,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the hub (the default).
-    Serve(ServeArgs),
-    /// Manage users.
-    #[command(subcommand)]
-    User(UserCommand),
-    /// Manage the module registry.
-    #[command(subcommand)]
-    Module(ModuleCommand),
-}
-
-#[derive(Args, Clone, Default)]
-struct ServeArgs {
-    /// HTTP + Socket.IO listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "HUB_HTTP")]
-    http: Option<std::net::SocketAddr>,
-    /// MQTT listen address [default: 0.0.0.0:1883].
-    #[arg(long, env = "HUB_MQTT")]
-    mqtt: Option<std::net::SocketAddr>,
-    /// Data directory [default: ./hub-data].
-    #[arg(long, env = "HUB_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Liveness timeout for every module, e.g. `2s` [default: 3 × announced interval, else 15s].
-    #[arg(long, env = "HUB_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration)]
-    heartbeat_timeout: Option<Duration>,
-    /// TOML configuration file (flags and environment override it).
-    #[arg(long, env = "HUB_CONFIG")]
-    config: Option<PathBuf>,
-    /// Demo mode: demo users and simulated modules.
-    #[arg(long, env = "HUB_DEMO")]
-    demo: bool,
-    /// Number of simulated modules in demo mode [default: 24].
-    #[arg(long, env = "HUB_DEMO_MODULES")]
-    demo_modules: Option<usize>,
-    /// Origin allowed besides the hub's own for Socket.IO and state-changing requests
-    /// (repeatable, or comma-separated in the environment), e.g. `https://dash.example.com`.
-    #[arg(
-        long = "allowed-origin",
-        env = "HUB_ALLOWED_ORIGINS",
-        value_delimiter = ','
-    )]
-    allowed_origins: Vec<String>,
-    /// Push global stats to admins [default: true] (the seed's variable name).
-    #[arg(long, env = "REALTIME_ENABLE_STATS")]
-    enable_stats: Option<bool>,
-    /// Log format [default: text].
-    #[arg(long, env = "HUB_LOG_FORMAT")]
-    log_format: Option<LogFormat>,
-}
 
 /// What every management command takes: where the database is, and how to answer.
 #[derive(Args)]
-struct ManageArgs {
+pub(crate) struct ManageArgs {
     /// Data directory [default: ./hub-data].
     #[arg(long, env = "HUB_DATA_DIR", default_value = "./hub-data")]
     data_dir: PathBuf,
@@ -92,7 +30,7 @@ struct ManageArgs {
 /// A new password: on the command line, or (kept out of `ps` and shell history) on stdin.
 #[derive(Args)]
 #[group(required = true, multiple = false)]
-struct PasswordArg {
+pub(crate) struct PasswordArg {
     /// The password.
     #[arg(long)]
     password: Option<String>,
@@ -102,7 +40,7 @@ struct PasswordArg {
 }
 
 #[derive(Subcommand)]
-enum UserCommand {
+pub(crate) enum UserCommand {
     /// List every user.
     List {
         #[command(flatten)]
@@ -151,7 +89,7 @@ enum UserCommand {
 }
 
 #[derive(Subcommand)]
-enum ModuleCommand {
+pub(crate) enum ModuleCommand {
     /// List every registered module.
     List {
         #[command(flatten)]
@@ -280,56 +218,6 @@ mod output {
     }
 }
 
-impl ServeArgs {
-    fn into_config(self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
-        if let Some(v) = self.http {
-            config.http = v;
-        }
-        if let Some(v) = self.mqtt {
-            config.mqtt = v;
-        }
-        if let Some(v) = self.data_dir {
-            config.data_dir = v;
-        }
-        if let Some(v) = self.heartbeat_timeout {
-            config.liveness.heartbeat_timeout = Some(v);
-        }
-        if self.demo {
-            config.demo.enabled = true;
-        }
-        if let Some(v) = self.demo_modules {
-            config.demo.modules = v;
-        }
-        if !self.allowed_origins.is_empty() {
-            config.allowed_origins = self.allowed_origins;
-        }
-        if let Some(v) = self.enable_stats {
-            config.realtime.enable_stats = v;
-        }
-        if let Some(v) = self.log_format {
-            config.log_format = v;
-        }
-        Ok(config)
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
-    // Logs on stderr; stdout carries only what the user asked for (addresses, demo logins).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// Opens the store for a command that creates things: a fresh data directory is fine (set up
 /// users and modules before the first `serve`).
 async fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
@@ -422,7 +310,7 @@ fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     }
 }
 
-async fn user_command(command: UserCommand) -> anyhow::Result<()> {
+pub(crate) async fn user_command(command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::List { manage } => {
             let store = open_existing_store(&manage.data_dir).await?;
@@ -541,7 +429,7 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn module_command(command: ModuleCommand) -> anyhow::Result<()> {
+pub(crate) async fn module_command(command: ModuleCommand) -> anyhow::Result<()> {
     match command {
         ModuleCommand::List { manage } => {
             let store = open_existing_store(&manage.data_dir).await?;
@@ -658,85 +546,4 @@ async fn module_command(command: ModuleCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.into_config()?;
-    init_tracing(config.log_format);
-    let listeners = Listeners::bind(&config).await?;
-    let shutdown = CancellationToken::new();
-    let hub = mc_hub::start(config, listeners, shutdown.clone()).await?;
-    println!(
-        "mc-hub listening: dashboard http://{}  MQTT {}",
-        hub.http_addr, hub.mqtt_addr
-    );
-    if let Some(demo) = &hub.demo {
-        println!("demo: {} simulated modules", demo.modules.len());
-        println!(
-            "demo admin login: {} / {}",
-            mc_hub::demo::ADMIN_EMAIL,
-            demo.admin_password
-        );
-        println!(
-            "demo user login:  {} / {}",
-            mc_hub::demo::USER_EMAIL,
-            demo.user_password
-        );
-    }
-    let internal_failure = tokio::select! {
-        _ = wait_for_signal() => false,
-        _ = shutdown.cancelled() => true,
-    };
-    tracing::info!("shutting down");
-    shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(10), hub.stopped())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some tasks did not stop within 10s");
-    }
-    if internal_failure {
-        anyhow::bail!("the hub stopped after an internal failure (see the log above)");
-    }
-    Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::User(command)) => user_command(command).await,
-        Some(Command::Module(command)) => module_command(command).await,
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // One line with the whole cause chain, whatever RUST_BACKTRACE says: scripts and
-            // people read it.
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
 }

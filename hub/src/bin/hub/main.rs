@@ -1,0 +1,204 @@
+//! The `hub` binary: parse the command line, set up logging, call the library.
+//!
+//! - this file: `hub [serve]` and its flags;
+//! - [`manage`]: `hub user ...` and `hub module ...`.
+
+mod manage;
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use mc_hub::{Config, Listeners, config::LogFormat};
+use tokio_util::sync::CancellationToken;
+
+/// mc-hub: telemetry hub for MC station modules.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub (the default).
+    Serve(ServeArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(manage::UserCommand),
+    /// Manage the module registry.
+    #[command(subcommand)]
+    Module(manage::ModuleCommand),
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// HTTP + Socket.IO listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "HUB_HTTP")]
+    http: Option<std::net::SocketAddr>,
+    /// MQTT listen address [default: 0.0.0.0:1883].
+    #[arg(long, env = "HUB_MQTT")]
+    mqtt: Option<std::net::SocketAddr>,
+    /// Data directory [default: ./hub-data].
+    #[arg(long, env = "HUB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Liveness timeout for every module, e.g. `2s` [default: 3 × announced interval, else 15s].
+    #[arg(long, env = "HUB_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: Option<Duration>,
+    /// TOML configuration file (flags and environment override it).
+    #[arg(long, env = "HUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Demo mode: demo users and simulated modules.
+    #[arg(long, env = "HUB_DEMO")]
+    demo: bool,
+    /// Number of simulated modules in demo mode [default: 24].
+    #[arg(long, env = "HUB_DEMO_MODULES")]
+    demo_modules: Option<usize>,
+    /// Origin allowed besides the hub's own for Socket.IO and state-changing requests
+    /// (repeatable, or comma-separated in the environment), e.g. `https://dash.example.com`.
+    #[arg(
+        long = "allowed-origin",
+        env = "HUB_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+    /// Push global stats to admins [default: true] (the seed's variable name).
+    #[arg(long, env = "REALTIME_ENABLE_STATS")]
+    enable_stats: Option<bool>,
+    /// Log format [default: text].
+    #[arg(long, env = "HUB_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.http {
+            config.http = v;
+        }
+        if let Some(v) = self.mqtt {
+            config.mqtt = v;
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.heartbeat_timeout {
+            config.liveness.heartbeat_timeout = Some(v);
+        }
+        if self.demo {
+            config.demo.enabled = true;
+        }
+        if let Some(v) = self.demo_modules {
+            config.demo.modules = v;
+        }
+        if !self.allowed_origins.is_empty() {
+            config.allowed_origins = self.allowed_origins;
+        }
+        if let Some(v) = self.enable_stats {
+            config.realtime.enable_stats = v;
+        }
+        if let Some(v) = self.log_format {
+            config.log_format = v;
+        }
+        Ok(config)
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+    // Logs on stderr; stdout carries only what the user asked for (addresses, demo logins).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    init_tracing(config.log_format);
+    let listeners = Listeners::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    let hub = mc_hub::start(config, listeners, shutdown.clone()).await?;
+    println!(
+        "mc-hub listening: dashboard http://{}  MQTT {}",
+        hub.http_addr, hub.mqtt_addr
+    );
+    if let Some(demo) = &hub.demo {
+        println!("demo: {} simulated modules", demo.modules.len());
+        println!(
+            "demo admin login: {} / {}",
+            mc_hub::demo::ADMIN_EMAIL,
+            demo.admin_password
+        );
+        println!(
+            "demo user login:  {} / {}",
+            mc_hub::demo::USER_EMAIL,
+            demo.user_password
+        );
+    }
+    let internal_failure = tokio::select! {
+        _ = wait_for_signal() => false,
+        _ = shutdown.cancelled() => true,
+    };
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(10), hub.stopped())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 10s");
+    }
+    if internal_failure {
+        anyhow::bail!("the hub stopped after an internal failure (see the log above)");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::User(command)) => manage::user_command(command).await,
+        Some(Command::Module(command)) => manage::module_command(command).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole cause chain, whatever RUST_BACKTRACE says: scripts and
+            // people read it.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
