@@ -495,3 +495,35 @@ async fn an_oversized_client_message_closes_only_that_socket() {
         .await;
     assert!(!seen.iter().any(|(e, _)| e == "close"), "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_flags_follow_the_transport() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("alice@x.io", false).await;
+    let cookie_of = |https: bool| {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/api/auth/login", t.url))
+            .json(&json!({"email": "alice@x.io", "password": "password"}));
+        if https {
+            request = request.header("x-forwarded-proto", "https");
+        }
+        async move {
+            let response = request.send().await.expect("login");
+            assert_eq!(response.status(), 200);
+            response
+                .headers()
+                .get("set-cookie")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .expect("Set-Cookie")
+        }
+    };
+    let plain = cookie_of(false).await;
+    assert!(
+        plain.contains("HttpOnly") && plain.contains("SameSite=Strict"),
+        "{plain}"
+    );
+    assert!(!plain.contains("Secure"), "{plain}");
+    let behind_tls = cookie_of(true).await;
+    assert!(behind_tls.contains("; Secure"), "{behind_tls}");
+}

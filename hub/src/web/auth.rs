@@ -52,9 +52,20 @@ pub struct LoginRequest {
     password: String,
 }
 
-fn session_cookie(value: &str, max_age_secs: u64) -> HeaderValue {
+/// Whether the browser reached the hub over HTTPS: through a TLS-terminating proxy that says
+/// so (`X-Forwarded-Proto: https`). The cookie then gets `Secure`. (A client that forges the
+/// header only keeps its own cookie off plain HTTP.)
+fn over_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+fn session_cookie(value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     let cookie = format!(
-        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}"
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}{secure}"
     );
     HeaderValue::from_str(&cookie)
         .unwrap_or_else(|_| HeaderValue::from_static("mc_session=; Max-Age=0"))
@@ -64,6 +75,7 @@ fn session_cookie(value: &str, max_age_secs: u64) -> HeaderValue {
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -97,7 +109,11 @@ pub async fn login(
     let mut response = Json(&user).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(token.as_str(), state.session_ttl.as_secs()),
+        session_cookie(
+            token.as_str(),
+            state.session_ttl.as_secs(),
+            over_tls(&headers),
+        ),
     );
     Ok(response)
 }
@@ -129,9 +145,10 @@ pub async fn logout(
         }
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie("", 0));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie("", 0, over_tls(&headers)),
+    );
     Ok(response)
 }
 
