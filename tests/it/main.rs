@@ -2,6 +2,7 @@
 
 mod access;
 mod authz;
+mod bad_input;
 mod commands;
 mod js_clients;
 mod liveness;
