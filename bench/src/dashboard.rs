@@ -20,7 +20,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use mc_hub::realtime::events::{RT_TELEMETRY_UPDATED, TelemetryUpdated};
+use mc_hub::realtime::events::{
+    RT_GLOBAL_STATS_UPDATED, RT_SESSION, RT_TELEMETRY_UPDATED, TelemetryUpdated,
+};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{
@@ -69,8 +71,13 @@ pub async fn login(http: SocketAddr, email: &str, password: &str) -> Result<Stri
 pub struct EventSink {
     /// `rt_telemetry_updated` events received.
     pub telemetry_events: AtomicU64,
+    /// Other events, apart from `rt_session` and `rt_global_stats_updated` (which every socket
+    /// may get whatever it watches): a socket that is no recipient must see 0 here.
+    pub other_events: AtomicU64,
     /// `42["rt_telemetry_updated"`: how such an event starts on the wire.
     prefix: Vec<u8>,
+    /// `42["rt_session"` and `42["rt_global_stats_updated"`: not counted in `other_events`.
+    ignored: [Vec<u8>; 2],
     latency: Option<(Arc<SendLog>, Arc<Latencies>)>,
 }
 
@@ -79,7 +86,12 @@ impl EventSink {
     pub fn new(latency: Option<(Arc<SendLog>, Arc<Latencies>)>) -> Self {
         Self {
             telemetry_events: AtomicU64::new(0),
+            other_events: AtomicU64::new(0),
             prefix: format!("42[\"{RT_TELEMETRY_UPDATED}\"").into_bytes(),
+            ignored: [
+                format!("42[\"{RT_SESSION}\"").into_bytes(),
+                format!("42[\"{RT_GLOBAL_STATS_UPDATED}\"").into_bytes(),
+            ],
             latency,
         }
     }
@@ -96,6 +108,9 @@ impl EventSink {
 
     fn on_text(&self, text: &[u8]) {
         if !text.starts_with(&self.prefix) {
+            if text.starts_with(b"42") && !self.ignored.iter().any(|p| text.starts_with(p)) {
+                self.other_events.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         self.telemetry_events.fetch_add(1, Ordering::Relaxed);

@@ -226,13 +226,25 @@ pub async fn open_loop(
     duration: Duration,
     log: Arc<SendLog>,
 ) -> Result<SendStats> {
+    open_loop_from(clients, rate, duration, log, 0).await
+}
+
+/// [`open_loop`] whose sequence numbers start after `seq_base`, so that several runs over the
+/// same MQTT connections keep each module's `seq` increasing (the hub drops older ones).
+pub async fn open_loop_from(
+    clients: Arc<Vec<AsyncClient>>,
+    rate: f64,
+    duration: Duration,
+    log: Arc<SendLog>,
+    seq_base: u32,
+) -> Result<SendStats> {
     let n = clients.len();
     if n == 0 {
         bail!("no clients");
     }
     let topics: Vec<String> = (0..n).map(telemetry_topic).collect();
     let total = (rate * duration.as_secs_f64()) as u64;
-    let mut seqs = vec![0u32; n];
+    let mut seqs = vec![seq_base; n];
     let mut stats = SendStats::default();
     let mut done = 0u64;
     let start = Instant::now();

@@ -5,6 +5,7 @@
 //! - `main.rs`: flags, the two runtimes, scenarios and the markdown tables.
 //! - [`load`]: simulated modules (rumqttc), the open-loop schedule, the send log for latency.
 //! - [`dashboard`]: login and a minimal raw-WebSocket Socket.IO client that counts events.
+//! - [`routing`]: `--routing`, cost per event vs connected sockets that are not recipients.
 //! - [`peer`]: the reference: a bare rumqttd broker and a plain rumqttc subscriber.
 //! - [`sys`]: RSS, per-thread CPU time, pinning hub threads to CPU 0 and the rest to CPU 1.
 //!
@@ -16,6 +17,7 @@
 mod dashboard;
 mod load;
 mod peer;
+mod routing;
 mod sys;
 
 use std::{
@@ -90,6 +92,19 @@ struct Args {
     /// Load runtime worker threads.
     #[arg(long, default_value_t = 1)]
     load_workers: usize,
+    /// Routing cost vs non-recipient sockets (issue 3): A = one user's tabs only, B = plus
+    /// every other user's tabs; alternated `--repeat` times at `--rate`.
+    #[arg(long)]
+    routing: bool,
+    /// Users for `--routing` (non-admin; the first one owns the publishing modules).
+    #[arg(long, default_value_t = 100)]
+    routing_users: usize,
+    /// Dashboard sockets per user for `--routing`.
+    #[arg(long, default_value_t = 10)]
+    routing_tabs: usize,
+    /// Registered modules for `--routing`, owned round-robin; only the first user's connect.
+    #[arg(long, default_value_t = 10_000)]
+    routing_modules: usize,
     /// Do not pin threads to CPUs.
     #[arg(long)]
     no_pin: bool,
@@ -178,6 +193,9 @@ async fn run_all(bench: Arc<Bench>) -> Result<()> {
             "off"
         }
     );
+    if a.routing {
+        return routing::routing(&bench).await;
+    }
     if a.memory > 0 {
         memory(&bench, a.memory).await?;
     }
@@ -266,19 +284,26 @@ impl HubUnderTest {
     }
 }
 
+/// The hub's configuration for a bench: loopback ephemeral ports, `data_dir`, the chosen
+/// batch window.
+pub(crate) fn hub_config(data_dir: &std::path::Path, args: &Args) -> Config {
+    let mut config = Config {
+        http: SocketAddr::from(([127, 0, 0, 1], 0)),
+        mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: data_dir.to_owned(),
+        ..Config::default()
+    };
+    if let Some(window) = args.batch_window {
+        config.realtime.batch_window = window;
+    }
+    config
+}
+
 /// Starts a hub on the hub runtime (127.0.0.1:0, temp data dir) and registers `modules`
 /// modules (owned by the bench user when `owned`).
 async fn start_hub(bench: &Bench, modules: usize, owned: bool) -> Result<HubUnderTest> {
     let dir = tempfile::tempdir().context("temp dir")?;
-    let mut config = Config {
-        http: SocketAddr::from(([127, 0, 0, 1], 0)),
-        mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().to_owned(),
-        ..Config::default()
-    };
-    if let Some(window) = bench.args.batch_window {
-        config.realtime.batch_window = window;
-    }
+    let config = hub_config(dir.path(), &bench.args);
     let started = bench
         .hub_rt
         .spawn(async move {

@@ -70,6 +70,46 @@ pub fn cpu_ticks() -> HashMap<&'static str, u64> {
     out
 }
 
+/// Time on CPU in nanoseconds (first field of `/proc/self/task/<tid>/schedstat`) consumed so
+/// far, per thread: (group, ns) by tid. Finer than [`cpu_ticks`]' 10 ms; subtract two samples
+/// with [`cpu_ns_delta`], which copes with threads that come and go (sqlx workers do).
+pub fn cpu_ns() -> HashMap<u32, (&'static str, u64)> {
+    let mut out = HashMap::new();
+    for (tid, name) in threads() {
+        let Ok(stat) = fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = stat
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+        {
+            out.insert(tid, (group(&name), ns));
+        }
+    }
+    out
+}
+
+/// Nanoseconds on CPU between two [`cpu_ns`] samples for the threads whose name starts with
+/// `prefix` (threads that exited in between are lost; threads born in between count whole).
+pub fn cpu_ns_delta(
+    before: &HashMap<u32, (&'static str, u64)>,
+    after: &HashMap<u32, (&'static str, u64)>,
+    names: &HashMap<u32, String>,
+    prefix: &str,
+) -> u64 {
+    after
+        .iter()
+        .filter(|(tid, _)| names.get(tid).is_some_and(|n| n.starts_with(prefix)))
+        .map(|(tid, (_, ns))| ns.saturating_sub(before.get(tid).map_or(0, |(_, b)| *b)))
+        .sum()
+}
+
+/// Thread names by tid.
+pub fn thread_names() -> HashMap<u32, String> {
+    threads().into_iter().collect()
+}
+
 /// Linux reports thread CPU time in units of `USER_HZ`, which is 100 on every mainstream arch.
 pub const TICKS_PER_SEC: f64 = 100.0;
 
