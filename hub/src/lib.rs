@@ -16,6 +16,7 @@
 //! [`start`] takes its listeners and a shutdown token from the caller, so tests bind
 //! `127.0.0.1:0` and run a real hub in one line.
 
+pub mod authz;
 pub mod broker;
 pub mod commands;
 pub mod config;

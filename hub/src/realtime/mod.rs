@@ -61,22 +61,18 @@ impl EventsManager {
             .await;
     }
 
-    /// To whoever may see a module: its owner and admins (each socket once).
+    /// To whoever may see a module ([`crate::authz::module_audience`]), each socket once.
     pub async fn emit_to_module_audience<T: Serialize + ?Sized>(
         &self,
         owner: Option<i64>,
         event: &str,
         data: &T,
     ) {
-        let result = match owner {
-            Some(user_id) => {
-                self.io
-                    .to([rooms::user(user_id), rooms::ADMINS.to_owned()])
-                    .emit(event, data)
-                    .await
-            }
-            None => self.io.to(rooms::ADMINS).emit(event, data).await,
-        };
+        let result = self
+            .io
+            .to(crate::authz::module_audience(owner))
+            .emit(event, data)
+            .await;
         self.record(event, result);
     }
 
@@ -201,7 +197,7 @@ async fn authenticate(
         None => Page::Modules,
         Some(name) => Page::parse(&name).ok_or(ConnectRefusal::ForbiddenPage)?,
     };
-    if page == Page::Admin && !user.is_admin {
+    if !crate::authz::can_open_page(&user, page) {
         return Err(ConnectRefusal::ForbiddenPage);
     }
     socket.extensions.insert(SocketUser {

@@ -24,6 +24,19 @@ pub struct ModuleRecord {
 }
 
 impl ModuleRecord {
+    /// A record for unit tests elsewhere in the crate.
+    #[cfg(test)]
+    pub(crate) fn for_tests(id: &str, owner_id: Option<i64>) -> Self {
+        Self {
+            id: ModuleId::new(id).expect("valid test id"),
+            name: id.to_owned(),
+            kind: "test".to_owned(),
+            owner_id,
+            token_hash: String::new(),
+            heartbeat_timeout_ms: None,
+        }
+    }
+
     /// Constant-time comparison of `token`'s hash with the stored one.
     pub fn token_matches(&self, token: &str) -> bool {
         let candidate = hash_token(token);

@@ -37,7 +37,7 @@ pub async fn send(
 ) -> Result<(StatusCode, Json<CommandSent>), ApiError> {
     let id = ModuleId::new(&id).map_err(|_| ApiError::NotFound)?;
     let record = state.store.module(&id).await?.ok_or(ApiError::NotFound)?;
-    if !user.is_admin && record.owner_id != Some(user.id) {
+    if !crate::authz::can_manage_module(&user, &record) {
         return Err(ApiError::NotFound);
     }
     let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{AppState, auth::CurrentUser, error::ApiError};
 use crate::{
+    authz,
     liveness::{MAX_TIMEOUT, MIN_TIMEOUT},
     realtime::events::timestamp,
     store::{ModulePatch, ModuleRecord, NewModule, StoreError, User},
@@ -75,7 +76,7 @@ pub async fn list(
         .ok_or(ApiError::Unavailable)?;
     let modules = records
         .into_iter()
-        .filter(|r| may_manage(&user, r))
+        .filter(|r| authz::can_manage_module(&user, r))
         .map(|r| {
             let l = live.get(&r.id);
             view(r, l)
@@ -84,15 +85,11 @@ pub async fn list(
     Ok(Json(ModulesResponse { modules }))
 }
 
-fn may_manage(user: &User, record: &ModuleRecord) -> bool {
-    user.is_admin || record.owner_id == Some(user.id)
-}
-
 /// The module `id` if the caller may manage it; 404 otherwise (unknown or not theirs).
 async fn managed(state: &AppState, user: &User, id: &str) -> Result<ModuleRecord, ApiError> {
     let id = ModuleId::new(id).map_err(|_| ApiError::NotFound)?;
     match state.store.module(&id).await? {
-        Some(record) if may_manage(user, &record) => Ok(record),
+        Some(record) if authz::can_manage_module(user, &record) => Ok(record),
         _ => Err(ApiError::NotFound),
     }
 }
@@ -139,9 +136,11 @@ async fn assignable_owner(
     user: &User,
     owner_id: Option<i64>,
 ) -> Result<Option<User>, ApiError> {
+    if !authz::can_assign_owner(user, owner_id) {
+        return Err(ApiError::Forbidden);
+    }
     match owner_id {
         Some(id) if id == user.id => Ok(Some(user.clone())),
-        _ if !user.is_admin => Err(ApiError::Forbidden),
         Some(id) => match state.store.user(id).await? {
             Some(owner) => Ok(Some(owner)),
             None => Err(ApiError::BadRequest(format!("ownerId: no user {id}"))),
@@ -243,8 +242,9 @@ pub async fn update(
     let before = managed(&state, &user, &id).await?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let owner_id = match req.owner_id {
+        // Reassigning is an admin's act, even to oneself.
         Some(owner) if owner != before.owner_id => {
-            if !user.is_admin {
+            if !authz::is_admin(&user) {
                 return Err(ApiError::Forbidden);
             }
             Some(assignable_owner(&state, &user, owner).await?.map(|o| o.id))

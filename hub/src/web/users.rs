@@ -38,7 +38,7 @@ impl From<User> for UserView {
 }
 
 pub(super) fn require_admin(user: &User) -> Result<(), ApiError> {
-    if user.is_admin {
+    if crate::authz::is_admin(user) {
         Ok(())
     } else {
         Err(ApiError::Forbidden)
