@@ -1,6 +1,6 @@
 //! Applies registry changes to the running hub, whoever made them (the HTTP API or the `hub` CLI
-//! in another process): events to the right audiences, closed connections for rotated tokens
-//! and removed modules, closed sockets for disabled or deleted users, tracker updates.
+//! in another process): events to the right audiences, closed connections for rotated tokens,
+//! disabled and removed modules, closed sockets for disabled or deleted users, tracker updates.
 //!
 //! Changes are read from the change log that SQLite triggers fill in the same transaction as
 //! each change. The HTTP handlers wake the watcher at once; changes from other processes are
@@ -142,6 +142,12 @@ impl RegistryWatcher {
                     self.events
                         .emit_to_user(former, events::RT_MODULE_REMOVED, &removed)
                         .await;
+                }
+            }
+            ("module_access", Some(id), _) => {
+                let disabled = self.store.module(&id).await?.is_some_and(|r| r.disabled);
+                if disabled && self.connections.close(&id) {
+                    tracing::info!(module = %id, "module disabled: connection closed");
                 }
             }
             ("module_token", Some(id), _) => {

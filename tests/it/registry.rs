@@ -397,3 +397,45 @@ async fn changes_made_outside_the_hub_take_effect() {
     .expect("disable");
     alice.expect("close", |_| true).await;
 }
+
+/// A disabled module keeps its registration but is disconnected and refused until enabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_modules_are_disconnected_and_refused() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("alice@x.io", false).await;
+    let alice = t.login("alice@x.io").await;
+    let password = t.add_module("MC-A-1", Some("alice@x.io")).await;
+    let mut dash = t.dashboard("alice@x.io").await;
+    let m = t.module("MC-A-1", &password).await;
+    m.hello(5000).await;
+    dash.expect("rt_module_online", about("MC-A-1")).await;
+
+    let (status, module) = t
+        .call(
+            &alice,
+            "PATCH",
+            "/api/modules/MC-A-1",
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!((status, &module["disabled"]), (200, &json!(true)));
+    mc_e2e::eventually("the disabled module's connection is closed", || {
+        m.is_closed()
+    })
+    .await;
+    dash.expect("rt_module_offline", about("MC-A-1")).await;
+    let refused = MqttModule::connect(t.hub.mqtt_addr, "MC-A-1", &password).await;
+    assert!(refused.is_err_and(|e| e.contains("NotAuthorized")));
+    assert!(t.hub.metrics.rejected("module_disabled") >= 1);
+
+    t.call(
+        &alice,
+        "PATCH",
+        "/api/modules/MC-A-1",
+        Some(json!({"disabled": false})),
+    )
+    .await;
+    let again = t.module("MC-A-1", &password).await;
+    again.hello(5000).await;
+    dash.expect("rt_module_online", about("MC-A-1")).await;
+}

@@ -372,6 +372,7 @@ impl Gateway {
             Refusal::BadClientId => "mqtt_client_id",
             Refusal::BadCredentials => "mqtt_credentials",
             Refusal::NotAuthorized => "acl_denied",
+            Refusal::Disabled => "module_disabled",
         });
         tracing::warn!(%peer, client_id = %client_id.escape_debug(), ?refusal, "MQTT connection refused");
         let _ = client
@@ -432,11 +433,13 @@ pub async fn check_credentials(
             return Err(Refusal::BadCredentials);
         }
     };
-    if record.token_matches(password) {
-        Ok(record)
-    } else {
-        Err(Refusal::BadCredentials)
+    if !record.token_matches(password) {
+        return Err(Refusal::BadCredentials);
     }
+    if record.disabled {
+        return Err(Refusal::Disabled);
+    }
+    Ok(record)
 }
 
 /// Reads until `buf` holds one complete packet; `Ok(None)` on EOF first.

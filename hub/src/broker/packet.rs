@@ -247,6 +247,8 @@ pub enum Refusal {
     /// Authenticated, but asks for something it may not have (a last will on a foreign or
     /// retained topic).
     NotAuthorized,
+    /// Authenticated, but the module is disabled.
+    Disabled,
 }
 
 /// The CONNACK that tells a client why it was refused, in its protocol version.
@@ -256,7 +258,7 @@ pub fn connack_refusal(level: u8, refusal: Refusal) -> Vec<u8> {
             Refusal::UnsupportedVersion => 0x84,
             Refusal::BadClientId => 0x85,
             Refusal::BadCredentials => 0x86,
-            Refusal::NotAuthorized => 0x87,
+            Refusal::NotAuthorized | Refusal::Disabled => 0x87,
         };
         vec![0x20, 0x03, 0x00, reason, 0x00]
     } else {
@@ -264,7 +266,7 @@ pub fn connack_refusal(level: u8, refusal: Refusal) -> Vec<u8> {
             Refusal::UnsupportedVersion => 0x01,
             Refusal::BadClientId => 0x02,
             Refusal::BadCredentials => 0x04,
-            Refusal::NotAuthorized => 0x05,
+            Refusal::NotAuthorized | Refusal::Disabled => 0x05,
         };
         vec![0x20, 0x02, 0x00, code]
     }

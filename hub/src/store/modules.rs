@@ -21,6 +21,8 @@ pub struct ModuleRecord {
     token_hash: String,
     /// Per-module liveness timeout, overriding the hub's.
     pub heartbeat_timeout_ms: Option<u64>,
+    /// A disabled module may not connect.
+    pub disabled: bool,
 }
 
 impl ModuleRecord {
@@ -34,6 +36,7 @@ impl ModuleRecord {
             owner_id,
             token_hash: String::new(),
             heartbeat_timeout_ms: None,
+            disabled: false,
         }
     }
 
@@ -75,6 +78,8 @@ pub struct ModulePatch {
     pub owner_id: Option<Option<i64>>,
     /// New per-module liveness timeout (`Some(None)` = the hub's).
     pub heartbeat_timeout: Option<Option<std::time::Duration>>,
+    /// Disable (refuse connections) or enable.
+    pub disabled: Option<bool>,
 }
 
 /// Module and session tokens are 192+ random bits, so a fast hash is enough (no dictionary to
@@ -98,6 +103,7 @@ struct Row {
     owner_id: Option<i64>,
     token_hash: String,
     heartbeat_timeout_ms: Option<i64>,
+    disabled: bool,
 }
 
 impl TryFrom<Row> for ModuleRecord {
@@ -112,6 +118,7 @@ impl TryFrom<Row> for ModuleRecord {
             owner_id: r.owner_id,
             token_hash: r.token_hash,
             heartbeat_timeout_ms: r.heartbeat_timeout_ms.map(|v| v.max(0) as u64),
+            disabled: r.disabled,
         })
     }
 }
@@ -119,7 +126,7 @@ impl TryFrom<Row> for ModuleRecord {
 /// The columns [`Row`] reads, for `concat!` (queries stay static strings).
 macro_rules! columns {
     () => {
-        "id, name, type, owner_id, token_hash, heartbeat_timeout_ms"
+        "id, name, type, owner_id, token_hash, heartbeat_timeout_ms, disabled"
     };
 }
 
@@ -192,7 +199,8 @@ impl Store {
                 name = COALESCE(?, name),
                 type = COALESCE(?, type),
                 owner_id = CASE WHEN ? THEN ? ELSE owner_id END,
-                heartbeat_timeout_ms = CASE WHEN ? THEN ? ELSE heartbeat_timeout_ms END
+                heartbeat_timeout_ms = CASE WHEN ? THEN ? ELSE heartbeat_timeout_ms END,
+                disabled = COALESCE(?, disabled)
              WHERE id = ? RETURNING ",
             columns!()
         ))
@@ -207,6 +215,7 @@ impl Store {
                 .flatten()
                 .map(|d| d.as_millis().min(i64::MAX as u128) as i64),
         )
+        .bind(patch.disabled)
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await;

@@ -33,6 +33,7 @@ pub struct ModuleView {
     kind: String,
     owner_id: Option<i64>,
     heartbeat_timeout_ms: Option<u64>,
+    disabled: bool,
     online: bool,
     last_seen: Option<String>,
     stale: bool,
@@ -48,6 +49,7 @@ fn view(r: ModuleRecord, l: Option<&LiveModule>) -> ModuleView {
         kind: r.kind,
         owner_id: r.owner_id,
         heartbeat_timeout_ms: r.heartbeat_timeout_ms,
+        disabled: r.disabled,
         online: l.is_some_and(|l| l.online),
         last_seen: l.and_then(|l| l.last_seen).map(timestamp),
         stale: l.is_none_or(|l| l.stale || !l.online),
@@ -230,6 +232,8 @@ pub struct UpdateModule {
     owner_id: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
     heartbeat_timeout_ms: Option<Option<u64>>,
+    /// `true` refuses its connections (the live one is closed), `false` lets it in again.
+    disabled: Option<bool>,
 }
 
 /// `PATCH /api/modules/{id}`: renames, retypes, reassigns (admins) or sets the timeout.
@@ -259,6 +263,7 @@ pub async fn update(
             .heartbeat_timeout_ms
             .map(|t| t.map(check_timeout).transpose())
             .transpose()?,
+        disabled: req.disabled,
     };
     let after = state
         .store
