@@ -223,6 +223,22 @@ async fn a_module_cannot_publish_on_another_modules_topics() {
         "the gateway closed the connection"
     );
     assert_eq!(t.hub.metrics.rejected("acl_denied"), 1);
+    // Module B's state, events and rows are untouched by A's attempt.
+    let b = "MC-1002-STN".parse().expect("id");
+    assert!(
+        t.hub.tracker.module(&b).await.is_none(),
+        "no live state for B"
+    );
+    let admin = t.login("admin@x.io").await;
+    let (_, modules) = t.call(&admin, "GET", "/api/modules", None).await;
+    let b_view = modules["modules"]
+        .as_array()
+        .and_then(|l| l.iter().find(|m| m["moduleId"] == "MC-1002-STN").cloned())
+        .expect("B listed");
+    assert_eq!(
+        (b_view["rev"].clone(), b_view["readings"].clone()),
+        (json!(0), json!({}))
+    );
     // The bad hello before the violation still went through ingest (and was refused there).
     mc_e2e::eventually("malformed hello counted", || {
         t.hub.metrics.rejected("malformed") == 1
