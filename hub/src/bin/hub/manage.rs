@@ -130,31 +130,11 @@ pub(crate) enum ModuleCommand {
 
 /// What `--json` prints, one document per command; field names follow the HTTP API.
 mod output {
-    use mc_hub::store::{ModuleRecord, User};
+    use mc_hub::store::ModuleRecord;
     use serde::Serialize;
 
-    /// A user (`user list` prints an array of these).
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct UserView {
-        pub id: i64,
-        pub email: String,
-        pub name: String,
-        pub is_admin: bool,
-        pub disabled: bool,
-    }
-
-    impl From<User> for UserView {
-        fn from(u: User) -> Self {
-            Self {
-                id: u.id,
-                email: u.email,
-                name: u.name,
-                is_admin: u.is_admin,
-                disabled: u.disabled,
-            }
-        }
-    }
+    /// A user (`user list` prints an array of these): the same shape as `GET /api/users`.
+    pub use mc_hub::web::users::UserView;
 
     /// A registered module (`module list` prints an array of these).
     #[derive(Serialize)]
