@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use mc_protocol::{Telemetry, codec};
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
-use rumqttd::{ConnectionSettings, Router, RouterConfig, ServerSettings, protocol::v4::V4};
+use rumqttd::{ConnectionSettings, Router, ServerSettings, protocol::v4::V4};
 use tokio::task::JoinSet;
 
 use crate::{
@@ -17,18 +17,7 @@ use crate::{
 /// Starts a bare broker (router thread + a listener task on the current runtime) with the
 /// hub's router settings; returns its address.
 pub fn start_broker(tasks: &mut JoinSet<()>) -> Result<SocketAddr> {
-    let router = Router::new(
-        0,
-        RouterConfig {
-            max_connections: 100_000,
-            max_outgoing_packet_count: 1024,
-            max_segment_size: 4 * 1024 * 1024,
-            max_segment_count: 4,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-    );
+    let router = Router::new(0, mc_hub::broker::router_config());
     let router_tx = router.spawn();
     // rumqttd cannot bind port 0: reserve a free port first.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;

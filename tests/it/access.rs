@@ -44,15 +44,8 @@ async fn users_receive_only_their_own_modules_events_admins_receive_all() {
         "alice saw {seen:?}"
     );
     let cookie = t.login("alice@x.io").await;
-    let snapshot: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/modules", t.url))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .expect("snapshot")
-        .json()
-        .await
-        .expect("json");
+    let (status, snapshot) = t.call(&cookie, "GET", "/api/modules", None).await;
+    assert_eq!(status, 200);
     let ids: Vec<_> = snapshot["modules"]
         .as_array()
         .expect("list")

@@ -60,15 +60,8 @@ async fn only_changed_readings_are_emitted_and_identical_telemetry_emits_nothing
 
     // The snapshot has the merged state.
     let cookie = t.login("admin@x.io").await;
-    let snapshot: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/modules", t.url))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .expect("snapshot")
-        .json()
-        .await
-        .expect("json");
+    let (status, snapshot) = t.call(&cookie, "GET", "/api/modules", None).await;
+    assert_eq!(status, 200);
     let module = &snapshot["modules"][0];
     assert_eq!(module["moduleId"], "MC-1001-STN");
     assert_eq!(module["online"], true);

@@ -65,6 +65,20 @@ pub struct EmbeddedBroker {
     pub link_rx: LinkRx,
 }
 
+/// The embedded router's settings (also used by the bench's bare-broker peer, so that the
+/// comparison is like for like).
+pub fn router_config() -> RouterConfig {
+    RouterConfig {
+        max_connections: 100_000,
+        max_outgoing_packet_count: 1024,
+        max_segment_size: 4 * 1024 * 1024,
+        max_segment_count: 4,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    }
+}
+
 fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(BrokerError::Port)?;
     listener.local_addr().map_err(BrokerError::Port)
@@ -78,16 +92,7 @@ pub async fn start(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<EmbeddedBroker, BrokerError> {
-    let router_config = RouterConfig {
-        max_connections: 100_000,
-        max_outgoing_packet_count: 1024,
-        max_segment_size: 4 * 1024 * 1024,
-        max_segment_count: 4,
-        custom_segment: None,
-        initialized_filters: None,
-        shared_subscriptions_strategy: Default::default(),
-    };
-    let router_tx = Router::new(0, router_config).spawn();
+    let router_tx = Router::new(0, router_config()).spawn();
 
     let settings = |name: &str, listen: SocketAddr| {
         let mut connections = ConnectionSettings {

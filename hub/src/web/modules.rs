@@ -96,7 +96,8 @@ async fn managed(state: &AppState, user: &User, id: &str) -> Result<ModuleRecord
     }
 }
 
-fn check_name(name: &str) -> Result<String, ApiError> {
+/// A display name (modules and users): 1 to 100 printable characters, trimmed.
+pub(super) fn check_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::BadRequest(

@@ -11,7 +11,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, auth::CurrentUser, error::ApiError};
+use super::{AppState, auth::CurrentUser, error::ApiError, modules::check_name};
 use crate::store::{NewUser, StoreError, User, UserPatch};
 
 /// A user as admins see it.
@@ -57,16 +57,6 @@ pub fn check_email(email: &str) -> Result<String, ApiError> {
         return Err(ApiError::BadRequest("email: not a valid address".into()));
     }
     Ok(email.to_owned())
-}
-
-fn check_user_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "name: 1 to 100 printable characters".into(),
-        ));
-    }
-    Ok(name.to_owned())
 }
 
 fn check_password(password: &str) -> Result<String, ApiError> {
@@ -128,7 +118,7 @@ pub async fn create(
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let new = NewUser {
         email: check_email(&req.email)?,
-        name: check_user_name(&req.name)?,
+        name: check_name(&req.name)?,
         password: check_password(&req.password)?,
         is_admin: req.is_admin,
     };
@@ -166,7 +156,7 @@ pub async fn update(
     }
     state.store.user(id).await?.ok_or(ApiError::NotFound)?;
     let patch = UserPatch {
-        name: req.name.as_deref().map(check_user_name).transpose()?,
+        name: req.name.as_deref().map(check_name).transpose()?,
         email: req.email.as_deref().map(check_email).transpose()?,
         is_admin: req.is_admin,
         disabled: req.disabled,
@@ -240,7 +230,7 @@ pub async fn update_me(
         }
     };
     let patch = UserPatch {
-        name: req.name.as_deref().map(check_user_name).transpose()?,
+        name: req.name.as_deref().map(check_name).transpose()?,
         email: req.email.as_deref().map(check_email).transpose()?,
         password,
         ..UserPatch::default()
