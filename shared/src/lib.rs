@@ -8,6 +8,8 @@
 //! - [`topic`]: the MQTT topic table (`mc/<id>/<kind>`), built and parsed.
 //! - [`codec`]: the two encodings of every message: postcard (native, compact, `no_std`) and JSON
 //!   (for any MQTT tool or third-party firmware; needs the `std` feature).
+//! - [`link`]: the native serial link (COBS frames with CRC, handshake, telemetry by index,
+//!   acknowledged commands), specified byte by byte in `hardware/PROTOCOL.md`.
 //! - [`error`]: typed errors, hand-written so that they work without `std`.
 //!
 //! No I/O and no runtime here: only types, tables and encodings. With default features off the
@@ -18,6 +20,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod link;
 pub mod message;
 pub mod module_id;
 pub mod topic;

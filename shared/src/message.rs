@@ -82,6 +82,19 @@ impl fmt::Display for ReadingName {
     }
 }
 
+impl Serialize for ReadingName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ReadingName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <&str>::deserialize(d)?;
+        ReadingName::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// One named numeric reading. `f32`: what sensors deliver and what an MCU's FPU handles (7
 /// significant digits).
 #[derive(Debug, Clone, PartialEq)]
