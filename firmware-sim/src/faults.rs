@@ -2,9 +2,9 @@
 //!
 //! They reproduce what goes wrong in the field, so the hub's liveness tracking, last-will
 //! handling, duplicate filtering and input validation can be tested on purpose rather than by
-//! luck. Faults that concern the firmware (heartbeats, bursts) go to the state machine in
-//! [`crate::firmware`]; those that concern the link or the raw payload are handled by the transport
-//! (the `mqtt` module).
+//! luck. Faults that concern the firmware (heartbeats, bursts) go to the state machine,
+//! [`mc_firmware::ModuleCore`]; those that concern the link or the raw payload are handled by
+//! the transport (the `mqtt` module).
 
 use rand::Rng;
 
@@ -29,7 +29,8 @@ pub enum Fault {
     /// Publish the exact same payload as the last telemetry message again (same seq): a
     /// duplicate, as QoS 1 redelivery produces.
     RepeatTelemetry,
-    /// Send this many telemetry messages back to back (consecutive seqs).
+    /// Send this many telemetry messages back to back (consecutive seqs), each with every
+    /// reading whether or not it changed.
     Burst(u32),
 }
 

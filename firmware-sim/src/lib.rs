@@ -6,16 +6,15 @@
 //! the same from the command line.
 //!
 //! # Layout
-//! - [`firmware`]: the module state machine, sans I/O (no tokio, no MQTT, no clock): connected /
-//!   disconnected / tick / command in, hello / heartbeat / telemetry out. It moves to the
-//!   `no_std` firmware core shared with real boards later, together with [`sensors`] and
-//!   [`backoff`].
+//! The module's behaviour is not here: [`mc_firmware::ModuleCore`], the `no_std` state machine
+//! real boards run (hello / heartbeat / telemetry scheduling, report-by-exception, commands),
+//! and its reconnection [`mc_firmware::Backoff`]. This crate gives it sensors, a clock and an
+//! MQTT link:
 //! - [`sensors`]: seeded, deterministic generators (temperature, humidity, battery, RSSI,
-//!   pressure).
-//! - [`backoff`]: reconnection delays (exponential, jittered).
+//!   pressure) implementing [`mc_firmware::Sensors`].
 //! - [`faults`]: the faults tests inject ([`Fault`]).
-//! - `mqtt`: the transport: one task per module drives a [`firmware::ModuleCore`] with rumqttc
-//!   (a fresh client and event loop per connection, polled in its own task).
+//! - `mqtt`: the transport: one task per module drives a [`mc_firmware::ModuleCore`] with
+//!   rumqttc (a fresh client and event loop per connection, polled in its own task).
 //! - [`credentials`]: [`ModuleCredentials`] and the `ID PASSWORD` file format.
 //! - [`stats`]: per-module counters ([`SimStats`]).
 //! - this file: [`SimConfig`], [`start`], and the handles [`Simulation`] / [`SimModule`].
@@ -23,21 +22,24 @@
 //! # The contract with the hub
 //! Client id = username = module id, password = token, clean session, keep-alive 10 s, last
 //! will `offline` on `mc/<id>/status` (QoS 1, not retained). After every ConnAck: subscribe
-//! `mc/<id>/cmd` (QoS 1), publish a hello (QoS 1), a heartbeat and a telemetry message, then
-//! heartbeats and telemetry on their intervals (QoS [`SimConfig::periodic_qos`]).
+//! `mc/<id>/cmd` (QoS 1), publish a hello (QoS 1), a heartbeat and a telemetry message with
+//! every reading, then heartbeats and telemetry on their intervals (QoS
+//! [`SimConfig::periodic_qos`]). Telemetry reports by exception: only the readings that changed,
+//! every [`SimConfig::full_report_every`]-th period all of them, nothing when nothing changed.
 
-pub mod backoff;
 pub mod credentials;
 pub mod error;
 pub mod faults;
-pub mod firmware;
 mod mqtt;
 pub mod sensors;
 pub mod stats;
 
 use std::{sync::Arc, time::Duration};
 
-use mc_protocol::{Encoding, FirmwareVersion, ModuleId, message::HEARTBEAT_MS_RANGE};
+use mc_protocol::{
+    Encoding, FirmwareVersion, ModuleId,
+    message::{HEARTBEAT_MS_RANGE, TELEMETRY_MS_RANGE},
+};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -49,7 +51,7 @@ pub use crate::{
 };
 pub use rumqttc::QoS;
 
-use crate::{firmware::TELEMETRY_MS_RANGE, stats::Counters};
+use crate::stats::Counters;
 
 /// Settings shared by every module of a simulation. Defaults are those of real firmware.
 #[derive(Debug, Clone)]
@@ -61,6 +63,10 @@ pub struct SimConfig {
     pub heartbeat: Duration,
     /// Telemetry interval at boot. Default 2 s.
     pub telemetry: Duration,
+    /// Every this many telemetry periods, a message carries all readings (in between, only
+    /// those that changed); 1 = always all, 0 = only after connecting and on `ResendState`.
+    /// Default 10 ([`mc_firmware::CoreConfig::full_report_every`]).
+    pub full_report_every: u32,
     /// Payload encoding. Default native (version byte + postcard).
     pub encoding: Encoding,
     /// MQTT keep-alive: the broker fires the last will after 1.5× this without traffic.
@@ -84,6 +90,7 @@ impl Default for SimConfig {
             broker: "127.0.0.1:1883".into(),
             heartbeat: Duration::from_secs(5),
             telemetry: Duration::from_secs(2),
+            full_report_every: 10,
             encoding: Encoding::Native,
             keep_alive: Duration::from_secs(10),
             seed: 0,

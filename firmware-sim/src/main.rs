@@ -36,6 +36,9 @@ struct Cli {
     /// Telemetry interval at boot.
     #[arg(long, env = "SIM_TELEMETRY", default_value = "2s", value_parser = humantime::parse_duration)]
     telemetry: Duration,
+    /// Every N telemetry periods, send all readings (in between only changed ones; 0 = never).
+    #[arg(long, env = "SIM_FULL_REPORT_EVERY", default_value_t = 10)]
+    full_report_every: u32,
     /// Payload encoding.
     #[arg(long, env = "SIM_ENCODING", value_enum, default_value_t = EncodingArg::Native)]
     encoding: EncodingArg,
@@ -62,6 +65,7 @@ impl Cli {
             broker: self.mqtt.clone(),
             heartbeat: self.heartbeat,
             telemetry: self.telemetry,
+            full_report_every: self.full_report_every,
             encoding: match self.encoding {
                 EncodingArg::Native => Encoding::Native,
                 EncodingArg::Json => Encoding::Json,

@@ -12,6 +12,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use mc_firmware::{Backoff, CoreConfig, ModuleCore, Outgoing, Output, Sensors};
 use mc_protocol::{
     Command, ModuleId, ModuleTopic, STATUS_OFFLINE, TopicKind,
     codec::{self, Encoding},
@@ -32,10 +33,8 @@ use tracing::{debug, info, warn};
 
 use crate::{
     ModuleCredentials, Validated,
-    backoff::Backoff,
     faults::{self, Fault},
-    firmware::{CoreConfig, ModuleCore, Outgoing, Output},
-    sensors::Sensors,
+    sensors::SimSensors,
     stats::Counters,
 };
 
@@ -103,7 +102,7 @@ pub(crate) struct ModuleTask {
     settings: Arc<Validated>,
     credentials: ModuleCredentials,
     topics: Topics,
-    core: ModuleCore,
+    core: ModuleCore<SimSensors>,
     faults: mpsc::UnboundedReceiver<Fault>,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
@@ -129,10 +128,11 @@ impl ModuleTask {
             fw: settings.fw.clone(),
             heartbeat: settings.config.heartbeat,
             telemetry: settings.config.telemetry,
+            full_report_every: settings.config.full_report_every,
         };
         let core = ModuleCore::new(
             config,
-            Sensors::new(settings.config.seed, index),
+            SimSensors::new(settings.config.seed, index),
             Duration::ZERO,
         );
         Self {
@@ -401,10 +401,14 @@ impl ModuleTask {
                 config.periodic_qos,
                 encode(m, config.encoding),
             ),
-            Outgoing::Telemetry(m) => (
+            // The core reports by reading index; MQTT carries names.
+            Outgoing::Telemetry(report) => (
                 &self.topics.telemetry,
                 config.periodic_qos,
-                encode(m, config.encoding),
+                encode(
+                    &report.to_telemetry(self.core.sensors().names()),
+                    config.encoding,
+                ),
             ),
         };
         let payload = match payload {

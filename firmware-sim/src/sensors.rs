@@ -1,16 +1,18 @@
-//! Seeded, realistic sensor generators.
+//! Seeded, realistic sensor generators: the simulator's implementation of
+//! [`mc_firmware::Sensors`] (a real board reads hardware through the same trait).
 //!
-//! Every module gets its own [`Sensors`], seeded from the simulation seed and the module's index,
-//! so a run is reproducible: the same seed and index always give the same sequence of samples.
-//! The generator is a hand-written SplitMix64 rather than a `rand` RNG because its output is
-//! stable across crate versions and it needs neither `std` nor an allocator (this file moves to
-//! the `no_std` firmware core later).
+//! Every module gets its own [`SimSensors`], seeded from the simulation seed and the module's
+//! index, so a run is reproducible: the same seed and index always give the same sequence of
+//! samples. The generator is a hand-written SplitMix64 rather than a `rand` RNG because its
+//! output is stable across crate versions.
 //!
 //! Each sensor is a slow random walk pulled back towards a per-module centre and clamped to a
 //! physical range, then quantised to the sensor's resolution, so many readings stay unchanged
-//! from one message to the next — like real sensors, and what the hub's diffing is for.
+//! from one sample to the next — like real sensors, and what report-by-exception and the hub's
+//! diffing are for. Deadbands are the trait's default (any change is reported): the values are
+//! already quantised, so the dashboards see every step.
 
-use mc_protocol::Readings;
+use mc_protocol::ReadingName;
 
 /// Reading names, as they appear on the wire and on dashboards.
 pub mod names {
@@ -24,6 +26,9 @@ pub mod names {
     pub const RSSI: &str = "rssi";
     /// Barometric pressure, hPa.
     pub const PRESSURE: &str = "pressure";
+
+    /// Every reading, in reading-index order (the order of [`super::Sample::values`]).
+    pub const ALL: [&str; 5] = [TEMPERATURE, HUMIDITY, BATTERY, RSSI, PRESSURE];
 }
 
 /// Temperature range, °C.
@@ -110,27 +115,23 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// All readings, in a fixed order.
-    pub fn readings(&self) -> Readings {
-        let mut readings = Readings::new();
-        for (name, value) in [
-            (names::TEMPERATURE, self.temperature),
-            (names::HUMIDITY, self.humidity),
-            (names::BATTERY, self.battery),
-            (names::RSSI, self.rssi),
-            (names::PRESSURE, self.pressure),
-        ] {
-            // Cannot fail: five distinct valid names, finite clamped values, far below
-            // MAX_READINGS. Ignoring keeps this path free of panics.
-            let _ = readings.push(name, value);
-        }
-        readings
+    /// All readings, in reading-index order ([`names::ALL`]).
+    pub fn values(&self) -> [f32; 5] {
+        [
+            self.temperature,
+            self.humidity,
+            self.battery,
+            self.rssi,
+            self.pressure,
+        ]
     }
 }
 
-/// The sensors of one module.
+/// The sensors of one simulated module.
 #[derive(Debug, Clone)]
-pub struct Sensors {
+pub struct SimSensors {
+    /// [`names::ALL`] as reading names, built once ([`mc_firmware::Sensors::names`] lends them).
+    names: [ReadingName; 5],
     /// Drives every walk; seeded from (seed, index).
     rng: SplitMix64,
     temperature: Walk,
@@ -141,7 +142,7 @@ pub struct Sensors {
     battery: f64,
 }
 
-impl Sensors {
+impl SimSensors {
     /// The sensors of module number `index` in a simulation seeded with `seed`.
     pub fn new(seed: u64, index: u32) -> Self {
         // Mix the index through its own generator so neighbouring indices don't give
@@ -162,6 +163,9 @@ impl Sensors {
         let pressure = walk(PRESSURE_RANGE, (1005.0, 1020.0), 0.08);
         let battery = rng.range(4.05, 4.15);
         Self {
+            names: names::ALL.map(|name| {
+                ReadingName::new(name).expect("the reading name constants are valid (tested)")
+            }),
             rng,
             temperature,
             humidity,
@@ -172,7 +176,7 @@ impl Sensors {
     }
 
     /// Advances every sensor by one sampling period and returns the quantised readings.
-    pub fn sample(&mut self) -> Sample {
+    pub fn next_sample(&mut self) -> Sample {
         let rng = &mut self.rng;
         let temperature = self.temperature.advance(rng);
         let humidity = self.humidity.advance(rng);
@@ -185,6 +189,18 @@ impl Sensors {
             battery: quantise(self.battery, 0.01),
             rssi: quantise(rssi, 1.0),
             pressure: quantise(pressure, 0.1),
+        }
+    }
+}
+
+impl mc_firmware::Sensors for SimSensors {
+    fn names(&self) -> &[ReadingName] {
+        &self.names
+    }
+
+    fn sample(&mut self, values: &mut [f32]) {
+        for (slot, value) in values.iter_mut().zip(self.next_sample().values()) {
+            *slot = value;
         }
     }
 }
@@ -203,6 +219,8 @@ fn quantise(x: f64, step: f64) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use mc_firmware::Sensors;
+
     use super::*;
 
     fn within(v: f32, (lo, hi): (f64, f64)) -> bool {
@@ -216,18 +234,18 @@ mod tests {
 
     #[test]
     fn same_seed_and_index_give_the_same_sequence() {
-        let mut a = Sensors::new(42, 3);
-        let mut b = Sensors::new(42, 3);
+        let mut a = SimSensors::new(42, 3);
+        let mut b = SimSensors::new(42, 3);
         for _ in 0..1000 {
-            assert_eq!(a.sample(), b.sample());
+            assert_eq!(a.next_sample(), b.next_sample());
         }
     }
 
     #[test]
     fn different_index_or_seed_differ() {
         let first = |seed, index| {
-            let mut s = Sensors::new(seed, index);
-            (0..20).map(|_| s.sample()).collect::<Vec<_>>()
+            let mut s = SimSensors::new(seed, index);
+            (0..20).map(|_| s.next_sample()).collect::<Vec<_>>()
         };
         assert_ne!(first(42, 0), first(42, 1));
         assert_ne!(first(42, 0), first(43, 0));
@@ -236,10 +254,10 @@ mod tests {
     #[test]
     fn samples_stay_in_range_and_quantised() {
         for index in 0..20 {
-            let mut s = Sensors::new(7, index);
+            let mut s = SimSensors::new(7, index);
             let mut previous_battery = f32::MAX;
             for _ in 0..5_000 {
-                let x = s.sample();
+                let x = s.next_sample();
                 assert!(within(x.temperature, TEMPERATURE_RANGE), "{x:?}");
                 assert!(within(x.humidity, HUMIDITY_RANGE), "{x:?}");
                 assert!(within(x.battery, BATTERY_RANGE), "{x:?}");
@@ -258,10 +276,10 @@ mod tests {
 
     #[test]
     fn battery_starts_full_and_some_readings_repeat() {
-        let mut s = Sensors::new(1, 0);
-        let first = s.sample();
+        let mut s = SimSensors::new(1, 0);
+        let first = s.next_sample();
         assert!(first.battery > 4.0, "{first:?}");
-        let samples: Vec<_> = (0..100).map(|_| s.sample()).collect();
+        let samples: Vec<_> = (0..100).map(|_| s.next_sample()).collect();
         let unchanged_temperature = samples
             .windows(2)
             .filter(|w| w[0].temperature == w[1].temperature)
@@ -270,19 +288,23 @@ mod tests {
     }
 
     #[test]
-    fn readings_carry_all_five_names() {
-        let readings = Sensors::new(0, 0).sample().readings();
-        assert_eq!(readings.len(), 5);
-        assert_eq!(readings.validate(), Ok(()));
-        for name in [
-            names::TEMPERATURE,
-            names::HUMIDITY,
-            names::BATTERY,
-            names::RSSI,
-            names::PRESSURE,
-        ] {
-            assert!(readings.get(name).is_some(), "{name}");
+    fn the_trait_reports_five_named_readings_in_a_fixed_order() {
+        let mut sensors = SimSensors::new(0, 0);
+        let names: Vec<&str> = sensors.names().iter().map(ReadingName::as_str).collect();
+        assert_eq!(
+            names,
+            ["temperature", "humidity", "battery", "rssi", "pressure"]
+        );
+        let mut twin = sensors.clone();
+        for _ in 0..10 {
+            let mut values = [0.0; 5];
+            Sensors::sample(&mut sensors, &mut values);
+            let expected = twin.next_sample();
+            assert_eq!(values, expected.values(), "same stream through the trait");
+            assert_eq!(values[0], expected.temperature);
+            assert_eq!(values[3], expected.rssi);
         }
+        assert_eq!(sensors.deadband(0), 0.0, "any change is reported");
     }
 
     #[test]

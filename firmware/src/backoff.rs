@@ -1,5 +1,5 @@
-//! Reconnection delays: exponential backoff with jitter, sans I/O (the caller supplies the
-//! randomness), so it can move to the firmware core with the state machine.
+//! Reconnection delays: exponential backoff with jitter, sans I/O: the caller supplies the
+//! randomness (a board's RNG peripheral, `rand` in the simulator) and does the waiting.
 //!
 //! Jitter matters here: when the broker restarts, fifty simulated (or real) modules lose their
 //! connection at the same instant, and without jitter they would all reconnect in lockstep.
@@ -18,7 +18,9 @@ pub const MAX: Duration = Duration::from_secs(30);
 pub struct Backoff {
     /// Base of the next delay (before jitter).
     next: Duration,
+    /// Where `next` starts again after [`Backoff::reset`].
     initial: Duration,
+    /// Cap of `next`, so a long outage still retries at a steady pace.
     max: Duration,
 }
 
@@ -54,6 +56,8 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    use std::vec::Vec;
+
     use super::*;
 
     #[test]
