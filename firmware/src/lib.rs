@@ -10,6 +10,8 @@
 //!   message by reading index (named for MQTT by [`TelemetryReport::to_telemetry`]).
 //! - [`backoff`]: reconnection delays (exponential, jittered; the caller supplies randomness).
 //! - [`io`]: [`Clock`] and [`Transport`], what a link driver needs from a board.
+//! - [`link`]: [`SerialFirmware`], the serial link driver (framing, handshake, acks) over a
+//!   [`Transport`] and a [`Clock`]: what a board's main loop (and `firmware-sim --serial`) runs.
 //!
 //! Data flow: the driver (the simulator's MQTT task, a board's main loop) reads its clock, feeds
 //! [`ModuleCore`] its inputs, drains [`ModuleCore::poll_output`], and encodes each message with
@@ -27,12 +29,14 @@ extern crate std;
 
 pub mod backoff;
 pub mod io;
+pub mod link;
 pub mod module;
 pub mod sensors;
 pub mod telemetry;
 
 pub use backoff::Backoff;
 pub use io::{Clock, Transport};
+pub use link::{LinkConfig, LinkState, SerialFirmware};
 pub use module::{CommandRejected, CoreConfig, LastCommand, ModuleCore, Outgoing, Output};
 pub use sensors::Sensors;
 pub use telemetry::TelemetryReport;

@@ -246,6 +246,25 @@ impl<S: Sensors> ModuleCore<S> {
         result
     }
 
+    /// Settings the hub asked for outside a command (a serial link's `Accept`): applied like
+    /// the matching commands, but not remembered as "the last command" (they have no id).
+    pub fn apply_settings(
+        &mut self,
+        now: Duration,
+        heartbeat_ms: u32,
+        telemetry_ms: u32,
+    ) -> Result<(), CommandRejected> {
+        if u128::from(heartbeat_ms) != self.heartbeat_interval.as_millis() {
+            let action = CommandAction::SetHeartbeatInterval { ms: heartbeat_ms };
+            self.execute(now, &Command { id: 0, action })?;
+        }
+        if u128::from(telemetry_ms) != self.telemetry_interval.as_millis() {
+            let action = CommandAction::SetTelemetryInterval { ms: telemetry_ms };
+            self.execute(now, &Command { id: 0, action })?;
+        }
+        Ok(())
+    }
+
     /// The last command executed, if any (for a board that resets for real on reboot).
     pub fn last_command(&self) -> Option<LastCommand> {
         self.last_command
@@ -366,6 +385,11 @@ impl<S: Sensors> ModuleCore<S> {
     /// True while the link is up.
     pub fn is_online(&self) -> bool {
         self.online
+    }
+
+    /// The firmware version announced in hellos.
+    pub fn firmware_version(&self) -> &FirmwareVersion {
+        &self.config.fw
     }
 
     /// Current heartbeat interval.
