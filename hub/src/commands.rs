@@ -1,20 +1,38 @@
-//! Hub → module commands: numbered, encoded the way the module speaks (the encoding of its
-//! hello), and published on its `mc/<id>/cmd` topic through the hub's broker link.
+//! Hub → module commands: numbered hub-wide and sent over the transport that carries the
+//! module right now. This is the one place that decides:
+//! - **serial**: the module's port task sends `Downlink::Command` to its address and waits for
+//!   the `Ack`, sending the same command again (same id) up to 3 times, 1 s apart; the caller
+//!   gets the module's result ([`Delivery::Acknowledged`]) or [`CommandError::NotAcknowledged`].
+//! - **MQTT** (or no live connection): encoded the way the module speaks (the encoding of its
+//!   hello) and published on its `mc/<id>/cmd` topic through the hub's broker link; delivery is
+//!   at most once, nothing is retried ([`Delivery::Published`]).
 //!
-//! Delivery is at most once for now: a module that is offline does not get the command (the
-//! API refuses it with 409), and nothing is retried.
+//! A module that is offline does not get the command: the API refuses it with 409 first.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU32, Ordering},
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
 };
 
 use mc_protocol::{
     Command, CommandAction, Encoding, ModuleId, ModuleTopic, ProtocolError, TopicKind, codec,
+    link::CommandResult, message::Message,
 };
 use rumqttd::local::LinkTx;
+use tokio::sync::{mpsc::error::TrySendError, oneshot};
 
-/// Why a command could not be sent.
+use crate::{
+    connections::{Link, LiveConnections, SerialRoute},
+    ingest::serial::{
+        CommandFailure, PortRequest,
+        link::{ACK_TIMEOUT, COMMAND_ATTEMPTS, MAX_QUEUED_COMMANDS},
+    },
+};
+
+/// Why a command could not be sent (or got no answer).
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// The command breaks a protocol rule (e.g. an interval out of range).
@@ -23,45 +41,121 @@ pub enum CommandError {
     /// The broker link refused it (full, or the broker is gone).
     #[error("broker link unavailable: {0}")]
     Link(String),
+    /// A serial module did not acknowledge it (every attempt timed out, or its session ended
+    /// first).
+    #[error("the module did not acknowledge the command: {0}")]
+    NotAcknowledged(CommandFailure),
+    /// Too many commands are waiting for this module (or its port).
+    #[error("too many commands waiting for this module")]
+    Busy,
 }
 
-/// Sends commands to modules; cheap to clone.
+/// How far a command got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Published on the module's MQTT command topic (no acknowledgement in that protocol).
+    Published,
+    /// A serial module carried it out (or refused it) and said so.
+    Acknowledged(CommandResult),
+}
+
+/// Sends commands to modules over their transport; cheap to clone.
 #[derive(Clone)]
-pub struct CommandPublisher {
+pub struct CommandRouter {
     /// `LinkTx::try_publish` needs `&mut`; it never blocks, so a plain mutex is enough.
-    link: Arc<Mutex<LinkTx>>,
+    mqtt: Arc<Mutex<LinkTx>>,
+    /// Who is connected how.
+    connections: LiveConnections,
     next_id: Arc<AtomicU32>,
 }
 
-impl CommandPublisher {
-    /// Publishes through `link`.
-    pub fn new(link: LinkTx) -> Self {
+impl CommandRouter {
+    /// Publishes MQTT commands through `link`; finds serial modules in `connections`.
+    pub fn new(link: LinkTx, connections: LiveConnections) -> Self {
         Self {
-            link: Arc::new(Mutex::new(link)),
+            mqtt: Arc::new(Mutex::new(link)),
+            connections,
             next_id: Arc::new(AtomicU32::new(1)),
         }
     }
 
-    /// Sends `action` to `module` in `encoding`; returns the command id.
-    pub fn send(
+    /// Sends `action` to `module` (MQTT commands in `encoding`); returns the command and how
+    /// far it got. For a serial module this waits for its acknowledgement (a few seconds at
+    /// most).
+    pub async fn send(
         &self,
         module: &ModuleId,
         action: CommandAction,
         encoding: Encoding,
-    ) -> Result<Command, CommandError> {
+    ) -> Result<(Command, Delivery), CommandError> {
         let command = Command {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             action,
         };
-        let payload = codec::encode(&command, encoding)?;
+        command.validate()?;
+        match self.connections.link(module) {
+            Some((session, Link::Serial(route))) => {
+                let result = send_serial(&route, session, command.clone()).await?;
+                Ok((command, Delivery::Acknowledged(result)))
+            }
+            Some((_, Link::Mqtt)) | None => {
+                self.publish(module, &command, encoding)?;
+                Ok((command, Delivery::Published))
+            }
+        }
+    }
+
+    fn publish(
+        &self,
+        module: &ModuleId,
+        command: &Command,
+        encoding: Encoding,
+    ) -> Result<(), CommandError> {
+        let payload = codec::encode(command, encoding)?;
         let topic = ModuleTopic::new(module.clone(), TopicKind::Cmd).to_string();
         let mut link = self
-            .link
+            .mqtt
             .lock()
             .map_err(|_| CommandError::Link("poisoned".into()))?;
         link.try_publish(topic, payload)
             .map_err(|e| CommandError::Link(e.to_string()))?;
-        tracing::info!(%module, id = command.id, action = ?command.action, "command sent");
-        Ok(command)
+        tracing::info!(%module, id = command.id, action = ?command.action, "command published");
+        Ok(())
+    }
+}
+
+/// Longest wait for a serial command's outcome: every command queued before it, then its own
+/// attempts, and a margin. The port task answers well before; this only guards against a
+/// port task that is gone.
+const SERIAL_WAIT: Duration = Duration::from_secs(
+    ACK_TIMEOUT.as_secs() * COMMAND_ATTEMPTS as u64 * MAX_QUEUED_COMMANDS as u64 + 2,
+);
+
+async fn send_serial(
+    route: &SerialRoute,
+    session: u64,
+    command: Command,
+) -> Result<CommandResult, CommandError> {
+    let (reply, outcome) = oneshot::channel();
+    let id = command.id;
+    let request = PortRequest::Command {
+        address: route.address,
+        session,
+        command,
+        reply,
+    };
+    match route.requests.try_send(request) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => return Err(CommandError::Busy),
+        Err(TrySendError::Closed(_)) => {
+            return Err(CommandError::NotAcknowledged(CommandFailure::SessionEnded));
+        }
+    }
+    tracing::debug!(port = %route.port, address = route.address, id, "command queued for a serial module");
+    match tokio::time::timeout(SERIAL_WAIT, outcome).await {
+        Ok(Ok(Ok(result))) => Ok(result),
+        Ok(Ok(Err(CommandFailure::Busy))) => Err(CommandError::Busy),
+        Ok(Ok(Err(failure))) => Err(CommandError::NotAcknowledged(failure)),
+        Ok(Err(_)) | Err(_) => Err(CommandError::NotAcknowledged(CommandFailure::SessionEnded)),
     }
 }

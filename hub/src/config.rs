@@ -39,6 +39,68 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Serial ports with modules speaking the native link protocol, as `PATH[@BAUD]` (baud
+    /// default [`DEFAULT_BAUD`]), e.g. `["/dev/ttyUSB0@115200"]`. Default none.
+    pub serial: Vec<SerialPortSpec>,
+}
+
+/// Baud rate of a serial port given without one (the link protocol's default).
+pub const DEFAULT_BAUD: u32 = 115_200;
+/// Baud rates the hub accepts: what common UARTs and USB adapters can be set to.
+pub const BAUD_RANGE: std::ops::RangeInclusive<u32> = 50..=4_000_000;
+
+/// A serial port to serve: its path and line speed (8N1, no flow control). Written
+/// `PATH[@BAUD]` in flags, the environment and the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialPortSpec {
+    /// The device, or a stable symlink to it (`/dev/serial/by-id/...`): opened anew on every
+    /// reopen, so a re-pointed symlink is followed.
+    pub path: PathBuf,
+    /// Line speed.
+    pub baud: u32,
+}
+
+impl std::str::FromStr for SerialPortSpec {
+    type Err = String;
+
+    /// `PATH` or `PATH@BAUD`; ranges are checked by [`Config::validate`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (path, baud) = match s.rsplit_once('@') {
+            Some((path, baud)) => {
+                let baud = baud.parse::<u32>().map_err(|_| {
+                    format!(
+                        "{s:?}: expected PATH[@BAUD] with a numeric baud rate, e.g. {path}@115200"
+                    )
+                })?;
+                (path, baud)
+            }
+            None => (s, DEFAULT_BAUD),
+        };
+        Ok(Self {
+            path: PathBuf::from(path.trim()),
+            baud,
+        })
+    }
+}
+
+impl std::fmt::Display for SerialPortSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.path.display(), self.baud)
+    }
+}
+
+impl Serialize for SerialPortSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SerialPortSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Realtime delivery settings.
@@ -117,6 +179,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             demo: DemoConfig::default(),
             log_format: LogFormat::Text,
+            serial: Vec::new(),
         }
     }
 }
@@ -279,6 +342,7 @@ impl Config {
                 message: "each deadband must be a finite number >= 0".into(),
             });
         }
+        self.validate_serial()?;
         let dir_err = |source| ConfigError::DataDir {
             path: self.data_dir.clone(),
             source,
@@ -287,6 +351,34 @@ impl Config {
         let probe = self.data_dir.join(".write-test");
         std::fs::write(&probe, b"ok").map_err(dir_err)?;
         let _ = std::fs::remove_file(probe);
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_serial(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            setting: "serial",
+            message,
+        };
+        for (i, spec) in self.serial.iter().enumerate() {
+            if spec.path.as_os_str().is_empty() {
+                return Err(invalid(format!(
+                    "{spec}: empty path; expected PATH[@BAUD], e.g. /dev/ttyUSB0@115200"
+                )));
+            }
+            if !BAUD_RANGE.contains(&spec.baud) {
+                return Err(invalid(format!(
+                    "{spec}: baud rate {} is out of range {}..={}",
+                    spec.baud,
+                    BAUD_RANGE.start(),
+                    BAUD_RANGE.end()
+                )));
+            }
+            if self.serial[..i].iter().any(|s| s.path == spec.path) {
+                return Err(invalid(format!("{} is listed twice", spec.path.display())));
+            }
+        }
         Ok(())
     }
 }
@@ -353,6 +445,45 @@ mod tests {
         std::fs::write(&path, "htttp = \"x\"\n").unwrap();
         let e = Config::from_file(&path).unwrap_err().to_string();
         assert!(e.contains("htttp"), "{e}");
+    }
+
+    #[test]
+    fn serial_ports_parse_from_text_and_are_validated() {
+        let spec: SerialPortSpec = "/dev/ttyUSB0".parse().unwrap();
+        assert_eq!(spec.path, PathBuf::from("/dev/ttyUSB0"));
+        assert_eq!(spec.baud, DEFAULT_BAUD);
+        let spec: SerialPortSpec = "/dev/ttyACM1@57600".parse().unwrap();
+        assert_eq!(
+            (spec.path.to_str(), spec.baud),
+            (Some("/dev/ttyACM1"), 57_600)
+        );
+        assert_eq!(spec.to_string(), "/dev/ttyACM1@57600");
+        let e = "/dev/ttyUSB0@fast".parse::<SerialPortSpec>().unwrap_err();
+        assert!(e.contains("numeric baud rate"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "serial = [\"/dev/ttyUSB0@9600\", \"/dev/ttyUSB1\"]\n",
+        )
+        .unwrap();
+        let mut c = Config::from_file(&path).unwrap();
+        assert_eq!(c.serial.len(), 2);
+        assert_eq!(c.serial[1].baud, DEFAULT_BAUD);
+        std::fs::write(&path, "serial = [\"/dev/ttyUSB0@x\"]\n").unwrap();
+        let e = Config::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("numeric baud rate"), "{e}");
+
+        c.data_dir = dir.path().join("data");
+        assert!(c.validate().is_ok());
+        for bad in ["@9600", "/dev/ttyUSB0@10", "/dev/ttyUSB0@4000001"] {
+            c.serial = vec![bad.parse().unwrap()];
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("invalid setting serial"), "{bad}: {e}");
+        }
+        c.serial = vec!["/dev/a".parse().unwrap(), "/dev/a@9600".parse().unwrap()];
+        assert!(c.validate().unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

@@ -1,48 +1,270 @@
-//! The modules connected through the gateway right now, so that the hub can close a module's
-//! connection when its token is rotated or it is removed from the registry.
+//! The modules connected right now, whatever their transport, and the hub-wide numbering of
+//! their sessions.
+//!
+//! Both transports register each accepted connection here: the MQTT gateway after
+//! authentication, a serial port task after an accepted hello. From this one map the hub
+//! - closes a module's connection when the registry says so (disabled, removed, token rotated:
+//!   [`crate::registry`]);
+//! - routes a command to the transport that carries the module ([`crate::commands`]);
+//! - refuses a second serial link for a module that another link already carries.
+//!
+//! Session numbers come from one counter, so that the tracker can tell a takeover from a stale
+//! disconnect whichever transports the old and the new connection use.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use mc_protocol::ModuleId;
+use serde::Serialize;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Live gateway connections by module; cheap to clone.
+use crate::ingest::serial::PortRequest;
+
+/// How a module reaches the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Through the MQTT gateway.
+    Mqtt,
+    /// On a serial port, with the native link protocol.
+    Serial,
+}
+
+/// The connection that carries a module.
+#[derive(Debug, Clone)]
+pub enum Link {
+    /// An MQTT connection through the gateway (authenticated by the module's token).
+    Mqtt,
+    /// A link session on a serial port (trusted like a cable: no token).
+    Serial(SerialRoute),
+}
+
+impl Link {
+    /// Which transport.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Self::Mqtt => Transport::Mqtt,
+            Self::Serial(_) => Transport::Serial,
+        }
+    }
+
+    /// True when both are the same way in: MQTT, or the same port and address. A new session
+    /// on the same way in replaces the old one (a reconnect); on another way in, it competes.
+    fn same_way_in(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Mqtt, Self::Mqtt) => true,
+            (Self::Serial(a), Self::Serial(b)) => a.port == b.port && a.address == b.address,
+            _ => false,
+        }
+    }
+}
+
+/// Where a serial module is: the port task to ask and the address on that port.
+#[derive(Debug, Clone)]
+pub struct SerialRoute {
+    /// The port's path, as configured.
+    pub port: Arc<str>,
+    /// The module's address on the port (0 point to point).
+    pub address: u8,
+    /// The port task's request queue (commands).
+    pub requests: mpsc::Sender<PortRequest>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    session: u64,
+    /// Cancelled to close the connection.
+    token: CancellationToken,
+    link: Link,
+}
+
+/// Live connections by module, and the session counter; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct LiveConnections {
-    inner: Arc<Mutex<HashMap<ModuleId, (u64, CancellationToken)>>>,
+    inner: Arc<Mutex<HashMap<ModuleId, Entry>>>,
+    /// The last session number handed out.
+    sessions: Arc<AtomicU64>,
 }
 
 impl LiveConnections {
-    /// Registers connection `session` of `module`; the token is cancelled to close it.
-    pub fn insert(&self, module: &ModuleId, session: u64) -> CancellationToken {
+    /// A new hub-wide session number (never 0, never reused while the hub runs).
+    pub fn next_session(&self) -> u64 {
+        self.sessions.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers connection `session` of `module`; the token is cancelled to close it. An
+    /// entry it replaces on another transport is closed (the newest connection wins, as an
+    /// MQTT takeover); one on the same way in is left to its owner, which sees the takeover.
+    pub fn insert(&self, module: &ModuleId, session: u64, link: Link) -> CancellationToken {
         let token = CancellationToken::new();
-        if let Ok(mut map) = self.inner.lock() {
-            map.insert(module.clone(), (session, token.clone()));
+        let way_in = link.clone();
+        let entry = Entry {
+            session,
+            token: token.clone(),
+            link,
+        };
+        let replaced = match self.inner.lock() {
+            Ok(mut map) => map
+                .insert(module.clone(), entry)
+                .filter(|old| !old.link.same_way_in(&way_in)),
+            Err(_) => None,
+        };
+        if let Some(old) = replaced {
+            old.token.cancel();
         }
         token
+    }
+
+    /// Like [`insert`](Self::insert), unless another way in already carries `module`: then
+    /// nothing changes and the transport that carries it is returned.
+    pub fn claim(
+        &self,
+        module: &ModuleId,
+        session: u64,
+        link: Link,
+    ) -> Result<CancellationToken, Transport> {
+        let mut map = self.inner.lock().map_err(|_| link.transport())?;
+        if let Some(existing) = map.get(module)
+            && !existing.link.same_way_in(&link)
+        {
+            return Err(existing.link.transport());
+        }
+        let token = CancellationToken::new();
+        map.insert(
+            module.clone(),
+            Entry {
+                session,
+                token: token.clone(),
+                link,
+            },
+        );
+        Ok(token)
     }
 
     /// Forgets connection `session` (only if it is still the registered one).
     pub fn remove(&self, module: &ModuleId, session: u64) {
         if let Ok(mut map) = self.inner.lock()
-            && map.get(module).is_some_and(|(s, _)| *s == session)
+            && map.get(module).is_some_and(|e| e.session == session)
         {
             map.remove(module);
         }
     }
 
-    /// Closes the module's connection, if it has one; true if it had.
+    /// Closes the module's connection, whatever its transport (disabled, removed); true if
+    /// it had one.
     pub fn close(&self, module: &ModuleId) -> bool {
-        let entry = self.inner.lock().ok().and_then(|mut m| m.remove(module));
+        self.close_if(module, |_| true)
+    }
+
+    /// Closes the module's connection if it was authenticated by its token (MQTT), after a
+    /// token rotation; a serial link has no token and stays up. True if one was closed.
+    pub fn close_token_authenticated(&self, module: &ModuleId) -> bool {
+        self.close_if(module, |link| matches!(link, Link::Mqtt))
+    }
+
+    fn close_if(&self, module: &ModuleId, pred: impl Fn(&Link) -> bool) -> bool {
+        let entry = self.inner.lock().ok().and_then(|mut map| {
+            if map.get(module).is_some_and(|e| pred(&e.link)) {
+                map.remove(module)
+            } else {
+                None
+            }
+        });
         match entry {
-            Some((_, token)) => {
-                token.cancel();
+            Some(entry) => {
+                entry.token.cancel();
                 true
             }
             None => false,
         }
+    }
+
+    /// The module's current connection: its session and link.
+    pub fn link(&self, module: &ModuleId) -> Option<(u64, Link)> {
+        let map = self.inner.lock().ok()?;
+        map.get(module).map(|e| (e.session, e.link.clone()))
+    }
+
+    /// The transport of the module's current connection.
+    pub fn transport(&self, module: &ModuleId) -> Option<Transport> {
+        let map = self.inner.lock().ok()?;
+        map.get(module).map(|e| e.link.transport())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serial(port: &str, address: u8) -> Link {
+        let (requests, _) = mpsc::channel(1);
+        Link::Serial(SerialRoute {
+            port: port.into(),
+            address,
+            requests,
+        })
+    }
+
+    #[test]
+    fn sessions_are_numbered_hub_wide() {
+        let live = LiveConnections::default();
+        let a = live.next_session();
+        let b = live.clone().next_session();
+        assert!(a > 0 && b > a);
+    }
+
+    #[test]
+    fn another_way_in_is_refused_the_same_way_in_replaces() {
+        let live = LiveConnections::default();
+        let m = ModuleId::new("MC-1").unwrap();
+        let first = live.claim(&m, 1, serial("/dev/a", 0)).unwrap();
+        assert_eq!(
+            live.claim(&m, 2, serial("/dev/b", 0)).unwrap_err(),
+            Transport::Serial
+        );
+        assert_eq!(
+            live.claim(&m, 2, serial("/dev/a", 5)).unwrap_err(),
+            Transport::Serial
+        );
+        let second = live.claim(&m, 3, serial("/dev/a", 0)).unwrap();
+        assert!(!first.is_cancelled(), "its port task ends it");
+        live.remove(&m, 1);
+        assert_eq!(
+            live.link(&m).map(|(s, _)| s),
+            Some(3),
+            "stale remove ignored"
+        );
+        // An MQTT takeover closes the serial session.
+        live.insert(&m, 4, Link::Mqtt);
+        assert!(second.is_cancelled());
+        assert_eq!(live.transport(&m), Some(Transport::Mqtt));
+        assert_eq!(
+            live.claim(&m, 5, serial("/dev/a", 0)).unwrap_err(),
+            Transport::Mqtt
+        );
+    }
+
+    #[test]
+    fn token_rotation_closes_only_token_authenticated_links() {
+        let live = LiveConnections::default();
+        let (s, q) = (
+            ModuleId::new("MC-S").unwrap(),
+            ModuleId::new("MC-Q").unwrap(),
+        );
+        let serial_token = live.claim(&s, 1, serial("/dev/a", 0)).unwrap();
+        let mqtt_token = live.insert(&q, 2, Link::Mqtt);
+        assert!(!live.close_token_authenticated(&s));
+        assert!(!serial_token.is_cancelled());
+        assert!(live.close_token_authenticated(&q));
+        assert!(mqtt_token.is_cancelled());
+        assert!(live.close(&s), "disable and removal close any link");
+        assert!(serial_token.is_cancelled());
+        assert!(live.link(&s).is_none());
     }
 }

@@ -3,13 +3,17 @@
 //! # Layout (follow a message from a module to a browser)
 //! - [`broker`]: the embedded MQTT broker (rumqttd) behind our [`broker::gateway`], which
 //!   authenticates modules, enforces their topic ACL and reports connection lifecycles.
-//! - [`ingest`]: transports → typed [`ingest::ModuleEvent`]s ([`ingest::mqtt`] decodes payloads).
+//! - [`ingest`]: transports → typed [`ingest::ModuleEvent`]s ([`ingest::mqtt`] decodes payloads;
+//!   [`ingest::serial`] serves modules on serial ports with the native link protocol).
+//! - [`connections`]: every live module connection, whatever its transport, and the hub-wide
+//!   session numbers; the registry closes connections through it, commands are routed by it.
 //! - [`tracker`]: the single owner of module state; it drives [`liveness`] (online/offline,
 //!   deadlines, damping) and [`state`] (cache, revisions, diff) and emits only real changes.
 //! - [`realtime`]: Socket.IO rooms and [`realtime::EventsManager`]; event names and payloads in
 //!   [`realtime::events`].
 //! - [`web`]: the axum app: login/session, snapshot API, commands, embedded dashboard.
-//! - [`commands`]: hub → module commands, published through the broker.
+//! - [`commands`]: hub → module commands, over MQTT (published through the broker) or serial
+//!   (sent by the port task, acknowledged by the module).
 //! - [`store`]: SQLite (users, sessions, module registry). [`config`]: settings. [`demo`]:
 //!   `hub --demo`. [`metrics`]: counters.
 //!
@@ -20,6 +24,7 @@ pub mod authz;
 pub mod broker;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod ingest;
 pub mod liveness;
@@ -109,6 +114,10 @@ pub struct RunningHub {
     pub realtime: realtime::EventsManager,
     /// Demo credentials, when demo mode is on.
     pub demo: Option<demo::DemoInfo>,
+    /// The serial ports served (each is opened, and reopened, in the background).
+    pub serial_ports: Vec<config::SerialPortSpec>,
+    /// Live module connections, MQTT and serial.
+    pub connections: connections::LiveConnections,
     tasks: TaskTracker,
 }
 
@@ -173,7 +182,8 @@ pub async fn start(
         metrics.clone(),
         shutdown.clone(),
     ));
-    let commands = commands::CommandPublisher::new(embedded.link_tx);
+    let connections = connections::LiveConnections::default();
+    let commands = commands::CommandRouter::new(embedded.link_tx, connections.clone());
     let gateway = Arc::new(broker::gateway::Gateway::new(
         store.clone(),
         tracker_handle.events(),
@@ -181,9 +191,19 @@ pub async fn start(
         embedded.v4_addr,
         embedded.v5_addr,
         config.max_packet,
+        connections.clone(),
     ));
-    let connections = gateway.live.clone();
     tasks.spawn(gateway.run(listeners.mqtt, tasks.clone(), shutdown.clone()));
+
+    // Serial: one task per port, opened (and reopened) in the background.
+    let serial = ingest::serial::SerialContext {
+        store: store.clone(),
+        events: tracker_handle.events(),
+        metrics: metrics.clone(),
+        connections: connections.clone(),
+        heartbeat_timeout: config.liveness.heartbeat_timeout,
+    };
+    ingest::serial::start(&config.serial, &serial, &tasks, &shutdown);
 
     // HTTP.
     let registry_notifier = registry::RegistryNotifier::default();
@@ -192,6 +212,7 @@ pub async fn start(
         tracker: tracker_handle.clone(),
         session_ttl: config.session_ttl,
         commands,
+        connections: connections.clone(),
         events,
         throttle: Arc::default(),
         registry: registry_notifier.clone(),
@@ -211,7 +232,7 @@ pub async fn start(
         store: store.clone(),
         events: realtime_handle.clone(),
         tracker: tracker_handle.clone(),
-        connections,
+        connections: connections.clone(),
         notifier: registry_notifier,
     };
     tasks.spawn(watcher.run(shutdown.clone()));
@@ -264,6 +285,8 @@ pub async fn start(
         tracker: tracker_handle,
         realtime: realtime_handle,
         demo,
+        serial_ports: config.serial.clone(),
+        connections,
         tasks,
     })
 }

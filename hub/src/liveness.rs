@@ -38,6 +38,20 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Shortest liveness timeout.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// A module's liveness timeout, by the rule in the module docs: its own setting, else the
+/// hub's, else [`INTERVAL_MULTIPLIER`] × its announced interval, else [`DEFAULT_TIMEOUT`];
+/// clamped to [`MIN_TIMEOUT`]..=[`MAX_TIMEOUT`]. Serial link sessions expire by it too.
+pub fn timeout(
+    own: Option<Duration>,
+    hub: Option<Duration>,
+    announced: Option<Duration>,
+) -> Duration {
+    own.or(hub)
+        .or(announced.map(|i| i * INTERVAL_MULTIPLIER))
+        .unwrap_or(DEFAULT_TIMEOUT)
+        .clamp(MIN_TIMEOUT, MAX_TIMEOUT)
+}
+
 /// Liveness settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -187,12 +201,11 @@ impl LivenessTracker {
         if announced.is_some() {
             entry.announced = announced;
         }
-        let timeout = entry
-            .own_timeout
-            .or(self.config.heartbeat_timeout)
-            .or(entry.announced.map(|i| i * INTERVAL_MULTIPLIER))
-            .unwrap_or(DEFAULT_TIMEOUT)
-            .clamp(MIN_TIMEOUT, MAX_TIMEOUT);
+        let timeout = timeout(
+            entry.own_timeout,
+            self.config.heartbeat_timeout,
+            entry.announced,
+        );
         match &entry.silence_key {
             Some(key) => self.deadlines.reset_at(key, now + timeout),
             None => {

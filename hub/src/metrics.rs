@@ -5,9 +5,11 @@ use std::{
     ops::Deref,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
+
+use mc_protocol::link::LinkError;
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
@@ -18,6 +20,10 @@ impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
     /// Current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -27,7 +33,8 @@ impl Counter {
 /// The hub's counters.
 #[derive(Debug, Default)]
 pub struct MetricsInner {
-    /// MQTT messages decoded and handed to the tracker.
+    /// Module messages (hello, heartbeat, telemetry, will) decoded and handed to the tracker,
+    /// over MQTT or serial.
     pub messages_ingested: Counter,
     /// Socket.IO events emitted (one per emit call, whatever the audience size).
     pub events_emitted: Counter,
@@ -40,6 +47,8 @@ pub struct MetricsInner {
     /// Telemetry messages that changed nothing.
     pub telemetry_unchanged: Counter,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Per serial port, by configured path.
+    serial_ports: Mutex<BTreeMap<String, Arc<SerialPortMetrics>>>,
 }
 
 impl MetricsInner {
@@ -61,6 +70,87 @@ impl MetricsInner {
     /// All rejection counters.
     pub fn rejections(&self) -> BTreeMap<&'static str, u64> {
         self.rejected.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The counters of serial port `path` (created on first use; the port task keeps them).
+    pub fn serial_port(&self, path: &str) -> Arc<SerialPortMetrics> {
+        match self.serial_ports.lock() {
+            Ok(mut ports) => ports.entry(path.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Every serial port's counters, by path.
+    pub fn serial_ports(&self) -> BTreeMap<String, Arc<SerialPortMetrics>> {
+        self.serial_ports
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The counters of one serial port. Bad frames are also counted hub-wide by reason
+/// ([`MetricsInner::reject`]: `crc_mismatch`, `frame_too_long`, `handshake_required`...), like
+/// bad MQTT input.
+#[derive(Debug, Default)]
+pub struct SerialPortMetrics {
+    /// The port is open now.
+    pub open: AtomicBool,
+    /// Frames received that decoded.
+    pub frames_in: Counter,
+    /// Frames sent.
+    pub frames_out: Counter,
+    /// Frames received that did not decode (any [`FrameError`](mc_protocol::link::FrameError)).
+    pub frame_errors: Counter,
+    /// Times the port was opened again after it failed or disappeared.
+    pub reopens: Counter,
+    /// Attempts to open the port that failed.
+    pub open_failures: Counter,
+    /// Unfinished frames dropped when the port closed mid-frame.
+    pub partial_frames_dropped: Counter,
+    /// Error replies not sent because of the per-port rate limit.
+    pub error_replies_suppressed: Counter,
+    /// Frames not sent because the port did not take them in time.
+    pub write_timeouts: Counter,
+    /// `Error` reports received from modules, by [`LinkError`] tag.
+    peer_errors: [Counter; 5],
+}
+
+impl SerialPortMetrics {
+    /// Counts an `Error` report from a module.
+    pub fn peer_error(&self, error: LinkError) {
+        self.peer_errors[link_error_index(error)].inc();
+    }
+
+    /// `Error` reports received so far with `error`'s code.
+    pub fn peer_errors(&self, error: LinkError) -> u64 {
+        self.peer_errors[link_error_index(error)].get()
+    }
+
+    /// Whether the port is open now.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// A stable label for a link error code, for logs.
+pub const fn link_error_label(error: LinkError) -> &'static str {
+    [
+        "frame_too_long",
+        "crc_mismatch",
+        "unknown_message",
+        "version_mismatch",
+        "malformed",
+    ][link_error_index(error)]
+}
+
+const fn link_error_index(error: LinkError) -> usize {
+    match error {
+        LinkError::FrameTooLong => 0,
+        LinkError::CrcMismatch => 1,
+        LinkError::UnknownMessage => 2,
+        LinkError::VersionMismatch { .. } => 3,
+        LinkError::Malformed => 4,
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    broker::connections::LiveConnections,
+    connections::LiveConnections,
     ingest::ModuleEvent,
     realtime::{EventsManager, events},
     store::{RegistryChange, Store, StoreError},
@@ -150,8 +150,9 @@ impl RegistryWatcher {
                     tracing::info!(module = %id, "module disabled: connection closed");
                 }
             }
+            // Serial links have no token: they stay up.
             ("module_token", Some(id), _) => {
-                if self.connections.close(&id) {
+                if self.connections.close_token_authenticated(&id) {
                     tracing::info!(module = %id, "token rotated: connection closed");
                 }
             }

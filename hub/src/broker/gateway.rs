@@ -2,14 +2,7 @@
 //! the internal listener of its protocol version, enforces its topic ACL, and tells the tracker
 //! when its connection starts and ends (and whether it ended cleanly).
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::{Buf, BytesMut};
 use mc_protocol::{ModuleId, ModuleTopic, TopicKind};
@@ -20,11 +13,9 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{
-    connections::LiveConnections,
-    packet::{self, Refusal, kind},
-};
+use super::packet::{self, Refusal, kind};
 use crate::{
+    connections::{Link, LiveConnections},
     ingest::ModuleEvent,
     metrics::Metrics,
     store::{ModuleRecord, Store},
@@ -49,14 +40,13 @@ pub struct Gateway {
     pub v5_addr: SocketAddr,
     /// Largest packet a module may send (payload cap plus headers).
     pub max_packet: usize,
-    /// Numbers connections, so that stale disconnects and wills are recognised.
-    sessions: AtomicU64,
-    /// Open connections, closable by the registry (token rotation, removal).
+    /// Open connections (closable by the registry: token rotation, removal) and the hub-wide
+    /// session numbers, which let the tracker recognise stale disconnects and wills.
     pub live: LiveConnections,
 }
 
 impl Gateway {
-    /// A gateway with these settings.
+    /// A gateway with these settings, registering its connections in `live`.
     pub fn new(
         store: Store,
         events: mpsc::Sender<ModuleEvent>,
@@ -64,6 +54,7 @@ impl Gateway {
         v4_addr: SocketAddr,
         v5_addr: SocketAddr,
         max_packet: usize,
+        live: LiveConnections,
     ) -> Self {
         Self {
             store,
@@ -72,8 +63,7 @@ impl Gateway {
             v4_addr,
             v5_addr,
             max_packet,
-            sessions: AtomicU64::new(1),
-            live: LiveConnections::default(),
+            live,
         }
     }
 
@@ -192,7 +182,7 @@ impl Gateway {
         // CONNECT, so the tracker always learns of the new session first and recognises the
         // old connection's end (and its last will) as stale.
         let module = record.id.clone();
-        let session = self.sessions.fetch_add(1, Ordering::Relaxed);
+        let session = self.live.next_session();
         if self
             .events
             .send(ModuleEvent::Connected { record, session })
@@ -228,7 +218,7 @@ impl Gateway {
         };
         let upstream_fut =
             self.forward_client(&module, info.level, &mut client_rd, &mut upstream_wr, buf);
-        let closed_by_hub = self.live.insert(&module, session);
+        let closed_by_hub = self.live.insert(&module, session, Link::Mqtt);
         let clean = tokio::select! {
             clean = upstream_fut => clean,
             _ = downstream => false,

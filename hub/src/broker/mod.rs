@@ -13,7 +13,6 @@
 //! proper CONNACK refusals, routes by protocol level to one port, restricts each module to its
 //! own topics, and reports each connection's start and end to the tracker.
 
-pub mod connections;
 pub mod gateway;
 pub mod packet;
 

@@ -1,7 +1,9 @@
-//! Transports turn bytes into typed [`ModuleEvent`]s for the tracker. Everything that can be
+//! Transports turn bytes into typed [`ModuleEvent`]s for the tracker: [`mqtt`] (payloads the
+//! broker forwards) and [`serial`] (frames on serial ports). Everything that can be
 //! wrong with the bytes is decided here (and counted); the tracker only sees valid messages.
 
 pub mod mqtt;
+pub mod serial;
 
 use mc_protocol::{Encoding, Heartbeat, Hello, ModuleId, Telemetry};
 
@@ -30,7 +32,9 @@ pub enum ModuleEvent {
         module: ModuleId,
         /// Which connection.
         session: u64,
-        /// True for a clean MQTT DISCONNECT (no last will).
+        /// True for a clean MQTT DISCONNECT (no last will). A serial link session always ends
+        /// unclean (port lost, closed by the hub, silent, replaced): no will follows, and the
+        /// module is offline at once either way.
         clean: bool,
     },
     /// Birth certificate, and the encoding the module speaks (commands go back in it).

@@ -26,6 +26,9 @@ pub enum ApiError {
     TooManyAttempts(std::time::Duration),
     /// 503: a part of the hub did not answer in time.
     Unavailable,
+    /// 504: a module did not answer in time (e.g. a serial module never acknowledged a
+    /// command).
+    Timeout(String),
     /// 500: logged, not explained.
     Internal(String),
 }
@@ -54,6 +57,7 @@ impl IntoResponse for ApiError {
                 "unavailable",
                 "temporarily unavailable",
             ),
+            Self::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, "timeout", m.as_str()),
             Self::TooManyAttempts(wait) => {
                 let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let body = Json(Body {

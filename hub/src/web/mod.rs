@@ -18,7 +18,8 @@ use axum::{
 };
 
 use crate::{
-    commands::CommandPublisher, realtime::EventsManager, store::Store, tracker::TrackerHandle,
+    commands::CommandRouter, connections::LiveConnections, realtime::EventsManager, store::Store,
+    tracker::TrackerHandle,
 };
 
 /// What handlers share.
@@ -30,8 +31,10 @@ pub struct AppState {
     pub tracker: TrackerHandle,
     /// Lifetime of a login session.
     pub session_ttl: Duration,
-    /// Sends commands to modules.
-    pub commands: CommandPublisher,
+    /// Sends commands to modules, over MQTT or serial.
+    pub commands: CommandRouter,
+    /// Who is connected how (the snapshot shows each live module's transport).
+    pub connections: LiveConnections,
     /// Emits realtime events (logins and logouts go to admins).
     pub events: EventsManager,
     /// Wakes the registry watcher after a change (it applies the effects).

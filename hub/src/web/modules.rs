@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::{AppState, auth::CurrentUser, error::ApiError};
 use crate::{
     authz,
+    connections::Transport,
     liveness::{MAX_TIMEOUT, MIN_TIMEOUT},
     realtime::events::timestamp,
     store::{ModulePatch, ModuleRecord, NewModule, StoreError, User},
@@ -40,9 +41,13 @@ pub struct ModuleView {
     readings: BTreeMap<String, f32>,
     rev: u64,
     fw: Option<String>,
+    /// `mqtt` or `serial` while online.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transport: Option<Transport>,
 }
 
-fn view(r: ModuleRecord, l: Option<&LiveModule>) -> ModuleView {
+fn view(r: ModuleRecord, l: Option<&LiveModule>, transport: Option<Transport>) -> ModuleView {
+    let online = l.is_some_and(|l| l.online);
     ModuleView {
         module_id: r.id.to_string(),
         name: r.name,
@@ -56,6 +61,7 @@ fn view(r: ModuleRecord, l: Option<&LiveModule>) -> ModuleView {
         readings: l.map(|l| l.readings.clone()).unwrap_or_default(),
         rev: l.map_or(0, |l| l.rev),
         fw: l.and_then(|l| l.fw.clone()),
+        transport: transport.filter(|_| online),
     }
 }
 
@@ -81,7 +87,8 @@ pub async fn list(
         .filter(|r| authz::can_manage_module(&user, r))
         .map(|r| {
             let l = live.get(&r.id);
-            view(r, l)
+            let transport = state.connections.transport(&r.id);
+            view(r, l, transport)
         })
         .collect();
     Ok(Json(ModulesResponse { modules }))
@@ -209,7 +216,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(WithPassword {
-            module: view(record, None),
+            module: view(record, None, None),
             password,
         }),
     ))
@@ -273,7 +280,8 @@ pub async fn update(
         .ok_or(ApiError::NotFound)?;
     state.registry.changed();
     let live = state.tracker.module(&after.id).await;
-    Ok(Json(view(after, live.as_ref())))
+    let transport = state.connections.transport(&after.id);
+    Ok(Json(view(after, live.as_ref(), transport)))
 }
 
 /// `DELETE /api/modules/{id}`: unregisters the module and closes its connection.
@@ -292,7 +300,7 @@ pub async fn remove(
 }
 
 /// `POST /api/modules/{id}/token`: a new MQTT password (shown once); the old one stops working
-/// and the module's live connection is closed.
+/// and the module's live MQTT connection is closed (a serial link has no token: it stays up).
 pub async fn rotate_token(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -303,8 +311,9 @@ pub async fn rotate_token(
     state.registry.changed();
     tracing::info!(module = %record.id, by = user.id, "module token rotated");
     let live = state.tracker.module(&record.id).await;
+    let transport = state.connections.transport(&record.id);
     Ok(Json(WithPassword {
-        module: view(record, live.as_ref()),
+        module: view(record, live.as_ref(), transport),
         password,
     }))
 }

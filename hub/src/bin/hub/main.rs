@@ -70,6 +70,15 @@ struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "HUB_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Serial port with a module speaking the native link, as PATH[@BAUD] (baud default
+    /// 115200; repeatable, or comma-separated in the environment), e.g. `/dev/ttyUSB0@115200`.
+    #[arg(
+        long = "serial",
+        env = "HUB_SERIAL",
+        value_delimiter = ',',
+        value_name = "PATH[@BAUD]"
+    )]
+    serial: Vec<mc_hub::config::SerialPortSpec>,
 }
 
 impl ServeArgs {
@@ -105,6 +114,9 @@ impl ServeArgs {
         if let Some(v) = self.log_format {
             config.log_format = v;
         }
+        if !self.serial.is_empty() {
+            config.serial = self.serial;
+        }
         Ok(config)
     }
 }
@@ -132,6 +144,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "mc-hub listening: dashboard http://{}  MQTT {}",
         hub.http_addr, hub.mqtt_addr
     );
+    for port in &hub.serial_ports {
+        println!("serial modules on {port}");
+    }
     if let Some(demo) = &hub.demo {
         println!("demo: {} simulated modules", demo.modules.len());
         println!(

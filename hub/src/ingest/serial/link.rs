@@ -1,0 +1,1130 @@
+//! The link sessions of one serial port, by address: what the hub does with each frame a
+//! module sends, and what it answers (`hardware/PROTOCOL.md`, §4).
+//!
+//! - A `Hello` is checked against the registry and, when accepted, opens a session: a
+//!   hub-wide session number, `Connected` and `Hello` events for the tracker, an entry in
+//!   [`LiveConnections`](crate::connections::LiveConnections) (whose token the registry
+//!   cancels on disable or removal), the hello's reading names (telemetry refers to them by
+//!   index), and an `Accept`. A new hello at the same address is a new session, like an MQTT
+//!   reconnect: the tracker sees a takeover, not an offline flap.
+//! - Heartbeats and telemetry of a session become the same [`ModuleEvent`]s as over MQTT (the
+//!   same diff path); from an address without a session they get `Refuse(HandshakeRequired)`,
+//!   at most once per second per address: that is how a module learns that the hub restarted
+//!   or the port was reopened.
+//! - A command is sent, and sent again with the same id every [`ACK_TIMEOUT`] until the
+//!   module's `Ack`, at most [`COMMAND_ATTEMPTS`] times; one command at a time per module,
+//!   because the firmware de-duplicates by the id of its last command only.
+//! - A bad frame is counted by reason and answered with `Error` (or `Refuse(InvalidHello)`
+//!   for a hello that breaks a rule) to the port's last good address, at most
+//!   [`MAX_ERROR_REPLIES_PER_SECOND`] per port. It never affects the next frame.
+//! - A session ends when its port is lost, when the registry closes it, when a new hello
+//!   replaces it, or when the module stays silent past its liveness timeout: always as an
+//!   unclean disconnect, so the tracker marks the module offline at once (no last will follows
+//!   on a serial line).
+//!
+//! This type does no I/O: replies collect in an outbox that the port task writes.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt::Display,
+    sync::Arc,
+    time::Duration,
+};
+
+use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use mc_protocol::{
+    Command, Encoding, Hello, ModuleId, ProtocolError, ReadingName,
+    link::{
+        ADDRESS_MAX, Accept, Ack, CommandResult, Downlink, FrameError, LINK_VERSION, LinkError,
+        LinkHello, RefuseReason, Uplink,
+    },
+};
+use tokio::{
+    sync::oneshot,
+    time::{Instant, sleep_until},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{PortRequest, SerialContext};
+use crate::{
+    connections::{Link, SerialRoute},
+    ingest::ModuleEvent,
+    liveness,
+    metrics::{SerialPortMetrics, link_error_label},
+};
+
+/// How long the hub waits for a command's ack before sending it again.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How many times a command is sent before the hub gives up.
+pub const COMMAND_ATTEMPTS: u32 = 3;
+/// Commands waiting for one module (the one in flight included); more are refused as busy.
+pub const MAX_QUEUED_COMMANDS: usize = 4;
+/// Most `Error` replies per second on one port (line noise must not become a flood back).
+pub const MAX_ERROR_REPLIES_PER_SECOND: u32 = 10;
+/// Most refusals of a hello per second on one port (each may cost a registry write).
+pub const MAX_REFUSALS_PER_SECOND: u32 = 10;
+/// `Refuse(HandshakeRequired)` to one address at most this often.
+pub const HANDSHAKE_REFUSAL_INTERVAL: Duration = Duration::from_secs(1);
+/// A session silent for its liveness timeout plus this ends (the tracker has already marked
+/// the module offline): a module moved to another port is then not refused as a duplicate.
+pub const SESSION_EXPIRY_GRACE: Duration = Duration::from_secs(2);
+/// Bad input on a port is logged at `warn` at most this often (always at `debug`).
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a command got no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommandFailure {
+    /// Sent [`COMMAND_ATTEMPTS`] times, never acknowledged.
+    #[error("no acknowledgement after {0} attempts")]
+    NoAck(u32),
+    /// The module's session ended (port lost, new hello, registry change) before its ack.
+    #[error("the module's link session ended before it acknowledged")]
+    SessionEnded,
+    /// Too many commands are already waiting for this module.
+    #[error("too many commands waiting for this module")]
+    Busy,
+}
+
+/// An accepted module at one address.
+struct Session {
+    module: ModuleId,
+    /// Its hub-wide session number.
+    number: u64,
+    /// The hello's reading names: telemetry names readings by index into them.
+    schema: Vec<ReadingName>,
+    /// Cancelled by the registry (disabled, removed) or by another link taking over.
+    token: CancellationToken,
+    /// When the last frame from this address arrived.
+    last_heard: Instant,
+    /// Silence longer than this ends the session.
+    expires_after: Duration,
+    /// The command in flight first, then those waiting for it.
+    commands: VecDeque<PendingCommand>,
+}
+
+struct PendingCommand {
+    command: Command,
+    reply: oneshot::Sender<Result<CommandResult, CommandFailure>>,
+    /// Times sent so far.
+    attempts: u32,
+    /// When to send again (or give up); `None` while waiting behind another command.
+    resend_at: Option<Instant>,
+}
+
+/// At most `max` events per second.
+#[derive(Debug)]
+struct RateLimit {
+    max: u32,
+    window_start: Option<Instant>,
+    used: u32,
+}
+
+impl RateLimit {
+    fn per_second(max: u32) -> Self {
+        Self {
+            max,
+            window_start: None,
+            used: 0,
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        if self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1))
+        {
+            self.window_start = Some(now);
+            self.used = 0;
+        }
+        let allowed = self.used < self.max;
+        self.used += u32::from(allowed);
+        allowed
+    }
+}
+
+/// Says when a `warn` is due; counts what was only logged at `debug` in between.
+#[derive(Debug, Default)]
+struct WarnThrottle {
+    last: Option<Instant>,
+    quiet: u64,
+}
+
+impl WarnThrottle {
+    /// `Some(n)` when this one should be a warning (`n` went to debug since the last one).
+    fn warn_now(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < WARN_INTERVAL)
+        {
+            self.quiet += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.quiet))
+    }
+}
+
+/// The link sessions of one port and what to send back; see the module docs.
+pub struct LinkSessions {
+    /// The port's path as configured (logs, pending modules, routes).
+    port: Arc<str>,
+    ctx: SerialContext,
+    counters: Arc<SerialPortMetrics>,
+    /// The port task's request queue, handed out in routes (commands come back through it).
+    requests: tokio::sync::mpsc::Sender<PortRequest>,
+    sessions: HashMap<u8, Session>,
+    /// When each address was last told to say hello.
+    handshake_refused_at: HashMap<u8, Instant>,
+    error_replies: RateLimit,
+    refusals: RateLimit,
+    /// Where error replies go: the address of the last frame that decoded (0 at first).
+    last_good_address: u8,
+    /// Frames to send, in order.
+    outbox: Vec<(u8, Downlink)>,
+    /// One future per session, ready with (address, session) when its token is cancelled.
+    closes: FuturesUnordered<BoxFuture<'static, (u8, u64)>>,
+    bad_input_warnings: WarnThrottle,
+    peer_error_warnings: WarnThrottle,
+}
+
+impl LinkSessions {
+    /// No sessions yet on `port`.
+    pub fn new(
+        port: Arc<str>,
+        ctx: SerialContext,
+        counters: Arc<SerialPortMetrics>,
+        requests: tokio::sync::mpsc::Sender<PortRequest>,
+    ) -> Self {
+        Self {
+            port,
+            ctx,
+            counters,
+            requests,
+            sessions: HashMap::new(),
+            handshake_refused_at: HashMap::new(),
+            error_replies: RateLimit::per_second(MAX_ERROR_REPLIES_PER_SECOND),
+            refusals: RateLimit::per_second(MAX_REFUSALS_PER_SECOND),
+            last_good_address: 0,
+            outbox: Vec::new(),
+            closes: FuturesUnordered::new(),
+            bad_input_warnings: WarnThrottle::default(),
+            peer_error_warnings: WarnThrottle::default(),
+        }
+    }
+
+    /// The frames to send now, in order (the outbox is emptied).
+    pub fn take_outbox(&mut self) -> Vec<(u8, Downlink)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The port's counters.
+    pub fn counters(&self) -> &Arc<SerialPortMetrics> {
+        &self.counters
+    }
+
+    /// Handles one frame as the accumulator cut it: decoded, or why not.
+    pub async fn on_frame(&mut self, frame: Result<(u8, Uplink), FrameError>) {
+        let now = Instant::now();
+        let (address, message) = match frame {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                self.counters.frame_errors.inc();
+                let reply = reply_to_bad_frame(&error);
+                self.bad_input(error.reason(), reply, &error, now);
+                return;
+            }
+        };
+        self.counters.frames_in.inc();
+        if address > ADDRESS_MAX {
+            // Broadcast and reserved addresses are the hub's, never a sender's.
+            let reply = Downlink::Error(LinkError::Malformed);
+            self.bad_input(
+                "link_address",
+                reply,
+                &format_args!("address {address}"),
+                now,
+            );
+            return;
+        }
+        self.last_good_address = address;
+        match message {
+            Uplink::Hello(hello) => self.hello(address, hello, now).await,
+            Uplink::Heartbeat(heartbeat) => match self.heard(address, now) {
+                Some(module) => {
+                    self.forward(ModuleEvent::Heartbeat(module, heartbeat))
+                        .await
+                }
+                None => self.handshake_required(address, now),
+            },
+            Uplink::Telemetry(telemetry) => {
+                let Some(session) = self.sessions.get_mut(&address) else {
+                    return self.handshake_required(address, now);
+                };
+                session.last_heard = now;
+                match telemetry.to_telemetry(&session.schema) {
+                    Ok(t) => {
+                        let module = session.module.clone();
+                        self.forward(ModuleEvent::Telemetry(module, Box::new(t)))
+                            .await;
+                    }
+                    Err(e) => {
+                        let reply = Downlink::Error(LinkError::Malformed);
+                        self.bad_input(e.reason(), reply, &e, now);
+                    }
+                }
+            }
+            Uplink::Ack(ack) => match self.heard(address, now) {
+                Some(_) => self.ack(address, ack, now),
+                None => self.handshake_required(address, now),
+            },
+            Uplink::Error(code) => {
+                self.counters.peer_error(code);
+                let code = link_error_label(code);
+                match self.peer_error_warnings.warn_now(now) {
+                    Some(quiet) => {
+                        tracing::warn!(port = %self.port, address, code, earlier_reports = quiet, "module reports a bad frame from the hub")
+                    }
+                    None => {
+                        tracing::debug!(port = %self.port, address, code, "module reports a bad frame from the hub")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles a request from elsewhere in the hub.
+    pub fn on_request(&mut self, request: PortRequest) {
+        let now = Instant::now();
+        match request {
+            PortRequest::Command {
+                address,
+                session,
+                command,
+                reply,
+            } => {
+                let Some(s) = self
+                    .sessions
+                    .get_mut(&address)
+                    .filter(|s| s.number == session)
+                else {
+                    let _ = reply.send(Err(CommandFailure::SessionEnded));
+                    return;
+                };
+                if s.commands.len() >= MAX_QUEUED_COMMANDS {
+                    let _ = reply.send(Err(CommandFailure::Busy));
+                    return;
+                }
+                s.commands.push_back(PendingCommand {
+                    command,
+                    reply,
+                    attempts: 0,
+                    resend_at: None,
+                });
+                if s.commands.len() == 1 {
+                    self.transmit_command(address, now);
+                }
+            }
+        }
+    }
+
+    /// Ready with (address, session) when the registry closes a session; pending while none
+    /// is open.
+    pub async fn next_close(&mut self) -> (u8, u64) {
+        match self.closes.next().await {
+            Some(closed) => closed,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The registry (or another link taking over) closed session `number` at `address`: it
+    /// ends, and the module is told why.
+    pub async fn on_closed(&mut self, address: u8, number: u64) {
+        if self
+            .sessions
+            .get(&address)
+            .is_none_or(|s| s.number != number)
+        {
+            return; // ended already (its token is cancelled when a session ends)
+        }
+        let Some(session) = self.sessions.remove(&address) else {
+            return;
+        };
+        let reason = match self.ctx.store.module(&session.module).await {
+            Ok(None) => RefuseReason::UnknownModule,
+            Ok(Some(record)) if record.disabled => RefuseReason::Disabled,
+            // Still registered and enabled: another link took the module over.
+            Ok(Some(_)) => RefuseReason::Duplicate,
+            // Unknown why: it says hello again and is judged then.
+            Err(_) => RefuseReason::HandshakeRequired,
+        };
+        tracing::info!(port = %self.port, address, module = %session.module, session = number, ?reason, "serial link session closed by the hub");
+        self.finish(address, session, Some(reason)).await;
+    }
+
+    /// When [`on_timer`](Self::on_timer) has something to do next.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .flat_map(|s| {
+                let resend = s.commands.front().and_then(|c| c.resend_at);
+                [Some(s.last_heard + s.expires_after), resend]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Sleeps until [`next_timer`](Self::next_timer) (forever if there is nothing to time).
+    pub async fn timer(at: Option<Instant>) {
+        match at {
+            Some(at) => sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends unacknowledged commands again (or gives up on them), ends silent sessions.
+    pub async fn on_timer(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let mut expired = Vec::new();
+        for (&address, s) in &self.sessions {
+            if now >= s.last_heard + s.expires_after {
+                expired.push(address);
+            } else if s
+                .commands
+                .front()
+                .and_then(|c| c.resend_at)
+                .is_some_and(|at| at <= now)
+            {
+                due.push(address);
+            }
+        }
+        for address in due {
+            let Some(s) = self.sessions.get_mut(&address) else {
+                continue;
+            };
+            let Some(head) = s.commands.front() else {
+                continue;
+            };
+            if head.attempts < COMMAND_ATTEMPTS {
+                tracing::debug!(port = %self.port, module = %s.module, id = head.command.id, attempt = head.attempts + 1, "no ack yet: sending the command again");
+                self.transmit_command(address, now);
+                continue;
+            }
+            if let Some(given_up) = s.commands.pop_front() {
+                tracing::warn!(port = %self.port, module = %s.module, id = given_up.command.id, attempts = given_up.attempts, "command not acknowledged");
+                let _ = given_up
+                    .reply
+                    .send(Err(CommandFailure::NoAck(given_up.attempts)));
+            }
+            if !s.commands.is_empty() {
+                self.transmit_command(address, now);
+            }
+        }
+        for address in expired {
+            if let Some(session) = self.sessions.remove(&address) {
+                tracing::info!(port = %self.port, address, module = %session.module, silent_for = ?session.expires_after, "serial module silent: link session ended");
+                self.finish(address, session, None).await;
+            }
+        }
+    }
+
+    /// The port is gone: every session ends (the modules go offline now) and the module must
+    /// say hello again once the port is back.
+    pub async fn port_lost(&mut self) {
+        let sessions: Vec<_> = self.sessions.drain().collect();
+        for (address, session) in sessions {
+            tracing::info!(port = %self.port, address, module = %session.module, "serial port lost: link session ended");
+            self.finish(address, session, None).await;
+        }
+        self.handshake_refused_at.clear();
+        // Nothing can be written to a lost port.
+        self.outbox.clear();
+    }
+
+    async fn hello(&mut self, address: u8, hello: LinkHello, now: Instant) {
+        if hello.protocol != LINK_VERSION {
+            self.end_session(address).await;
+            let reply = Downlink::Error(LinkError::VersionMismatch {
+                supported: LINK_VERSION,
+            });
+            let detail = format_args!("module speaks link protocol {}", hello.protocol);
+            self.bad_input("link_version", reply, &detail, now);
+            return;
+        }
+        let id = hello.module.clone();
+        let record = match self.ctx.store.module(&id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                self.end_session(address).await;
+                if self.refuse(address, RefuseReason::UnknownModule, &id, now) {
+                    let pending_address = format!("serial:{}", self.port);
+                    if let Err(e) = self.ctx.store.record_pending(&id, &pending_address).await {
+                        tracing::warn!(error = %e, "could not record a pending module");
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                // The module says hello again; nothing is decided now.
+                tracing::error!(error = %e, module = %id, "registry lookup failed");
+                return;
+            }
+        };
+        if record.disabled {
+            self.end_session(address).await;
+            self.refuse(address, RefuseReason::Disabled, &id, now);
+            return;
+        }
+        let number = self.ctx.connections.next_session();
+        let route = Link::Serial(SerialRoute {
+            port: self.port.clone(),
+            address,
+            requests: self.requests.clone(),
+        });
+        let token = match self.ctx.connections.claim(&id, number, route) {
+            Ok(token) => token,
+            Err(carried_by) => {
+                self.end_session(address).await;
+                tracing::warn!(port = %self.port, address, module = %id, ?carried_by, "module already connected over another link");
+                self.refuse(address, RefuseReason::Duplicate, &id, now);
+                return;
+            }
+        };
+        let own_timeout = record.heartbeat_timeout_ms.map(Duration::from_millis);
+        let announced = Duration::from_millis(u64::from(hello.heartbeat_ms));
+        let expires_after =
+            liveness::timeout(own_timeout, self.ctx.heartbeat_timeout, Some(announced))
+                + SESSION_EXPIRY_GRACE;
+        let _ = self
+            .ctx
+            .events
+            .send(ModuleEvent::Connected {
+                record,
+                session: number,
+            })
+            .await;
+        let tracker_hello = Hello {
+            fw: hello.fw,
+            heartbeat_ms: hello.heartbeat_ms,
+        };
+        self.forward(ModuleEvent::Hello(
+            id.clone(),
+            tracker_hello,
+            Encoding::Native,
+        ))
+        .await;
+        let watched = token.clone();
+        self.closes.push(
+            async move {
+                watched.cancelled_owned().await;
+                (address, number)
+            }
+            .boxed(),
+        );
+        let replaced = self.sessions.insert(
+            address,
+            Session {
+                module: id.clone(),
+                number,
+                schema: hello.readings.into_iter().collect(),
+                token,
+                last_heard: now,
+                expires_after,
+                commands: VecDeque::new(),
+            },
+        );
+        self.handshake_refused_at.remove(&address);
+        self.outbox.push((
+            address,
+            Downlink::Accept(Accept {
+                protocol: LINK_VERSION,
+                heartbeat_ms: hello.heartbeat_ms,
+                telemetry_ms: hello.telemetry_ms,
+            }),
+        ));
+        tracing::info!(port = %self.port, address, module = %id, session = number, "serial module accepted");
+        // After the new session: for the tracker the old one's end is stale (no offline flap).
+        if let Some(old) = replaced {
+            self.finish(address, old, None).await;
+        }
+    }
+
+    fn ack(&mut self, address: u8, ack: Ack, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&address) else {
+            return;
+        };
+        if s.commands
+            .front()
+            .is_none_or(|c| c.command.id != ack.command)
+        {
+            // A late ack of a command given up on, or of a repeat already answered.
+            tracing::debug!(port = %self.port, module = %s.module, id = ack.command, "ack for no command in flight");
+            return;
+        }
+        if let Some(done) = s.commands.pop_front() {
+            tracing::info!(port = %self.port, module = %s.module, id = ack.command, result = ?ack.result, "command acknowledged");
+            let _ = done.reply.send(Ok(ack.result));
+        }
+        if !s.commands.is_empty() {
+            self.transmit_command(address, now);
+        }
+    }
+
+    /// Sends the command at the head of `address`'s queue (again).
+    fn transmit_command(&mut self, address: u8, now: Instant) {
+        let Some(head) = self
+            .sessions
+            .get_mut(&address)
+            .and_then(|s| s.commands.front_mut())
+        else {
+            return;
+        };
+        head.attempts += 1;
+        head.resend_at = Some(now + ACK_TIMEOUT);
+        self.outbox
+            .push((address, Downlink::Command(head.command.clone())));
+    }
+
+    /// The module at `address` spoke: its id, if it has a session.
+    fn heard(&mut self, address: u8, now: Instant) -> Option<ModuleId> {
+        let session = self.sessions.get_mut(&address)?;
+        session.last_heard = now;
+        Some(session.module.clone())
+    }
+
+    async fn forward(&mut self, event: ModuleEvent) {
+        self.ctx.metrics.messages_ingested.inc();
+        // Fails only when the tracker is gone, i.e. the hub is stopping.
+        let _ = self.ctx.events.send(event).await;
+    }
+
+    /// Traffic without a session: counted, and the module is told to say hello (at most once
+    /// per [`HANDSHAKE_REFUSAL_INTERVAL`] per address).
+    fn handshake_required(&mut self, address: u8, now: Instant) {
+        self.ctx.metrics.reject("handshake_required");
+        let due = self
+            .handshake_refused_at
+            .get(&address)
+            .is_none_or(|at| now.duration_since(*at) >= HANDSHAKE_REFUSAL_INTERVAL);
+        if due {
+            self.handshake_refused_at.insert(address, now);
+            tracing::debug!(port = %self.port, address, "traffic without a handshake");
+            self.outbox
+                .push((address, Downlink::Refuse(RefuseReason::HandshakeRequired)));
+        }
+    }
+
+    /// Refuses a hello (counted, rate-limited per port); true if the refusal is sent.
+    fn refuse(
+        &mut self,
+        address: u8,
+        reason: RefuseReason,
+        module: &ModuleId,
+        now: Instant,
+    ) -> bool {
+        self.ctx.metrics.reject(match reason {
+            RefuseReason::UnknownModule => "unknown_module",
+            RefuseReason::Disabled => "module_disabled",
+            RefuseReason::HandshakeRequired => "handshake_required",
+            RefuseReason::InvalidHello => "invalid_hello",
+            RefuseReason::Duplicate => "duplicate_link",
+        });
+        if !self.refusals.allow(now) {
+            return false;
+        }
+        tracing::info!(port = %self.port, address, %module, ?reason, "serial module refused");
+        self.outbox.push((address, Downlink::Refuse(reason)));
+        true
+    }
+
+    /// Bad input: counted by `reason`, logged without flooding, answered with `reply` to the
+    /// last good address unless the port's error replies are used up.
+    fn bad_input(
+        &mut self,
+        reason: &'static str,
+        reply: Downlink,
+        detail: &dyn Display,
+        now: Instant,
+    ) {
+        self.ctx.metrics.reject(reason);
+        match self.bad_input_warnings.warn_now(now) {
+            Some(quiet) => {
+                tracing::warn!(port = %self.port, reason, %detail, earlier_reports = quiet, "bad frame on serial port (more within 10 s at debug level)")
+            }
+            None => tracing::debug!(port = %self.port, reason, %detail, "bad frame on serial port"),
+        }
+        if self.error_replies.allow(now) {
+            self.outbox.push((self.last_good_address, reply));
+        } else {
+            self.counters.error_replies_suppressed.inc();
+        }
+    }
+
+    /// Ends the session at `address`, if any (the module there started over).
+    async fn end_session(&mut self, address: u8) {
+        if let Some(session) = self.sessions.remove(&address) {
+            self.finish(address, session, None).await;
+        }
+    }
+
+    /// The end of a session already taken out of the map: deregistered, its commands failed,
+    /// the module told why (if `refusal`), the tracker told (an unclean end: offline now).
+    async fn finish(&mut self, address: u8, session: Session, refusal: Option<RefuseReason>) {
+        self.ctx.connections.remove(&session.module, session.number);
+        session.token.cancel();
+        for pending in session.commands {
+            let _ = pending.reply.send(Err(CommandFailure::SessionEnded));
+        }
+        if let Some(reason) = refusal {
+            self.outbox.push((address, Downlink::Refuse(reason)));
+        }
+        let _ = self
+            .ctx
+            .events
+            .send(ModuleEvent::Disconnected {
+                module: session.module,
+                session: session.number,
+                clean: false,
+            })
+            .await;
+    }
+}
+
+/// What a bad frame is answered with: `Refuse(InvalidHello)` for a hello that decoded but
+/// breaks a rule (intervals and duplicate names are rules of the hello only: §4.1), else the
+/// frame error's link error.
+fn reply_to_bad_frame(error: &FrameError) -> Downlink {
+    match error {
+        FrameError::Invalid(
+            ProtocolError::InvalidHeartbeatInterval
+            | ProtocolError::InvalidTelemetryInterval
+            | ProtocolError::DuplicateReading,
+        ) => Downlink::Refuse(RefuseReason::InvalidHello),
+        other => Downlink::Error(other.link_error()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mc_protocol::{
+        CommandAction, FirmwareVersion, Heartbeat,
+        link::{LinkHello, LinkTelemetry},
+    };
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::{
+        connections::{LiveConnections, Transport},
+        metrics::Metrics,
+        store::{ModulePatch, NewModule, Store},
+    };
+
+    /// One port's sessions over a real (temporary) registry.
+    struct Harness {
+        link: LinkSessions,
+        events: mpsc::Receiver<ModuleEvent>,
+        _requests: mpsc::Receiver<PortRequest>,
+        store: Store,
+        metrics: Metrics,
+        connections: LiveConnections,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn harness(modules: &[&str]) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        for id in modules {
+            store
+                .create_module(NewModule {
+                    id: ModuleId::new(id).unwrap(),
+                    name: id.to_string(),
+                    kind: "test".into(),
+                    owner_email: None,
+                    heartbeat_timeout: None,
+                })
+                .await
+                .unwrap();
+        }
+        let metrics = Metrics::default();
+        let connections = LiveConnections::default();
+        let (events_tx, events) = mpsc::channel(64);
+        let ctx = SerialContext {
+            store: store.clone(),
+            events: events_tx,
+            metrics: metrics.clone(),
+            connections: connections.clone(),
+            heartbeat_timeout: None,
+        };
+        Harness {
+            link: on_port("/dev/ttyA", &ctx).0,
+            _requests: on_port("/dev/unused", &ctx).1,
+            events,
+            store,
+            metrics,
+            connections,
+            _dir: dir,
+        }
+    }
+
+    fn on_port(port: &str, ctx: &SerialContext) -> (LinkSessions, mpsc::Receiver<PortRequest>) {
+        let (tx, rx) = mpsc::channel(8);
+        let counters = ctx.metrics.serial_port(port);
+        (
+            LinkSessions::new(port.into(), ctx.clone(), counters, tx),
+            rx,
+        )
+    }
+
+    fn hello(id: &str) -> Uplink {
+        let mut readings = heapless::Vec::new();
+        for name in ["temperature", "battery"] {
+            readings.push(ReadingName::new(name).unwrap()).unwrap();
+        }
+        Uplink::Hello(LinkHello {
+            protocol: LINK_VERSION,
+            module: ModuleId::new(id).unwrap(),
+            fw: FirmwareVersion::new("1.2.3").unwrap(),
+            heartbeat_ms: 60_000,
+            telemetry_ms: 1_000,
+            readings,
+        })
+    }
+
+    fn telemetry(seq: u32, mask: u32, values: &[f32]) -> Uplink {
+        Uplink::Telemetry(LinkTelemetry {
+            seq,
+            mask,
+            values: heapless::Vec::from_slice(values).unwrap(),
+        })
+    }
+
+    fn heartbeat() -> Uplink {
+        Uplink::Heartbeat(Heartbeat {
+            seq: 1,
+            uptime_ms: 10,
+        })
+    }
+
+    fn accept() -> Downlink {
+        Downlink::Accept(Accept {
+            protocol: LINK_VERSION,
+            heartbeat_ms: 60_000,
+            telemetry_ms: 1_000,
+        })
+    }
+
+    fn drain(events: &mut mpsc::Receiver<ModuleEvent>) -> Vec<ModuleEvent> {
+        std::iter::from_fn(|| events.try_recv().ok()).collect()
+    }
+
+    #[tokio::test]
+    async fn an_accepted_hello_opens_a_session_whose_telemetry_is_named_by_the_hello() {
+        let mut h = harness(&["MC-1"]).await;
+        h.link.on_frame(Ok((0, hello("MC-1")))).await;
+        assert_eq!(h.link.take_outbox(), [(0, accept())]);
+        let events = drain(&mut h.events);
+        assert!(
+            matches!(&events[..], [ModuleEvent::Connected { record, .. }, ModuleEvent::Hello(id, hello, Encoding::Native)]
+                if record.id.as_str() == "MC-1" && id.as_str() == "MC-1" && hello.heartbeat_ms == 60_000),
+            "{events:?}"
+        );
+        let id = ModuleId::new("MC-1").unwrap();
+        assert_eq!(h.connections.transport(&id), Some(Transport::Serial));
+
+        h.link.on_frame(Ok((0, telemetry(1, 0b10, &[3.7])))).await;
+        let events = drain(&mut h.events);
+        let [ModuleEvent::Telemetry(_, t)] = &events[..] else {
+            panic!("{events:?}");
+        };
+        assert_eq!(t.readings.get("battery"), Some(3.7));
+        assert_eq!(t.readings.len(), 1);
+
+        // An index beyond the hello's names: an error reply, nothing for the tracker.
+        h.link.on_frame(Ok((0, telemetry(2, 0b100, &[1.0])))).await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [(0, Downlink::Error(LinkError::Malformed))]
+        );
+        assert!(drain(&mut h.events).is_empty());
+        assert_eq!(h.metrics.rejected("malformed"), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_disabled_and_wrong_version_hellos_are_refused() {
+        let mut h = harness(&["MC-OFF"]).await;
+        h.link.on_frame(Ok((0, hello("MC-NEW")))).await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [(0, Downlink::Refuse(RefuseReason::UnknownModule))]
+        );
+        let pending = h.store.pending_modules().await.unwrap();
+        assert_eq!(pending[0].id, "MC-NEW");
+        assert_eq!(pending[0].last_address, "serial:/dev/ttyA");
+
+        let off = ModuleId::new("MC-OFF").unwrap();
+        let patch = ModulePatch {
+            disabled: Some(true),
+            ..ModulePatch::default()
+        };
+        h.store.update_module(&off, patch).await.unwrap();
+        h.link.on_frame(Ok((0, hello("MC-OFF")))).await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [(0, Downlink::Refuse(RefuseReason::Disabled))]
+        );
+
+        let Uplink::Hello(mut v2) = hello("MC-OFF") else {
+            unreachable!()
+        };
+        v2.protocol = 2;
+        h.link.on_frame(Ok((0, Uplink::Hello(v2)))).await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [(
+                0,
+                Downlink::Error(LinkError::VersionMismatch {
+                    supported: LINK_VERSION
+                })
+            )]
+        );
+        assert!(
+            drain(&mut h.events).is_empty(),
+            "nothing reached the tracker"
+        );
+        assert_eq!(h.metrics.rejected("unknown_module"), 1);
+        assert_eq!(h.metrics.rejected("module_disabled"), 1);
+        assert_eq!(h.metrics.rejected("link_version"), 1);
+    }
+
+    #[tokio::test]
+    async fn traffic_without_a_handshake_is_refused_at_most_once_per_second() {
+        let mut h = harness(&["MC-1"]).await;
+        for _ in 0..3 {
+            h.link.on_frame(Ok((7, heartbeat()))).await;
+        }
+        h.link.on_frame(Ok((0, telemetry(1, 1, &[1.0])))).await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [
+                (7, Downlink::Refuse(RefuseReason::HandshakeRequired)),
+                (0, Downlink::Refuse(RefuseReason::HandshakeRequired)),
+            ]
+        );
+        assert_eq!(h.metrics.rejected("handshake_required"), 4);
+        assert!(drain(&mut h.events).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_module_live_on_another_port_is_a_duplicate_a_new_hello_a_takeover() {
+        let mut h = harness(&["MC-1"]).await;
+        h.link.on_frame(Ok((0, hello("MC-1")))).await;
+        h.link.take_outbox();
+        let ctx = h.link.ctx.clone();
+        let (mut other, _rx) = on_port("/dev/ttyB", &ctx);
+        other.on_frame(Ok((0, hello("MC-1")))).await;
+        assert_eq!(
+            other.take_outbox(),
+            [(0, Downlink::Refuse(RefuseReason::Duplicate))]
+        );
+        let first = drain(&mut h.events);
+        let ModuleEvent::Connected { session: old, .. } = first[0] else {
+            panic!("{first:?}");
+        };
+
+        // Same port and address: a new session, and the old one's end comes after it (stale).
+        h.link.on_frame(Ok((0, hello("MC-1")))).await;
+        assert_eq!(h.link.take_outbox(), [(0, accept())]);
+        let events = drain(&mut h.events);
+        assert!(
+            matches!(&events[..], [
+                ModuleEvent::Connected { session: new, .. },
+                ModuleEvent::Hello(..),
+                ModuleEvent::Disconnected { session: ended, clean: false, .. },
+            ] if *new > old && *ended == old),
+            "{events:?}"
+        );
+        assert_eq!(h.link.session_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_registry_closes_a_session_and_the_module_is_told_why() {
+        let mut h = harness(&["MC-1"]).await;
+        h.link.on_frame(Ok((0, hello("MC-1")))).await;
+        h.link.take_outbox();
+        drain(&mut h.events);
+        let id = ModuleId::new("MC-1").unwrap();
+        assert!(
+            !h.connections.close_token_authenticated(&id),
+            "rotation keeps it"
+        );
+        let patch = ModulePatch {
+            disabled: Some(true),
+            ..ModulePatch::default()
+        };
+        h.store.update_module(&id, patch).await.unwrap();
+        assert!(h.connections.close(&id));
+        let (address, session) = h.link.next_close().await;
+        h.link.on_closed(address, session).await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [(0, Downlink::Refuse(RefuseReason::Disabled))]
+        );
+        assert!(matches!(
+            &drain(&mut h.events)[..],
+            [ModuleEvent::Disconnected { clean: false, .. }]
+        ));
+        h.link.on_frame(Ok((0, heartbeat()))).await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [(0, Downlink::Refuse(RefuseReason::HandshakeRequired))]
+        );
+    }
+
+    #[tokio::test]
+    async fn commands_are_sent_again_with_the_same_id_until_acknowledged() {
+        let mut h = harness(&["MC-1"]).await;
+        h.link.on_frame(Ok((3, hello("MC-1")))).await;
+        h.link.take_outbox();
+        let id = ModuleId::new("MC-1").unwrap();
+        let (session, _) = h.connections.link(&id).unwrap();
+        tokio::time::pause();
+        let command = |id| Command {
+            id,
+            action: CommandAction::ResendState,
+        };
+        let request = |id| {
+            let (reply, outcome) = oneshot::channel();
+            let request = PortRequest::Command {
+                address: 3,
+                session,
+                command: command(id),
+                reply,
+            };
+            (request, outcome)
+        };
+
+        // Acknowledged at the second attempt.
+        let (first, first_outcome) = request(41);
+        let (second, mut second_outcome) = request(42);
+        h.link.on_request(first);
+        h.link.on_request(second);
+        assert_eq!(
+            h.link.take_outbox(),
+            [(3, Downlink::Command(command(41)))],
+            "one command in flight at a time"
+        );
+        tokio::time::advance(ACK_TIMEOUT).await;
+        h.link.on_timer().await;
+        assert_eq!(h.link.take_outbox(), [(3, Downlink::Command(command(41)))]);
+        let ack = |id| {
+            Uplink::Ack(Ack {
+                command: id,
+                result: CommandResult::Done,
+            })
+        };
+        h.link.on_frame(Ok((3, ack(41)))).await;
+        assert_eq!(first_outcome.await.unwrap(), Ok(CommandResult::Done));
+        assert_eq!(h.link.take_outbox(), [(3, Downlink::Command(command(42)))]);
+
+        // Never acknowledged: three attempts, then given up.
+        for _ in 0..2 {
+            tokio::time::advance(ACK_TIMEOUT).await;
+            h.link.on_timer().await;
+            assert_eq!(h.link.take_outbox(), [(3, Downlink::Command(command(42)))]);
+        }
+        assert!(second_outcome.try_recv().is_err(), "still waiting");
+        tokio::time::advance(ACK_TIMEOUT).await;
+        h.link.on_timer().await;
+        assert!(h.link.take_outbox().is_empty());
+        assert_eq!(second_outcome.await.unwrap(), Err(CommandFailure::NoAck(3)));
+        // A late ack is ignored.
+        h.link.on_frame(Ok((3, ack(42)))).await;
+        assert!(h.link.take_outbox().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_counted_and_answered_at_most_ten_times_a_second() {
+        let mut h = harness(&["MC-1"]).await;
+        h.link.on_frame(Ok((5, heartbeat()))).await; // last good address: 5
+        h.link.take_outbox();
+        for _ in 0..25 {
+            h.link.on_frame(Err(FrameError::Crc)).await;
+        }
+        let replies = h.link.take_outbox();
+        assert_eq!(replies.len(), MAX_ERROR_REPLIES_PER_SECOND as usize);
+        assert!(
+            replies
+                .iter()
+                .all(|r| *r == (5, Downlink::Error(LinkError::CrcMismatch)))
+        );
+        let counters = h.metrics.serial_port("/dev/ttyA");
+        assert_eq!(counters.frame_errors.get(), 25);
+        assert_eq!(counters.error_replies_suppressed.get(), 15);
+        assert_eq!(h.metrics.rejected("crc_mismatch"), 25);
+    }
+
+    #[tokio::test]
+    async fn a_lost_port_ends_every_session_unclean() {
+        let mut h = harness(&["MC-1"]).await;
+        h.link.on_frame(Ok((0, hello("MC-1")))).await;
+        drain(&mut h.events);
+        h.link.port_lost().await;
+        assert!(matches!(
+            &drain(&mut h.events)[..],
+            [ModuleEvent::Disconnected { clean: false, .. }]
+        ));
+        assert!(h.link.take_outbox().is_empty());
+        assert!(
+            h.connections
+                .link(&ModuleId::new("MC-1").unwrap())
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn rate_limit_allows_max_per_second() {
+        let t0 = Instant::now();
+        let mut limit = RateLimit::per_second(10);
+        let allowed = (0..25).filter(|_| limit.allow(t0)).count();
+        assert_eq!(allowed, 10);
+        assert!(!limit.allow(t0 + Duration::from_millis(999)));
+        assert!(limit.allow(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn warnings_are_throttled_and_count_what_they_skipped() {
+        let t0 = Instant::now();
+        let mut w = WarnThrottle::default();
+        assert_eq!(w.warn_now(t0), Some(0));
+        assert_eq!(w.warn_now(t0 + Duration::from_secs(1)), None);
+        assert_eq!(w.warn_now(t0 + Duration::from_secs(2)), None);
+        assert_eq!(w.warn_now(t0 + WARN_INTERVAL), Some(2));
+    }
+
+    #[test]
+    fn bad_hellos_are_refused_other_bad_frames_get_their_link_error() {
+        assert_eq!(
+            reply_to_bad_frame(&FrameError::Invalid(ProtocolError::DuplicateReading)),
+            Downlink::Refuse(RefuseReason::InvalidHello)
+        );
+        assert_eq!(
+            reply_to_bad_frame(&FrameError::Invalid(ProtocolError::NonFiniteReading)),
+            Downlink::Error(LinkError::Malformed)
+        );
+        assert_eq!(
+            reply_to_bad_frame(&FrameError::TooLong { len: 2000 }),
+            Downlink::Error(LinkError::FrameTooLong)
+        );
+        assert_eq!(
+            reply_to_bad_frame(&FrameError::Cobs),
+            Downlink::Error(LinkError::CrcMismatch)
+        );
+    }
+}
