@@ -242,6 +242,8 @@ pub struct FrameAccumulator {
     len: usize,
     /// Bytes dropped since the current frame overflowed; 0 while not overflowing.
     discarded: usize,
+    /// Where frames end: [`DELIMITER`] for COBS frames, `b'\n'` for JSON lines.
+    delimiter: u8,
 }
 
 impl Default for FrameAccumulator {
@@ -251,18 +253,24 @@ impl Default for FrameAccumulator {
 }
 
 impl FrameAccumulator {
-    /// An empty accumulator.
+    /// An empty accumulator for COBS frames (cut at `0x00`).
     pub const fn new() -> Self {
+        Self::with_delimiter(DELIMITER)
+    }
+
+    /// An empty accumulator cutting at `delimiter` (`b'\n'` for [`super::json`] lines).
+    pub const fn with_delimiter(delimiter: u8) -> Self {
         Self {
             buf: [0; MAX_ENCODED_LEN],
             len: 0,
             discarded: 0,
+            delimiter,
         }
     }
 
     /// Takes one byte; returns a frame or an overflow report when `byte` is a delimiter.
     pub fn push(&mut self, byte: u8) -> Option<Accumulated<'_>> {
-        if byte == DELIMITER {
+        if byte == self.delimiter {
             let len = core::mem::take(&mut self.len);
             let discarded = core::mem::take(&mut self.discarded);
             if discarded > 0 {

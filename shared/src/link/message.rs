@@ -55,6 +55,7 @@ pub const DOWNLINK_VARIANTS: u8 = 4;
 
 /// The module's birth certificate on a serial link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LinkHello {
     /// The link protocol version the module speaks ([`LINK_VERSION`]). First field, forever.
     pub protocol: u8,
@@ -128,6 +129,7 @@ impl LinkTelemetry {
 
 /// The hub's answer to a hello.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Accept {
     /// The link protocol version the hub speaks.
     pub protocol: u8,
@@ -139,6 +141,7 @@ pub struct Accept {
 
 /// The answer to a [`Command`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Ack {
     /// The command's id.
     pub command: u32,
@@ -148,6 +151,7 @@ pub struct Ack {
 
 /// What came of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum CommandResult {
     /// 0 — done (for a reboot: about to reboot).
     Done,
@@ -159,6 +163,7 @@ pub enum CommandResult {
 
 /// Why the hub refuses a module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum RefuseReason {
     /// 0 — no module with this id is registered (the hub lists it as pending for an admin).
     UnknownModule,
@@ -174,6 +179,7 @@ pub enum RefuseReason {
 
 /// Link-level errors, reported by whichever side received the bad frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum LinkError {
     /// 0 — more than the maximum frame length before a delimiter; discarded.
     FrameTooLong,

@@ -7,6 +7,7 @@
 //!   ([`LinkTelemetry`]), commands and their [`Ack`]s, and [`LinkError`] reports.
 //! - [`frame`]: address byte + postcard + CRC-16, COBS-framed with a `0x00` delimiter; the
 //!   [`FrameAccumulator`] that cuts a byte stream into frames whatever the read sizes.
+//! - `json` (with `std`): JSON lines, the same conversation for quick prototypes.
 //! - [`cobs`], [`crc`]: the two algorithms, total functions (no panic on any input).
 //!
 //! Everything here works without `std` and without an allocator: firmware encodes into a
@@ -15,6 +16,8 @@
 pub mod cobs;
 pub mod crc;
 pub mod frame;
+#[cfg(feature = "std")]
+pub mod json;
 pub mod message;
 
 pub use frame::{
