@@ -30,7 +30,7 @@ pub enum JsonUplink {
     /// `{"heartbeat":{"seq":7,"uptimeMs":1234}}`
     Heartbeat(Heartbeat),
     /// `{"telemetry":{"seq":42,"readings":{"temperature":21.5,"battery":3.71}}}`
-    Telemetry(Telemetry),
+    Telemetry(Box<Telemetry>),
     /// `{"ack":{"command":3,"result":"done"}}`
     Ack(Ack),
     /// `{"error":"crcMismatch"}`
@@ -137,7 +137,7 @@ mod tests {
     fn shapes_are_readable() {
         let mut readings = Readings::new();
         readings.push("temperature", 21.5).unwrap();
-        let up = JsonUplink::Telemetry(Telemetry { seq: 42, readings });
+        let up = JsonUplink::Telemetry(Box::new(Telemetry { seq: 42, readings }));
         assert_eq!(
             uplink_line(&up),
             b"{\"telemetry\":{\"seq\":42,\"readings\":{\"temperature\":21.5}}}\n"
