@@ -96,6 +96,8 @@ impl MetricsInner {
 pub struct SerialPortMetrics {
     /// The port is open now.
     pub open: AtomicBool,
+    /// Bytes read from the port.
+    pub bytes_in: Counter,
     /// Frames received that decoded.
     pub frames_in: Counter,
     /// Frames sent.

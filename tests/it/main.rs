@@ -8,6 +8,7 @@ mod js_clients;
 mod liveness;
 mod registry;
 mod rejects;
+mod serial;
 mod simulator;
 mod stats;
 mod telemetry;

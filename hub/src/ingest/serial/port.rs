@@ -153,6 +153,7 @@ async fn serve(
             Step::Read(Ok(0)) => return Ended::Lost("end of file (device gone)".into()),
             Step::Read(Err(e)) => return Ended::Lost(e.to_string()),
             Step::Read(Ok(n)) => {
+                sessions.counters().bytes_in.add(n as u64);
                 for &byte in &buf[..n] {
                     let frame = match frames.push(byte) {
                         None => continue,

@@ -1,0 +1,672 @@
+//! Modules on serial ports, against the real hub over real pseudo-terminals.
+//!
+//! The test plays the module on the master side of a pty pair; the hub opens the slave through
+//! a symlink in the test's temp dir (as `/dev/serial/by-id/...`), so "unplug" drops the pair
+//! and "replug" makes a new pair and re-points the symlink, without restarting the hub.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use mc_e2e::{DEADLINE, Dashboard, TestHub, about, eventually, start_hub};
+use mc_hub::config::SerialPortSpec;
+use mc_protocol::{
+    CommandAction, FirmwareVersion, Heartbeat, ModuleId, ReadingName,
+    link::{
+        self, Accept, Accumulated, Ack, CommandResult, Downlink, FrameAccumulator, LINK_VERSION,
+        LinkError, LinkHello, LinkTelemetry, MAX_ENCODED_LEN, RefuseReason, Uplink,
+    },
+};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, WriteHalf},
+    sync::mpsc,
+    task::JoinHandle,
+};
+use tokio_serial::{SerialPort, SerialStream};
+
+/// The readings every test module announces, in index order.
+const READINGS: [&str; 2] = ["temperature", "humidity"];
+/// Long enough that no session expires or times out during a test.
+const HEARTBEAT_MS: u32 = 60_000;
+
+/// One end of a serial cable: the module's side of a pty pair whose other side the hub opens
+/// through a symlink.
+struct Cable {
+    writer: WriteHalf<SerialStream>,
+    /// Bytes written so far.
+    sent: u64,
+    downlinks: mpsc::UnboundedReceiver<(u8, Downlink)>,
+    reader: JoinHandle<()>,
+    /// Kept open so that the master never reads EIO while the hub has the slave closed.
+    _slave: SerialStream,
+}
+
+impl Cable {
+    /// A new pty pair, with `link` (re-)pointed at its slave.
+    fn plug(link: &Path) -> Self {
+        let (master, slave) = SerialStream::pair().expect("pty pair");
+        let slave_path = slave.name().expect("slave pty path");
+        let staged = link.with_extension("new");
+        let _ = std::fs::remove_file(&staged);
+        std::os::unix::fs::symlink(&slave_path, &staged).expect("symlink");
+        std::fs::rename(&staged, link).expect("re-point symlink");
+        let (mut rd, writer) = tokio::io::split(master);
+        let (tx, downlinks) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            let mut frames = FrameAccumulator::new();
+            let mut buf = [0u8; 512];
+            while let Ok(n @ 1..) = rd.read(&mut buf).await {
+                for &byte in &buf[..n] {
+                    match frames.push(byte) {
+                        Some(Accumulated::Frame(frame)) => {
+                            let decoded = link::decode_downlink(frame).expect("hub frames decode");
+                            let _ = tx.send(decoded);
+                        }
+                        Some(Accumulated::Overflow { .. }) => {
+                            panic!("the hub sent an overlong frame")
+                        }
+                        None => {}
+                    }
+                }
+            }
+        });
+        Self {
+            writer,
+            sent: 0,
+            downlinks,
+            reader,
+            _slave: slave,
+        }
+    }
+
+    /// Pulls the plug: both ends of the pty close.
+    fn unplug(self) {
+        self.reader.abort();
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write to pty");
+        self.sent += bytes.len() as u64;
+    }
+
+    async fn send(&mut self, address: u8, message: &Uplink) {
+        let frame = link::uplink_to_vec(address, message).expect("encodes");
+        self.send_raw(&frame).await;
+    }
+
+    /// The next frame from the hub.
+    async fn next(&mut self) -> (u8, Downlink) {
+        match tokio::time::timeout(DEADLINE, self.downlinks.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => panic!("cable reader stopped"),
+            Err(_) => panic!("nothing from the hub within {DEADLINE:?}"),
+        }
+    }
+
+    /// Asserts that the next frame from the hub is `expected`, to address 0.
+    async fn expect(&mut self, expected: Downlink) {
+        assert_eq!(self.next().await, (0, expected));
+    }
+
+    /// Says hello as `id` at address 0 and expects the hub's `Accept`.
+    async fn hello_accepted(&mut self, id: &str) {
+        self.send(0, &hello(id)).await;
+        self.expect(Downlink::Accept(Accept {
+            protocol: LINK_VERSION,
+            heartbeat_ms: HEARTBEAT_MS,
+            telemetry_ms: 1_000,
+        }))
+        .await;
+    }
+
+    async fn telemetry(&mut self, seq: u32, mask: u32, values: &[f32]) {
+        let message = Uplink::Telemetry(LinkTelemetry {
+            seq,
+            mask,
+            values: heapless::Vec::from_slice(values).expect("fits"),
+        });
+        self.send(0, &message).await;
+    }
+}
+
+fn hello(id: &str) -> Uplink {
+    let mut readings = heapless::Vec::new();
+    for name in READINGS {
+        readings
+            .push(ReadingName::new(name).expect("valid"))
+            .expect("fits");
+    }
+    Uplink::Hello(LinkHello {
+        protocol: LINK_VERSION,
+        module: ModuleId::new(id).expect("valid id"),
+        fw: FirmwareVersion::new("2.1.0").expect("valid"),
+        heartbeat_ms: HEARTBEAT_MS,
+        telemetry_ms: 1_000,
+        readings,
+    })
+}
+
+fn heartbeat(seq: u32) -> Uplink {
+    Uplink::Heartbeat(Heartbeat {
+        seq,
+        uptime_ms: u64::from(seq) * 1_000,
+    })
+}
+
+/// A hub serving one serial port at `<temp dir>/ttyMC0` (a symlink), the cable plugged in,
+/// an admin with a dashboard, and the port open.
+struct Bench {
+    t: TestHub,
+    dash: Dashboard,
+    cable: Cable,
+    link: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn bench(modules: &[&str]) -> Bench {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let link = dir.path().join("ttyMC0");
+    let cable = Cable::plug(&link);
+    let spec = SerialPortSpec {
+        path: link.clone(),
+        baud: 115_200,
+    };
+    let t = start_hub(|c| c.serial = vec![spec]).await;
+    t.add_user("admin@x.io", true).await;
+    for id in modules {
+        t.add_module(id, None).await;
+    }
+    let dash = t.dashboard("admin@x.io").await;
+    let bench = Bench {
+        t,
+        dash,
+        cable,
+        link,
+        _dir: dir,
+    };
+    let port = bench.port();
+    eventually("the hub opens the serial port", || port.is_open()).await;
+    bench
+}
+
+impl Bench {
+    fn port(&self) -> std::sync::Arc<mc_hub::metrics::SerialPortMetrics> {
+        self.t.hub.metrics.serial_port(&self.link.to_string_lossy())
+    }
+
+    async fn admin(&self) -> String {
+        self.t.login("admin@x.io").await
+    }
+}
+
+/// An `rt_telemetry_updated` payload without what differs between modules by nature.
+fn shape(mut event: Value) -> Value {
+    let fields = event.as_object_mut().expect("object");
+    fields.remove("moduleId");
+    assert!(fields.remove("ts").is_some_and(|ts| ts.is_string()));
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_module_goes_online_and_its_telemetry_diff_matches_mqtt() {
+    let mut b = bench(&["MC-SER-1"]).await;
+    let password = b.t.add_module("MC-MQTT-1", None).await;
+    b.cable.hello_accepted("MC-SER-1").await;
+    let online = b.dash.expect("rt_module_online", about("MC-SER-1")).await;
+    assert_eq!(online["fw"], "2.1.0");
+    assert_eq!(online["heartbeatMs"], HEARTBEAT_MS);
+
+    let mqtt = b.t.module("MC-MQTT-1", &password).await;
+    mqtt.hello(HEARTBEAT_MS).await;
+    b.dash.expect("rt_module_online", about("MC-MQTT-1")).await;
+
+    // Full telemetry, then a partial one (report by exception), then one that changes nothing:
+    // the same readings over MQTT give the same events.
+    b.cable.telemetry(1, 0b11, &[21.5, 40.25]).await;
+    let serial_full = b
+        .dash
+        .expect("rt_telemetry_updated", about("MC-SER-1"))
+        .await;
+    mqtt.telemetry(1, json!({"temperature": 21.5, "humidity": 40.25}))
+        .await;
+    let mqtt_full = b
+        .dash
+        .expect("rt_telemetry_updated", about("MC-MQTT-1"))
+        .await;
+    assert_eq!(
+        serial_full["telemetry"],
+        json!({"temperature": 21.5, "humidity": 40.25})
+    );
+    assert_eq!(shape(serial_full), shape(mqtt_full));
+
+    b.cable.telemetry(2, 0b01, &[21.75]).await;
+    b.cable.telemetry(3, 0b11, &[21.75, 40.25]).await; // no change: no event
+    b.cable.telemetry(4, 0b10, &[41.0]).await;
+    mqtt.telemetry(2, json!({"temperature": 21.75})).await;
+    mqtt.telemetry(3, json!({"temperature": 21.75, "humidity": 40.25}))
+        .await;
+    mqtt.telemetry(4, json!({"humidity": 41.0})).await;
+    let by_module = |id: &'static str, seen: &[(String, Value)]| -> Vec<Value> {
+        seen.iter()
+            .filter(|(e, d)| e == "rt_telemetry_updated" && d["moduleId"] == id)
+            .map(|(_, d)| shape(d.clone()))
+            .collect()
+    };
+    let mut seen = b
+        .dash
+        .until("rt_telemetry_updated", |d| {
+            d["moduleId"] == "MC-SER-1" && d["rev"] == 3
+        })
+        .await;
+    seen.extend(
+        b.dash
+            .until("rt_telemetry_updated", |d| {
+                d["moduleId"] == "MC-MQTT-1" && d["rev"] == 3
+            })
+            .await,
+    );
+    let serial = by_module("MC-SER-1", &seen);
+    assert_eq!(serial.len(), 2, "{seen:?}");
+    assert_eq!(
+        serial[0],
+        json!({"telemetry": {"temperature": 21.75}, "rev": 2})
+    );
+    assert_eq!(serial, by_module("MC-MQTT-1", &seen));
+
+    // The snapshot says how each live module is connected.
+    let admin = b.admin().await;
+    let (status, body) = b.t.call(&admin, "GET", "/api/modules", None).await;
+    assert_eq!(status, 200);
+    let module = |id: &str| {
+        body["modules"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["moduleId"] == id).cloned())
+            .expect("listed")
+    };
+    let serial = module("MC-SER-1");
+    assert_eq!(serial["transport"], "serial");
+    assert_eq!(serial["online"], true);
+    assert_eq!(
+        serial["readings"],
+        json!({"temperature": 21.75, "humidity": 41.0})
+    );
+    assert_eq!(module("MC-MQTT-1")["transport"], "mqtt");
+
+    let port = b.port();
+    assert_eq!(port.frames_in.get(), 5);
+    assert_eq!(port.frames_out.get(), 1);
+    assert_eq!(port.frame_errors.get(), 0);
+}
+
+/// A raw frame (address 0, `body`, CRC), COBS-encoded with its delimiter: for messages the
+/// typed encoder cannot produce.
+fn raw_frame(body: &[u8]) -> Vec<u8> {
+    let mut raw = vec![0u8];
+    raw.extend_from_slice(body);
+    let crc = link::crc::crc16(&raw).to_le_bytes();
+    raw.extend_from_slice(&crc);
+    let mut out = vec![0u8; raw.len() + raw.len() / 254 + 2];
+    let n = link::cobs::encode(&raw, &mut out).expect("fits");
+    out.truncate(n);
+    out.push(0);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_answered_counted_and_the_next_frame_still_works() {
+    let mut b = bench(&["MC-SER-2"]).await;
+    b.cable.hello_accepted("MC-SER-2").await;
+    b.dash.expect("rt_module_online", about("MC-SER-2")).await;
+    let metrics = b.t.hub.metrics.clone();
+
+    // Garbage: not even valid COBS (code 0x13 announces more bytes than there are).
+    b.cable.send_raw(&[0x13, 0x37, 0x42, 0x00]).await;
+    b.cable
+        .expect(Downlink::Error(LinkError::CrcMismatch))
+        .await;
+    // Line noise: one flipped bit in the heartbeat of PROTOCOL.md §2.
+    let mut noisy = vec![0x01, 0x06, 0x01, 0x07, 0xd2, 0x09, 0x44, 0x01, 0x00];
+    noisy[3] ^= 0x01;
+    b.cable.send_raw(&noisy).await;
+    b.cable
+        .expect(Downlink::Error(LinkError::CrcMismatch))
+        .await;
+    // A truncated frame: the first half of a telemetry frame, then a delimiter.
+    let frame = link::uplink_to_vec(
+        0,
+        &Uplink::Telemetry(LinkTelemetry {
+            seq: 9,
+            mask: 0b11,
+            values: heapless::Vec::from_slice(&[1.0, 2.0]).expect("fits"),
+        }),
+    )
+    .expect("encodes");
+    b.cable.send_raw(&frame[..frame.len() / 2]).await;
+    b.cable.send_raw(&[0x00]).await;
+    b.cable
+        .expect(Downlink::Error(LinkError::CrcMismatch))
+        .await;
+    // Intact frames with a message tag from the future, and with an undecodable body.
+    b.cable.send_raw(&raw_frame(&[0x09, 0x01])).await;
+    b.cable
+        .expect(Downlink::Error(LinkError::UnknownMessage))
+        .await;
+    b.cable.send_raw(&raw_frame(&[0x01, 0x80])).await;
+    b.cable.expect(Downlink::Error(LinkError::Malformed)).await;
+    // An oversized run without delimiter: discarded, reported once at the next delimiter.
+    b.cable.send_raw(&vec![0x01; MAX_ENCODED_LEN + 100]).await;
+    b.cable.send_raw(&[0x00]).await;
+    b.cable
+        .expect(Downlink::Error(LinkError::FrameTooLong))
+        .await;
+
+    // The port task is neither stalled nor confused: the next frames decode normally.
+    b.cable.send(0, &heartbeat(1)).await;
+    b.cable.telemetry(1, 0b01, &[19.5]).await;
+    let update = b
+        .dash
+        .expect("rt_telemetry_updated", about("MC-SER-2"))
+        .await;
+    assert_eq!(update["telemetry"], json!({"temperature": 19.5}));
+
+    let port = b.port();
+    assert_eq!(port.frame_errors.get(), 6);
+    assert_eq!(port.error_replies_suppressed.get(), 0);
+    // Garbage, noise and truncation: damaged COBS or a wrong CRC, depending on the bytes.
+    assert_eq!(
+        metrics.rejected("cobs")
+            + metrics.rejected("crc_mismatch")
+            + metrics.rejected("frame_too_short"),
+        3
+    );
+    assert_eq!(metrics.rejected("unknown_message"), 1);
+    assert_eq!(metrics.rejected("malformed"), 1);
+    assert_eq!(metrics.rejected("frame_too_long"), 1);
+    // Nothing else came back: the next reply is the one to this.
+    b.cable.send(0, &heartbeat(2)).await;
+    b.cable.send_raw(&[0xff, 0x00]).await;
+    b.cable
+        .expect(Downlink::Error(LinkError::CrcMismatch))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_without_handshake_unknown_or_disabled_are_refused() {
+    let mut b = bench(&["MC-OFF-1", "MC-SER-3"]).await;
+    let admin = b.admin().await;
+
+    // Traffic before a hello: say hello first (to the address it came from).
+    b.cable.send(0, &heartbeat(1)).await;
+    b.cable
+        .expect(Downlink::Refuse(RefuseReason::HandshakeRequired))
+        .await;
+    b.cable.send(4, &heartbeat(1)).await;
+    assert_eq!(
+        b.cable.next().await,
+        (4, Downlink::Refuse(RefuseReason::HandshakeRequired))
+    );
+
+    // Unknown: refused, and listed for admins as pending with the port it came from.
+    b.cable.send(0, &hello("MC-NEW-9")).await;
+    b.cable
+        .expect(Downlink::Refuse(RefuseReason::UnknownModule))
+        .await;
+    let (status, pending) = b.t.call(&admin, "GET", "/api/admin/pending", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(pending["modules"][0]["moduleId"], "MC-NEW-9");
+    assert_eq!(
+        pending["modules"][0]["lastAddress"],
+        format!("serial:{}", b.link.display())
+    );
+
+    // Disabled: refused.
+    let (status, _) =
+        b.t.call(
+            &admin,
+            "PATCH",
+            "/api/modules/MC-OFF-1",
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    b.cable.send(0, &hello("MC-OFF-1")).await;
+    b.cable
+        .expect(Downlink::Refuse(RefuseReason::Disabled))
+        .await;
+    assert_eq!(b.t.hub.metrics.rejected("module_disabled"), 1);
+    assert_eq!(b.t.hub.metrics.rejected("handshake_required"), 2);
+
+    // A live module: a token rotation leaves its serial link up (it has no token)...
+    b.cable.hello_accepted("MC-SER-3").await;
+    b.dash.expect("rt_module_online", about("MC-SER-3")).await;
+    let (status, _) =
+        b.t.call(&admin, "POST", "/api/modules/MC-SER-3/token", None)
+            .await;
+    assert_eq!(status, 200);
+    // (the rename is applied after the rotation: its event is the barrier)
+    let (status, _) =
+        b.t.call(
+            &admin,
+            "PATCH",
+            "/api/modules/MC-SER-3",
+            Some(json!({"name": "renamed"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let seen = b.dash.until("rt_module_updated", about("MC-SER-3")).await;
+    assert!(
+        !seen.iter().any(|(e, _)| e == "rt_module_offline"),
+        "{seen:?}"
+    );
+    b.cable.telemetry(1, 0b01, &[5.0]).await;
+    b.dash
+        .expect("rt_telemetry_updated", about("MC-SER-3"))
+        .await;
+
+    // ...while disabling it closes the link: the module is told, and offline at once.
+    let (status, _) =
+        b.t.call(
+            &admin,
+            "PATCH",
+            "/api/modules/MC-SER-3",
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    b.cable
+        .expect(Downlink::Refuse(RefuseReason::Disabled))
+        .await;
+    let offline = b.dash.expect("rt_module_offline", about("MC-SER-3")).await;
+    assert_eq!(offline["reason"], "connection_lost");
+    b.cable.send(0, &heartbeat(2)).await;
+    b.cable
+        .expect(Downlink::Refuse(RefuseReason::HandshakeRequired))
+        .await;
+}
+
+/// Posts a command for `MC-SER-4` in a task (a serial command waits for the module's ack,
+/// which the test gives on the line meanwhile).
+fn spawn_command(b: &Bench, cookie: &str, action: Value) -> JoinHandle<(u16, Value)> {
+    let url = format!("{}/api/modules/MC-SER-4/commands", b.t.url);
+    let cookie = cookie.to_owned();
+    tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("cookie", cookie)
+            .json(&json!({ "action": action }))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// The next frame is a command to address 0; returns it.
+async fn next_command(cable: &mut Cable) -> mc_protocol::Command {
+    match cable.next().await {
+        (0, Downlink::Command(command)) => command,
+        other => panic!("expected a command, got {other:?}"),
+    }
+}
+
+fn ack(command: u32, result: CommandResult) -> Uplink {
+    Uplink::Ack(Ack { command, result })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_go_down_the_line_and_wait_for_the_ack() {
+    let mut b = bench(&["MC-SER-4"]).await;
+    b.cable.hello_accepted("MC-SER-4").await;
+    b.dash.expect("rt_module_online", about("MC-SER-4")).await;
+    let admin = b.admin().await;
+
+    // Acknowledged at once: 200 with the module's result.
+    let request = spawn_command(&b, &admin, json!({"setTelemetryInterval": {"ms": 2000}}));
+    let sent = next_command(&mut b.cable).await;
+    assert_eq!(
+        sent.action,
+        CommandAction::SetTelemetryInterval { ms: 2000 }
+    );
+    b.cable.send(0, &ack(sent.id, CommandResult::Done)).await;
+    let (status, body) = request.await.expect("request task");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "id": sent.id,
+            "moduleId": "MC-SER-4",
+            "action": {"setTelemetryInterval": {"ms": 2000}},
+            "result": "done",
+        })
+    );
+
+    // The first copy is lost: the hub sends the same id again; the module's answer counts.
+    let request = spawn_command(&b, &admin, json!("reboot"));
+    let first = next_command(&mut b.cable).await;
+    let again = next_command(&mut b.cable).await;
+    assert_eq!(again, first, "same command, same id");
+    b.cable
+        .send(0, &ack(first.id, CommandResult::Unsupported))
+        .await;
+    let (status, body) = request.await.expect("request task");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"], "unsupported");
+    assert_eq!(body["id"], first.id);
+
+    // Never acknowledged: three attempts, then 504 with the API's error shape.
+    let started = Instant::now();
+    let request = spawn_command(&b, &admin, json!("resendState"));
+    let attempts = [
+        next_command(&mut b.cable).await,
+        next_command(&mut b.cable).await,
+        next_command(&mut b.cable).await,
+    ];
+    assert!(attempts.iter().all(|c| *c == attempts[0]), "{attempts:?}");
+    let (status, body) = request.await.expect("request task");
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "timeout");
+    assert!(body["error"]["message"].is_string());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited for the acks"
+    );
+
+    // No fourth copy: the next frame on the line is the next command.
+    let request = spawn_command(&b, &admin, json!({"setHeartbeatInterval": {"ms": 30000}}));
+    let next = next_command(&mut b.cable).await;
+    assert_ne!(next.id, attempts[0].id);
+    b.cable
+        .send(0, &ack(next.id, CommandResult::InvalidArgument))
+        .await;
+    let (status, body) = request.await.expect("request task");
+    assert_eq!((status, &body["result"]), (200, &json!("invalidArgument")));
+
+    // Unchanged for MQTT modules: published, 202, no result.
+    let password = b.t.add_module("MC-MQTT-4", None).await;
+    let mqtt = b.t.module("MC-MQTT-4", &password).await;
+    mqtt.hello(HEARTBEAT_MS).await;
+    b.dash.expect("rt_module_online", about("MC-MQTT-4")).await;
+    let (status, body) =
+        b.t.call(
+            &admin,
+            "POST",
+            "/api/modules/MC-MQTT-4/commands",
+            Some(json!({"action": "reboot"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body.get("result").is_none(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unplugged_goes_offline_at_once_and_replugged_comes_back_without_a_restart() {
+    let Bench {
+        t,
+        mut dash,
+        mut cable,
+        link,
+        _dir,
+    } = bench(&["MC-SER-5"]).await;
+    let port = t.hub.metrics.serial_port(&link.to_string_lossy());
+    cable.hello_accepted("MC-SER-5").await;
+    dash.expect("rt_module_online", about("MC-SER-5")).await;
+    cable.telemetry(1, 0b11, &[20.0, 50.0]).await;
+    dash.expect("rt_telemetry_updated", about("MC-SER-5")).await;
+    // Half a frame is on the line when the cable goes.
+    let frame = link::uplink_to_vec(0, &heartbeat(2)).expect("encodes");
+    cable.send_raw(&frame[..4]).await;
+    let sent = cable.sent;
+    eventually("the hub reads the partial frame", || {
+        port.bytes_in.get() == sent
+    })
+    .await;
+
+    // Unplugged: the device node and its by-id symlink disappear, the hub's read fails.
+    let unplugged = Instant::now();
+    std::fs::remove_file(&link).expect("remove symlink");
+    cable.unplug();
+    let offline = dash.expect("rt_module_offline", about("MC-SER-5")).await;
+    assert_eq!(offline["reason"], "connection_lost");
+    let took = unplugged.elapsed();
+    // Its liveness timeout is 3 minutes: only the lost port explains this.
+    assert!(took < Duration::from_secs(10), "offline after {took:?}");
+    eventually("the port is seen closed", || !port.is_open()).await;
+    let admin = t.login("admin@x.io").await;
+    let (_, body) = t.call(&admin, "GET", "/api/modules", None).await;
+    assert_eq!(body["modules"][0]["online"], false, "{body}");
+    assert!(body["modules"][0].get("transport").is_none(), "{body}");
+    let (status, _) = t
+        .call(
+            &admin,
+            "POST",
+            "/api/modules/MC-SER-5/commands",
+            Some(json!({"action": "reboot"})),
+        )
+        .await;
+    assert_eq!(status, 409, "offline: refused");
+    eventually("the hub keeps trying to reopen", || {
+        port.open_failures.get() >= 1
+    })
+    .await;
+
+    // Replugged (a new pty behind the same symlink): the hub reopens the port by itself; the
+    // module's heartbeat is refused until it says hello again, then it is back.
+    let mut cable = Cable::plug(&link);
+    eventually("the port is reopened", || {
+        port.is_open() && port.reopens.get() == 1
+    })
+    .await;
+    assert_eq!(port.partial_frames_dropped.get(), 1);
+    cable.send(0, &heartbeat(3)).await;
+    cable
+        .expect(Downlink::Refuse(RefuseReason::HandshakeRequired))
+        .await;
+    cable.hello_accepted("MC-SER-5").await;
+    dash.expect("rt_module_online", about("MC-SER-5")).await;
+    cable.telemetry(1, 0b01, &[20.5]).await;
+    let update = dash.expect("rt_telemetry_updated", about("MC-SER-5")).await;
+    assert_eq!(update["telemetry"], json!({"temperature": 20.5}));
+}
