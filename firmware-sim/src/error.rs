@@ -1,8 +1,9 @@
 //! Errors of the simulator library. Runtime trouble (broker down, bad password, invalid
-//! commands) is not an error here: a module logs it, counts it and keeps trying, as firmware
-//! would. Only configuration can be refused.
+//! commands, a serial line that fails) is not an error here: a module logs it, counts it and
+//! keeps trying, as firmware would. Only configuration can be refused, and a serial line that
+//! cannot be opened at start.
 
-use std::time::Duration;
+use std::{io, path::PathBuf, time::Duration};
 
 use mc_protocol::{ModuleId, ProtocolError};
 
@@ -38,6 +39,32 @@ pub enum SimError {
     /// Two modules with the same id would kick each other off the broker forever.
     #[error("module {0} appears twice")]
     DuplicateModule(ModuleId),
+    /// Not `PATH[@BAUD]` with a baud rate above zero.
+    #[error("invalid serial device {0:?}: expected PATH[@BAUD], e.g. /dev/ttyUSB0@115200")]
+    InvalidSerialDevice(String),
+    /// The serial device cannot be opened (missing, busy, no permission).
+    #[error("cannot open serial device {}: {source}", path.display())]
+    OpenSerial {
+        /// The device.
+        path: PathBuf,
+        /// Why.
+        source: tokio_serial::Error,
+    },
+    /// No pseudo-terminal could be made.
+    #[error("cannot create a pseudo-terminal: {0}")]
+    CreatePty(tokio_serial::Error),
+    /// The `--pty` link path holds something other than a symlink, which the simulator will
+    /// not replace.
+    #[error("{} exists and is not a symlink: refusing to replace it", .0.display())]
+    LinkPathOccupied(PathBuf),
+    /// The `--pty` symlink cannot be made (missing directory, no permission).
+    #[error("cannot create the symlink {}: {source}", path.display())]
+    LinkPath {
+        /// Where the symlink should go.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// A credentials file that cannot be used.

@@ -1,41 +1,58 @@
 //! Simulated MC station modules.
 //!
-//! Each simulated module speaks exactly the protocol real firmware speaks, over MQTT, so the
-//! hub's tests drive it with this crate and hardware developers use it before a board exists.
-//! Tests start N modules in-process with one call to [`start`]; the `firmware-sim` binary does
-//! the same from the command line.
+//! Each simulated module speaks exactly the protocol real firmware speaks, over MQTT or over a
+//! serial line, so the hub's tests drive it with this crate and hardware developers use it
+//! before a board exists. Tests start N MQTT modules in-process with one call to [`start`], or
+//! a module on a serial line with [`start_serial`]; the `firmware-sim` binary does the same
+//! from the command line.
 //!
 //! # Layout
 //! The module's behaviour is not here: [`mc_firmware::ModuleCore`], the `no_std` state machine
 //! real boards run (hello / heartbeat / telemetry scheduling, report-by-exception, commands),
-//! and its reconnection [`mc_firmware::Backoff`]. This crate gives it sensors, a clock and an
-//! MQTT link:
+//! its reconnection [`mc_firmware::Backoff`], and on a serial line the board's link driver
+//! [`mc_firmware::SerialFirmware`] (framing, handshake, acks). This crate gives them sensors, a
+//! clock and a link:
 //! - [`sensors`]: seeded, deterministic generators (temperature, humidity, battery, RSSI,
 //!   pressure) implementing [`mc_firmware::Sensors`].
-//! - [`faults`]: the faults tests inject ([`Fault`]).
-//! - `mqtt`: the transport: one task per module drives a [`mc_firmware::ModuleCore`] with
+//! - [`faults`]: the faults tests inject ([`Fault`]), and the byte-level damage of the serial
+//!   ones.
+//! - `mqtt`: the MQTT transport: one task per module drives a [`mc_firmware::ModuleCore`] with
 //!   rumqttc (a fresh client and event loop per connection, polled in its own task).
+//! - [`serial`]: the serial transport: one task per module drives
+//!   [`mc_firmware::SerialFirmware`] over in-memory buffers it moves to and from the line;
+//!   [`SerialSimConfig`], [`start_serial`] and the handle [`SerialSimulation`].
+//!   - `line`: the line opened, a device node (tokio-serial) or a pty master, as one byte
+//!     stream.
+//!   - `pty`: pseudo-terminals and the symlink the hub opens (`--pty`).
 //! - [`credentials`]: [`ModuleCredentials`] and the `ID PASSWORD` file format.
 //! - [`stats`]: per-module counters ([`SimStats`]).
 //! - this file: [`SimConfig`], [`start`], and the handles [`Simulation`] / [`SimModule`].
 //!
 //! # The contract with the hub
-//! Client id = username = module id, password = token, clean session, keep-alive 10 s, last
-//! will `offline` on `mc/<id>/status` (QoS 1, not retained). After every ConnAck: subscribe
-//! `mc/<id>/cmd` (QoS 1), publish a hello (QoS 1), a heartbeat and a telemetry message with
-//! every reading, then heartbeats and telemetry on their intervals (QoS
+//! Over MQTT: client id = username = module id, password = token, clean session, keep-alive
+//! 10 s, last will `offline` on `mc/<id>/status` (QoS 1, not retained). After every ConnAck:
+//! subscribe `mc/<id>/cmd` (QoS 1), publish a hello (QoS 1), a heartbeat and a telemetry
+//! message with every reading, then heartbeats and telemetry on their intervals (QoS
 //! [`SimConfig::periodic_qos`]). Telemetry reports by exception: only the readings that changed,
 //! every [`SimConfig::full_report_every`]-th period all of them, nothing when nothing changed.
+//!
+//! Over a serial line: `hardware/PROTOCOL.md`, byte for byte, since the driver is the boards'
+//! own; point to point (address 0), one module per line.
+#![forbid(unsafe_code)]
 
 pub mod credentials;
 pub mod error;
 pub mod faults;
+mod line;
 mod mqtt;
+mod pty;
 pub mod sensors;
+pub mod serial;
 pub mod stats;
 
 use std::{sync::Arc, time::Duration};
 
+use mc_firmware::CoreConfig;
 use mc_protocol::{
     Encoding, FirmwareVersion, ModuleId,
     message::{HEARTBEAT_MS_RANGE, TELEMETRY_MS_RANGE},
@@ -47,8 +64,10 @@ pub use crate::{
     credentials::ModuleCredentials,
     error::{CredentialsError, SimError},
     faults::Fault,
+    serial::{SerialLink, SerialSimConfig, SerialSimulation, SerialStatus, start_serial},
     stats::SimStats,
 };
+pub use mc_firmware::{LinkState, link::LinkCounters};
 pub use rumqttc::QoS;
 
 use crate::stats::Counters;
@@ -106,7 +125,8 @@ impl Default for SimConfig {
 pub(crate) struct Validated {
     pub host: String,
     pub port: u16,
-    pub fw: FirmwareVersion,
+    /// The firmware's factory settings, checked.
+    pub core: CoreConfig,
     pub config: SimConfig,
 }
 
@@ -118,23 +138,44 @@ impl SimConfig {
 
     fn validated(&self) -> Result<Validated, SimError> {
         let (host, port) = parse_broker(&self.broker)?;
-        check_interval("heartbeat", self.heartbeat, &HEARTBEAT_MS_RANGE)?;
-        check_interval("telemetry", self.telemetry, &TELEMETRY_MS_RANGE)?;
+        let core = core_config(
+            self.heartbeat,
+            self.telemetry,
+            self.full_report_every,
+            &self.fw,
+        )?;
         if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
             return Err(SimError::InvalidKeepAlive(self.keep_alive));
         }
-        let fw =
-            FirmwareVersion::new(&self.fw).map_err(|source| SimError::InvalidFirmwareVersion {
-                value: self.fw.clone(),
-                source,
-            })?;
         Ok(Validated {
             host,
             port,
-            fw,
+            core,
             config: self.clone(),
         })
     }
+}
+
+/// The firmware settings every link shares ([`SimConfig`], [`SerialSimConfig`]), checked once
+/// here.
+pub(crate) fn core_config(
+    heartbeat: Duration,
+    telemetry: Duration,
+    full_report_every: u32,
+    fw: &str,
+) -> Result<CoreConfig, SimError> {
+    check_interval("heartbeat", heartbeat, &HEARTBEAT_MS_RANGE)?;
+    check_interval("telemetry", telemetry, &TELEMETRY_MS_RANGE)?;
+    let fw = FirmwareVersion::new(fw).map_err(|source| SimError::InvalidFirmwareVersion {
+        value: fw.to_owned(),
+        source,
+    })?;
+    Ok(CoreConfig {
+        fw,
+        heartbeat,
+        telemetry,
+        full_report_every,
+    })
 }
 
 fn parse_broker(broker: &str) -> Result<(String, u16), SimError> {

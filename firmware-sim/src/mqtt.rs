@@ -12,7 +12,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mc_firmware::{Backoff, CoreConfig, ModuleCore, Outgoing, Output, Sensors};
+use mc_firmware::{Backoff, ModuleCore, Outgoing, Output, Sensors};
 use mc_protocol::{
     Command, ModuleId, ModuleTopic, STATUS_OFFLINE, TopicKind,
     codec::{self, Encoding},
@@ -124,14 +124,8 @@ impl ModuleTask {
         counters: Arc<Counters>,
         shutdown: CancellationToken,
     ) -> Self {
-        let config = CoreConfig {
-            fw: settings.fw.clone(),
-            heartbeat: settings.config.heartbeat,
-            telemetry: settings.config.telemetry,
-            full_report_every: settings.config.full_report_every,
-        };
         let core = ModuleCore::new(
-            config,
+            settings.core.clone(),
             SimSensors::new(settings.config.seed, index),
             Duration::ZERO,
         );
@@ -359,6 +353,15 @@ impl ModuleTask {
                 }
                 None => debug!(module = %self.id(), "no telemetry sent yet: nothing to repeat"),
             },
+            Fault::CorruptBytes
+            | Fault::TruncateFrame
+            | Fault::LineNoise(_)
+            | Fault::Stall(_)
+            | Fault::BaudMismatch(_)
+            | Fault::Unplug
+            | Fault::Replug => {
+                debug!(module = %self.id(), ?fault, "serial-line fault: ignored over MQTT");
+            }
         }
     }
 
