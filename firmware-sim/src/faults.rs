@@ -70,9 +70,11 @@ pub enum Fault {
     /// stays unplugged until [`Fault::Replug`].
     Unplug,
     /// Serial: plug the cable in. `--pty`: a NEW pty pair, and the symlink re-pointed at its
-    /// slave (a different `/dev/pts/N`), as a USB adapter re-enumerates; a device: the port is
-    /// opened again (retried with backoff while it fails). On a line that is plugged in, it is
-    /// unplugged first.
+    /// slave, as a USB adapter re-enumerates; the firmware says hello as soon as the hub opens
+    /// it. A device: the port is opened again (retried with backoff while it fails). On a line
+    /// that is plugged in: a pty is replaced, the new pair made before the old one closes (so
+    /// it always gets another `/dev/pts/N`; the hub's open port hangs up); a device is closed
+    /// and reopened.
     Replug,
 }
 

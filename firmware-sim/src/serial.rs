@@ -793,13 +793,18 @@ impl SerialTask {
 
     /// Closes the line if it is open; a pty's symlink goes with it.
     fn close_line(&mut self) {
-        if let LineState::Open { line, .. } =
-            std::mem::replace(&mut self.line, LineState::Unplugged)
+        let old = std::mem::replace(&mut self.line, LineState::Unplugged);
+        self.discard(old);
+    }
+
+    /// Closes a line taken out of `self.line`; a pty's symlink goes with it unless it points
+    /// at a newer pty already.
+    fn discard(&self, old: LineState) {
+        if let LineState::Open { line, .. } = old
             && let (Some(slave), SerialLink::Pty { link_path }) = (line.pty_slave(), &self.link)
         {
             pty::remove_link(link_path, slave);
         }
-        self.stalled_until = None;
     }
 
     /// The driver has no line any more: it starts over with a hello on the next one. Whatever
@@ -809,6 +814,7 @@ impl SerialTask {
         self.buffers = Buffers::default();
         self.out.clear();
         self.next_poll = None;
+        self.stalled_until = None;
         self.counters.set_connected(false);
     }
 
@@ -857,6 +863,15 @@ impl SerialTask {
                 }
                 self.close_line();
                 self.lose_link();
+            }
+            // A pty: the new pair first, so that it gets another /dev/pts/N (as a
+            // re-enumerated USB adapter does) and the symlink moves in one step. A device is
+            // opened exclusively: closed first.
+            Fault::Replug if matches!(self.link, SerialLink::Pty { .. }) => {
+                let old = std::mem::replace(&mut self.line, LineState::Unplugged);
+                self.lose_link();
+                self.reconnect(now);
+                self.discard(old);
             }
             Fault::Replug => {
                 self.close_line();
