@@ -39,8 +39,9 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
-    /// Serial ports with modules speaking the native link protocol, as `PATH[@BAUD]` (baud
-    /// default [`DEFAULT_BAUD`]), e.g. `["/dev/ttyUSB0@115200"]`. Default none.
+    /// Serial ports with modules speaking the native link protocol, as `PATH[@BAUD][:json]`
+    /// (baud default [`DEFAULT_BAUD`]; `:json` for JSON lines), e.g. `["/dev/ttyUSB0@115200"]`.
+    /// Default none.
     pub serial: Vec<SerialPortSpec>,
 }
 
@@ -49,8 +50,8 @@ pub const DEFAULT_BAUD: u32 = 115_200;
 /// Baud rates the hub accepts: what common UARTs and USB adapters can be set to.
 pub const BAUD_RANGE: std::ops::RangeInclusive<u32> = 50..=4_000_000;
 
-/// A serial port to serve: its path and line speed (8N1, no flow control). Written
-/// `PATH[@BAUD]` in flags, the environment and the config file.
+/// A serial port to serve: its path, line speed (8N1, no flow control) and framing. Written
+/// `PATH[@BAUD][:json]` in flags, the environment and the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SerialPortSpec {
     /// The device, or a stable symlink to it (`/dev/serial/by-id/...`): opened anew on every
@@ -58,34 +59,58 @@ pub struct SerialPortSpec {
     pub path: PathBuf,
     /// Line speed.
     pub baud: u32,
+    /// How messages travel on the line.
+    pub framing: Framing,
 }
+
+/// How messages travel on a serial line (`hardware/PROTOCOL.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// COBS frames with address and CRC-16 (§1–6): the default, for real modules.
+    #[default]
+    Binary,
+    /// One JSON object per line (§7), for prototypes; a port written with the suffix `:json`.
+    JsonLines,
+}
+
+/// The suffix that marks a JSON-lines port.
+const JSON_SUFFIX: &str = ":json";
 
 impl std::str::FromStr for SerialPortSpec {
     type Err = String;
 
-    /// `PATH` or `PATH@BAUD`; ranges are checked by [`Config::validate`].
+    /// `PATH`, `PATH@BAUD`, either with `:json`; ranges are checked by [`Config::validate`].
     fn from_str(s: &str) -> Result<Self, String> {
-        let (path, baud) = match s.rsplit_once('@') {
+        let (rest, framing) = match s.strip_suffix(JSON_SUFFIX) {
+            Some(rest) => (rest, Framing::JsonLines),
+            None => (s, Framing::Binary),
+        };
+        let (path, baud) = match rest.rsplit_once('@') {
             Some((path, baud)) => {
                 let baud = baud.parse::<u32>().map_err(|_| {
                     format!(
-                        "{s:?}: expected PATH[@BAUD] with a numeric baud rate, e.g. {path}@115200"
+                        "{s:?}: expected PATH[@BAUD][:json] with a numeric baud rate, e.g. {path}@115200"
                     )
                 })?;
                 (path, baud)
             }
-            None => (s, DEFAULT_BAUD),
+            None => (rest, DEFAULT_BAUD),
         };
         Ok(Self {
             path: PathBuf::from(path.trim()),
             baud,
+            framing,
         })
     }
 }
 
 impl std::fmt::Display for SerialPortSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.path.display(), self.baud)
+        write!(f, "{}@{}", self.path.display(), self.baud)?;
+        match self.framing {
+            Framing::Binary => Ok(()),
+            Framing::JsonLines => f.write_str(JSON_SUFFIX),
+        }
     }
 }
 
@@ -364,7 +389,7 @@ impl Config {
         for (i, spec) in self.serial.iter().enumerate() {
             if spec.path.as_os_str().is_empty() {
                 return Err(invalid(format!(
-                    "{spec}: empty path; expected PATH[@BAUD], e.g. /dev/ttyUSB0@115200"
+                    "{spec}: empty path; expected PATH[@BAUD][:json], e.g. /dev/ttyUSB0@115200"
                 )));
             }
             if !BAUD_RANGE.contains(&spec.baud) {
@@ -458,6 +483,15 @@ mod tests {
             (Some("/dev/ttyACM1"), 57_600)
         );
         assert_eq!(spec.to_string(), "/dev/ttyACM1@57600");
+        assert_eq!(spec.framing, Framing::Binary);
+        let json: SerialPortSpec = "/dev/ttyACM0@9600:json".parse().unwrap();
+        assert_eq!((json.baud, json.framing), (9600, Framing::JsonLines));
+        assert_eq!(json.to_string(), "/dev/ttyACM0@9600:json");
+        let json: SerialPortSpec = "/dev/ttyACM0:json".parse().unwrap();
+        assert_eq!(
+            (json.baud, json.framing),
+            (DEFAULT_BAUD, Framing::JsonLines)
+        );
         let e = "/dev/ttyUSB0@fast".parse::<SerialPortSpec>().unwrap_err();
         assert!(e.contains("numeric baud rate"), "{e}");
 

@@ -10,7 +10,7 @@ use std::{
 };
 
 use mc_e2e::{DEADLINE, Dashboard, TestHub, about, eventually, start_hub};
-use mc_hub::config::SerialPortSpec;
+use mc_hub::config::{Framing, SerialPortSpec};
 use mc_protocol::{
     CommandAction, FirmwareVersion, Heartbeat, ModuleId, ReadingName,
     link::{
@@ -172,6 +172,7 @@ async fn bench(modules: &[&str]) -> Bench {
     let spec = SerialPortSpec {
         path: link.clone(),
         baud: 115_200,
+        framing: Framing::Binary,
     };
     let t = start_hub(|c| c.serial = vec![spec]).await;
     t.add_user("admin@x.io", true).await;
@@ -438,9 +439,24 @@ async fn modules_without_handshake_unknown_or_disabled_are_refused() {
     assert_eq!(b.t.hub.metrics.rejected("module_disabled"), 1);
     assert_eq!(b.t.hub.metrics.rejected("handshake_required"), 2);
 
-    // A live module: a token rotation leaves its serial link up (it has no token)...
+    // A live module says hello again (e.g. after a new heartbeat interval): a new session,
+    // as an MQTT reconnect, without an offline flap.
     b.cable.hello_accepted("MC-SER-3").await;
     b.dash.expect("rt_module_online", about("MC-SER-3")).await;
+    b.cable.hello_accepted("MC-SER-3").await;
+    b.cable.telemetry(1, 0b10, &[60.0]).await;
+    let seen = b
+        .dash
+        .until("rt_telemetry_updated", about("MC-SER-3"))
+        .await;
+    assert!(
+        !seen
+            .iter()
+            .any(|(e, _)| e == "rt_module_offline" || e == "rt_module_online"),
+        "{seen:?}"
+    );
+
+    // A token rotation leaves its serial link up (it has no token)...
     let (status, _) =
         b.t.call(&admin, "POST", "/api/modules/MC-SER-3/token", None)
             .await;
@@ -460,7 +476,7 @@ async fn modules_without_handshake_unknown_or_disabled_are_refused() {
         !seen.iter().any(|(e, _)| e == "rt_module_offline"),
         "{seen:?}"
     );
-    b.cable.telemetry(1, 0b01, &[5.0]).await;
+    b.cable.telemetry(2, 0b01, &[5.0]).await;
     b.dash
         .expect("rt_telemetry_updated", about("MC-SER-3"))
         .await;
@@ -669,4 +685,62 @@ async fn unplugged_goes_offline_at_once_and_replugged_comes_back_without_a_resta
     cable.telemetry(1, 0b01, &[20.5]).await;
     let update = dash.expect("rt_telemetry_updated", about("MC-SER-5")).await;
     assert_eq!(update["telemetry"], json!({"temperature": 20.5}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_lines_port_speaks_the_same_conversation_one_line_at_a_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let link = dir.path().join("ttyJSON0");
+    let (master, slave) = SerialStream::pair().expect("pty pair");
+    std::os::unix::fs::symlink(slave.name().expect("slave path"), &link).expect("symlink");
+    let spec: SerialPortSpec = format!("{}@9600:json", link.display())
+        .parse()
+        .expect("spec");
+    let t = start_hub(|c| c.serial = vec![spec]).await;
+    t.add_user("admin@x.io", true).await;
+    t.add_module("MC-JSON-1", None).await;
+    let mut dash = t.dashboard("admin@x.io").await;
+    let port = t.hub.metrics.serial_port(&link.to_string_lossy());
+    eventually("the hub opens the serial port", || port.is_open()).await;
+
+    let (rd, mut wr) = tokio::io::split(master);
+    let mut lines = tokio::io::BufReader::new(rd);
+    let mut next_line = async || {
+        let mut line = String::new();
+        tokio::time::timeout(
+            DEADLINE,
+            tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line),
+        )
+        .await
+        .expect("a line from the hub in time")
+        .expect("read");
+        line
+    };
+    wr.write_all(b"{\"heartbeat\":{\"seq\":1,\"uptimeMs\":5}}\r\n")
+        .await
+        .expect("write");
+    assert_eq!(next_line().await, "{\"refuse\":\"handshakeRequired\"}\n");
+    wr.write_all(
+        b"{\"hello\":{\"protocol\":1,\"module\":\"MC-JSON-1\",\"fw\":\"0.9\",\"heartbeatMs\":60000,\"telemetryMs\":2000}}\n",
+    )
+    .await
+    .expect("write");
+    assert_eq!(
+        next_line().await,
+        "{\"accept\":{\"protocol\":1,\"heartbeatMs\":60000,\"telemetryMs\":2000}}\n"
+    );
+    let online = dash.expect("rt_module_online", about("MC-JSON-1")).await;
+    assert_eq!(online["fw"], "0.9");
+    wr.write_all(b"Serial.println(oops)\n")
+        .await
+        .expect("write");
+    assert_eq!(next_line().await, "{\"error\":\"crcMismatch\"}\n");
+    wr.write_all(b"{\"telemetry\":{\"seq\":1,\"readings\":{\"soil\":0.25,\"lux\":800}}}\n")
+        .await
+        .expect("write");
+    let update = dash
+        .expect("rt_telemetry_updated", about("MC-JSON-1"))
+        .await;
+    assert_eq!(update["telemetry"], json!({"soil": 0.25, "lux": 800.0}));
+    drop(slave);
 }

@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 /// Which origins may talk to the hub besides its own.
 #[derive(Debug, Clone, Default)]
 pub struct OriginPolicy {
-    /// Extra allowed origins, e.g. `https://dashboard.example.com` (scheme://host[:port]).
+    /// Extra allowed origins, e.g. `https://dashboard.example.com` (`scheme://host[:port]`).
     pub allowed: Arc<Vec<String>>,
     /// Counts refusals (`foreign_origin`).
     pub metrics: Metrics,

@@ -70,13 +70,14 @@ struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "HUB_LOG_FORMAT")]
     log_format: Option<LogFormat>,
-    /// Serial port with a module speaking the native link, as PATH[@BAUD] (baud default
-    /// 115200; repeatable, or comma-separated in the environment), e.g. `/dev/ttyUSB0@115200`.
+    /// Serial port with a module speaking the native link, as `PATH[@BAUD][:json]` (baud
+    /// default 115200; `:json` for JSON lines; repeatable, or comma-separated in the
+    /// environment), e.g. `/dev/ttyUSB0@115200`.
     #[arg(
         long = "serial",
         env = "HUB_SERIAL",
         value_delimiter = ',',
-        value_name = "PATH[@BAUD]"
+        value_name = "PATH[@BAUD][:json]"
     )]
     serial: Vec<mc_hub::config::SerialPortSpec>,
 }

@@ -33,10 +33,12 @@ use std::{
 
 use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use mc_protocol::{
-    Command, Encoding, Hello, ModuleId, ProtocolError, ReadingName,
+    Command, Encoding, FirmwareVersion, Heartbeat, Hello, ModuleId, ProtocolError, ReadingName,
+    Telemetry,
     link::{
         ADDRESS_MAX, Accept, Ack, CommandResult, Downlink, FrameError, LINK_VERSION, LinkError,
-        LinkHello, RefuseReason, Uplink,
+        LinkHello, LinkTelemetry, RefuseReason, Uplink,
+        json::{JsonHello, JsonUplink},
     },
 };
 use tokio::{
@@ -85,13 +87,102 @@ pub enum CommandFailure {
     Busy,
 }
 
+/// A decoded frame, whichever the port's framing: binary frames ([`Uplink`]) or JSON lines
+/// ([`JsonUplink`]), which differ only in how a hello announces readings and telemetry names
+/// them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// The handshake.
+    Hello(InboundHello),
+    /// Still alive.
+    Heartbeat(Heartbeat),
+    /// Readings by index into the hello's names (binary frames).
+    TelemetryByIndex(LinkTelemetry),
+    /// Named readings (JSON lines).
+    Telemetry(Box<Telemetry>),
+    /// A command's outcome.
+    Ack(Ack),
+    /// The module could not use a frame from the hub.
+    Error(LinkError),
+}
+
+/// A hello, whichever the framing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundHello {
+    /// The link protocol version the module speaks.
+    pub protocol: u8,
+    /// Who it is.
+    pub module: ModuleId,
+    /// Firmware version.
+    pub fw: FirmwareVersion,
+    /// Heartbeat interval.
+    pub heartbeat_ms: u32,
+    /// Telemetry interval.
+    pub telemetry_ms: u32,
+    /// The reading names telemetry refers to by index; `None` when telemetry names its
+    /// readings (JSON lines).
+    pub readings: Option<Vec<ReadingName>>,
+}
+
+impl From<Uplink> for Inbound {
+    fn from(message: Uplink) -> Self {
+        match message {
+            Uplink::Hello(LinkHello {
+                protocol,
+                module,
+                fw,
+                heartbeat_ms,
+                telemetry_ms,
+                readings,
+            }) => Self::Hello(InboundHello {
+                protocol,
+                module,
+                fw,
+                heartbeat_ms,
+                telemetry_ms,
+                readings: Some(readings.into_iter().collect()),
+            }),
+            Uplink::Heartbeat(h) => Self::Heartbeat(h),
+            Uplink::Telemetry(t) => Self::TelemetryByIndex(t),
+            Uplink::Ack(a) => Self::Ack(a),
+            Uplink::Error(e) => Self::Error(e),
+        }
+    }
+}
+
+impl From<JsonUplink> for Inbound {
+    fn from(message: JsonUplink) -> Self {
+        match message {
+            JsonUplink::Hello(JsonHello {
+                protocol,
+                module,
+                fw,
+                heartbeat_ms,
+                telemetry_ms,
+            }) => Self::Hello(InboundHello {
+                protocol,
+                module,
+                fw,
+                heartbeat_ms,
+                telemetry_ms,
+                readings: None,
+            }),
+            JsonUplink::Heartbeat(h) => Self::Heartbeat(h),
+            JsonUplink::Telemetry(t) => Self::Telemetry(t),
+            JsonUplink::Ack(a) => Self::Ack(a),
+            JsonUplink::Error(e) => Self::Error(e),
+        }
+    }
+}
+
 /// An accepted module at one address.
 struct Session {
     module: ModuleId,
     /// Its hub-wide session number.
     number: u64,
-    /// The hello's reading names: telemetry names readings by index into them.
-    schema: Vec<ReadingName>,
+    /// The hello's reading names: telemetry names readings by index into them (`None` on a
+    /// JSON-lines port, where telemetry names them itself).
+    schema: Option<Vec<ReadingName>>,
     /// Cancelled by the registry (disabled, removed) or by another link taking over.
     token: CancellationToken,
     /// When the last frame from this address arrived.
@@ -228,7 +319,7 @@ impl LinkSessions {
     }
 
     /// Handles one frame as the accumulator cut it: decoded, or why not.
-    pub async fn on_frame(&mut self, frame: Result<(u8, Uplink), FrameError>) {
+    pub async fn on_frame(&mut self, frame: Result<(u8, Inbound), FrameError>) {
         let now = Instant::now();
         let (address, message) = match frame {
             Ok(decoded) => decoded,
@@ -253,20 +344,24 @@ impl LinkSessions {
         }
         self.last_good_address = address;
         match message {
-            Uplink::Hello(hello) => self.hello(address, hello, now).await,
-            Uplink::Heartbeat(heartbeat) => match self.heard(address, now) {
+            Inbound::Hello(hello) => self.hello(address, hello, now).await,
+            Inbound::Heartbeat(heartbeat) => match self.heard(address, now) {
                 Some(module) => {
                     self.forward(ModuleEvent::Heartbeat(module, heartbeat))
                         .await
                 }
                 None => self.handshake_required(address, now),
             },
-            Uplink::Telemetry(telemetry) => {
+            Inbound::TelemetryByIndex(telemetry) => {
                 let Some(session) = self.sessions.get_mut(&address) else {
                     return self.handshake_required(address, now);
                 };
                 session.last_heard = now;
-                match telemetry.to_telemetry(&session.schema) {
+                let named = match &session.schema {
+                    Some(schema) => telemetry.to_telemetry(schema),
+                    None => Err(ProtocolError::Malformed),
+                };
+                match named {
                     Ok(t) => {
                         let module = session.module.clone();
                         self.forward(ModuleEvent::Telemetry(module, Box::new(t)))
@@ -278,11 +373,18 @@ impl LinkSessions {
                     }
                 }
             }
-            Uplink::Ack(ack) => match self.heard(address, now) {
+            Inbound::Telemetry(telemetry) => match self.heard(address, now) {
+                Some(module) => {
+                    self.forward(ModuleEvent::Telemetry(module, telemetry))
+                        .await
+                }
+                None => self.handshake_required(address, now),
+            },
+            Inbound::Ack(ack) => match self.heard(address, now) {
                 Some(_) => self.ack(address, ack, now),
                 None => self.handshake_required(address, now),
             },
-            Uplink::Error(code) => {
+            Inbound::Error(code) => {
                 self.counters.peer_error(code);
                 let code = link_error_label(code);
                 match self.peer_error_warnings.warn_now(now) {
@@ -446,7 +548,7 @@ impl LinkSessions {
         self.outbox.clear();
     }
 
-    async fn hello(&mut self, address: u8, hello: LinkHello, now: Instant) {
+    async fn hello(&mut self, address: u8, hello: InboundHello, now: Instant) {
         if hello.protocol != LINK_VERSION {
             self.end_session(address).await;
             let reply = Downlink::Error(LinkError::VersionMismatch {
@@ -531,7 +633,7 @@ impl LinkSessions {
             Session {
                 module: id.clone(),
                 number,
-                schema: hello.readings.into_iter().collect(),
+                schema: hello.readings,
                 token,
                 last_heard: now,
                 expires_after,
@@ -827,7 +929,7 @@ mod tests {
     #[tokio::test]
     async fn an_accepted_hello_opens_a_session_whose_telemetry_is_named_by_the_hello() {
         let mut h = harness(&["MC-1"]).await;
-        h.link.on_frame(Ok((0, hello("MC-1")))).await;
+        h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
         assert_eq!(h.link.take_outbox(), [(0, accept())]);
         let events = drain(&mut h.events);
         assert!(
@@ -838,7 +940,9 @@ mod tests {
         let id = ModuleId::new("MC-1").unwrap();
         assert_eq!(h.connections.transport(&id), Some(Transport::Serial));
 
-        h.link.on_frame(Ok((0, telemetry(1, 0b10, &[3.7])))).await;
+        h.link
+            .on_frame(Ok((0, telemetry(1, 0b10, &[3.7]).into())))
+            .await;
         let events = drain(&mut h.events);
         let [ModuleEvent::Telemetry(_, t)] = &events[..] else {
             panic!("{events:?}");
@@ -847,7 +951,9 @@ mod tests {
         assert_eq!(t.readings.len(), 1);
 
         // An index beyond the hello's names: an error reply, nothing for the tracker.
-        h.link.on_frame(Ok((0, telemetry(2, 0b100, &[1.0])))).await;
+        h.link
+            .on_frame(Ok((0, telemetry(2, 0b100, &[1.0]).into())))
+            .await;
         assert_eq!(
             h.link.take_outbox(),
             [(0, Downlink::Error(LinkError::Malformed))]
@@ -857,9 +963,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_json_lines_hello_has_no_schema_and_its_telemetry_names_readings() {
+        let mut h = harness(&["MC-1"]).await;
+        let hello = JsonUplink::Hello(JsonHello {
+            protocol: LINK_VERSION,
+            module: ModuleId::new("MC-1").unwrap(),
+            fw: FirmwareVersion::new("0.1").unwrap(),
+            heartbeat_ms: 60_000,
+            telemetry_ms: 1_000,
+        });
+        h.link.on_frame(Ok((0, hello.into()))).await;
+        assert_eq!(h.link.take_outbox(), [(0, accept())]);
+        let mut readings = mc_protocol::Readings::new();
+        readings.push("soil", 0.25).unwrap();
+        let named = JsonUplink::Telemetry(Box::new(Telemetry { seq: 1, readings }));
+        h.link.on_frame(Ok((0, named.into()))).await;
+        let events = drain(&mut h.events);
+        assert!(
+            matches!(&events[..], [.., ModuleEvent::Telemetry(_, t)] if t.readings.get("soil") == Some(0.25)),
+            "{events:?}"
+        );
+        // Telemetry by index means nothing without a reading list.
+        h.link
+            .on_frame(Ok((0, telemetry(2, 1, &[1.0]).into())))
+            .await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [(0, Downlink::Error(LinkError::Malformed))]
+        );
+    }
+
+    #[tokio::test]
     async fn unknown_disabled_and_wrong_version_hellos_are_refused() {
         let mut h = harness(&["MC-OFF"]).await;
-        h.link.on_frame(Ok((0, hello("MC-NEW")))).await;
+        h.link.on_frame(Ok((0, hello("MC-NEW").into()))).await;
         assert_eq!(
             h.link.take_outbox(),
             [(0, Downlink::Refuse(RefuseReason::UnknownModule))]
@@ -874,7 +1011,7 @@ mod tests {
             ..ModulePatch::default()
         };
         h.store.update_module(&off, patch).await.unwrap();
-        h.link.on_frame(Ok((0, hello("MC-OFF")))).await;
+        h.link.on_frame(Ok((0, hello("MC-OFF").into()))).await;
         assert_eq!(
             h.link.take_outbox(),
             [(0, Downlink::Refuse(RefuseReason::Disabled))]
@@ -884,7 +1021,7 @@ mod tests {
             unreachable!()
         };
         v2.protocol = 2;
-        h.link.on_frame(Ok((0, Uplink::Hello(v2)))).await;
+        h.link.on_frame(Ok((0, Uplink::Hello(v2).into()))).await;
         assert_eq!(
             h.link.take_outbox(),
             [(
@@ -907,9 +1044,11 @@ mod tests {
     async fn traffic_without_a_handshake_is_refused_at_most_once_per_second() {
         let mut h = harness(&["MC-1"]).await;
         for _ in 0..3 {
-            h.link.on_frame(Ok((7, heartbeat()))).await;
+            h.link.on_frame(Ok((7, heartbeat().into()))).await;
         }
-        h.link.on_frame(Ok((0, telemetry(1, 1, &[1.0])))).await;
+        h.link
+            .on_frame(Ok((0, telemetry(1, 1, &[1.0]).into())))
+            .await;
         assert_eq!(
             h.link.take_outbox(),
             [
@@ -924,11 +1063,11 @@ mod tests {
     #[tokio::test]
     async fn a_module_live_on_another_port_is_a_duplicate_a_new_hello_a_takeover() {
         let mut h = harness(&["MC-1"]).await;
-        h.link.on_frame(Ok((0, hello("MC-1")))).await;
+        h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
         h.link.take_outbox();
         let ctx = h.link.ctx.clone();
         let (mut other, _rx) = on_port("/dev/ttyB", &ctx);
-        other.on_frame(Ok((0, hello("MC-1")))).await;
+        other.on_frame(Ok((0, hello("MC-1").into()))).await;
         assert_eq!(
             other.take_outbox(),
             [(0, Downlink::Refuse(RefuseReason::Duplicate))]
@@ -939,7 +1078,7 @@ mod tests {
         };
 
         // Same port and address: a new session, and the old one's end comes after it (stale).
-        h.link.on_frame(Ok((0, hello("MC-1")))).await;
+        h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
         assert_eq!(h.link.take_outbox(), [(0, accept())]);
         let events = drain(&mut h.events);
         assert!(
@@ -956,7 +1095,7 @@ mod tests {
     #[tokio::test]
     async fn the_registry_closes_a_session_and_the_module_is_told_why() {
         let mut h = harness(&["MC-1"]).await;
-        h.link.on_frame(Ok((0, hello("MC-1")))).await;
+        h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
         h.link.take_outbox();
         drain(&mut h.events);
         let id = ModuleId::new("MC-1").unwrap();
@@ -980,7 +1119,7 @@ mod tests {
             &drain(&mut h.events)[..],
             [ModuleEvent::Disconnected { clean: false, .. }]
         ));
-        h.link.on_frame(Ok((0, heartbeat()))).await;
+        h.link.on_frame(Ok((0, heartbeat().into()))).await;
         assert_eq!(
             h.link.take_outbox(),
             [(0, Downlink::Refuse(RefuseReason::HandshakeRequired))]
@@ -990,7 +1129,7 @@ mod tests {
     #[tokio::test]
     async fn commands_are_sent_again_with_the_same_id_until_acknowledged() {
         let mut h = harness(&["MC-1"]).await;
-        h.link.on_frame(Ok((3, hello("MC-1")))).await;
+        h.link.on_frame(Ok((3, hello("MC-1").into()))).await;
         h.link.take_outbox();
         let id = ModuleId::new("MC-1").unwrap();
         let (session, _) = h.connections.link(&id).unwrap();
@@ -1029,7 +1168,7 @@ mod tests {
                 result: CommandResult::Done,
             })
         };
-        h.link.on_frame(Ok((3, ack(41)))).await;
+        h.link.on_frame(Ok((3, ack(41).into()))).await;
         assert_eq!(first_outcome.await.unwrap(), Ok(CommandResult::Done));
         assert_eq!(h.link.take_outbox(), [(3, Downlink::Command(command(42)))]);
 
@@ -1045,14 +1184,14 @@ mod tests {
         assert!(h.link.take_outbox().is_empty());
         assert_eq!(second_outcome.await.unwrap(), Err(CommandFailure::NoAck(3)));
         // A late ack is ignored.
-        h.link.on_frame(Ok((3, ack(42)))).await;
+        h.link.on_frame(Ok((3, ack(42).into()))).await;
         assert!(h.link.take_outbox().is_empty());
     }
 
     #[tokio::test]
     async fn bad_frames_are_counted_and_answered_at_most_ten_times_a_second() {
         let mut h = harness(&["MC-1"]).await;
-        h.link.on_frame(Ok((5, heartbeat()))).await; // last good address: 5
+        h.link.on_frame(Ok((5, heartbeat().into()))).await; // last good address: 5
         h.link.take_outbox();
         for _ in 0..25 {
             h.link.on_frame(Err(FrameError::Crc)).await;
@@ -1073,7 +1212,7 @@ mod tests {
     #[tokio::test]
     async fn a_lost_port_ends_every_session_unclean() {
         let mut h = harness(&["MC-1"]).await;
-        h.link.on_frame(Ok((0, hello("MC-1")))).await;
+        h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
         drain(&mut h.events);
         h.link.port_lost().await;
         assert!(matches!(

@@ -5,9 +5,11 @@
 //! # Layout
 //! - [`port`]: one task per configured port. Opens it (8N1, no flow control), reopens it with
 //!   [`backoff`] when it is missing or disappears, cuts the byte stream into frames with a
-//!   [`FrameAccumulator`](mc_protocol::link::FrameAccumulator), writes the replies.
+//!   [`FrameAccumulator`](mc_protocol::link::FrameAccumulator) (COBS frames, or JSON lines on
+//!   a `:json` port: [`mc_protocol::link::json`]), writes the replies.
 //! - [`link`]: the link sessions of one port by address: handshake against the registry,
-//!   [`ModuleEvent`]s for the tracker, commands and acks, refusals and error replies.
+//!   [`ModuleEvent`]s for the tracker, commands and acks, refusals and error replies. Both
+//!   framings meet there as one [`link::Inbound`] message type.
 //! - [`backoff`]: reopen delays.
 //!
 //! ```text

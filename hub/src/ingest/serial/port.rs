@@ -8,7 +8,9 @@
 use std::{sync::Arc, time::Duration};
 
 use mc_protocol::link::{
-    Accumulated, FrameAccumulator, FrameError, decode_uplink, downlink_to_vec,
+    ADDRESS_POINT_TO_POINT, Accumulated, DELIMITER, Downlink, FrameAccumulator, FrameError,
+    decode_uplink, downlink_to_vec,
+    json::{self, JsonDownlink},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -18,8 +20,12 @@ use tokio::{
 use tokio_serial::{DataBits, FlowControl, Parity, SerialPortBuilderExt, SerialStream, StopBits};
 use tokio_util::sync::CancellationToken;
 
-use super::{PortRequest, REQUEST_QUEUE, SerialContext, backoff::Backoff, link::LinkSessions};
-use crate::config::SerialPortSpec;
+use super::{
+    PortRequest, REQUEST_QUEUE, SerialContext,
+    backoff::Backoff,
+    link::{Inbound, LinkSessions},
+};
+use crate::config::{Framing, SerialPortSpec};
 
 /// A write the port does not take within this long is dropped (a stuck line must not stall
 /// the reading of frames).
@@ -39,7 +45,11 @@ pub async fn run(spec: SerialPortSpec, ctx: SerialContext, shutdown: Cancellatio
     let counters = ctx.metrics.serial_port(&port);
     let (requests_tx, mut requests) = mpsc::channel(REQUEST_QUEUE);
     let mut sessions = LinkSessions::new(port.clone(), ctx, counters.clone(), requests_tx);
-    let mut frames = Box::new(FrameAccumulator::new());
+    let delimiter = match spec.framing {
+        Framing::Binary => DELIMITER,
+        Framing::JsonLines => b'\n',
+    };
+    let mut frames = Box::new(FrameAccumulator::with_delimiter(delimiter));
     let mut backoff = Backoff::default();
     // Set from a failure until the next successful open, which is logged as a recovery.
     let mut failing = false;
@@ -54,15 +64,16 @@ pub async fn run(spec: SerialPortSpec, ctx: SerialContext, shutdown: Cancellatio
                     counters.reopens.inc();
                 }
                 if failing {
-                    tracing::info!(%port, baud = spec.baud, "serial port is back");
+                    tracing::info!(%port, baud = spec.baud, framing = ?spec.framing, "serial port is back");
                 } else {
-                    tracing::info!(%port, baud = spec.baud, "serial port open");
+                    tracing::info!(%port, baud = spec.baud, framing = ?spec.framing, "serial port open");
                 }
                 opened_before = true;
                 let opened_at = Instant::now();
                 let ended = serve(
                     &mut stream,
                     &port,
+                    spec.framing,
                     &mut sessions,
                     &mut frames,
                     &mut requests,
@@ -134,6 +145,7 @@ enum Step {
 async fn serve(
     stream: &mut SerialStream,
     port: &str,
+    framing: Framing,
     sessions: &mut LinkSessions,
     frames: &mut FrameAccumulator,
     requests: &mut mpsc::Receiver<PortRequest>,
@@ -157,7 +169,7 @@ async fn serve(
                 for &byte in &buf[..n] {
                     let frame = match frames.push(byte) {
                         None => continue,
-                        Some(Accumulated::Frame(frame)) => decode_uplink(frame),
+                        Some(Accumulated::Frame(frame)) => decode(framing, frame),
                         Some(Accumulated::Overflow { discarded }) => {
                             Err(FrameError::TooLong { len: discarded })
                         }
@@ -169,7 +181,7 @@ async fn serve(
             Step::Closed(address, session) => sessions.on_closed(address, session).await,
             Step::Timer => sessions.on_timer().await,
         }
-        if let Err(e) = write_replies(stream, port, sessions).await {
+        if let Err(e) = write_replies(stream, port, framing, sessions).await {
             return Ended::Lost(e.to_string());
         }
     }
@@ -180,6 +192,7 @@ async fn serve(
 async fn write_replies(
     stream: &mut SerialStream,
     port: &str,
+    framing: Framing,
     sessions: &mut LinkSessions,
 ) -> std::io::Result<()> {
     let outbox = sessions.take_outbox();
@@ -190,7 +203,7 @@ async fn write_replies(
     let mut bytes = Vec::with_capacity(outbox.len() * 16);
     let mut frames = 0;
     for (address, message) in &outbox {
-        match downlink_to_vec(*address, message) {
+        match encode(framing, *address, message) {
             Ok(frame) => {
                 bytes.extend_from_slice(&frame);
                 frames += 1;
@@ -209,5 +222,57 @@ async fn write_replies(
             tracing::debug!(%port, frames, "the port did not take our replies in time: dropped");
             Ok(())
         }
+    }
+}
+
+/// Decodes one frame (a JSON line has no address: it is the point-to-point address 0).
+fn decode(framing: Framing, frame: &mut [u8]) -> Result<(u8, Inbound), FrameError> {
+    match framing {
+        Framing::Binary => decode_uplink(frame).map(|(address, m)| (address, m.into())),
+        Framing::JsonLines => {
+            json::decode_uplink_line(frame).map(|m| (ADDRESS_POINT_TO_POINT, m.into()))
+        }
+    }
+}
+
+/// Encodes one reply for the line.
+fn encode(framing: Framing, address: u8, message: &Downlink) -> Result<Vec<u8>, FrameError> {
+    match framing {
+        Framing::Binary => downlink_to_vec(address, message),
+        Framing::JsonLines => Ok(json::downlink_line(&match message.clone() {
+            Downlink::Accept(a) => JsonDownlink::Accept(a),
+            Downlink::Command(c) => JsonDownlink::Command(c),
+            Downlink::Error(e) => JsonDownlink::Error(e),
+            Downlink::Refuse(r) => JsonDownlink::Refuse(r),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mc_protocol::link::{LinkError, RefuseReason};
+
+    use super::*;
+
+    #[test]
+    fn json_lines_have_no_address_and_are_answered_in_json() {
+        let mut line = br#"{"heartbeat":{"seq":7,"uptimeMs":1234}}"#.to_vec();
+        let (address, message) = decode(Framing::JsonLines, &mut line).unwrap();
+        assert_eq!(address, ADDRESS_POINT_TO_POINT);
+        assert!(matches!(message, Inbound::Heartbeat(h) if h.seq == 7));
+        assert_eq!(
+            decode(Framing::JsonLines, &mut b"\x13\x37".to_vec()),
+            Err(FrameError::Crc)
+        );
+        let refuse = Downlink::Refuse(RefuseReason::HandshakeRequired);
+        assert_eq!(
+            encode(Framing::JsonLines, 0, &refuse).unwrap(),
+            b"{\"refuse\":\"handshakeRequired\"}\n"
+        );
+        let error = Downlink::Error(LinkError::CrcMismatch);
+        assert_eq!(
+            encode(Framing::Binary, 0, &error).unwrap(),
+            downlink_to_vec(0, &error).unwrap()
+        );
     }
 }
