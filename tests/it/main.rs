@@ -10,6 +10,7 @@ mod liveness;
 mod registry;
 mod rejects;
 mod serial;
+mod serial_sim;
 mod simulator;
 mod stats;
 mod telemetry;
