@@ -66,6 +66,9 @@ pub struct CommandRouter {
     mqtt: Arc<Mutex<LinkTx>>,
     /// Who is connected how.
     connections: LiveConnections,
+    /// Command ids. Modules de-duplicate by id (a retransmission carries the same one), so a
+    /// restarted hub must not start again at 1: the first new command could match the last
+    /// one a module executed and be acknowledged without being run. Hence a random start.
     next_id: Arc<AtomicU32>,
 }
 
@@ -75,7 +78,7 @@ impl CommandRouter {
         Self {
             mqtt: Arc::new(Mutex::new(link)),
             connections,
-            next_id: Arc::new(AtomicU32::new(1)),
+            next_id: Arc::new(AtomicU32::new(rand::random())),
         }
     }
 
