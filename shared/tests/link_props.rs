@@ -259,3 +259,61 @@ fn unknown_tags_are_reported_as_unknown_messages() {
         LinkError::UnknownMessage
     );
 }
+
+/// A hello is judged by its version before anything else: a newer module's hello, whatever it
+/// carries after the version byte, is a version mismatch (never "malformed"), so every hub can
+/// tell a newer module which version it speaks.
+#[test]
+fn hellos_are_checked_for_their_version_first() {
+    let frame_of = |body: &[u8]| {
+        let mut raw = vec![0u8];
+        raw.extend_from_slice(body);
+        let crc = mc_protocol::link::crc::crc16(&raw).to_le_bytes();
+        raw.extend(crc);
+        let mut enc = [0u8; 64];
+        let n = mc_protocol::link::cobs::encode(&raw, &mut enc).unwrap();
+        enc[..n].to_vec()
+    };
+    // tag 0 (hello), protocol 2, then fields version 1 does not know.
+    let mut v2 = frame_of(&[0, 2, 0xAA, 0xBB, 0xCC]);
+    assert_eq!(
+        decode_uplink(&mut v2),
+        Err(FrameError::VersionMismatch { protocol: 2 })
+    );
+    assert_eq!(
+        FrameError::VersionMismatch { protocol: 2 }.link_error(),
+        LinkError::VersionMismatch {
+            supported: LINK_VERSION
+        }
+    );
+    // A version 1 hello that does not decode (a reading name with a slash).
+    let mut bad_name = frame_of(&[
+        0, 1, 3, b'M', b'C', b'1', 1, b'1', 0x88, 0x27, 0xd0, 0x0f, 1, 3, b'a', b'/', b'b',
+    ]);
+    assert_eq!(
+        decode_uplink(&mut bad_name),
+        Err(FrameError::InvalidHello(
+            mc_protocol::ProtocolError::Malformed
+        ))
+    );
+    // A version 1 hello that decodes but breaks a rule (duplicate names).
+    let dup = Uplink::Hello(LinkHello {
+        protocol: LINK_VERSION,
+        module: ModuleId::new("MC-1").unwrap(),
+        fw: FirmwareVersion::new("1").unwrap(),
+        heartbeat_ms: 5000,
+        telemetry_ms: 2000,
+        readings: ["t", "t"]
+            .iter()
+            .map(|n| ReadingName::new(n).unwrap())
+            .collect(),
+    });
+    let mut frame = uplink_to_vec(0, &dup).unwrap();
+    frame.pop();
+    assert_eq!(
+        decode_uplink(&mut frame),
+        Err(FrameError::InvalidHello(
+            mc_protocol::ProtocolError::DuplicateReading
+        ))
+    );
+}

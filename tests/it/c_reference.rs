@@ -450,6 +450,8 @@ fn rust_verdict(frame: &[u8]) -> String {
                 FrameError::Malformed => "malformed",
                 FrameError::Invalid(_) => "invalid",
                 FrameError::Overflow => "frame_overflow",
+                // Only a module's hello produces these; this decodes hub → module frames.
+                FrameError::VersionMismatch { .. } | FrameError::InvalidHello(_) => "hello_only",
             };
             format!("err {label}")
         }

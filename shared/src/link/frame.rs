@@ -13,7 +13,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    LinkError,
+    LINK_VERSION, LinkError,
     cobs::{self, max_encoded_len},
     crc,
     message::{DOWNLINK_VARIANTS, Downlink, UPLINK_VARIANTS, Uplink},
@@ -60,6 +60,14 @@ pub enum FrameError {
     Malformed,
     /// Decoded, but breaks a protocol rule (NaN reading, interval out of range...).
     Invalid(ProtocolError),
+    /// A hello in a protocol version this side does not speak (the rest is not decoded).
+    VersionMismatch {
+        /// The version the hello announced.
+        protocol: u8,
+    },
+    /// A hello that does not decode or breaks a rule (bad reading name, duplicate names,
+    /// interval out of range): the hub refuses it ([`super::RefuseReason::InvalidHello`]).
+    InvalidHello(ProtocolError),
     /// Encoding only: the message does not fit in [`MAX_FRAME_LEN`] or in the output buffer.
     Overflow,
 }
@@ -71,7 +79,10 @@ impl FrameError {
             Self::TooLong { .. } | Self::Overflow => LinkError::FrameTooLong,
             Self::Cobs | Self::TooShort | Self::Crc => LinkError::CrcMismatch,
             Self::UnknownMessage { .. } => LinkError::UnknownMessage,
-            Self::Malformed | Self::Invalid(_) => LinkError::Malformed,
+            Self::Malformed | Self::Invalid(_) | Self::InvalidHello(_) => LinkError::Malformed,
+            Self::VersionMismatch { .. } => LinkError::VersionMismatch {
+                supported: LINK_VERSION,
+            },
         }
     }
 
@@ -85,6 +96,8 @@ impl FrameError {
             Self::UnknownMessage { .. } => "unknown_message",
             Self::Malformed => "malformed",
             Self::Invalid(e) => e.reason(),
+            Self::VersionMismatch { .. } => "version_mismatch",
+            Self::InvalidHello(_) => "invalid_hello",
             Self::Overflow => "frame_overflow",
         }
     }
@@ -103,6 +116,11 @@ impl core::fmt::Display for FrameError {
             Self::UnknownMessage { tag } => write!(f, "unknown message tag {tag}"),
             Self::Malformed => f.write_str("malformed message"),
             Self::Invalid(e) => write!(f, "invalid message: {e}"),
+            Self::VersionMismatch { protocol } => write!(
+                f,
+                "hello in link protocol version {protocol} (this side speaks {LINK_VERSION})"
+            ),
+            Self::InvalidHello(e) => write!(f, "invalid hello: {e}"),
             Self::Overflow => f.write_str("message does not fit in a frame"),
         }
     }
@@ -164,36 +182,56 @@ fn encode<'a, M: Serialize>(
 
 /// Decodes a module → hub frame (the bytes between two delimiters; decoded in place):
 /// the sender's address and the message.
+///
+/// A hello is looked at before it is decoded: its first field is the protocol version, in
+/// every version, so a hello from a newer module is reported as [`FrameError::VersionMismatch`]
+/// whatever the rest of it looks like; a hello that then fails to decode or breaks a rule is
+/// [`FrameError::InvalidHello`], which the hub answers with a refusal rather than an error.
 pub fn decode_uplink(frame: &mut [u8]) -> Result<(u8, Uplink), FrameError> {
-    let (address, msg) = decode::<Uplink>(frame, UPLINK_VARIANTS)?;
+    let (address, body) = open(frame, UPLINK_VARIANTS)?;
+    let is_hello = body.first() == Some(&HELLO_TAG);
+    if is_hello
+        && let Some(&protocol) = body.get(1)
+        && protocol != LINK_VERSION
+    {
+        return Err(FrameError::VersionMismatch { protocol });
+    }
+    let msg = match take_all::<Uplink>(body) {
+        Ok(msg) => msg,
+        Err(_) if is_hello => return Err(FrameError::InvalidHello(ProtocolError::Malformed)),
+        Err(e) => return Err(e),
+    };
     match &msg {
-        Uplink::Hello(hello) => hello.validate(),
+        Uplink::Hello(hello) => hello.validate().map_err(FrameError::InvalidHello)?,
         Uplink::Telemetry(t) => {
             if t.mask.count_ones() as usize != t.values.len() {
-                Err(ProtocolError::Malformed)
-            } else if t.values.iter().any(|v| !v.is_finite()) {
-                Err(ProtocolError::NonFiniteReading)
-            } else {
-                Ok(())
+                return Err(FrameError::Invalid(ProtocolError::Malformed));
+            }
+            if t.values.iter().any(|v| !v.is_finite()) {
+                return Err(FrameError::Invalid(ProtocolError::NonFiniteReading));
             }
         }
-        Uplink::Heartbeat(_) | Uplink::Ack(_) | Uplink::Error(_) => Ok(()),
+        Uplink::Heartbeat(_) | Uplink::Ack(_) | Uplink::Error(_) => {}
     }
-    .map_err(FrameError::Invalid)?;
     Ok((address, msg))
 }
 
 /// Decodes a hub → module frame (the bytes between two delimiters; decoded in place):
 /// the destination address and the message.
 pub fn decode_downlink(frame: &mut [u8]) -> Result<(u8, Downlink), FrameError> {
-    let (address, msg) = decode::<Downlink>(frame, DOWNLINK_VARIANTS)?;
+    let (address, body) = open(frame, DOWNLINK_VARIANTS)?;
+    let msg = take_all::<Downlink>(body)?;
     if let Downlink::Command(command) = &msg {
         command.validate().map_err(FrameError::Invalid)?;
     }
     Ok((address, msg))
 }
 
-fn decode<M: DeserializeOwned>(frame: &mut [u8], variants: u8) -> Result<(u8, M), FrameError> {
+/// The tag of `Uplink::Hello`, frozen in every protocol version.
+const HELLO_TAG: u8 = 0;
+
+/// Undoes COBS and checks length, CRC and tag range; returns the address and the message bytes.
+fn open(frame: &mut [u8], variants: u8) -> Result<(u8, &[u8]), FrameError> {
     if frame.len() > MAX_ENCODED_LEN {
         return Err(FrameError::TooLong { len: frame.len() });
     }
@@ -212,11 +250,16 @@ fn decode<M: DeserializeOwned>(frame: &mut [u8], variants: u8) -> Result<(u8, M)
     if tag >= variants {
         return Err(FrameError::UnknownMessage { tag });
     }
+    Ok((address, body))
+}
+
+/// Decodes a message that must use every byte of `body`.
+fn take_all<M: DeserializeOwned>(body: &[u8]) -> Result<M, FrameError> {
     let (msg, rest) = postcard::take_from_bytes::<M>(body).map_err(|_| FrameError::Malformed)?;
     if !rest.is_empty() {
         return Err(FrameError::Malformed);
     }
-    Ok((address, msg))
+    Ok(msg)
 }
 
 /// What [`FrameAccumulator::push`] found.

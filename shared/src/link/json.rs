@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    FrameError,
+    FrameError, LINK_VERSION,
     message::{Accept, Ack, LinkError, RefuseReason},
 };
 use crate::{
@@ -68,35 +68,68 @@ pub struct JsonHello {
 }
 
 /// Decodes one line (without its `\n`; a trailing `\r` is accepted) and checks its rules.
+///
+/// Errors mean what they mean on the binary link: not JSON at all (noise, a cut line) is
+/// [`FrameError::Crc`]; an unknown message key is [`FrameError::UnknownMessage`] (tag 255: JSON
+/// has no tags); a hello in another protocol version is [`FrameError::VersionMismatch`] and a
+/// hello that breaks a rule [`FrameError::InvalidHello`]; anything else of the wrong shape is
+/// [`FrameError::Malformed`], a rule broken elsewhere [`FrameError::Invalid`].
 pub fn decode_uplink_line(line: &[u8]) -> Result<JsonUplink, FrameError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.len() > MAX_LINE_LEN {
         return Err(FrameError::TooLong { len: line.len() });
     }
-    let msg: JsonUplink = serde_json::from_slice(line).map_err(|e| {
-        if e.is_data() {
-            // Valid JSON of the wrong shape: an unknown message or field, or a bad value.
-            FrameError::Malformed
-        } else {
-            // Not JSON at all (noise, a cut line): the JSON-lines equivalent of a bad CRC.
-            FrameError::Crc
-        }
-    })?;
+    let msg: JsonUplink = match serde_json::from_slice(line) {
+        Ok(msg) => msg,
+        // The slow path, for bad lines only: find out what the line meant to be.
+        Err(_) => return Err(classify(line)),
+    };
     match &msg {
         JsonUplink::Hello(h) => {
+            if h.protocol != LINK_VERSION {
+                return Err(FrameError::VersionMismatch {
+                    protocol: h.protocol,
+                });
+            }
             if !HEARTBEAT_MS_RANGE.contains(&h.heartbeat_ms) {
-                Err(ProtocolError::InvalidHeartbeatInterval)
-            } else if !TELEMETRY_MS_RANGE.contains(&h.telemetry_ms) {
-                Err(ProtocolError::InvalidTelemetryInterval)
-            } else {
-                Ok(())
+                return Err(FrameError::InvalidHello(
+                    ProtocolError::InvalidHeartbeatInterval,
+                ));
+            }
+            if !TELEMETRY_MS_RANGE.contains(&h.telemetry_ms) {
+                return Err(FrameError::InvalidHello(
+                    ProtocolError::InvalidTelemetryInterval,
+                ));
             }
         }
-        JsonUplink::Telemetry(t) => t.validate(),
-        JsonUplink::Heartbeat(_) | JsonUplink::Ack(_) | JsonUplink::Error(_) => Ok(()),
+        JsonUplink::Telemetry(t) => t.validate().map_err(FrameError::Invalid)?,
+        JsonUplink::Heartbeat(_) | JsonUplink::Ack(_) | JsonUplink::Error(_) => {}
     }
-    .map_err(FrameError::Invalid)?;
     Ok(msg)
+}
+
+/// Why a line that did not decode did not: see [`decode_uplink_line`].
+fn classify(line: &[u8]) -> FrameError {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else {
+        return FrameError::Crc;
+    };
+    let Some((key, body)) = value
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter().next())
+    else {
+        return FrameError::Malformed;
+    };
+    match key.as_str() {
+        "hello" => match body.get("protocol").and_then(serde_json::Value::as_u64) {
+            Some(p) if p != u64::from(LINK_VERSION) => FrameError::VersionMismatch {
+                protocol: u8::try_from(p).unwrap_or(u8::MAX),
+            },
+            _ => FrameError::InvalidHello(ProtocolError::Malformed),
+        },
+        "heartbeat" | "telemetry" | "ack" | "error" => FrameError::Malformed,
+        _ => FrameError::UnknownMessage { tag: u8::MAX },
+    }
 }
 
 /// Encodes a hub → module line, `\n` included.
@@ -178,15 +211,31 @@ mod tests {
         );
         assert_eq!(
             decode_uplink_line(br#"{"reboot":{}}"#),
+            Err(FrameError::UnknownMessage { tag: u8::MAX })
+        );
+        assert_eq!(
+            decode_uplink_line(br#"{"heartbeat":{"seq":"x"}}"#),
             Err(FrameError::Malformed)
         );
+        assert_eq!(
+            decode_uplink_line(br#"{"hello":{"protocol":2,"module":"MC-1","newField":true}}"#),
+            Err(FrameError::VersionMismatch { protocol: 2 })
+        );
+        assert_eq!(
+            decode_uplink_line(br#"{"hello":{"protocol":1,"module":"MC-1","fw":"1","heartbeatMs":5000,"telemetryMs":2000,"x":1}}"#),
+            Err(FrameError::InvalidHello(ProtocolError::Malformed))
+        );
+        assert!(matches!(
+            decode_uplink_line(br#"{"telemetry":{"seq":1,"readings":{"a":1,"a":2}}}"#),
+            Err(FrameError::Invalid(_))
+        ));
         assert!(matches!(
             decode_uplink_line(br#"{"telemetry":{"seq":1,"readings":{"1bad":2}}}"#),
             Err(FrameError::Invalid(_))
         ));
         assert!(matches!(
             decode_uplink_line(br#"{"hello":{"protocol":1,"module":"MC-1","fw":"1","heartbeatMs":1,"telemetryMs":2000}}"#),
-            Err(FrameError::Invalid(_))
+            Err(FrameError::InvalidHello(_))
         ));
         assert!(decode_uplink_line(b"{\"heartbeat\":{\"seq\":1,\"uptimeMs\":2}}\r").is_ok());
         let long = [b' '; MAX_LINE_LEN + 1];
