@@ -18,11 +18,11 @@
 use core::time::Duration;
 
 use mc_protocol::{
-    Command, ModuleId,
+    Command, CommandAction, ModuleId,
     link::{
         ADDRESS_BROADCAST, Accept, Accumulated, Ack, CommandResult, Downlink, FrameAccumulator,
         FrameError, LINK_VERSION, LinkError, LinkHello, LinkTelemetry, MAX_WIRE_LEN, RefuseReason,
-        Uplink, decode_downlink, encode_uplink,
+        Uplink, crc::crc16, decode_downlink, encode_uplink,
     },
     message::MAX_READINGS,
 };
@@ -36,9 +36,11 @@ use crate::{
 pub const HELLO_RETRY: Duration = Duration::from_secs(1);
 /// Longest wait between hellos (while the hub refuses or is absent).
 pub const HELLO_RETRY_MAX: Duration = Duration::from_secs(30);
-/// At most one link error report per this interval: a noisy line must not be answered with
-/// more noise.
-pub const ERROR_REPORT_INTERVAL: Duration = Duration::from_millis(100);
+/// At most one link error report per this interval; errors within it are counted and dropped,
+/// never delayed: a noisy line must not be answered with more noise.
+pub const ERROR_REPORT_INTERVAL: Duration = Duration::from_millis(250);
+/// How many recently sent frames are remembered to recognise their echo.
+const ECHO_MEMORY: usize = 4;
 /// Poll at least this often while nothing is scheduled.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -79,6 +81,10 @@ pub struct LinkCounters {
     pub errors_from_hub: u32,
     /// Commands executed (retransmissions not counted).
     pub commands: u32,
+    /// Frames ignored as the echo of our own (half-duplex buses).
+    pub echoes: u32,
+    /// Link error reports not sent because of the rate limit.
+    pub reports_dropped: u32,
 }
 
 /// A module on a serial link: the firmware core plus framing and handshake.
@@ -96,9 +102,16 @@ pub struct SerialFirmware<S> {
     /// Jitter for the backoff (xorshift32; seeded from the module id so that modules on one
     /// hub do not retry in lockstep).
     rng: u32,
-    /// The core announces a hello on every `connected`; on this link that hello was the
-    /// handshake already, so the first one after an `Accept` is not sent again.
-    skip_core_hello: bool,
+    /// The heartbeat interval the hub last heard in a hello of ours. The core announces a
+    /// hello on every `connected` and after an interval change; a hello repeating what the
+    /// hub already knows (the handshake's) is not sent again, any other is.
+    announced_heartbeat_ms: Option<u32>,
+    /// CRC and length of the last few frames sent: on a half-duplex bus that echoes, a frame
+    /// identical to one of ours is our own echo, never the hub's (an echoed uplink could even
+    /// decode as a downlink command).
+    sent: [(u16, u16); ECHO_MEMORY],
+    /// Where the next entry of `sent` goes.
+    sent_next: usize,
     /// A link error to report, and when the last report went out.
     error_to_report: Option<LinkError>,
     last_error_report: Option<Duration>,
@@ -124,7 +137,9 @@ impl<S: Sensors> SerialFirmware<S> {
             next_hello: Some(Duration::ZERO),
             backoff: Backoff::new(HELLO_RETRY, HELLO_RETRY_MAX),
             rng: seed | 1,
-            skip_core_hello: false,
+            announced_heartbeat_ms: None,
+            sent: [(0, 0); ECHO_MEMORY],
+            sent_next: 0,
             error_to_report: None,
             last_error_report: None,
             counters: LinkCounters::default(),
@@ -149,7 +164,13 @@ impl<S: Sensors> SerialFirmware<S> {
             for &byte in &buf[..n.min(buf.len())] {
                 let frame = match self.rx.push(byte) {
                     None => continue,
-                    Some(Accumulated::Frame(frame)) => decode_downlink(frame),
+                    Some(Accumulated::Frame(frame)) => {
+                        if is_echo(&self.sent, frame) {
+                            self.counters.echoes = self.counters.echoes.wrapping_add(1);
+                            continue;
+                        }
+                        decode_downlink(frame)
+                    }
                     Some(Accumulated::Overflow { discarded }) => {
                         Err(FrameError::TooLong { len: discarded })
                     }
@@ -168,28 +189,22 @@ impl<S: Sensors> SerialFirmware<S> {
             let delay = self.backoff.next_delay(jitter);
             self.next_hello = Some(now + delay);
         }
-        if let Some(error) = self.error_to_report
-            && self
+        if let Some(error) = self.error_to_report.take() {
+            if self
                 .last_error_report
                 .is_none_or(|at| now >= at + ERROR_REPORT_INTERVAL)
-        {
-            self.error_to_report = None;
-            self.last_error_report = Some(now);
-            self.send(transport, &Uplink::Error(error))?;
+            {
+                self.last_error_report = Some(now);
+                self.send(transport, &Uplink::Error(error))?;
+            } else {
+                self.counters.reports_dropped = self.counters.reports_dropped.wrapping_add(1);
+            }
         }
-        let pending_report = self
-            .error_to_report
-            .and(self.last_error_report)
-            .map(|at| at + ERROR_REPORT_INTERVAL);
-        let deadline = [
-            self.core.poll_timeout(),
-            self.next_hello_if_handshaking(),
-            pending_report,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(now + IDLE_POLL);
+        let deadline = [self.core.poll_timeout(), self.next_hello_if_handshaking()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + IDLE_POLL);
         Ok(deadline.max(now))
     }
 
@@ -281,12 +296,7 @@ impl<S: Sensors> SerialFirmware<S> {
         self.state = LinkState::Accepted;
         self.next_hello = None;
         self.backoff.reset();
-        let announce =
-            u128::from(accept.heartbeat_ms) != self.core.heartbeat_interval().as_millis();
         self.core.connected(now);
-        // The core's connect hello repeats the handshake: skipped, unless it announces a new
-        // heartbeat interval.
-        self.skip_core_hello = !announce;
         // Version 1 hubs echo the module's own intervals. Should a hub want others, the core
         // applies them (and a changed heartbeat interval is announced by a new hello, which
         // the hub then accepts as is); out-of-range wishes are reported as malformed.
@@ -303,7 +313,6 @@ impl<S: Sensors> SerialFirmware<S> {
         self.counters.refusals = self.counters.refusals.wrapping_add(1);
         self.core.disconnected();
         self.state = LinkState::Handshaking;
-        self.skip_core_hello = false;
         let jitter = self.jitter();
         self.next_hello = Some(match reason {
             // The hub lost our session (restart, port reopened): say hello right away.
@@ -343,7 +352,16 @@ impl<S: Sensors> SerialFirmware<S> {
                 command: command.id,
                 result,
             }),
-        )
+        )?;
+        // A retransmitted interval change means the hub missed our answer, and perhaps the
+        // hello that announced the new interval with it: announce it again.
+        if retransmission
+            && result == CommandResult::Done
+            && matches!(command.action, CommandAction::SetHeartbeatInterval { .. })
+        {
+            self.send_hello(transport)?;
+        }
+        Ok(())
     }
 
     fn drain_core<T: Transport>(
@@ -353,13 +371,13 @@ impl<S: Sensors> SerialFirmware<S> {
     ) -> Result<(), T::Error> {
         while let Some(output) = self.core.poll_output(now) {
             match output {
-                Output::Publish(Outgoing::Hello(_)) => {
-                    if core::mem::take(&mut self.skip_core_hello) {
-                        continue;
+                Output::Publish(Outgoing::Hello(hello)) => {
+                    // A heartbeat interval the hub has not heard yet: announce it with a new
+                    // hello (the hub accepts it without an offline flap). The connect hello
+                    // repeating the handshake is not sent again.
+                    if self.announced_heartbeat_ms != Some(hello.heartbeat_ms) {
+                        self.send_hello(transport)?;
                     }
-                    // A heartbeat interval change: announce it with a new hello; the hub
-                    // accepts it without an offline flap.
-                    self.send_hello(transport)?;
                 }
                 Output::Publish(Outgoing::Heartbeat(heartbeat)) => {
                     self.send(transport, &Uplink::Heartbeat(heartbeat))?;
@@ -371,7 +389,6 @@ impl<S: Sensors> SerialFirmware<S> {
                     // The core is back to factory state and offline: start over.
                     self.rx.reset();
                     self.state = LinkState::Handshaking;
-                    self.skip_core_hello = false;
                     self.next_hello = Some(now);
                     self.backoff.reset();
                 }
@@ -391,6 +408,7 @@ impl<S: Sensors> SerialFirmware<S> {
             readings: names.iter().take(MAX_READINGS).cloned().collect(),
         };
         self.counters.hellos = self.counters.hellos.wrapping_add(1);
+        self.announced_heartbeat_ms = Some(hello.heartbeat_ms);
         self.send(transport, &Uplink::Hello(hello))
     }
 
@@ -401,6 +419,10 @@ impl<S: Sensors> SerialFirmware<S> {
         let Ok(bytes) = encode_uplink(self.config.address, msg, &mut out) else {
             return Ok(());
         };
+        // Remember it (without its delimiter, as the accumulator will cut an echo).
+        let encoded = &bytes[..bytes.len().saturating_sub(1)];
+        self.sent[self.sent_next] = (crc16(encoded), encoded.len() as u16);
+        self.sent_next = (self.sent_next + 1) % ECHO_MEMORY;
         transport.write(bytes)?;
         self.counters.frames_sent = self.counters.frames_sent.wrapping_add(1);
         Ok(())
@@ -415,6 +437,15 @@ impl<S: Sensors> SerialFirmware<S> {
         self.rng = x;
         f64::from(x) / (f64::from(u32::MAX) + 1.0)
     }
+}
+
+/// True when `frame` (still encoded) is one of the frames in `sent` (CRC and length).
+fn is_echo(sent: &[(u16, u16)], frame: &[u8]) -> bool {
+    let len = frame.len() as u16;
+    len > 0
+        && sent
+            .iter()
+            .any(|&(crc, sent_len)| sent_len == len && crc == crc16(frame))
 }
 
 /// The core's report as it travels on the link (by index, which the hello named).
@@ -662,6 +693,73 @@ mod tests {
         };
         assert_eq!((hello.heartbeat_ms, hello.telemetry_ms), (1000, 500));
         assert_eq!(fw.core().telemetry_interval(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn an_interval_change_is_announced_even_when_it_arrives_with_the_accept() {
+        let (mut fw, mut line, clock) = module();
+        fw.poll(&mut line, &clock).unwrap();
+        line.received();
+        line.send(&accept());
+        line.send(&Downlink::Command(Command {
+            id: 5,
+            action: CommandAction::SetHeartbeatInterval { ms: 60_000 },
+        }));
+        fw.poll(&mut line, &clock).unwrap();
+        let sent = line.received();
+        assert_eq!(kinds(&sent), ["ack", "hello", "heartbeat", "telemetry"]);
+        let Uplink::Hello(hello) = &sent[1] else {
+            unreachable!()
+        };
+        assert_eq!(hello.heartbeat_ms, 60_000);
+        // The hub missed the ack (and maybe the hello): the retransmission is acknowledged
+        // again, not executed again, and the interval announced again.
+        line.send(&Downlink::Command(Command {
+            id: 5,
+            action: CommandAction::SetHeartbeatInterval { ms: 60_000 },
+        }));
+        fw.poll(&mut line, &clock).unwrap();
+        assert_eq!(kinds(&line.received()), ["ack", "hello"]);
+        assert_eq!(fw.counters().commands, 1);
+    }
+
+    #[test]
+    fn a_module_hearing_its_own_echo_stays_quiet() {
+        let (mut fw, mut line, clock) = accepted();
+        let mut sent_bytes = Vec::new();
+        for ms in (0..60_000).step_by(100) {
+            clock.0.set(Duration::from_millis(ms));
+            // Half-duplex bus: everything the module sends comes back to it, once.
+            let echo = core::mem::take(&mut line.from_module);
+            line.to_module.extend(echo.iter().copied());
+            sent_bytes.extend(echo);
+            fw.poll(&mut line, &clock).unwrap();
+        }
+        sent_bytes.append(&mut line.from_module);
+        line.from_module = sent_bytes;
+        let sent = line.received();
+        assert!(!kinds(&sent).contains(&"error"), "{:?}", kinds(&sent));
+        assert!(fw.counters().echoes >= 10, "{:?}", fw.counters());
+        assert_eq!(fw.state(), LinkState::Accepted);
+    }
+
+    #[test]
+    fn rate_limited_error_reports_are_dropped_not_delayed() {
+        let (mut fw, mut line, clock) = accepted();
+        line.to_module.extend([0x13, 0x37, 0x00]);
+        fw.poll(&mut line, &clock).unwrap();
+        assert_eq!(kinds(&line.received()), ["error"]);
+        clock.0.set(Duration::from_millis(100));
+        line.to_module.extend([0x13, 0x37, 0x00]);
+        fw.poll(&mut line, &clock).unwrap();
+        assert!(line.received().is_empty());
+        clock.0.set(Duration::from_millis(1_000));
+        fw.poll(&mut line, &clock).unwrap();
+        assert!(
+            !kinds(&line.received()).contains(&"error"),
+            "a dropped report never comes later"
+        );
+        assert_eq!(fw.counters().reports_dropped, 1);
     }
 
     #[test]
