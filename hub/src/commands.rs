@@ -3,9 +3,13 @@
 //! - **serial**: the module's port task sends `Downlink::Command` to its address and waits for
 //!   the `Ack`, sending the same command again (same id) up to 3 times, 1 s apart; the caller
 //!   gets the module's result ([`Delivery::Acknowledged`]) or [`CommandError::NotAcknowledged`].
-//! - **MQTT** (or no live connection): encoded the way the module speaks (the encoding of its
-//!   hello) and published on its `mc/<id>/cmd` topic through the hub's broker link; delivery is
-//!   at most once, nothing is retried ([`Delivery::Published`]).
+//! - **MQTT**: encoded the way the module speaks (the encoding of its hello) and published on
+//!   its `mc/<id>/cmd` topic through the hub's broker link; delivery is at most once, nothing is
+//!   retried ([`Delivery::Published`]).
+//! - **no live link** (it just closed, and the tracker has not yet seen it go): published as
+//!   over MQTT only if the tracker says the module came over MQTT; a serial module, or one the
+//!   tracker cannot place, is [`CommandError::Offline`]: a serial module never reads MQTT, so
+//!   a publish would be accepted (202) and lost.
 //!
 //! A module that is offline does not get the command: the API refuses it with 409 first.
 
@@ -25,7 +29,7 @@ use rumqttd::local::LinkTx;
 use tokio::sync::{mpsc::error::TrySendError, oneshot};
 
 use crate::{
-    connections::{Link, LiveConnections, SerialRoute},
+    connections::{Link, LiveConnections, SerialRoute, Transport},
     ingest::serial::{
         CommandFailure, PortRequest,
         link::{ACK_TIMEOUT, COMMAND_ATTEMPTS, MAX_QUEUED_COMMANDS},
@@ -48,6 +52,10 @@ pub enum CommandError {
     /// Too many commands are waiting for this module (or its port).
     #[error("too many commands waiting for this module")]
     Busy,
+    /// No live link carries the module, and it is not an MQTT module (whose broker may still
+    /// deliver): it is going offline.
+    #[error("the module has no live link")]
+    Offline,
 }
 
 /// How far a command got.
@@ -82,7 +90,8 @@ impl CommandRouter {
         }
     }
 
-    /// Sends `action` to `module` (MQTT commands in `encoding`); returns the command and how
+    /// Sends `action` to `module` (MQTT commands in `encoding`); `tracked` is the transport
+    /// the tracker knows the module by (its latest connection). Returns the command and how
     /// far it got. For a serial module this waits for its acknowledgement (a few seconds at
     /// most).
     pub async fn send(
@@ -90,20 +99,25 @@ impl CommandRouter {
         module: &ModuleId,
         action: CommandAction,
         encoding: Encoding,
+        tracked: Option<Transport>,
     ) -> Result<(Command, Delivery), CommandError> {
         let command = Command {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             action,
         };
         command.validate()?;
-        match self.connections.link(module) {
-            Some((session, Link::Serial(route))) => {
+        match route(self.connections.link(module), tracked) {
+            Route::Serial(session, route) => {
                 let result = send_serial(&route, session, command.clone()).await?;
                 Ok((command, Delivery::Acknowledged(result)))
             }
-            Some((_, Link::Mqtt)) | None => {
+            Route::Mqtt => {
                 self.publish(module, &command, encoding)?;
                 Ok((command, Delivery::Published))
+            }
+            Route::Offline => {
+                tracing::debug!(%module, ?tracked, "command for a module without a live link: refused");
+                Err(CommandError::Offline)
             }
         }
     }
@@ -124,6 +138,28 @@ impl CommandRouter {
             .map_err(|e| CommandError::Link(e.to_string()))?;
         tracing::info!(%module, id = command.id, action = ?command.action, "command published");
         Ok(())
+    }
+}
+
+/// Where a command goes.
+#[derive(Debug)]
+enum Route {
+    /// To this serial session.
+    Serial(u64, SerialRoute),
+    /// Published on the module's MQTT command topic.
+    Mqtt,
+    /// Nowhere: the module is going offline.
+    Offline,
+}
+
+/// The route for a module whose live link is `live` and whose transport the tracker knows as
+/// `tracked`. Without a live link only an MQTT module is published to (delivery over MQTT is
+/// at most once anyway); a serial module never reads MQTT and would silently lose the command.
+fn route(live: Option<(u64, Link)>, tracked: Option<Transport>) -> Route {
+    match (live, tracked) {
+        (Some((session, Link::Serial(route))), _) => Route::Serial(session, route),
+        (Some((_, Link::Mqtt)), _) | (None, Some(Transport::Mqtt)) => Route::Mqtt,
+        (None, Some(Transport::Serial) | None) => Route::Offline,
     }
 }
 
@@ -160,5 +196,37 @@ async fn send_serial(
         Ok(Ok(Err(CommandFailure::Busy))) => Err(CommandError::Busy),
         Ok(Ok(Err(failure))) => Err(CommandError::NotAcknowledged(failure)),
         Ok(Err(_)) | Err(_) => Err(CommandError::NotAcknowledged(CommandFailure::SessionEnded)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn without_a_live_link_only_an_mqtt_module_is_published_to() {
+        let (requests, _rx) = mpsc::channel(1);
+        let serial = Link::Serial(SerialRoute {
+            port: "/dev/ttyA".into(),
+            address: 0,
+            requests,
+        });
+        assert!(matches!(
+            route(Some((7, serial)), Some(Transport::Serial)),
+            Route::Serial(7, _)
+        ));
+        assert!(matches!(
+            route(Some((8, Link::Mqtt)), Some(Transport::Serial)),
+            Route::Mqtt
+        ));
+        assert!(matches!(route(None, Some(Transport::Mqtt)), Route::Mqtt));
+        // The port was lost (or the session closed) and the tracker has not caught up yet.
+        assert!(matches!(
+            route(None, Some(Transport::Serial)),
+            Route::Offline
+        ));
+        assert!(matches!(route(None, None), Route::Offline));
     }
 }

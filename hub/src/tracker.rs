@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    connections::Transport,
     ingest::ModuleEvent,
     liveness::{LivenessChange, LivenessConfig, LivenessTracker, OfflineReason},
     metrics::Metrics,
@@ -35,6 +36,8 @@ struct ModuleInfo {
     fw: Option<String>,
     heartbeat_ms: Option<u32>,
     last_seen: Option<SystemTime>,
+    /// The transport of its latest connection.
+    transport: Option<Transport>,
 }
 
 /// The live view of one module, for snapshots.
@@ -54,6 +57,9 @@ pub struct LiveModule {
     pub fw: Option<String>,
     /// The encoding of its last hello (commands are sent in it).
     pub encoding: Option<Encoding>,
+    /// The transport of its latest connection (kept after it closes): the command router
+    /// never publishes over MQTT to a module that came over serial.
+    pub transport: Option<Transport>,
 }
 
 /// Counters the tracker keeps, for tests and stats.
@@ -207,12 +213,17 @@ impl Tracker {
 
     async fn handle(&mut self, event: ModuleEvent) {
         match event {
-            ModuleEvent::Connected { record, session } => {
+            ModuleEvent::Connected {
+                record,
+                session,
+                transport,
+            } => {
                 let timeout = record.heartbeat_timeout_ms.map(Duration::from_millis);
                 self.liveness.connected(&record.id, session, timeout);
                 self.state.restart_sequence(&record.id);
                 let info = self.modules.entry(record.id.clone()).or_default();
                 info.owner = record.owner_id;
+                info.transport = Some(transport);
             }
             ModuleEvent::Registered(record) => {
                 if let Some(info) = self.modules.get_mut(&record.id) {
@@ -368,6 +379,7 @@ impl Tracker {
             stale: state.is_some_and(|s| s.stale),
             fw: info.fw.clone(),
             encoding: info.encoding,
+            transport: info.transport,
         }
     }
 

@@ -356,6 +356,24 @@ async fn bad_input_is_answered_counted_and_the_next_frame_still_works() {
         .await;
     b.cable.send_raw(&raw_frame(&[0x01, 0x80])).await;
     b.cable.expect(Downlink::Error(LinkError::Malformed)).await;
+    // A hello from a newer module (its version byte first, then whatever that version says),
+    // and a hello that breaks a rule: told which version to speak, and refused.
+    b.cable
+        .send_raw(&raw_frame(&[0x00, 0x02, 0xff, 0xff, 0x07]))
+        .await;
+    b.cable
+        .expect(Downlink::Error(LinkError::VersionMismatch {
+            supported: LINK_VERSION,
+        }))
+        .await;
+    let Uplink::Hello(mut too_fast) = hello("MC-SER-2") else {
+        unreachable!()
+    };
+    too_fast.heartbeat_ms = 1;
+    b.cable.send(0, &Uplink::Hello(too_fast)).await;
+    b.cable
+        .expect(Downlink::Refuse(RefuseReason::InvalidHello))
+        .await;
     // An oversized run without delimiter: discarded, reported once at the next delimiter.
     b.cable.send_raw(&vec![0x01; MAX_ENCODED_LEN + 100]).await;
     b.cable.send_raw(&[0x00]).await;
@@ -373,7 +391,7 @@ async fn bad_input_is_answered_counted_and_the_next_frame_still_works() {
     assert_eq!(update["telemetry"], json!({"temperature": 19.5}));
 
     let port = b.port();
-    assert_eq!(port.frame_errors.get(), 6);
+    assert_eq!(port.frame_errors.get(), 8);
     assert_eq!(port.error_replies_suppressed.get(), 0);
     // Garbage, noise and truncation: damaged COBS or a wrong CRC, depending on the bytes.
     assert_eq!(
@@ -384,6 +402,8 @@ async fn bad_input_is_answered_counted_and_the_next_frame_still_works() {
     );
     assert_eq!(metrics.rejected("unknown_message"), 1);
     assert_eq!(metrics.rejected("malformed"), 1);
+    assert_eq!(metrics.rejected("version_mismatch"), 1);
+    assert_eq!(metrics.rejected("invalid_hello"), 1);
     assert_eq!(metrics.rejected("frame_too_long"), 1);
     // Nothing else came back: the next reply is the one to this.
     b.cable.send(0, &heartbeat(2)).await;
@@ -618,6 +638,32 @@ async fn commands_go_down_the_line_and_wait_for_the_ack() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_for_a_serial_module_whose_link_just_ended_is_not_published_over_mqtt() {
+    let mut b = bench(&["MC-SER-7"]).await;
+    b.cable.hello_accepted("MC-SER-7").await;
+    b.dash.expect("rt_module_online", about("MC-SER-7")).await;
+    let admin = b.admin().await;
+    // The moment after its port task deregistered the session (port lost, session closed)
+    // and before the tracker hears of it: still online, no live link.
+    let id: ModuleId = "MC-SER-7".parse().expect("id");
+    let (session, _) = b.t.hub.connections.link(&id).expect("a live link");
+    b.t.hub.connections.remove(&id, session);
+    let (status, body) =
+        b.t.call(
+            &admin,
+            "POST",
+            "/api/modules/MC-SER-7/commands",
+            Some(json!({"action": "resendState"})),
+        )
+        .await;
+    assert_eq!(
+        status, 409,
+        "refused as offline, not published over MQTT: {body}"
+    );
+    assert_eq!(body["error"]["code"], "conflict", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplugged_goes_offline_at_once_and_replugged_comes_back_without_a_restart() {
     let Bench {
         t,
@@ -742,5 +788,23 @@ async fn a_json_lines_port_speaks_the_same_conversation_one_line_at_a_time() {
         .expect("rt_telemetry_updated", about("MC-JSON-1"))
         .await;
     assert_eq!(update["telemetry"], json!({"soil": 0.25, "lux": 800.0}));
+    // A telemetry line that names a reading twice is a bad line, not a bad hello: the module
+    // keeps its session (a refusal would make it start over).
+    wr.write_all(b"{\"telemetry\":{\"seq\":2,\"readings\":{\"soil\":0.5,\"soil\":0.6}}}\n")
+        .await
+        .expect("write");
+    assert_eq!(next_line().await, "{\"error\":\"malformed\"}\n");
+    wr.write_all(b"{\"telemetry\":{\"seq\":3,\"readings\":{\"soil\":0.5}}}\n")
+        .await
+        .expect("write");
+    let seen = dash.until("rt_telemetry_updated", about("MC-JSON-1")).await;
+    assert!(
+        !seen.iter().any(|(e, _)| e == "rt_module_offline"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.last().expect("barrier").1["telemetry"],
+        json!({"soil": 0.5})
+    );
     drop(slave);
 }

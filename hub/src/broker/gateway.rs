@@ -15,7 +15,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::packet::{self, Refusal, kind};
 use crate::{
-    connections::{Link, LiveConnections},
+    connections::{Link, LiveConnections, Transport},
     ingest::ModuleEvent,
     metrics::Metrics,
     store::{ModuleRecord, Store},
@@ -185,7 +185,11 @@ impl Gateway {
         let session = self.live.next_session();
         if self
             .events
-            .send(ModuleEvent::Connected { record, session })
+            .send(ModuleEvent::Connected {
+                record,
+                session,
+                transport: Transport::Mqtt,
+            })
             .await
             .is_err()
         {

@@ -7,7 +7,7 @@ pub mod serial;
 
 use mc_protocol::{Encoding, Heartbeat, Hello, ModuleId, Telemetry};
 
-use crate::store::ModuleRecord;
+use crate::{connections::Transport, store::ModuleRecord};
 
 /// Something that happened to a module, in the order it happened on its connection.
 #[derive(Debug, Clone)]
@@ -18,6 +18,9 @@ pub enum ModuleEvent {
         record: ModuleRecord,
         /// This connection's number.
         session: u64,
+        /// How it reaches the hub: a command for a serial module must never fall back to
+        /// MQTT while its link is going away ([`crate::commands`]).
+        transport: Transport,
     },
     /// That connection was registered but the broker never accepted it.
     ConnectAborted {

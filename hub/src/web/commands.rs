@@ -53,7 +53,7 @@ impl From<CommandResult> for CommandOutcome {
 
 /// Sends a command: 202 when published over MQTT, 200 with the module's `result` when a serial
 /// module acknowledged it, 504 when it did not; 404 for a module the caller may not see (or
-/// that does not exist), 409 when it is offline, 400 for an invalid command, 503 when too many
+/// that does not exist), 409 when it is offline (or its link is closing), 400 for an invalid command, 503 when too many
 /// commands are waiting for it.
 pub async fn send(
     State(state): State<AppState>,
@@ -74,9 +74,10 @@ pub async fn send(
     let encoding = live.encoding.unwrap_or(Encoding::Native);
     let (command, delivery) = state
         .commands
-        .send(&id, request.action, encoding)
+        .send(&id, request.action, encoding, live.transport)
         .await
         .map_err(|e| match e {
+            CommandError::Offline => ApiError::Conflict("module is offline".into()),
             CommandError::Invalid(e) => ApiError::BadRequest(e.to_string()),
             CommandError::Link(e) => ApiError::Internal(e),
             CommandError::NotAcknowledged(_) => {

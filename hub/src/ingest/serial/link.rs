@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PortRequest, SerialContext};
 use crate::{
-    connections::{Link, SerialRoute},
+    connections::{Link, SerialRoute, Transport},
     ingest::ModuleEvent,
     liveness,
     metrics::{SerialPortMetrics, link_error_label},
@@ -549,13 +549,15 @@ impl LinkSessions {
     }
 
     async fn hello(&mut self, address: u8, hello: InboundHello, now: Instant) {
+        // The decoders report another version as `FrameError::VersionMismatch` already; this
+        // guards the hellos that reach the hub some other way.
         if hello.protocol != LINK_VERSION {
             self.end_session(address).await;
             let reply = Downlink::Error(LinkError::VersionMismatch {
                 supported: LINK_VERSION,
             });
             let detail = format_args!("module speaks link protocol {}", hello.protocol);
-            self.bad_input("link_version", reply, &detail, now);
+            self.bad_input("version_mismatch", reply, &detail, now);
             return;
         }
         let id = hello.module.clone();
@@ -608,6 +610,7 @@ impl LinkSessions {
             .send(ModuleEvent::Connected {
                 record,
                 session: number,
+                transport: Transport::Serial,
             })
             .await;
         let tracker_hello = Hello {
@@ -797,16 +800,17 @@ impl LinkSessions {
     }
 }
 
-/// What a bad frame is answered with: `Refuse(InvalidHello)` for a hello that decoded but
-/// breaks a rule (intervals and duplicate names are rules of the hello only: §4.1), else the
-/// frame error's link error.
+/// What a bad frame is answered with (PROTOCOL.md §4.1, §4.5): a hello the module must change
+/// is refused (`InvalidHello`: it does not decode, or breaks a rule), a hello in another
+/// version learns which one the hub speaks, and anything else gets its link error, which
+/// never ends a session: a bad telemetry line (a NaN, a duplicate reading name) is not a
+/// reason for a working module to start over.
 fn reply_to_bad_frame(error: &FrameError) -> Downlink {
     match error {
-        FrameError::Invalid(
-            ProtocolError::InvalidHeartbeatInterval
-            | ProtocolError::InvalidTelemetryInterval
-            | ProtocolError::DuplicateReading,
-        ) => Downlink::Refuse(RefuseReason::InvalidHello),
+        FrameError::InvalidHello(_) => Downlink::Refuse(RefuseReason::InvalidHello),
+        FrameError::VersionMismatch { .. } => Downlink::Error(LinkError::VersionMismatch {
+            supported: LINK_VERSION,
+        }),
         other => Downlink::Error(other.link_error()),
     }
 }
@@ -933,7 +937,7 @@ mod tests {
         assert_eq!(h.link.take_outbox(), [(0, accept())]);
         let events = drain(&mut h.events);
         assert!(
-            matches!(&events[..], [ModuleEvent::Connected { record, .. }, ModuleEvent::Hello(id, hello, Encoding::Native)]
+            matches!(&events[..], [ModuleEvent::Connected { record, transport: Transport::Serial, .. }, ModuleEvent::Hello(id, hello, Encoding::Native)]
                 if record.id.as_str() == "MC-1" && id.as_str() == "MC-1" && hello.heartbeat_ms == 60_000),
             "{events:?}"
         );
@@ -1037,7 +1041,7 @@ mod tests {
         );
         assert_eq!(h.metrics.rejected("unknown_module"), 1);
         assert_eq!(h.metrics.rejected("module_disabled"), 1);
-        assert_eq!(h.metrics.rejected("link_version"), 1);
+        assert_eq!(h.metrics.rejected("version_mismatch"), 1);
     }
 
     #[tokio::test]
@@ -1249,14 +1253,33 @@ mod tests {
 
     #[test]
     fn bad_hellos_are_refused_other_bad_frames_get_their_link_error() {
+        for broken_rule in [
+            ProtocolError::DuplicateReading,
+            ProtocolError::InvalidHeartbeatInterval,
+            ProtocolError::Malformed,
+        ] {
+            assert_eq!(
+                reply_to_bad_frame(&FrameError::InvalidHello(broken_rule)),
+                Downlink::Refuse(RefuseReason::InvalidHello)
+            );
+        }
         assert_eq!(
-            reply_to_bad_frame(&FrameError::Invalid(ProtocolError::DuplicateReading)),
-            Downlink::Refuse(RefuseReason::InvalidHello)
+            reply_to_bad_frame(&FrameError::VersionMismatch { protocol: 2 }),
+            Downlink::Error(LinkError::VersionMismatch {
+                supported: LINK_VERSION
+            })
         );
-        assert_eq!(
-            reply_to_bad_frame(&FrameError::Invalid(ProtocolError::NonFiniteReading)),
-            Downlink::Error(LinkError::Malformed)
-        );
+        // Rules broken outside a hello (JSON telemetry naming a reading twice, a NaN).
+        for broken_rule in [
+            ProtocolError::DuplicateReading,
+            ProtocolError::NonFiniteReading,
+            ProtocolError::InvalidHeartbeatInterval,
+        ] {
+            assert_eq!(
+                reply_to_bad_frame(&FrameError::Invalid(broken_rule)),
+                Downlink::Error(LinkError::Malformed)
+            );
+        }
         assert_eq!(
             reply_to_bad_frame(&FrameError::TooLong { len: 2000 }),
             Downlink::Error(LinkError::FrameTooLong)
@@ -1264,6 +1287,63 @@ mod tests {
         assert_eq!(
             reply_to_bad_frame(&FrameError::Cobs),
             Downlink::Error(LinkError::CrcMismatch)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_json_telemetry_line_is_an_error_not_the_end_of_the_session() {
+        let mut h = harness(&["MC-1"]).await;
+        let line = |text: &[u8]| {
+            mc_protocol::link::json::decode_uplink_line(text).map(|m| (0, Inbound::from(m)))
+        };
+        h.link
+            .on_frame(line(
+                br#"{"hello":{"protocol":1,"module":"MC-1","fw":"1","heartbeatMs":60000,"telemetryMs":1000}}"#,
+            ))
+            .await;
+        h.link
+            .on_frame(line(br#"{"heartbeat":{"seq":1,"uptimeMs":5}}"#))
+            .await;
+        h.link.take_outbox();
+        drain(&mut h.events);
+        // A reading named twice: a bad line, answered as such.
+        h.link
+            .on_frame(line(br#"{"telemetry":{"seq":1,"readings":{"a":1,"a":2}}}"#))
+            .await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [(0, Downlink::Error(LinkError::Malformed))]
+        );
+        assert_eq!(h.link.session_count(), 1);
+        // The next line is used as usual.
+        h.link
+            .on_frame(line(br#"{"telemetry":{"seq":2,"readings":{"a":1}}}"#))
+            .await;
+        assert!(h.link.take_outbox().is_empty());
+        assert!(matches!(
+            &drain(&mut h.events)[..],
+            [ModuleEvent::Telemetry(..)]
+        ));
+        // A hello of another version, or one that breaks a rule.
+        h.link
+            .on_frame(line(br#"{"hello":{"protocol":2,"module":"MC-1"}}"#))
+            .await;
+        h.link
+            .on_frame(line(
+                br#"{"hello":{"protocol":1,"module":"MC-1","fw":"1","heartbeatMs":1,"telemetryMs":1000}}"#,
+            ))
+            .await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [
+                (
+                    0,
+                    Downlink::Error(LinkError::VersionMismatch {
+                        supported: LINK_VERSION
+                    })
+                ),
+                (0, Downlink::Refuse(RefuseReason::InvalidHello)),
+            ]
         );
     }
 }
