@@ -201,9 +201,12 @@ async fn send_serial(
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::mpsc;
+    use std::time::Duration;
+
+    use tokio::{sync::mpsc, time::Instant};
 
     use super::*;
+    use crate::connections::Presence;
 
     #[test]
     fn without_a_live_link_only_an_mqtt_module_is_published_to() {
@@ -212,6 +215,7 @@ mod tests {
             port: "/dev/ttyA".into(),
             address: 0,
             requests,
+            presence: Presence::new(Instant::now(), Duration::from_secs(1)),
         });
         assert!(matches!(
             route(Some((7, serial)), Some(Transport::Serial)),

@@ -6,7 +6,9 @@
 //! - closes a module's connection when the registry says so (disabled, removed, token rotated:
 //!   [`crate::registry`]);
 //! - routes a command to the transport that carries the module ([`crate::commands`]);
-//! - refuses a second serial link for a module that another link already carries.
+//! - refuses a second serial link for a module that another link already carries (unless
+//!   that link is a serial session which has not heard its module for a heartbeat interval:
+//!   the module moved to another port, the old adapter is still plugged in).
 //!
 //! Session numbers come from one counter, so that the tracker can tell a takeover from a stale
 //! disconnect whichever transports the old and the new connection use.
@@ -17,11 +19,12 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use mc_protocol::ModuleId;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::serial::PortRequest;
@@ -74,6 +77,50 @@ pub struct SerialRoute {
     pub address: u8,
     /// The port task's request queue (commands).
     pub requests: mpsc::Sender<PortRequest>,
+    /// When the session last heard its module: a hello on another port takes the module over
+    /// from a session that went quiet instead of being refused as a duplicate.
+    pub presence: Presence,
+}
+
+/// When a serial session last heard its module, and how often the module speaks at least
+/// (its heartbeat interval). Written by the session's port task at every frame, read by
+/// [`LiveConnections::claim`] for a hello on another port; cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct Presence(Arc<Mutex<Heard>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    at: Instant,
+    heartbeat: Duration,
+}
+
+impl Presence {
+    /// Heard at `at`; the module speaks at least every `heartbeat`.
+    pub fn new(at: Instant, heartbeat: Duration) -> Self {
+        Self(Arc::new(Mutex::new(Heard { at, heartbeat })))
+    }
+
+    /// The module spoke at `at`.
+    pub fn heard(&self, at: Instant) {
+        if let Ok(mut heard) = self.0.lock() {
+            heard.at = at;
+        }
+    }
+
+    /// The module now speaks at least every `heartbeat` (a new interval was acknowledged).
+    pub fn set_heartbeat(&self, heartbeat: Duration) {
+        if let Ok(mut heard) = self.0.lock() {
+            heard.heartbeat = heartbeat;
+        }
+    }
+
+    /// True if the module was heard within its heartbeat interval before `now`: it is still
+    /// there (two boards flashed with the same id, not a module that moved).
+    pub fn is_recent(&self, now: Instant) -> bool {
+        self.0
+            .lock()
+            .map_or(true, |h| now.saturating_duration_since(h.at) <= h.heartbeat)
+    }
 }
 
 #[derive(Debug)]
@@ -122,21 +169,28 @@ impl LiveConnections {
     }
 
     /// Like [`insert`](Self::insert), unless another way in already carries `module`: then
-    /// nothing changes and the transport that carries it is returned.
+    /// nothing changes and the transport that carries it is returned. A serial session that has
+    /// not heard its module within its heartbeat interval does not count: it is closed (its
+    /// token cancelled) and this connection takes its place.
     pub fn claim(
         &self,
         module: &ModuleId,
         session: u64,
         link: Link,
     ) -> Result<CancellationToken, Transport> {
+        let now = Instant::now();
         let mut map = self.inner.lock().map_err(|_| link.transport())?;
         if let Some(existing) = map.get(module)
             && !existing.link.same_way_in(&link)
         {
-            return Err(existing.link.transport());
+            match &existing.link {
+                Link::Serial(route) if !route.presence.is_recent(now) => {}
+                other => return Err(other.transport()),
+            }
         }
         let token = CancellationToken::new();
-        map.insert(
+        let way_in = link.clone();
+        let replaced = map.insert(
             module.clone(),
             Entry {
                 session,
@@ -144,6 +198,10 @@ impl LiveConnections {
                 link,
             },
         );
+        drop(map);
+        if let Some(quiet) = replaced.filter(|old| !old.link.same_way_in(&way_in)) {
+            quiet.token.cancel();
+        }
         Ok(token)
     }
 
@@ -202,12 +260,22 @@ impl LiveConnections {
 mod tests {
     use super::*;
 
+    /// A serial route whose module was heard just now and heartbeats every minute.
     fn serial(port: &str, address: u8) -> Link {
+        serial_heard(
+            port,
+            address,
+            Presence::new(Instant::now(), Duration::from_secs(60)),
+        )
+    }
+
+    fn serial_heard(port: &str, address: u8, presence: Presence) -> Link {
         let (requests, _) = mpsc::channel(1);
         Link::Serial(SerialRoute {
             port: port.into(),
             address,
             requests,
+            presence,
         })
     }
 
@@ -246,6 +314,52 @@ mod tests {
         assert_eq!(live.transport(&m), Some(Transport::Mqtt));
         assert_eq!(
             live.claim(&m, 5, serial("/dev/a", 0)).unwrap_err(),
+            Transport::Mqtt
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_serial_session_quiet_for_a_heartbeat_interval_is_taken_over_not_a_duplicate() {
+        let live = LiveConnections::default();
+        let m = ModuleId::new("MC-1").unwrap();
+        let heartbeat = Duration::from_secs(60);
+        let presence = Presence::new(Instant::now(), heartbeat);
+        let old = live
+            .claim(&m, 1, serial_heard("/dev/a", 0, presence.clone()))
+            .unwrap();
+        // Heard within its interval: still there, a second board with the same id.
+        tokio::time::advance(heartbeat).await;
+        assert_eq!(
+            live.claim(&m, 2, serial("/dev/b", 0)).unwrap_err(),
+            Transport::Serial
+        );
+        presence.heard(Instant::now());
+        tokio::time::advance(heartbeat - Duration::from_millis(1)).await;
+        assert!(live.claim(&m, 3, serial("/dev/b", 0)).is_err());
+        // Quiet for longer than its interval: the module moved; the old session is closed.
+        tokio::time::advance(Duration::from_millis(2)).await;
+        let new = live.claim(&m, 4, serial("/dev/b", 0)).unwrap();
+        assert!(old.is_cancelled(), "its port task ends it");
+        assert!(!new.is_cancelled());
+        assert_eq!(live.link(&m).map(|(s, _)| s), Some(4));
+        live.remove(&m, 1);
+        assert_eq!(
+            live.link(&m).map(|(s, _)| s),
+            Some(4),
+            "stale remove ignored"
+        );
+        // A shorter interval, once acknowledged, counts at once.
+        let quick = Presence::new(Instant::now(), heartbeat);
+        live.claim(&m, 5, serial_heard("/dev/b", 0, quick.clone()))
+            .unwrap();
+        quick.set_heartbeat(Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(live.claim(&m, 6, serial("/dev/c", 0)).is_ok());
+        // MQTT is never taken over by a serial hello.
+        live.insert(&m, 7, Link::Mqtt);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(
+            live.claim(&m, 8, serial("/dev/a", 0)).unwrap_err(),
             Transport::Mqtt
         );
     }

@@ -6,6 +6,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -38,6 +39,8 @@ struct Cable {
     /// Bytes written so far.
     sent: u64,
     downlinks: mpsc::UnboundedReceiver<(u8, Downlink)>,
+    /// Every byte the hub wrote, as it came.
+    line: Arc<Mutex<Vec<u8>>>,
     reader: JoinHandle<()>,
     /// Kept open so that the master never reads EIO while the hub has the slave closed.
     _slave: SerialStream,
@@ -54,10 +57,13 @@ impl Cable {
         std::fs::rename(&staged, link).expect("re-point symlink");
         let (mut rd, writer) = tokio::io::split(master);
         let (tx, downlinks) = mpsc::unbounded_channel();
+        let line = Arc::new(Mutex::new(Vec::new()));
+        let seen = line.clone();
         let reader = tokio::spawn(async move {
             let mut frames = FrameAccumulator::new();
             let mut buf = [0u8; 512];
             while let Ok(n @ 1..) = rd.read(&mut buf).await {
+                seen.lock().expect("line").extend_from_slice(&buf[..n]);
                 for &byte in &buf[..n] {
                     match frames.push(byte) {
                         Some(Accumulated::Frame(frame)) => {
@@ -76,6 +82,7 @@ impl Cable {
             writer,
             sent: 0,
             downlinks,
+            line,
             reader,
             _slave: slave,
         }
@@ -84,6 +91,17 @@ impl Cable {
     /// Pulls the plug: both ends of the pty close.
     fn unplug(self) {
         self.reader.abort();
+    }
+
+    /// What the hub writes when it opens the port: a delimiter (whatever a write cut short
+    /// left on the line ends there), then `Refuse(HandshakeRequired)` to address 0, so that a
+    /// module with a long heartbeat interval says hello at once.
+    async fn told_to_say_hello(&mut self) {
+        let refusal = Downlink::Refuse(RefuseReason::HandshakeRequired);
+        self.expect(refusal.clone()).await;
+        let mut expected = vec![0x00];
+        expected.extend(link::downlink_to_vec(0, &refusal).expect("encodes"));
+        assert_eq!(self.line(), expected);
     }
 
     async fn send_raw(&mut self, bytes: &[u8]) {
@@ -108,6 +126,11 @@ impl Cable {
     /// Asserts that the next frame from the hub is `expected`, to address 0.
     async fn expect(&mut self, expected: Downlink) {
         assert_eq!(self.next().await, (0, expected));
+    }
+
+    /// Every byte the hub wrote so far.
+    fn line(&self) -> Vec<u8> {
+        self.line.lock().expect("line").clone()
     }
 
     /// Says hello as `id` at address 0 and expects the hub's `Accept`.
@@ -156,7 +179,7 @@ fn heartbeat(seq: u32) -> Uplink {
 }
 
 /// A hub serving one serial port at `<temp dir>/ttyMC0` (a symlink), the cable plugged in,
-/// an admin with a dashboard, and the port open.
+/// an admin with a dashboard, and the port open (its first words read).
 struct Bench {
     t: TestHub,
     dash: Dashboard,
@@ -189,6 +212,8 @@ async fn bench(modules: &[&str]) -> Bench {
     };
     let port = bench.port();
     eventually("the hub opens the serial port", || port.is_open()).await;
+    let mut bench = bench;
+    bench.cable.told_to_say_hello().await;
     bench
 }
 
@@ -297,7 +322,7 @@ async fn a_serial_module_goes_online_and_its_telemetry_diff_matches_mqtt() {
 
     let port = b.port();
     assert_eq!(port.frames_in.get(), 5);
-    assert_eq!(port.frames_out.get(), 1);
+    assert_eq!(port.frames_out.get(), 2, "the refusal at open, the Accept");
     assert_eq!(port.frame_errors.get(), 0);
 }
 
@@ -714,14 +739,16 @@ async fn unplugged_goes_offline_at_once_and_replugged_comes_back_without_a_resta
     })
     .await;
 
-    // Replugged (a new pty behind the same symlink): the hub reopens the port by itself; the
-    // module's heartbeat is refused until it says hello again, then it is back.
+    // Replugged (a new pty behind the same symlink): the hub reopens the port by itself and
+    // tells the module at once to say hello; its heartbeats are refused until it does, then
+    // it is back.
     let mut cable = Cable::plug(&link);
     eventually("the port is reopened", || {
         port.is_open() && port.reopens.get() == 1
     })
     .await;
     assert_eq!(port.partial_frames_dropped.get(), 1);
+    cable.told_to_say_hello().await;
     cable.send(0, &heartbeat(3)).await;
     cable
         .expect(Downlink::Refuse(RefuseReason::HandshakeRequired))
@@ -751,17 +778,26 @@ async fn a_json_lines_port_speaks_the_same_conversation_one_line_at_a_time() {
 
     let (rd, mut wr) = tokio::io::split(master);
     let mut lines = tokio::io::BufReader::new(rd);
+    // The next line that is not empty (each of the hub's writes starts with a "\n", which ends
+    // whatever an earlier write cut short left on the line).
     let mut next_line = async || {
-        let mut line = String::new();
-        tokio::time::timeout(
-            DEADLINE,
-            tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line),
-        )
-        .await
-        .expect("a line from the hub in time")
-        .expect("read");
-        line
+        loop {
+            let mut line = String::new();
+            tokio::time::timeout(
+                DEADLINE,
+                tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line),
+            )
+            .await
+            .expect("a line from the hub in time")
+            .expect("read");
+            if line != "\n" {
+                return line;
+            }
+        }
     };
+    // Said at once when the port opens...
+    assert_eq!(next_line().await, "{\"refuse\":\"handshakeRequired\"}\n");
+    // ...and to any traffic before a hello.
     wr.write_all(b"{\"heartbeat\":{\"seq\":1,\"uptimeMs\":5}}\r\n")
         .await
         .expect("write");

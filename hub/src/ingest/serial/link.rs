@@ -21,6 +21,8 @@
 //!   replaces it, or when the module stays silent past its liveness timeout: always as an
 //!   unclean disconnect, so the tracker marks the module offline at once (no last will follows
 //!   on a serial line).
+//! - Each time the port opens, address 0 is told `Refuse(HandshakeRequired)` at once: a module
+//!   with a long heartbeat interval says hello now rather than at its next frame.
 //!
 //! This type does no I/O: replies collect in an outbox that the port task writes.
 
@@ -36,8 +38,8 @@ use mc_protocol::{
     Command, Encoding, FirmwareVersion, Heartbeat, Hello, ModuleId, ProtocolError, ReadingName,
     Telemetry,
     link::{
-        ADDRESS_MAX, Accept, Ack, CommandResult, Downlink, FrameError, LINK_VERSION, LinkError,
-        LinkHello, LinkTelemetry, RefuseReason, Uplink,
+        ADDRESS_MAX, ADDRESS_POINT_TO_POINT, Accept, Ack, CommandResult, Downlink, FrameError,
+        LINK_VERSION, LinkError, LinkHello, LinkTelemetry, RefuseReason, Uplink,
         json::{JsonHello, JsonUplink},
     },
 };
@@ -49,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PortRequest, SerialContext};
 use crate::{
-    connections::{Link, SerialRoute, Transport},
+    connections::{Link, Presence, SerialRoute, Transport},
     ingest::ModuleEvent,
     liveness,
     metrics::{SerialPortMetrics, link_error_label},
@@ -68,7 +70,7 @@ pub const MAX_REFUSALS_PER_SECOND: u32 = 10;
 /// `Refuse(HandshakeRequired)` to one address at most this often.
 pub const HANDSHAKE_REFUSAL_INTERVAL: Duration = Duration::from_secs(1);
 /// A session silent for its liveness timeout plus this ends (the tracker has already marked
-/// the module offline): a module moved to another port is then not refused as a duplicate.
+/// the module offline).
 pub const SESSION_EXPIRY_GRACE: Duration = Duration::from_secs(2);
 /// Bad input on a port is logged at `warn` at most this often (always at `debug`).
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -187,6 +189,9 @@ struct Session {
     token: CancellationToken,
     /// When the last frame from this address arrived.
     last_heard: Instant,
+    /// The same, with the module's heartbeat interval, shared with its route: a hello on
+    /// another port may take over a session that went quiet.
+    presence: Presence,
     /// Silence longer than this ends the session.
     expires_after: Duration,
     /// The command in flight first, then those waiting for it.
@@ -318,6 +323,16 @@ impl LinkSessions {
         &self.counters
     }
 
+    /// The port was (re)opened: no module on it has a session, and the one at address 0 is
+    /// told so at once, so that a module with a long heartbeat interval says hello now
+    /// rather than at its next frame (the firmware answers with an immediate hello).
+    pub fn port_opened(&mut self) {
+        self.outbox.push((
+            ADDRESS_POINT_TO_POINT,
+            Downlink::Refuse(RefuseReason::HandshakeRequired),
+        ));
+    }
+
     /// Handles one frame as the accumulator cut it: decoded, or why not.
     pub async fn on_frame(&mut self, frame: Result<(u8, Inbound), FrameError>) {
         let now = Instant::now();
@@ -357,6 +372,7 @@ impl LinkSessions {
                     return self.handshake_required(address, now);
                 };
                 session.last_heard = now;
+                session.presence.heard(now);
                 let named = match &session.schema {
                     Some(schema) => telemetry.to_telemetry(schema),
                     None => Err(ProtocolError::Malformed),
@@ -585,10 +601,13 @@ impl LinkSessions {
             return;
         }
         let number = self.ctx.connections.next_session();
+        let announced = Duration::from_millis(u64::from(hello.heartbeat_ms));
+        let presence = Presence::new(now, announced);
         let route = Link::Serial(SerialRoute {
             port: self.port.clone(),
             address,
             requests: self.requests.clone(),
+            presence: presence.clone(),
         });
         let token = match self.ctx.connections.claim(&id, number, route) {
             Ok(token) => token,
@@ -600,7 +619,6 @@ impl LinkSessions {
             }
         };
         let own_timeout = record.heartbeat_timeout_ms.map(Duration::from_millis);
-        let announced = Duration::from_millis(u64::from(hello.heartbeat_ms));
         let expires_after =
             liveness::timeout(own_timeout, self.ctx.heartbeat_timeout, Some(announced))
                 + SESSION_EXPIRY_GRACE;
@@ -639,6 +657,7 @@ impl LinkSessions {
                 schema: hello.readings,
                 token,
                 last_heard: now,
+                presence,
                 expires_after,
                 commands: VecDeque::new(),
             },
@@ -699,6 +718,7 @@ impl LinkSessions {
     fn heard(&mut self, address: u8, now: Instant) -> Option<ModuleId> {
         let session = self.sessions.get_mut(&address)?;
         session.last_heard = now;
+        session.presence.heard(now);
         Some(session.module.clone())
     }
 
@@ -928,6 +948,30 @@ mod tests {
 
     fn drain(events: &mut mpsc::Receiver<ModuleEvent>) -> Vec<ModuleEvent> {
         std::iter::from_fn(|| events.try_recv().ok()).collect()
+    }
+
+    /// Handles a hello (which looks the module up in the registry) while the test's clock is
+    /// paused: the registry's connection pool has timeouts of its own, which a paused clock
+    /// would fire at once, so the clock runs for that moment. The instants before and after.
+    async fn hello_while_paused(
+        link: &mut LinkSessions,
+        address: u8,
+        hello: Uplink,
+    ) -> (Instant, Instant) {
+        tokio::time::resume();
+        let before = Instant::now();
+        link.on_frame(Ok((address, hello.into()))).await;
+        let after = Instant::now();
+        tokio::time::pause();
+        (before, after)
+    }
+
+    /// Hello and first heartbeat of `MC-1` at `address`: an accepted, confirmed session.
+    async fn online(h: &mut Harness, address: u8) {
+        h.link.on_frame(Ok((address, hello("MC-1").into()))).await;
+        h.link.on_frame(Ok((address, heartbeat().into()))).await;
+        assert_eq!(h.link.take_outbox(), [(address, accept())]);
+        assert_eq!(drain(&mut h.events).len(), 3, "Connected, Hello, Heartbeat");
     }
 
     #[tokio::test]
@@ -1228,6 +1272,61 @@ mod tests {
             h.connections
                 .link(&ModuleId::new("MC-1").unwrap())
                 .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_module_quiet_on_its_old_port_is_accepted_on_a_new_one() {
+        let mut h = harness(&["MC-1"]).await;
+        online(&mut h, 0).await;
+        tokio::time::pause();
+        let ctx = h.link.ctx.clone();
+        let (mut other, _rx) = on_port("/dev/ttyB", &ctx);
+        // Moved to another port while the old adapter stays plugged in: the old session was
+        // heard within its heartbeat interval (60 s), so it is still a duplicate...
+        tokio::time::advance(Duration::from_secs(55)).await;
+        hello_while_paused(&mut other, 0, hello("MC-1")).await;
+        assert_eq!(
+            other.take_outbox(),
+            [(0, Downlink::Refuse(RefuseReason::Duplicate))]
+        );
+        // ...and no longer once it has been quiet for longer (its session would last 3 min).
+        tokio::time::advance(Duration::from_secs(10)).await;
+        hello_while_paused(&mut other, 0, hello("MC-1")).await;
+        tokio::time::resume();
+        assert_eq!(other.take_outbox(), [(0, accept())]);
+        let id = ModuleId::new("MC-1").unwrap();
+        let Some((_, Link::Serial(route))) = h.connections.link(&id) else {
+            panic!("routed to the new port");
+        };
+        assert_eq!(&*route.port, "/dev/ttyB");
+        // The old port's session is closed by the takeover.
+        let (address, session) = h.link.next_close().await;
+        h.link.on_closed(address, session).await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [(0, Downlink::Refuse(RefuseReason::Duplicate))]
+        );
+        assert!(matches!(
+            &drain(&mut h.events)[..],
+            [.., ModuleEvent::Disconnected { clean: false, .. }]
+        ));
+        assert_eq!(h.link.session_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_opened_port_tells_address_zero_to_say_hello() {
+        let mut h = harness(&["MC-1"]).await;
+        h.link.port_opened();
+        assert_eq!(
+            h.link.take_outbox(),
+            [(0, Downlink::Refuse(RefuseReason::HandshakeRequired))]
+        );
+        // Not counted against the module's first frame: that one is answered too.
+        h.link.on_frame(Ok((0, heartbeat().into()))).await;
+        assert_eq!(
+            h.link.take_outbox(),
+            [(0, Downlink::Refuse(RefuseReason::HandshakeRequired))]
         );
     }
 

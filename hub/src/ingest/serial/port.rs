@@ -2,6 +2,10 @@
 //! disappears (read error, end of file, USB unplugged), end its sessions at once and open it
 //! again with [`Backoff`], without disturbing the rest of the hub.
 //!
+//! Every write starts with a delimiter (`0x00`, or `\n` on a JSON-lines port): a write that
+//! timed out may have left half a frame on the line, and the module's receiver must not glue
+//! it to the next one (PROTOCOL.md §1: empty frames are ignored).
+//!
 //! Logging: the first failure is a warning, the recovery is info, the retries in between are
 //! debug only.
 
@@ -13,7 +17,7 @@ use mc_protocol::link::{
     json::{self, JsonDownlink},
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncWrite, AsyncWriteExt},
     sync::mpsc,
     time::Instant,
 };
@@ -25,7 +29,10 @@ use super::{
     backoff::Backoff,
     link::{Inbound, LinkSessions},
 };
-use crate::config::{Framing, SerialPortSpec};
+use crate::{
+    config::{Framing, SerialPortSpec},
+    metrics::SerialPortMetrics,
+};
 
 /// A write the port does not take within this long is dropped (a stuck line must not stall
 /// the reading of frames).
@@ -45,11 +52,7 @@ pub async fn run(spec: SerialPortSpec, ctx: SerialContext, shutdown: Cancellatio
     let counters = ctx.metrics.serial_port(&port);
     let (requests_tx, mut requests) = mpsc::channel(REQUEST_QUEUE);
     let mut sessions = LinkSessions::new(port.clone(), ctx, counters.clone(), requests_tx);
-    let delimiter = match spec.framing {
-        Framing::Binary => DELIMITER,
-        Framing::JsonLines => b'\n',
-    };
-    let mut frames = Box::new(FrameAccumulator::with_delimiter(delimiter));
+    let mut frames = Box::new(FrameAccumulator::with_delimiter(delimiter(spec.framing)));
     let mut backoff = Backoff::default();
     // Set from a failure until the next successful open, which is logged as a recovery.
     let mut failing = false;
@@ -70,6 +73,7 @@ pub async fn run(spec: SerialPortSpec, ctx: SerialContext, shutdown: Cancellatio
                 }
                 opened_before = true;
                 let opened_at = Instant::now();
+                sessions.port_opened();
                 let ended = serve(
                     &mut stream,
                     &port,
@@ -152,6 +156,10 @@ async fn serve(
     shutdown: &CancellationToken,
 ) -> Ended {
     let mut buf = [0u8; 1024];
+    // What the sessions have to say at once (that the port was opened).
+    if let Err(e) = write_replies(stream, port, framing, sessions).await {
+        return Ended::Lost(e.to_string());
+    }
     loop {
         let wake_at = sessions.next_timer();
         let step = tokio::select! {
@@ -187,10 +195,11 @@ async fn serve(
     }
 }
 
-/// Writes the outbox in one go. A write that times out is dropped (counted); the module's
-/// receiver resynchronises at the next delimiter.
-async fn write_replies(
-    stream: &mut SerialStream,
+/// Writes the outbox in one go, after a delimiter. A write that times out is dropped
+/// (counted); whatever part of it reached the line is cut off by the next write's leading
+/// delimiter.
+async fn write_replies<W: AsyncWrite + Unpin>(
+    stream: &mut W,
     port: &str,
     framing: Framing,
     sessions: &mut LinkSessions,
@@ -200,17 +209,18 @@ async fn write_replies(
         return Ok(());
     }
     let counters = sessions.counters().clone();
-    let mut bytes = Vec::with_capacity(outbox.len() * 16);
-    let mut frames = 0;
-    for (address, message) in &outbox {
-        match encode(framing, *address, message) {
-            Ok(frame) => {
-                bytes.extend_from_slice(&frame);
-                frames += 1;
-            }
-            Err(e) => tracing::error!(%port, error = %e, ?message, "cannot encode a reply"),
-        }
-    }
+    write_batch(stream, port, framing, &outbox, &counters).await
+}
+
+/// Writes `outbox` as one batch (see [`write_replies`]).
+async fn write_batch<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    port: &str,
+    framing: Framing,
+    outbox: &[(u8, Downlink)],
+    counters: &SerialPortMetrics,
+) -> std::io::Result<()> {
+    let (bytes, frames) = batch(port, framing, outbox);
     match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await {
         Ok(Ok(())) => {
             counters.frames_out.add(frames);
@@ -222,6 +232,31 @@ async fn write_replies(
             tracing::debug!(%port, frames, "the port did not take our replies in time: dropped");
             Ok(())
         }
+    }
+}
+
+/// The bytes of one write: a delimiter, then every reply that encodes; and how many frames.
+fn batch(port: &str, framing: Framing, outbox: &[(u8, Downlink)]) -> (Vec<u8>, u64) {
+    let mut bytes = Vec::with_capacity(1 + outbox.len() * 16);
+    bytes.push(delimiter(framing));
+    let mut frames = 0;
+    for (address, message) in outbox {
+        match encode(framing, *address, message) {
+            Ok(frame) => {
+                bytes.extend_from_slice(&frame);
+                frames += 1;
+            }
+            Err(e) => tracing::error!(%port, error = %e, ?message, "cannot encode a reply"),
+        }
+    }
+    (bytes, frames)
+}
+
+/// Where frames end on the line.
+fn delimiter(framing: Framing) -> u8 {
+    match framing {
+        Framing::Binary => DELIMITER,
+        Framing::JsonLines => b'\n',
     }
 }
 
@@ -250,9 +285,79 @@ fn encode(framing: Framing, address: u8, message: &Downlink) -> Result<Vec<u8>, 
 
 #[cfg(test)]
 mod tests {
-    use mc_protocol::link::{LinkError, RefuseReason};
+    use mc_protocol::{
+        Command, CommandAction,
+        link::{LinkError, RefuseReason, decode_downlink},
+    };
 
     use super::*;
+    use crate::metrics::Metrics;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_timed_out_does_not_spoil_the_next_frame() {
+        let counters = Metrics::default().serial_port("/dev/ttyT");
+        // A line that takes 8 bytes, then nothing until the module reads.
+        let (mut hub_end, mut module_end) = tokio::io::duplex(8);
+        let command = Downlink::Command(Command {
+            id: 7,
+            action: CommandAction::SetHeartbeatInterval { ms: 60_000 },
+        });
+        write_batch(
+            &mut hub_end,
+            "t",
+            Framing::Binary,
+            &[(0, command)],
+            &counters,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            counters.write_timeouts.get(),
+            1,
+            "half a frame is on the line"
+        );
+
+        let module = tokio::spawn(async move {
+            let mut line = Vec::new();
+            module_end.read_to_end(&mut line).await.unwrap();
+            line
+        });
+        let refuse = Downlink::Refuse(RefuseReason::HandshakeRequired);
+        write_batch(
+            &mut hub_end,
+            "t",
+            Framing::Binary,
+            &[(0, refuse.clone())],
+            &counters,
+        )
+        .await
+        .unwrap();
+        drop(hub_end);
+        let line = module.await.unwrap();
+
+        let mut frames = FrameAccumulator::new();
+        let mut decoded = Vec::new();
+        for byte in line {
+            if let Some(Accumulated::Frame(frame)) = frames.push(byte) {
+                decoded.push(decode_downlink(frame));
+            }
+        }
+        assert_eq!(decoded.len(), 2, "{decoded:?}");
+        assert!(decoded[0].is_err(), "the cut frame is only a damaged frame");
+        assert_eq!(decoded[1], Ok((0, refuse)));
+        assert_eq!(counters.frames_out.get(), 1);
+    }
+
+    #[test]
+    fn every_batch_starts_with_a_delimiter() {
+        let outbox = [(0, Downlink::Refuse(RefuseReason::HandshakeRequired))];
+        let (bytes, frames) = batch("t", Framing::Binary, &outbox);
+        assert_eq!(frames, 1);
+        assert_eq!(bytes[0], DELIMITER);
+        assert_eq!(bytes[1..], downlink_to_vec(0, &outbox[0].1).unwrap());
+        let (bytes, _) = batch("t", Framing::JsonLines, &outbox);
+        assert_eq!(bytes, b"\n{\"refuse\":\"handshakeRequired\"}\n");
+    }
 
     #[test]
     fn json_lines_have_no_address_and_are_answered_in_json() {
