@@ -40,7 +40,9 @@ pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// A module's liveness timeout, by the rule in the module docs: its own setting, else the
 /// hub's, else [`INTERVAL_MULTIPLIER`] × its announced interval, else [`DEFAULT_TIMEOUT`];
-/// clamped to [`MIN_TIMEOUT`]..=[`MAX_TIMEOUT`]. Serial link sessions expire by it too.
+/// clamped to [`MIN_TIMEOUT`]..=[`MAX_TIMEOUT`]. Serial link sessions expire by it too, but
+/// never sooner than 3 heartbeat intervals
+/// ([`session_expiry`](crate::ingest::serial::link::session_expiry)).
 pub fn timeout(
     own: Option<Duration>,
     hub: Option<Duration>,

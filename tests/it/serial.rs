@@ -136,12 +136,14 @@ impl Cable {
     /// Says hello as `id` at address 0 and expects the hub's `Accept`.
     async fn hello_accepted(&mut self, id: &str) {
         self.send(0, &hello(id)).await;
-        self.expect(Downlink::Accept(Accept {
-            protocol: LINK_VERSION,
-            heartbeat_ms: HEARTBEAT_MS,
-            telemetry_ms: 1_000,
-        }))
-        .await;
+        self.expect(accept(HEARTBEAT_MS)).await;
+    }
+
+    /// Hello, `Accept`, and the heartbeat the firmware sends right after it: the hub now
+    /// knows the line works both ways, and the module is online.
+    async fn online(&mut self, id: &str) {
+        self.hello_accepted(id).await;
+        self.send(0, &heartbeat(1)).await;
     }
 
     async fn telemetry(&mut self, seq: u32, mask: u32, values: &[f32]) {
@@ -168,6 +170,15 @@ fn hello(id: &str) -> Uplink {
         heartbeat_ms: HEARTBEAT_MS,
         telemetry_ms: 1_000,
         readings,
+    })
+}
+
+/// The hub's answer to a hello announcing `heartbeat_ms` (it echoes the module's intervals).
+fn accept(heartbeat_ms: u32) -> Downlink {
+    Downlink::Accept(Accept {
+        protocol: LINK_VERSION,
+        heartbeat_ms,
+        telemetry_ms: 1_000,
     })
 }
 
@@ -239,7 +250,7 @@ fn shape(mut event: Value) -> Value {
 async fn a_serial_module_goes_online_and_its_telemetry_diff_matches_mqtt() {
     let mut b = bench(&["MC-SER-1"]).await;
     let password = b.t.add_module("MC-MQTT-1", None).await;
-    b.cable.hello_accepted("MC-SER-1").await;
+    b.cable.online("MC-SER-1").await;
     let online = b.dash.expect("rt_module_online", about("MC-SER-1")).await;
     assert_eq!(online["fw"], "2.1.0");
     assert_eq!(online["heartbeatMs"], HEARTBEAT_MS);
@@ -280,19 +291,15 @@ async fn a_serial_module_goes_online_and_its_telemetry_diff_matches_mqtt() {
             .map(|(_, d)| shape(d.clone()))
             .collect()
     };
-    let mut seen = b
-        .dash
-        .until("rt_telemetry_updated", |d| {
-            d["moduleId"] == "MC-SER-1" && d["rev"] == 3
-        })
-        .await;
-    seen.extend(
-        b.dash
-            .until("rt_telemetry_updated", |d| {
-                d["moduleId"] == "MC-MQTT-1" && d["rev"] == 3
-            })
-            .await,
-    );
+    // Both modules' last updates, in whichever order the two transports deliver them.
+    let at_rev_3 = |seen: &[(String, Value)], id: &str| {
+        seen.iter()
+            .any(|(e, d)| e == "rt_telemetry_updated" && d["moduleId"] == id && d["rev"] == 3)
+    };
+    let mut seen = Vec::new();
+    while !(at_rev_3(&seen, "MC-SER-1") && at_rev_3(&seen, "MC-MQTT-1")) {
+        seen.push(b.dash.next().await);
+    }
     let serial = by_module("MC-SER-1", &seen);
     assert_eq!(serial.len(), 2, "{seen:?}");
     assert_eq!(
@@ -321,7 +328,7 @@ async fn a_serial_module_goes_online_and_its_telemetry_diff_matches_mqtt() {
     assert_eq!(module("MC-MQTT-1")["transport"], "mqtt");
 
     let port = b.port();
-    assert_eq!(port.frames_in.get(), 5);
+    assert_eq!(port.frames_in.get(), 6, "hello, heartbeat, 4 telemetry");
     assert_eq!(port.frames_out.get(), 2, "the refusal at open, the Accept");
     assert_eq!(port.frame_errors.get(), 0);
 }
@@ -343,7 +350,7 @@ fn raw_frame(body: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_answered_counted_and_the_next_frame_still_works() {
     let mut b = bench(&["MC-SER-2"]).await;
-    b.cable.hello_accepted("MC-SER-2").await;
+    b.cable.online("MC-SER-2").await;
     b.dash.expect("rt_module_online", about("MC-SER-2")).await;
     let metrics = b.t.hub.metrics.clone();
 
@@ -486,7 +493,7 @@ async fn modules_without_handshake_unknown_or_disabled_are_refused() {
 
     // A live module says hello again (e.g. after a new heartbeat interval): a new session,
     // as an MQTT reconnect, without an offline flap.
-    b.cable.hello_accepted("MC-SER-3").await;
+    b.cable.online("MC-SER-3").await;
     b.dash.expect("rt_module_online", about("MC-SER-3")).await;
     b.cable.hello_accepted("MC-SER-3").await;
     b.cable.telemetry(1, 0b10, &[60.0]).await;
@@ -580,7 +587,7 @@ fn ack(command: u32, result: CommandResult) -> Uplink {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_go_down_the_line_and_wait_for_the_ack() {
     let mut b = bench(&["MC-SER-4"]).await;
-    b.cable.hello_accepted("MC-SER-4").await;
+    b.cable.online("MC-SER-4").await;
     b.dash.expect("rt_module_online", about("MC-SER-4")).await;
     let admin = b.admin().await;
 
@@ -663,9 +670,45 @@ async fn commands_go_down_the_line_and_wait_for_the_ack() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_that_never_hears_the_accept_stays_offline() {
+    let mut b = bench(&["MC-SER-6"]).await;
+    let admin = b.admin().await;
+    // The hub's transmit line is broken (or its baud rate wrong in that direction): the
+    // module never hears the Accept and keeps saying hello. (The test reads the Accepts only
+    // to know that the hub has handled each hello.)
+    for _ in 0..3 {
+        b.cable.hello_accepted("MC-SER-6").await;
+    }
+    // Barrier: an MQTT module coming online after that. The serial module never went online
+    // (nor, therefore, offline).
+    let password = b.t.add_module("MC-MQTT-6", None).await;
+    let mqtt = b.t.module("MC-MQTT-6", &password).await;
+    mqtt.hello(HEARTBEAT_MS).await;
+    let seen = b.dash.until("rt_module_online", about("MC-MQTT-6")).await;
+    assert!(
+        !seen.iter().any(|(_, d)| d["moduleId"] == "MC-SER-6"),
+        "{seen:?}"
+    );
+    let (status, _) =
+        b.t.call(
+            &admin,
+            "POST",
+            "/api/modules/MC-SER-6/commands",
+            Some(json!({"action": "resendState"})),
+        )
+        .await;
+    assert_eq!(status, 409, "offline");
+
+    // Line repaired: the heartbeat the firmware sends right after the Accept brings it online.
+    b.cable.send(0, &heartbeat(1)).await;
+    let online = b.dash.expect("rt_module_online", about("MC-SER-6")).await;
+    assert_eq!(online["heartbeatMs"], HEARTBEAT_MS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_for_a_serial_module_whose_link_just_ended_is_not_published_over_mqtt() {
     let mut b = bench(&["MC-SER-7"]).await;
-    b.cable.hello_accepted("MC-SER-7").await;
+    b.cable.online("MC-SER-7").await;
     b.dash.expect("rt_module_online", about("MC-SER-7")).await;
     let admin = b.admin().await;
     // The moment after its port task deregistered the session (port lost, session closed)
@@ -698,7 +741,7 @@ async fn unplugged_goes_offline_at_once_and_replugged_comes_back_without_a_resta
         _dir,
     } = bench(&["MC-SER-5"]).await;
     let port = t.hub.metrics.serial_port(&link.to_string_lossy());
-    cable.hello_accepted("MC-SER-5").await;
+    cable.online("MC-SER-5").await;
     dash.expect("rt_module_online", about("MC-SER-5")).await;
     cable.telemetry(1, 0b11, &[20.0, 50.0]).await;
     dash.expect("rt_telemetry_updated", about("MC-SER-5")).await;
@@ -753,7 +796,7 @@ async fn unplugged_goes_offline_at_once_and_replugged_comes_back_without_a_resta
     cable
         .expect(Downlink::Refuse(RefuseReason::HandshakeRequired))
         .await;
-    cable.hello_accepted("MC-SER-5").await;
+    cable.online("MC-SER-5").await;
     dash.expect("rt_module_online", about("MC-SER-5")).await;
     cable.telemetry(1, 0b01, &[20.5]).await;
     let update = dash.expect("rt_telemetry_updated", about("MC-SER-5")).await;
@@ -811,6 +854,9 @@ async fn a_json_lines_port_speaks_the_same_conversation_one_line_at_a_time() {
         next_line().await,
         "{\"accept\":{\"protocol\":1,\"heartbeatMs\":60000,\"telemetryMs\":2000}}\n"
     );
+    wr.write_all(b"{\"heartbeat\":{\"seq\":2,\"uptimeMs\":6}}\n")
+        .await
+        .expect("write");
     let online = dash.expect("rt_module_online", about("MC-JSON-1")).await;
     assert_eq!(online["fw"], "0.9");
     wr.write_all(b"Serial.println(oops)\n")

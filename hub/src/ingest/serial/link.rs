@@ -2,11 +2,18 @@
 //! module sends, and what it answers (`hardware/PROTOCOL.md`, §4).
 //!
 //! - A `Hello` is checked against the registry and, when accepted, opens a session: a
-//!   hub-wide session number, `Connected` and `Hello` events for the tracker, an entry in
+//!   hub-wide session number, an entry in
 //!   [`LiveConnections`](crate::connections::LiveConnections) (whose token the registry
 //!   cancels on disable or removal), the hello's reading names (telemetry refers to them by
-//!   index), and an `Accept`. A new hello at the same address is a new session, like an MQTT
-//!   reconnect: the tracker sees a takeover, not an offline flap.
+//!   index), and an `Accept`.
+//! - The tracker hears of the session (`Connected`, `Hello`: online) only with the module's
+//!   first heartbeat, telemetry or ack, which proves that the `Accept` got through: with a
+//!   line that works one way only (a broken TX wire, a baud rate wrong in one direction) the
+//!   module keeps saying hello and stays offline instead of flapping.
+//! - A new hello at the same address is a new session, like an MQTT reconnect. From the same
+//!   module, if the old session was confirmed the new one is too: the tracker sees a takeover,
+//!   not an offline flap (a module announcing a new heartbeat interval, or back from a
+//!   reboot).
 //! - Heartbeats and telemetry of a session become the same [`ModuleEvent`]s as over MQTT (the
 //!   same diff path); from an address without a session they get `Refuse(HandshakeRequired)`,
 //!   at most once per second per address: that is how a module learns that the hub restarted
@@ -18,7 +25,7 @@
 //!   for a hello that breaks a rule) to the port's last good address, at most
 //!   [`MAX_ERROR_REPLIES_PER_SECOND`] per port. It never affects the next frame.
 //! - A session ends when its port is lost, when the registry closes it, when a new hello
-//!   replaces it, or when the module stays silent past its liveness timeout: always as an
+//!   replaces it, or when the module stays silent past [`session_expiry`]: always as an
 //!   unclean disconnect, so the tracker marks the module offline at once (no last will follows
 //!   on a serial line).
 //! - Each time the port opens, address 0 is told `Refuse(HandshakeRequired)` at once: a module
@@ -35,8 +42,8 @@ use std::{
 
 use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use mc_protocol::{
-    Command, Encoding, FirmwareVersion, Heartbeat, Hello, ModuleId, ProtocolError, ReadingName,
-    Telemetry,
+    Command, CommandAction, Encoding, FirmwareVersion, Heartbeat, Hello, ModuleId, ProtocolError,
+    ReadingName, Telemetry,
     link::{
         ADDRESS_MAX, ADDRESS_POINT_TO_POINT, Accept, Ack, CommandResult, Downlink, FrameError,
         LINK_VERSION, LinkError, LinkHello, LinkTelemetry, RefuseReason, Uplink,
@@ -55,6 +62,7 @@ use crate::{
     ingest::ModuleEvent,
     liveness,
     metrics::{SerialPortMetrics, link_error_label},
+    store::ModuleRecord,
 };
 
 /// How long the hub waits for a command's ack before sending it again.
@@ -69,8 +77,8 @@ pub const MAX_ERROR_REPLIES_PER_SECOND: u32 = 10;
 pub const MAX_REFUSALS_PER_SECOND: u32 = 10;
 /// `Refuse(HandshakeRequired)` to one address at most this often.
 pub const HANDSHAKE_REFUSAL_INTERVAL: Duration = Duration::from_secs(1);
-/// A session silent for its liveness timeout plus this ends (the tracker has already marked
-/// the module offline).
+/// A session silent for [`session_expiry`] (which includes this) ends; the tracker has
+/// marked the module offline by then.
 pub const SESSION_EXPIRY_GRACE: Duration = Duration::from_secs(2);
 /// Bad input on a port is logged at `warn` at most this often (always at `debug`).
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -177,6 +185,20 @@ impl From<JsonUplink> for Inbound {
     }
 }
 
+/// How long a session may stay silent before it ends: the module's liveness timeout, but
+/// never less than [`liveness::INTERVAL_MULTIPLIER`] of its heartbeat intervals (PROTOCOL.md
+/// §4.2: a hub-wide `--heartbeat-timeout` of 15 s must not end, every minute, the session of
+/// a module that heartbeats every 60 s), plus [`SESSION_EXPIRY_GRACE`].
+pub fn session_expiry(
+    own_timeout: Option<Duration>,
+    hub_timeout: Option<Duration>,
+    heartbeat: Duration,
+) -> Duration {
+    liveness::timeout(own_timeout, hub_timeout, Some(heartbeat))
+        .max(heartbeat * liveness::INTERVAL_MULTIPLIER)
+        + SESSION_EXPIRY_GRACE
+}
+
 /// An accepted module at one address.
 struct Session {
     module: ModuleId,
@@ -192,10 +214,23 @@ struct Session {
     /// The same, with the module's heartbeat interval, shared with its route: a hello on
     /// another port may take over a session that went quiet.
     presence: Presence,
-    /// Silence longer than this ends the session.
+    /// The module's own liveness timeout from the registry, if set (for [`session_expiry`]
+    /// when the heartbeat interval changes).
+    own_timeout: Option<Duration>,
+    /// Silence longer than this ends the session ([`session_expiry`]).
     expires_after: Duration,
+    /// What the tracker is told once the module shows that it got the `Accept` (its first
+    /// heartbeat, telemetry or ack); `None` once told (the session is confirmed).
+    unconfirmed: Option<Announcement>,
     /// The command in flight first, then those waiting for it.
     commands: VecDeque<PendingCommand>,
+}
+
+/// A session's `Connected` and `Hello` for the tracker, held back until the link is known
+/// to work both ways.
+struct Announcement {
+    record: ModuleRecord,
+    hello: Hello,
 }
 
 struct PendingCommand {
@@ -360,7 +395,7 @@ impl LinkSessions {
         self.last_good_address = address;
         match message {
             Inbound::Hello(hello) => self.hello(address, hello, now).await,
-            Inbound::Heartbeat(heartbeat) => match self.heard(address, now) {
+            Inbound::Heartbeat(heartbeat) => match self.heard(address, now).await {
                 Some(module) => {
                     self.forward(ModuleEvent::Heartbeat(module, heartbeat))
                         .await
@@ -368,18 +403,15 @@ impl LinkSessions {
                 None => self.handshake_required(address, now),
             },
             Inbound::TelemetryByIndex(telemetry) => {
-                let Some(session) = self.sessions.get_mut(&address) else {
+                let Some(module) = self.heard(address, now).await else {
                     return self.handshake_required(address, now);
                 };
-                session.last_heard = now;
-                session.presence.heard(now);
-                let named = match &session.schema {
+                let named = match self.sessions.get(&address).and_then(|s| s.schema.as_ref()) {
                     Some(schema) => telemetry.to_telemetry(schema),
                     None => Err(ProtocolError::Malformed),
                 };
                 match named {
                     Ok(t) => {
-                        let module = session.module.clone();
                         self.forward(ModuleEvent::Telemetry(module, Box::new(t)))
                             .await;
                     }
@@ -389,14 +421,14 @@ impl LinkSessions {
                     }
                 }
             }
-            Inbound::Telemetry(telemetry) => match self.heard(address, now) {
+            Inbound::Telemetry(telemetry) => match self.heard(address, now).await {
                 Some(module) => {
                     self.forward(ModuleEvent::Telemetry(module, telemetry))
                         .await
                 }
                 None => self.handshake_required(address, now),
             },
-            Inbound::Ack(ack) => match self.heard(address, now) {
+            Inbound::Ack(ack) => match self.heard(address, now).await {
                 Some(_) => self.ack(address, ack, now),
                 None => self.handshake_required(address, now),
             },
@@ -601,8 +633,8 @@ impl LinkSessions {
             return;
         }
         let number = self.ctx.connections.next_session();
-        let announced = Duration::from_millis(u64::from(hello.heartbeat_ms));
-        let presence = Presence::new(now, announced);
+        let heartbeat = Duration::from_millis(u64::from(hello.heartbeat_ms));
+        let presence = Presence::new(now, heartbeat);
         let route = Link::Serial(SerialRoute {
             port: self.port.clone(),
             address,
@@ -619,28 +651,20 @@ impl LinkSessions {
             }
         };
         let own_timeout = record.heartbeat_timeout_ms.map(Duration::from_millis);
-        let expires_after =
-            liveness::timeout(own_timeout, self.ctx.heartbeat_timeout, Some(announced))
-                + SESSION_EXPIRY_GRACE;
-        let _ = self
-            .ctx
-            .events
-            .send(ModuleEvent::Connected {
-                record,
-                session: number,
-                transport: Transport::Serial,
-            })
-            .await;
-        let tracker_hello = Hello {
-            fw: hello.fw,
-            heartbeat_ms: hello.heartbeat_ms,
+        let expires_after = session_expiry(own_timeout, self.ctx.heartbeat_timeout, heartbeat);
+        // The same module starting over at the same address on a link known to work both
+        // ways (a hello announcing a new interval, a reboot) needs no new proof.
+        let replaced = self.sessions.remove(&address);
+        let confirmed = replaced
+            .as_ref()
+            .is_some_and(|old| old.module == id && old.unconfirmed.is_none());
+        let announcement = Announcement {
+            record,
+            hello: Hello {
+                fw: hello.fw,
+                heartbeat_ms: hello.heartbeat_ms,
+            },
         };
-        self.forward(ModuleEvent::Hello(
-            id.clone(),
-            tracker_hello,
-            Encoding::Native,
-        ))
-        .await;
         let watched = token.clone();
         self.closes.push(
             async move {
@@ -649,7 +673,7 @@ impl LinkSessions {
             }
             .boxed(),
         );
-        let replaced = self.sessions.insert(
+        self.sessions.insert(
             address,
             Session {
                 module: id.clone(),
@@ -658,7 +682,9 @@ impl LinkSessions {
                 token,
                 last_heard: now,
                 presence,
+                own_timeout,
                 expires_after,
+                unconfirmed: Some(announcement),
                 commands: VecDeque::new(),
             },
         );
@@ -672,6 +698,10 @@ impl LinkSessions {
             }),
         ));
         tracing::info!(port = %self.port, address, module = %id, session = number, "serial module accepted");
+        if confirmed {
+            // Re-announced on a link known to work: no need to wait (and no offline flap).
+            self.confirm(address).await;
+        }
         // After the new session: for the tracker the old one's end is stale (no offline flap).
         if let Some(old) = replaced {
             self.finish(address, old, None).await;
@@ -692,6 +722,16 @@ impl LinkSessions {
         }
         if let Some(done) = s.commands.pop_front() {
             tracing::info!(port = %self.port, module = %s.module, id = ack.command, result = ?ack.result, "command acknowledged");
+            if let (CommandAction::SetHeartbeatInterval { ms }, CommandResult::Done) =
+                (&done.command.action, ack.result)
+            {
+                // The module heartbeats at the new interval from now on; its hello announcing
+                // it may be lost, so the session does not wait for it.
+                let heartbeat = Duration::from_millis(u64::from(*ms));
+                s.expires_after =
+                    session_expiry(s.own_timeout, self.ctx.heartbeat_timeout, heartbeat);
+                s.presence.set_heartbeat(heartbeat);
+            }
             let _ = done.reply.send(Ok(ack.result));
         }
         if !s.commands.is_empty() {
@@ -714,12 +754,38 @@ impl LinkSessions {
             .push((address, Downlink::Command(head.command.clone())));
     }
 
-    /// The module at `address` spoke: its id, if it has a session.
-    fn heard(&mut self, address: u8, now: Instant) -> Option<ModuleId> {
+    /// The module at `address` sent a heartbeat, telemetry or an ack: its id, if it has a
+    /// session, which that confirms.
+    async fn heard(&mut self, address: u8, now: Instant) -> Option<ModuleId> {
         let session = self.sessions.get_mut(&address)?;
         session.last_heard = now;
         session.presence.heard(now);
-        Some(session.module.clone())
+        let module = session.module.clone();
+        self.confirm(address).await;
+        Some(module)
+    }
+
+    /// The session at `address` works both ways: the tracker hears of it now (once).
+    async fn confirm(&mut self, address: u8) {
+        let Some(session) = self.sessions.get_mut(&address) else {
+            return;
+        };
+        let Some(Announcement { record, hello }) = session.unconfirmed.take() else {
+            return;
+        };
+        let (module, number) = (session.module.clone(), session.number);
+        tracing::debug!(port = %self.port, address, %module, session = number, "serial link works both ways");
+        let _ = self
+            .ctx
+            .events
+            .send(ModuleEvent::Connected {
+                record,
+                session: number,
+                transport: Transport::Serial,
+            })
+            .await;
+        self.forward(ModuleEvent::Hello(module, hello, Encoding::Native))
+            .await;
     }
 
     async fn forward(&mut self, event: ModuleEvent) {
@@ -798,7 +864,8 @@ impl LinkSessions {
     }
 
     /// The end of a session already taken out of the map: deregistered, its commands failed,
-    /// the module told why (if `refusal`), the tracker told (an unclean end: offline now).
+    /// the module told why (if `refusal`), the tracker told (an unclean end: offline now) if
+    /// it ever heard of the session.
     async fn finish(&mut self, address: u8, session: Session, refusal: Option<RefuseReason>) {
         self.ctx.connections.remove(&session.module, session.number);
         session.token.cancel();
@@ -807,6 +874,9 @@ impl LinkSessions {
         }
         if let Some(reason) = refusal {
             self.outbox.push((address, Downlink::Refuse(reason)));
+        }
+        if session.unconfirmed.is_some() {
+            return;
         }
         let _ = self
             .ctx
@@ -862,6 +932,11 @@ mod tests {
     }
 
     async fn harness(modules: &[&str]) -> Harness {
+        harness_with(modules, None).await
+    }
+
+    /// With the hub's `--heartbeat-timeout`.
+    async fn harness_with(modules: &[&str], heartbeat_timeout: Option<Duration>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Duration::from_secs(3600))
             .await
@@ -886,7 +961,7 @@ mod tests {
             events: events_tx,
             metrics: metrics.clone(),
             connections: connections.clone(),
-            heartbeat_timeout: None,
+            heartbeat_timeout,
         };
         Harness {
             link: on_port("/dev/ttyA", &ctx).0,
@@ -950,6 +1025,43 @@ mod tests {
         std::iter::from_fn(|| events.try_recv().ok()).collect()
     }
 
+    fn hello_every(id: &str, heartbeat_ms: u32) -> Uplink {
+        let Uplink::Hello(mut hello) = hello(id) else {
+            unreachable!()
+        };
+        hello.heartbeat_ms = heartbeat_ms;
+        Uplink::Hello(hello)
+    }
+
+    fn ack(id: u32, result: CommandResult) -> Uplink {
+        Uplink::Ack(Ack {
+            command: id,
+            result,
+        })
+    }
+
+    /// A command request for the session at `address`, as the command router sends it.
+    fn request(
+        h: &Harness,
+        address: u8,
+        id: u32,
+        action: CommandAction,
+    ) -> (
+        PortRequest,
+        oneshot::Receiver<Result<CommandResult, CommandFailure>>,
+    ) {
+        let module = ModuleId::new("MC-1").unwrap();
+        let (session, _) = h.connections.link(&module).unwrap();
+        let (reply, outcome) = oneshot::channel();
+        let request = PortRequest::Command {
+            address,
+            session,
+            command: Command { id, action },
+            reply,
+        };
+        (request, outcome)
+    }
+
     /// Handles a hello (which looks the module up in the registry) while the test's clock is
     /// paused: the registry's connection pool has timeouts of its own, which a paused clock
     /// would fire at once, so the clock runs for that moment. The instants before and after.
@@ -979,10 +1091,15 @@ mod tests {
         let mut h = harness(&["MC-1"]).await;
         h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
         assert_eq!(h.link.take_outbox(), [(0, accept())]);
+        assert!(drain(&mut h.events).is_empty(), "online once it heartbeats");
+        h.link.on_frame(Ok((0, heartbeat().into()))).await;
         let events = drain(&mut h.events);
         assert!(
-            matches!(&events[..], [ModuleEvent::Connected { record, transport: Transport::Serial, .. }, ModuleEvent::Hello(id, hello, Encoding::Native)]
-                if record.id.as_str() == "MC-1" && id.as_str() == "MC-1" && hello.heartbeat_ms == 60_000),
+            matches!(&events[..], [
+                ModuleEvent::Connected { record, transport: Transport::Serial, .. },
+                ModuleEvent::Hello(id, hello, Encoding::Native),
+                ModuleEvent::Heartbeat(..),
+            ] if record.id.as_str() == "MC-1" && id.as_str() == "MC-1" && hello.heartbeat_ms == 60_000),
             "{events:?}"
         );
         let id = ModuleId::new("MC-1").unwrap();
@@ -1112,6 +1229,7 @@ mod tests {
     async fn a_module_live_on_another_port_is_a_duplicate_a_new_hello_a_takeover() {
         let mut h = harness(&["MC-1"]).await;
         h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
+        h.link.on_frame(Ok((0, heartbeat().into()))).await;
         h.link.take_outbox();
         let ctx = h.link.ctx.clone();
         let (mut other, _rx) = on_port("/dev/ttyB", &ctx);
@@ -1125,7 +1243,8 @@ mod tests {
             panic!("{first:?}");
         };
 
-        // Same port and address: a new session, and the old one's end comes after it (stale).
+        // Same port and address, a confirmed session: a new session at once, and the old
+        // one's end comes after it (stale): no offline flap.
         h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
         assert_eq!(h.link.take_outbox(), [(0, accept())]);
         let events = drain(&mut h.events);
@@ -1143,9 +1262,7 @@ mod tests {
     #[tokio::test]
     async fn the_registry_closes_a_session_and_the_module_is_told_why() {
         let mut h = harness(&["MC-1"]).await;
-        h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
-        h.link.take_outbox();
-        drain(&mut h.events);
+        online(&mut h, 0).await;
         let id = ModuleId::new("MC-1").unwrap();
         assert!(
             !h.connections.close_token_authenticated(&id),
@@ -1260,8 +1377,7 @@ mod tests {
     #[tokio::test]
     async fn a_lost_port_ends_every_session_unclean() {
         let mut h = harness(&["MC-1"]).await;
-        h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
-        drain(&mut h.events);
+        online(&mut h, 0).await;
         h.link.port_lost().await;
         assert!(matches!(
             &drain(&mut h.events)[..],
@@ -1273,6 +1389,111 @@ mod tests {
                 .link(&ModuleId::new("MC-1").unwrap())
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn the_tracker_hears_of_a_session_only_once_the_link_works_both_ways() {
+        let mut h = harness(&["MC-1"]).await;
+        let id = ModuleId::new("MC-1").unwrap();
+        // The hub's transmit line is broken: the module never gets the Accept and keeps
+        // saying hello. Nothing reaches the tracker, so nothing flaps.
+        for _ in 0..3 {
+            h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
+            assert_eq!(h.link.take_outbox(), [(0, accept())]);
+        }
+        assert!(drain(&mut h.events).is_empty());
+        assert_eq!(h.link.session_count(), 1);
+        // Its session still ends like any other, without a word to the tracker.
+        h.link.port_lost().await;
+        assert!(drain(&mut h.events).is_empty());
+        assert!(h.connections.link(&id).is_none());
+
+        // Line repaired: the heartbeat that follows the Accept brings it online, with the
+        // session and the hello of the accepted handshake.
+        h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
+        let (session, _) = h.connections.link(&id).unwrap();
+        h.link.on_frame(Ok((0, heartbeat().into()))).await;
+        let events = drain(&mut h.events);
+        assert!(
+            matches!(&events[..], [
+                ModuleEvent::Connected { session: s, transport: Transport::Serial, .. },
+                ModuleEvent::Hello(..),
+                ModuleEvent::Heartbeat(..),
+            ] if *s == session),
+            "{events:?}"
+        );
+        h.link.on_frame(Ok((0, heartbeat().into()))).await;
+        assert!(matches!(
+            &drain(&mut h.events)[..],
+            [ModuleEvent::Heartbeat(..)]
+        ));
+
+        // Telemetry (or an ack) confirms as well.
+        h.link.port_lost().await;
+        drain(&mut h.events);
+        h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
+        h.link
+            .on_frame(Ok((0, telemetry(1, 0b01, &[20.0]).into())))
+            .await;
+        assert!(matches!(
+            &drain(&mut h.events)[..],
+            [
+                ModuleEvent::Connected { .. },
+                ModuleEvent::Hello(..),
+                ModuleEvent::Telemetry(..)
+            ]
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_session_lasts_at_least_three_heartbeat_intervals() {
+        // The hub's liveness timeout is 15 s; the module heartbeats every 60 s.
+        let mut h = harness_with(&["MC-1"], Some(Duration::from_secs(15))).await;
+        tokio::time::pause();
+        let (before, after) = hello_while_paused(&mut h.link, 0, hello("MC-1")).await;
+        h.link.take_outbox();
+        let expiry = Duration::from_secs(3 * 60) + SESSION_EXPIRY_GRACE;
+        let expires_at = h.link.next_timer().unwrap();
+        assert!(
+            (before + expiry..=after + expiry).contains(&expires_at),
+            "{:?} after the hello",
+            expires_at - before
+        );
+        tokio::time::advance(Duration::from_secs(59)).await;
+        h.link.on_frame(Ok((0, heartbeat().into()))).await;
+        tokio::time::advance(Duration::from_secs(61)).await;
+        h.link.on_timer().await;
+        h.link.on_frame(Ok((0, heartbeat().into()))).await;
+        assert!(h.link.take_outbox().is_empty(), "still in session");
+        assert_eq!(h.link.session_count(), 1);
+
+        // A shorter interval leaves the hub's timeout in charge...
+        let (before, after) = hello_while_paused(&mut h.link, 0, hello_every("MC-1", 1_000)).await;
+        h.link.take_outbox();
+        let expiry = Duration::from_secs(15) + SESSION_EXPIRY_GRACE;
+        let expires_at = h.link.next_timer().unwrap();
+        assert!((before + expiry..=after + expiry).contains(&expires_at));
+
+        // ...and a longer one counts from its ack, without waiting for the module's hello.
+        let longer = CommandAction::SetHeartbeatInterval { ms: 120_000 };
+        let (request, _outcome) = request(&h, 0, 5, longer);
+        h.link.on_request(request);
+        h.link.take_outbox();
+        h.link
+            .on_frame(Ok((0, ack(5, CommandResult::Done).into())))
+            .await;
+        let expiry = Duration::from_secs(3 * 120) + SESSION_EXPIRY_GRACE;
+        assert_eq!(h.link.next_timer(), Some(Instant::now() + expiry));
+        tokio::time::advance(expiry - Duration::from_millis(1)).await;
+        h.link.on_timer().await;
+        assert_eq!(h.link.session_count(), 1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        h.link.on_timer().await;
+        assert_eq!(h.link.session_count(), 0, "silent past its expiry");
+        assert!(matches!(
+            &drain(&mut h.events)[..],
+            [.., ModuleEvent::Disconnected { clean: false, .. }]
+        ));
     }
 
     #[tokio::test]
@@ -1309,7 +1530,7 @@ mod tests {
         );
         assert!(matches!(
             &drain(&mut h.events)[..],
-            [.., ModuleEvent::Disconnected { clean: false, .. }]
+            [ModuleEvent::Disconnected { clean: false, .. }]
         ));
         assert_eq!(h.link.session_count(), 0);
     }

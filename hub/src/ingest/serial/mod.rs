@@ -45,7 +45,8 @@ pub struct SerialContext {
     pub metrics: Metrics,
     /// Live connections and session numbers, shared with the MQTT gateway.
     pub connections: LiveConnections,
-    /// The hub's liveness timeout (`--heartbeat-timeout`), which silent sessions expire by.
+    /// The hub's liveness timeout (`--heartbeat-timeout`), which silent sessions expire by
+    /// (never sooner than 3 heartbeat intervals: [`link::session_expiry`]).
     pub heartbeat_timeout: Option<Duration>,
 }
 
