@@ -79,6 +79,9 @@ pub struct EventSink {
     /// `42["rt_session"` and `42["rt_global_stats_updated"`: not counted in `other_events`.
     ignored: [Vec<u8>; 2],
     latency: Option<(Arc<SendLog>, Arc<Latencies>)>,
+    /// The reading whose value is the message's send-log key (`seq`; the serial bench, whose
+    /// modules send no reading named `seq`, uses another one).
+    key_reading: &'static str,
 }
 
 impl EventSink {
@@ -93,7 +96,14 @@ impl EventSink {
                 format!("42[\"{RT_GLOBAL_STATS_UPDATED}\"").into_bytes(),
             ],
             latency,
+            key_reading: "seq",
         }
+    }
+
+    /// Looks the send time up by the value of reading `name` instead of `seq`.
+    pub fn with_key_reading(mut self, name: &'static str) -> Self {
+        self.key_reading = name;
+        self
     }
 
     /// Counts one event received by other means (the reference subscriber).
@@ -124,7 +134,7 @@ impl EventSink {
         };
         let (Some(module), Some(seq)) = (
             module_index(&event.module_id),
-            event.telemetry.get("seq").copied(),
+            event.telemetry.get(self.key_reading).copied(),
         ) else {
             return;
         };
@@ -186,6 +196,12 @@ impl Dashboard {
         dashboard.write_frame(OP_TEXT, connect.as_bytes()).await?;
         loop {
             let text = dashboard.next_text().await?;
+            // The server's first Engine.IO ping can come before the CONNECT answer; a ping left
+            // unanswered closes the socket `pingTimeout` (20 s) later.
+            if text.as_slice() == b"2" {
+                dashboard.write_frame(OP_TEXT, b"3").await?;
+                continue;
+            }
             if text.starts_with(b"40") {
                 return Ok(dashboard);
             }

@@ -120,6 +120,16 @@ impl Latencies {
         }
     }
 
+    /// Drops the samples so far and samples nothing sent before `warmup_until_us`: one
+    /// [`Latencies`] for several windows in turn.
+    pub fn restart(&self, warmup_until_us: u64) {
+        if let Ok(mut s) = self.samples.lock() {
+            s.clear();
+        }
+        self.warmup_until_us
+            .store(warmup_until_us, Ordering::Relaxed);
+    }
+
     /// The samples, sorted.
     pub fn sorted(&self) -> Vec<u32> {
         let mut v = self.samples.lock().map(|s| s.clone()).unwrap_or_default();

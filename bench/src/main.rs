@@ -6,6 +6,8 @@
 //! - [`load`]: simulated modules (rumqttc), the open-loop schedule, the send log for latency.
 //! - [`dashboard`]: login and a minimal raw-WebSocket Socket.IO client that counts events.
 //! - [`routing`]: `--routing`, cost per event vs connected sockets that are not recipients.
+//! - [`serial`]: `--serial`, frames per second a serial line carries through the hub, binary
+//!   link vs JSON lines, on ptys paced to the line's byte rate, and the hub's CPU per frame.
 //! - [`peer`]: the reference: a bare rumqttd broker and a plain rumqttc subscriber.
 //! - [`sys`]: RSS, per-thread CPU time, pinning hub threads to CPU 0 and the rest to CPU 1.
 //!
@@ -18,6 +20,7 @@ mod dashboard;
 mod load;
 mod peer;
 mod routing;
+mod serial;
 mod sys;
 
 use std::{
@@ -30,6 +33,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use mc_hub::{
     Config, Listeners, RunningHub,
+    connections::Transport,
     ingest::ModuleEvent,
     store::{NewModule, NewUser},
 };
@@ -105,6 +109,19 @@ struct Args {
     /// Registered modules for `--routing`, owned round-robin; only the first user's connect.
     #[arg(long, default_value_t = 10_000)]
     routing_modules: usize,
+    /// Serial line rate: binary link vs JSON lines through the hub's serial ports (ptys), open
+    /// loop at the byte rate of `--baud` 8N1; windows of `--seconds`, `--repeat` times each.
+    #[arg(long)]
+    serial: bool,
+    /// Ports per framing for `--serial` (`--lines 2`: 2 binary + 2 JSON-lines ports).
+    #[arg(long, default_value_t = 1)]
+    lines: usize,
+    /// Line speed modelled by `--serial` (bytes/s = baud / 10); also the ports' configured baud.
+    #[arg(long, default_value_t = 115_200)]
+    baud: u32,
+    /// `--serial` without pacing: frames as fast as the pty takes them (closed loop).
+    #[arg(long)]
+    unpaced: bool,
     /// Do not pin threads to CPUs.
     #[arg(long)]
     no_pin: bool,
@@ -195,6 +212,9 @@ async fn run_all(bench: Arc<Bench>) -> Result<()> {
     );
     if a.routing {
         return routing::routing(&bench).await;
+    }
+    if a.serial {
+        return serial::serial(&bench).await;
     }
     if a.memory > 0 {
         memory(&bench, a.memory).await?;
@@ -302,8 +322,19 @@ pub(crate) fn hub_config(data_dir: &std::path::Path, args: &Args) -> Config {
 /// Starts a hub on the hub runtime (127.0.0.1:0, temp data dir) and registers `modules`
 /// modules (owned by the bench user when `owned`).
 async fn start_hub(bench: &Bench, modules: usize, owned: bool) -> Result<HubUnderTest> {
+    start_hub_with(bench, modules, owned, |_| {}).await
+}
+
+/// [`start_hub`] with the configuration adjusted by `tweak` (serial ports, stats...).
+async fn start_hub_with(
+    bench: &Bench,
+    modules: usize,
+    owned: bool,
+    tweak: impl FnOnce(&mut Config),
+) -> Result<HubUnderTest> {
     let dir = tempfile::tempdir().context("temp dir")?;
-    let config = hub_config(dir.path(), &bench.args);
+    let mut config = hub_config(dir.path(), &bench.args);
+    tweak(&mut config);
     let started = bench
         .hub_rt
         .spawn(async move {
@@ -659,6 +690,7 @@ async fn memory(bench: &Bench, count: usize) -> Result<()> {
             .send(ModuleEvent::Connected {
                 record,
                 session: i as u64 + 1,
+                transport: Transport::Mqtt,
             })
             .await
             .context("tracker gone")?;
