@@ -13,7 +13,7 @@ use std::{
 use mc_e2e::{DEADLINE, Dashboard, TestHub, about, eventually, start_hub};
 use mc_hub::config::{Framing, SerialPortSpec};
 use mc_protocol::{
-    CommandAction, FirmwareVersion, Heartbeat, ModuleId, ReadingName,
+    Command, CommandAction, FirmwareVersion, Heartbeat, ModuleId, ReadingName,
     link::{
         self, Accept, Accumulated, Ack, CommandResult, Downlink, FrameAccumulator, LINK_VERSION,
         LinkError, LinkHello, LinkTelemetry, MAX_ENCODED_LEN, RefuseReason, Uplink,
@@ -146,6 +146,19 @@ impl Cable {
         self.send(0, &heartbeat(1)).await;
     }
 
+    /// The frames up to the next `Accept` (of a hello with `heartbeat_ms`): the commands
+    /// before it, in order.
+    async fn commands_until_accept(&mut self, heartbeat_ms: u32) -> Vec<Command> {
+        let mut commands = Vec::new();
+        loop {
+            match self.next().await {
+                (0, Downlink::Command(command)) => commands.push(command),
+                (0, accepted) if accepted == accept(heartbeat_ms) => return commands,
+                other => panic!("expected commands, then an Accept; got {other:?}"),
+            }
+        }
+    }
+
     async fn telemetry(&mut self, seq: u32, mask: u32, values: &[f32]) {
         let message = Uplink::Telemetry(LinkTelemetry {
             seq,
@@ -180,6 +193,14 @@ fn accept(heartbeat_ms: u32) -> Downlink {
         heartbeat_ms,
         telemetry_ms: 1_000,
     })
+}
+
+fn hello_every(id: &str, heartbeat_ms: u32) -> Uplink {
+    let Uplink::Hello(mut hello) = hello(id) else {
+        unreachable!()
+    };
+    hello.heartbeat_ms = heartbeat_ms;
+    Uplink::Hello(hello)
 }
 
 fn heartbeat(seq: u32) -> Uplink {
@@ -667,6 +688,61 @@ async fn commands_go_down_the_line_and_wait_for_the_ack() {
         .await;
     assert_eq!(status, 202, "{body}");
     assert!(body.get("result").is_none(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_hello_keeps_the_queued_commands_and_acknowledges_a_reboot() {
+    let mut b = bench(&["MC-SER-4"]).await;
+    b.cable.online("MC-SER-4").await;
+    b.dash.expect("rt_module_online", about("MC-SER-4")).await;
+    let admin = b.admin().await;
+
+    // A new heartbeat interval, and a command queued behind it.
+    let first = spawn_command(&b, &admin, json!({"setHeartbeatInterval": {"ms": 30000}}));
+    let interval = next_command(&mut b.cable).await;
+    let second = spawn_command(&b, &admin, json!("resendState"));
+    // (the first is sent again after 1 s: by then the second waits behind it at the port)
+    assert_eq!(next_command(&mut b.cable).await, interval);
+    // The module acknowledges and announces the new interval in one write: the queued
+    // command goes down the line before the Accept of the new session...
+    let mut write =
+        link::uplink_to_vec(0, &ack(interval.id, CommandResult::Done)).expect("encodes");
+    write.extend(link::uplink_to_vec(0, &hello_every("MC-SER-4", 30_000)).expect("encodes"));
+    b.cable.send_raw(&write).await;
+    let before_accept = b.cable.commands_until_accept(30_000).await;
+    let queued = before_accept
+        .iter()
+        .find(|c| c.id != interval.id)
+        .cloned()
+        .expect("the queued command was sent");
+    assert_eq!(queued.action, CommandAction::ResendState);
+    // ...the module runs it and acknowledges it in its new session: both callers get 200.
+    b.cable.send(0, &ack(queued.id, CommandResult::Done)).await;
+    for request in [first, second] {
+        let (status, body) = request.await.expect("request task");
+        assert_eq!((status, &body["result"]), (200, &json!("done")), "{body}");
+    }
+
+    // A reboot whose ack is lost: the module's hello after the reboot is its answer.
+    let request = spawn_command(&b, &admin, json!("reboot"));
+    let reboot = next_command(&mut b.cable).await;
+    assert_eq!(reboot.action, CommandAction::Reboot);
+    b.cable.send(0, &hello("MC-SER-4")).await;
+    let resent = b.cable.commands_until_accept(HEARTBEAT_MS).await;
+    assert!(resent.iter().all(|c| *c == reboot), "{resent:?}");
+    let (status, body) = request.await.expect("request task");
+    assert_eq!((status, &body["result"]), (200, &json!("done")), "{body}");
+    assert_eq!(body["id"], reboot.id);
+    // No offline flap through all this: the module was online, and still is.
+    b.cable.telemetry(1, 0b01, &[18.0]).await;
+    let seen = b
+        .dash
+        .until("rt_telemetry_updated", about("MC-SER-4"))
+        .await;
+    assert!(
+        !seen.iter().any(|(e, _)| e == "rt_module_offline"),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,9 +11,10 @@
 //!   line that works one way only (a broken TX wire, a baud rate wrong in one direction) the
 //!   module keeps saying hello and stays offline instead of flapping.
 //! - A new hello at the same address is a new session, like an MQTT reconnect. From the same
-//!   module, if the old session was confirmed the new one is too: the tracker sees a takeover,
-//!   not an offline flap (a module announcing a new heartbeat interval, or back from a
-//!   reboot).
+//!   module it takes over the old session's commands (the module keeps running them: it
+//!   de-duplicates by id), a `Reboot` in flight counts as done, and if the old session was
+//!   confirmed the new one is too: the tracker sees a takeover, not an offline flap (a
+//!   module announcing a new heartbeat interval, or back from a reboot).
 //! - Heartbeats and telemetry of a session become the same [`ModuleEvent`]s as over MQTT (the
 //!   same diff path); from an address without a session they get `Refuse(HandshakeRequired)`,
 //!   at most once per second per address: that is how a module learns that the hub restarted
@@ -652,12 +653,22 @@ impl LinkSessions {
         };
         let own_timeout = record.heartbeat_timeout_ms.map(Duration::from_millis);
         let expires_after = session_expiry(own_timeout, self.ctx.heartbeat_timeout, heartbeat);
-        // The same module starting over at the same address on a link known to work both
-        // ways (a hello announcing a new interval, a reboot) needs no new proof.
-        let replaced = self.sessions.remove(&address);
-        let confirmed = replaced
-            .as_ref()
-            .is_some_and(|old| old.module == id && old.unconfirmed.is_none());
+        // The same module starting over at the same address (a hello announcing a new
+        // interval, a reboot): what it was doing carries over.
+        let mut replaced = self.sessions.remove(&address);
+        let mut commands = VecDeque::new();
+        let mut rebooted = None;
+        let mut confirmed = false;
+        if let Some(old) = replaced.as_mut().filter(|old| old.module == id) {
+            confirmed = old.unconfirmed.is_none();
+            commands = std::mem::take(&mut old.commands);
+            let reboot_in_flight = commands.front().is_some_and(|c| {
+                c.resend_at.is_some() && matches!(c.command.action, CommandAction::Reboot)
+            });
+            if reboot_in_flight {
+                rebooted = commands.pop_front();
+            }
+        }
         let announcement = Announcement {
             record,
             hello: Hello {
@@ -685,7 +696,7 @@ impl LinkSessions {
                 own_timeout,
                 expires_after,
                 unconfirmed: Some(announcement),
-                commands: VecDeque::new(),
+                commands,
             },
         );
         self.handshake_refused_at.remove(&address);
@@ -701,6 +712,12 @@ impl LinkSessions {
         if confirmed {
             // Re-announced on a link known to work: no need to wait (and no offline flap).
             self.confirm(address).await;
+        }
+        if let Some(done) = rebooted {
+            // It rebooted (its ack may have been lost on the way): that was the command.
+            tracing::info!(port = %self.port, module = %id, id = done.command.id, "reboot acknowledged by the module's new hello");
+            let _ = done.reply.send(Ok(CommandResult::Done));
+            self.transmit_command(address, now);
         }
         // After the new session: for the tracker the old one's end is stale (no offline flap).
         if let Some(old) = replaced {
@@ -1443,6 +1460,132 @@ mod tests {
                 ModuleEvent::Telemetry(..)
             ]
         ));
+    }
+
+    #[tokio::test]
+    async fn a_re_hello_of_the_same_module_keeps_its_commands() {
+        let mut h = harness(&["MC-1"]).await;
+        online(&mut h, 0).await;
+        let interval = CommandAction::SetHeartbeatInterval { ms: 1_000 };
+        let (first, first_outcome) = request(&h, 0, 100, interval.clone());
+        let (second, second_outcome) = request(&h, 0, 101, CommandAction::ResendState);
+        h.link.on_request(first);
+        h.link.on_request(second);
+        let command = |id, action| Downlink::Command(Command { id, action });
+        assert_eq!(h.link.take_outbox(), [(0, command(100, interval))]);
+
+        // The module acknowledges the new interval and announces it with a hello, in one
+        // read: 101 goes down the line, then the Accept of the new session.
+        h.link
+            .on_frame(Ok((0, ack(100, CommandResult::Done).into())))
+            .await;
+        h.link
+            .on_frame(Ok((0, hello_every("MC-1", 1_000).into())))
+            .await;
+        assert_eq!(first_outcome.await.unwrap(), Ok(CommandResult::Done));
+        let outbox = h.link.take_outbox();
+        assert!(
+            matches!(
+                &outbox[..],
+                [
+                    (0, Downlink::Command(Command { id: 101, .. })),
+                    (
+                        0,
+                        Downlink::Accept(Accept {
+                            heartbeat_ms: 1_000,
+                            ..
+                        })
+                    ),
+                ]
+            ),
+            "{outbox:?}"
+        );
+        // It runs 101 and acknowledges it: the caller gets the module's result.
+        h.link
+            .on_frame(Ok((0, ack(101, CommandResult::Done).into())))
+            .await;
+        assert_eq!(second_outcome.await.unwrap(), Ok(CommandResult::Done));
+
+        // The command in flight keeps its attempts and its resend time.
+        tokio::time::pause();
+        let (third, third_outcome) = request(&h, 0, 102, CommandAction::ResendState);
+        let sent_at = Instant::now();
+        h.link.on_request(third);
+        h.link.take_outbox();
+        tokio::time::advance(ACK_TIMEOUT / 2).await;
+        hello_while_paused(&mut h.link, 0, hello("MC-1")).await;
+        assert_eq!(h.link.take_outbox(), [(0, accept())], "not sent again yet");
+        assert_eq!(
+            h.link.next_timer(),
+            Some(sent_at + ACK_TIMEOUT),
+            "resent on its own schedule"
+        );
+        for _ in 0..2 {
+            tokio::time::advance(ACK_TIMEOUT).await;
+            h.link.on_timer().await;
+            assert!(matches!(
+                &h.link.take_outbox()[..],
+                [(0, Downlink::Command(Command { id: 102, .. }))]
+            ));
+        }
+        tokio::time::advance(ACK_TIMEOUT).await;
+        h.link.on_timer().await;
+        assert_eq!(
+            third_outcome.await.unwrap(),
+            Err(CommandFailure::NoAck(COMMAND_ATTEMPTS))
+        );
+        tokio::time::resume();
+
+        // Another module at that address is another story: its predecessor's commands end.
+        h.store
+            .create_module(NewModule {
+                id: ModuleId::new("MC-2").unwrap(),
+                name: "two".into(),
+                kind: "test".into(),
+                owner_email: None,
+                heartbeat_timeout: None,
+            })
+            .await
+            .unwrap();
+        let (fourth, fourth_outcome) = request(&h, 0, 103, CommandAction::ResendState);
+        h.link.on_request(fourth);
+        h.link.on_frame(Ok((0, hello("MC-2").into()))).await;
+        assert_eq!(
+            fourth_outcome.await.unwrap(),
+            Err(CommandFailure::SessionEnded)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hello_while_a_reboot_is_in_flight_is_its_acknowledgement() {
+        let mut h = harness(&["MC-1"]).await;
+        online(&mut h, 0).await;
+        let (reboot, reboot_outcome) = request(&h, 0, 7, CommandAction::Reboot);
+        let (next, next_outcome) = request(&h, 0, 8, CommandAction::ResendState);
+        h.link.on_request(reboot);
+        h.link.on_request(next);
+        h.link.take_outbox();
+        // The ack was lost on the line; the module rebooted and says hello.
+        h.link.on_frame(Ok((0, hello("MC-1").into()))).await;
+        assert_eq!(reboot_outcome.await.unwrap(), Ok(CommandResult::Done));
+        assert_eq!(
+            h.link.take_outbox(),
+            [
+                (0, accept()),
+                (
+                    0,
+                    Downlink::Command(Command {
+                        id: 8,
+                        action: CommandAction::ResendState
+                    })
+                ),
+            ],
+            "the next command follows the Accept"
+        );
+        h.link
+            .on_frame(Ok((0, ack(8, CommandResult::Done).into())))
+            .await;
+        assert_eq!(next_outcome.await.unwrap(), Ok(CommandResult::Done));
     }
 
     #[tokio::test]
