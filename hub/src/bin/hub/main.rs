@@ -141,6 +141,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let shutdown = CancellationToken::new();
     let hub = mc_hub::start(config, listeners, shutdown.clone()).await?;
+    let signals = shutdown_signals();
     println!(
         "mc-hub listening: dashboard http://{}  MQTT {}",
         hub.http_addr, hub.mqtt_addr
@@ -162,7 +163,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let internal_failure = tokio::select! {
-        _ = wait_for_signal() => false,
+        _ = signals => false,
         _ = shutdown.cancelled() => true,
     };
     tracing::info!("shutting down");
@@ -179,24 +180,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGTERM and SIGINT handlers *now* and returns a future that completes on
+/// either. Installed before the hub says it is listening: a supervisor (or a test) that sends
+/// SIGTERM right after that line must get a graceful shutdown, never the default "die at once".
+fn shutdown_signals() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                    one.recv().await;
+                }
+                (Err(_), Err(_)) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[tokio::main]
