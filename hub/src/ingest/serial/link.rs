@@ -203,6 +203,9 @@ pub fn session_expiry(
 /// An accepted module at one address.
 struct Session {
     module: ModuleId,
+    /// Its firmware version (from the hello), for the hello the tracker is told on an acked
+    /// heartbeat interval change.
+    fw: FirmwareVersion,
     /// Its hub-wide session number.
     number: u64,
     /// The hello's reading names: telemetry names readings by index into them (`None` on a
@@ -430,7 +433,12 @@ impl LinkSessions {
                 None => self.handshake_required(address, now),
             },
             Inbound::Ack(ack) => match self.heard(address, now).await {
-                Some(_) => self.ack(address, ack, now),
+                Some(module) => {
+                    if let Some(hello) = self.ack(address, ack, now) {
+                        self.forward(ModuleEvent::Hello(module, hello, Encoding::Native))
+                            .await;
+                    }
+                }
                 None => self.handshake_required(address, now),
             },
             Inbound::Error(code) => {
@@ -669,6 +677,7 @@ impl LinkSessions {
                 rebooted = commands.pop_front();
             }
         }
+        let fw = hello.fw.clone();
         let announcement = Announcement {
             record,
             hello: Hello {
@@ -688,6 +697,7 @@ impl LinkSessions {
             address,
             Session {
                 module: id.clone(),
+                fw,
                 number,
                 schema: hello.readings,
                 token,
@@ -725,9 +735,11 @@ impl LinkSessions {
         }
     }
 
-    fn ack(&mut self, address: u8, ack: Ack, now: Instant) {
+    /// Resolves the command in flight; returns the hello the tracker must hear when the
+    /// command changed the heartbeat interval.
+    fn ack(&mut self, address: u8, ack: Ack, now: Instant) -> Option<Hello> {
         let Some(s) = self.sessions.get_mut(&address) else {
-            return;
+            return None;
         };
         if s.commands
             .front()
@@ -735,8 +747,9 @@ impl LinkSessions {
         {
             // A late ack of a command given up on, or of a repeat already answered.
             tracing::debug!(port = %self.port, module = %s.module, id = ack.command, "ack for no command in flight");
-            return;
+            return None;
         }
+        let mut announce = None;
         if let Some(done) = s.commands.pop_front() {
             tracing::info!(port = %self.port, module = %s.module, id = ack.command, result = ?ack.result, "command acknowledged");
             if let (CommandAction::SetHeartbeatInterval { ms }, CommandResult::Done) =
@@ -748,12 +761,18 @@ impl LinkSessions {
                 s.expires_after =
                     session_expiry(s.own_timeout, self.ctx.heartbeat_timeout, heartbeat);
                 s.presence.set_heartbeat(heartbeat);
+                // The tracker's liveness timeout too: as if the announcing hello had arrived.
+                announce = Some(Hello {
+                    fw: s.fw.clone(),
+                    heartbeat_ms: *ms,
+                });
             }
             let _ = done.reply.send(Ok(ack.result));
         }
         if !s.commands.is_empty() {
             self.transmit_command(address, now);
         }
+        announce
     }
 
     /// Sends the command at the head of `address`'s queue (again).
@@ -1627,6 +1646,14 @@ mod tests {
             .await;
         let expiry = Duration::from_secs(3 * 120) + SESSION_EXPIRY_GRACE;
         assert_eq!(h.link.next_timer(), Some(Instant::now() + expiry));
+        // The tracker hears the new interval too (its liveness timeout), as from a hello.
+        assert!(
+            drain(&mut h.events).iter().any(|e| matches!(
+                e,
+                ModuleEvent::Hello(_, hello, _) if hello.heartbeat_ms == 120_000
+            )),
+            "the tracker is told the new interval"
+        );
         tokio::time::advance(expiry - Duration::from_millis(1)).await;
         h.link.on_timer().await;
         assert_eq!(h.link.session_count(), 1);
