@@ -738,9 +738,7 @@ impl LinkSessions {
     /// Resolves the command in flight; returns the hello the tracker must hear when the
     /// command changed the heartbeat interval.
     fn ack(&mut self, address: u8, ack: Ack, now: Instant) -> Option<Hello> {
-        let Some(s) = self.sessions.get_mut(&address) else {
-            return None;
-        };
+        let s = self.sessions.get_mut(&address)?;
         if s.commands
             .front()
             .is_none_or(|c| c.command.id != ack.command)
