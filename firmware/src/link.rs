@@ -439,13 +439,17 @@ impl<S: Sensors> SerialFirmware<S> {
     }
 }
 
-/// True when `frame` (still encoded) is one of the frames in `sent` (CRC and length).
+/// True when `frame` (still encoded) is one of the frames in `sent` (CRC and length). The CRC
+/// is computed only when a length matches, and once: this runs on every received frame.
 fn is_echo(sent: &[(u16, u16)], frame: &[u8]) -> bool {
-    let len = frame.len() as u16;
-    len > 0
-        && sent
-            .iter()
-            .any(|&(crc, sent_len)| sent_len == len && crc == crc16(frame))
+    let Ok(len) = u16::try_from(frame.len()) else {
+        return false;
+    };
+    if len == 0 || !sent.iter().any(|&(_, l)| l == len) {
+        return false;
+    }
+    let crc = crc16(frame);
+    sent.contains(&(crc, len))
 }
 
 /// The core's report as it travels on the link (by index, which the hello named).

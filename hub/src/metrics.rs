@@ -115,44 +115,23 @@ pub struct SerialPortMetrics {
     /// Frames not sent because the port did not take them in time.
     pub write_timeouts: Counter,
     /// `Error` reports received from modules, by [`LinkError`] tag.
-    peer_errors: [Counter; 5],
+    peer_errors: [Counter; LinkError::CODES],
 }
 
 impl SerialPortMetrics {
     /// Counts an `Error` report from a module.
     pub fn peer_error(&self, error: LinkError) {
-        self.peer_errors[link_error_index(error)].inc();
+        self.peer_errors[error.code()].inc();
     }
 
     /// `Error` reports received so far with `error`'s code.
     pub fn peer_errors(&self, error: LinkError) -> u64 {
-        self.peer_errors[link_error_index(error)].get()
+        self.peer_errors[error.code()].get()
     }
 
     /// Whether the port is open now.
     pub fn is_open(&self) -> bool {
         self.open.load(Ordering::Relaxed)
-    }
-}
-
-/// A stable label for a link error code, for logs.
-pub const fn link_error_label(error: LinkError) -> &'static str {
-    [
-        "frame_too_long",
-        "crc_mismatch",
-        "unknown_message",
-        "version_mismatch",
-        "malformed",
-    ][link_error_index(error)]
-}
-
-const fn link_error_index(error: LinkError) -> usize {
-    match error {
-        LinkError::FrameTooLong => 0,
-        LinkError::CrcMismatch => 1,
-        LinkError::UnknownMessage => 2,
-        LinkError::VersionMismatch { .. } => 3,
-        LinkError::Malformed => 4,
     }
 }
 

@@ -317,3 +317,23 @@ fn hellos_are_checked_for_their_version_first() {
         ))
     );
 }
+
+/// `LinkError::code` is the tag postcard puts on the wire (per-code counters index by it).
+#[test]
+fn link_error_codes_are_their_wire_tags() {
+    let all = [
+        LinkError::FrameTooLong,
+        LinkError::CrcMismatch,
+        LinkError::UnknownMessage,
+        LinkError::VersionMismatch { supported: 1 },
+        LinkError::Malformed,
+    ];
+    assert_eq!(all.len(), LinkError::CODES);
+    for e in all {
+        let mut frame = uplink_to_vec(0, &Uplink::Error(e)).unwrap();
+        frame.pop();
+        let n = mc_protocol::link::cobs::decode_in_place(&mut frame).unwrap();
+        // address, Error tag (4), then the code's tag
+        assert_eq!(usize::from(frame[..n][2]), e.code(), "{e:?}");
+    }
+}

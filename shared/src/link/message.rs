@@ -195,3 +195,31 @@ pub enum LinkError {
     /// 4 — the frame is intact but its content does not decode or breaks a rule.
     Malformed,
 }
+
+impl LinkError {
+    /// Number of codes (variant tags) in this protocol version.
+    pub const CODES: usize = 5;
+
+    /// The code's tag on the wire, `0..CODES`: an index for per-code counters.
+    pub const fn code(self) -> usize {
+        match self {
+            Self::FrameTooLong => 0,
+            Self::CrcMismatch => 1,
+            Self::UnknownMessage => 2,
+            Self::VersionMismatch { .. } => 3,
+            Self::Malformed => 4,
+        }
+    }
+
+    /// A short stable label for metrics and logs (the same words as
+    /// [`super::FrameError::reason`] where they overlap).
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::FrameTooLong => "frame_too_long",
+            Self::CrcMismatch => "crc_mismatch",
+            Self::UnknownMessage => "unknown_message",
+            Self::VersionMismatch { .. } => "version_mismatch",
+            Self::Malformed => "malformed",
+        }
+    }
+}

@@ -62,7 +62,7 @@ use crate::{
     connections::{Link, Presence, SerialRoute, Transport},
     ingest::ModuleEvent,
     liveness,
-    metrics::{SerialPortMetrics, link_error_label},
+    metrics::SerialPortMetrics,
     store::ModuleRecord,
 };
 
@@ -443,7 +443,7 @@ impl LinkSessions {
             },
             Inbound::Error(code) => {
                 self.counters.peer_error(code);
-                let code = link_error_label(code);
+                let code = code.reason();
                 match self.peer_error_warnings.warn_now(now) {
                     Some(quiet) => {
                         tracing::warn!(port = %self.port, address, code, earlier_reports = quiet, "module reports a bad frame from the hub")
