@@ -97,17 +97,30 @@ export class ReconnectionManager {
   }
 
   /**
-   * Maps the hub's realtime config (numbers or numeric strings, as rendered into the page)
-   * to constructor options, so the server decides the policy; invalid or missing values are left out.
-   * @param {{REALTIME_MAX_RECONNECT_ATTEMPTS?: number|string, REALTIME_RECONNECT_DELAY?: number|string}} [config]
-   * @returns {{maxReconnectAttempts?: number, reconnectDelay?: number}}
+   * Maps the hub's realtime config to constructor options, so the server decides the policy;
+   * invalid or missing values are left out. Accepts the answer of `GET /api/realtime/config`
+   * (`{maxReconnectAttempts: n|null, reconnectDelay, maxReconnectDelay}`, null = unlimited) and
+   * the environment-style names (`REALTIME_MAX_RECONNECT_ATTEMPTS`, `REALTIME_RECONNECT_DELAY`,
+   * `REALTIME_MAX_RECONNECT_DELAY`; numbers or numeric strings, as rendered into a page).
+   * @param {object} [config]
+   * @returns {{maxReconnectAttempts?: number, reconnectDelay?: number, maxReconnectDelay?: number}}
    */
   static defaultsFromServer(config = {}) {
     const out = {};
-    const attempts = parseCount(config?.REALTIME_MAX_RECONNECT_ATTEMPTS, true);
+    const pick = (camel, env) => {
+      if (config && camel in config) return config[camel];
+      return config?.[env];
+    };
+    const rawAttempts = pick('maxReconnectAttempts', 'REALTIME_MAX_RECONNECT_ATTEMPTS');
+    const attempts =
+      config && 'maxReconnectAttempts' in config && config.maxReconnectAttempts === null
+        ? Infinity
+        : parseCount(rawAttempts, true);
     if (attempts !== undefined) out.maxReconnectAttempts = attempts;
-    const delay = parseCount(config?.REALTIME_RECONNECT_DELAY, false);
+    const delay = parseCount(pick('reconnectDelay', 'REALTIME_RECONNECT_DELAY'), false);
     if (delay !== undefined) out.reconnectDelay = delay;
+    const maxDelay = parseCount(pick('maxReconnectDelay', 'REALTIME_MAX_RECONNECT_DELAY'), false);
+    if (maxDelay !== undefined) out.maxReconnectDelay = maxDelay;
     return out;
   }
 

@@ -77,6 +77,9 @@ pub fn app(
         .route("/api/modules/{id}/commands", post(commands::send))
         .route("/healthz", get(async || "ok"))
         .route("/", get(static_files::index))
+        .route("/modules", get(static_files::index))
+        .route("/login", get(static_files::login))
+        .route("/admin", get(static_files::admin))
         // A fallback, not a `/{*path}` GET route: a catch-all route would also match
         // `/socket.io/` and answer its POSTs (polling transport) before Socket.IO sees them.
         .fallback(static_files::asset)

@@ -1,27 +1,12 @@
 //! The dashboard files, embedded in the binary at build time so the hub is one file to deploy.
+//! `build.rs` lists every file under `static/` (pages, ES modules, styles, vendored libraries).
 
 use axum::{
     http::{Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 
-macro_rules! asset {
-    ($path:literal, $mime:literal) => {
-        (
-            $path,
-            $mime,
-            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../static/", $path)).as_slice(),
-        )
-    };
-}
-
-/// (path under `/`, content type, bytes).
-const ASSETS: &[(&str, &str, &[u8])] = &[
-    asset!("index.html", "text/html; charset=utf-8"),
-    asset!("app.js", "text/javascript; charset=utf-8"),
-    asset!("style.css", "text/css; charset=utf-8"),
-    asset!("vendor/socket.io.min.js", "text/javascript; charset=utf-8"),
-];
+include!(concat!(env!("OUT_DIR"), "/static_assets.rs"));
 
 fn serve(path: &str) -> Response {
     match ASSETS.iter().find(|(p, _, _)| *p == path) {
@@ -38,9 +23,19 @@ fn serve(path: &str) -> Response {
     }
 }
 
-/// `GET /`.
+/// `GET /` and `GET /modules`: the modules page.
 pub async fn index() -> Response {
-    serve("index.html")
+    serve("modules.html")
+}
+
+/// `GET /login`: the sign-in page.
+pub async fn login() -> Response {
+    serve("login.html")
+}
+
+/// `GET /admin`: the admin page (it sends non-admins to `/`).
+pub async fn admin() -> Response {
+    serve("admin.html")
 }
 
 /// Any other path: an embedded file for `GET`, 404 otherwise.

@@ -1,0 +1,88 @@
+// fetch wrapper for the hub's JSON API: same-origin cookies, JSON bodies, errors as ApiError
+// (`{"error": {"code", "message"}}` bodies), and the redirect to /login when the session is gone.
+
+/** An HTTP error answer (status >= 400) or a network failure (status 0). */
+export class ApiError extends Error {
+  constructor(status, body, message) {
+    super(message || body?.error?.message || (status ? `HTTP ${status}` : 'network error'));
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = body?.error?.code || (status ? `http_${status}` : 'network');
+    this.body = body;
+    /** Seconds, from Retry-After (429). */
+    this.retryAfter = undefined;
+  }
+}
+
+/**
+ * Calls the API. Resolves with the parsed JSON (null for 204 or an empty body); rejects with
+ * an ApiError. `fetchImpl` is injectable for tests.
+ */
+export async function api(method, path, body, { fetchImpl = globalThis.fetch } = {}) {
+  const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetchImpl(path, init);
+  } catch (err) {
+    throw new ApiError(0, null, String(err?.message || err));
+  }
+  let data = null;
+  if (res.status !== 204) {
+    const text = await res.text().catch(() => '');
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = null;
+      }
+    }
+  }
+  if (!res.ok) {
+    const err = new ApiError(res.status, data);
+    const retry = res.headers?.get?.('Retry-After');
+    if (retry) err.retryAfter = Number(retry);
+    throw err;
+  }
+  return data;
+}
+
+export const get = (path, opts) => api('GET', path, undefined, opts);
+export const post = (path, body, opts) => api('POST', path, body, opts);
+export const patch = (path, body, opts) => api('PATCH', path, body, opts);
+export const del = (path, opts) => api('DELETE', path, undefined, opts);
+
+/** A same-origin path to return to after login, or '/' (never another site: `//x`, `http:`...). */
+export function safeNext(next) {
+  if (typeof next !== 'string' || !next.startsWith('/') || next.startsWith('//') || next.startsWith('/\\')) return '/';
+  if (next.startsWith('/login')) return '/';
+  return next;
+}
+
+/** `/login?next=<current path>`. */
+export function loginUrl(loc = globalThis.location) {
+  const here = loc ? `${loc.pathname}${loc.search}` : '/';
+  return `/login?next=${encodeURIComponent(safeNext(here))}`;
+}
+
+let redirecting = false;
+
+/** Leaves for the login page (once), e.g. on a 401 or `session_expired`. */
+export function redirectToLogin(reason) {
+  if (redirecting || typeof location === 'undefined') return;
+  redirecting = true;
+  const url = loginUrl(location) + (reason ? `&reason=${encodeURIComponent(reason)}` : '');
+  location.replace(url);
+}
+
+/** True (and redirects) when `err` means the session is missing or expired. */
+export function handleAuthError(err) {
+  if (err instanceof ApiError && err.status === 401) {
+    redirectToLogin('session_expired');
+    return true;
+  }
+  return false;
+}

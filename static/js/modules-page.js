@@ -1,0 +1,798 @@
+// The modules page: the user's modules as live cards (admins see every module).
+//
+// Rendering: the first snapshot is built in one DocumentFragment; afterwards events only change
+// the model and mark what is dirty; one requestAnimationFrame flush writes the changed nodes.
+// Sparklines (canvas) are drawn only for cards in view (IntersectionObserver), at most once per
+// frame; "last seen" and the sparklines' time axis move once a second, for visible cards only.
+
+import { boot, startStream, toast, copyText, el, handleAuthError } from './chrome.js';
+import { get, post, patch, del, ApiError } from './api.js';
+import { t } from './strings.js';
+import { formatReadingParts, readingLabel, compareReadingNames, parseTime, lastSeenText } from './format.js';
+import { Ring, drawSparkline } from './sparkline.js';
+
+const SPARK_WINDOW_MS = 5 * 60 * 1000;
+const SPARK_POINTS = 300;
+
+// dirty flags
+const HEAD = 1;
+const STATUS = 2;
+const READINGS = 4;
+const LAST_SEEN = 8;
+const SPARKS = 16;
+const ALL = HEAD | STATUS | READINGS | LAST_SEEN | SPARKS;
+
+const $ = (id) => document.getElementById(id);
+
+/** moduleId -> entry { id, data, card, refs, readings: Map, flags, changed: Set, visible, matches } */
+const entries = new Map();
+/** entries in display order (name, then id) */
+let order = [];
+const dirty = new Set();
+let frame = 0;
+let summaryDirty = false;
+let filterDirty = false;
+let firstPaintMs = null;
+let stream = null;
+let user = null;
+const filter = { text: '', status: 'all' };
+
+// ------------------------------------------------------------------ model
+
+function normalise(m) {
+  return {
+    moduleId: String(m.moduleId),
+    name: m.name ?? String(m.moduleId),
+    type: m.type ?? '',
+    ownerId: m.ownerId ?? null,
+    online: !!m.online,
+    stale: m.stale === undefined ? !m.online : !!m.stale,
+    lastSeen: parseTime(m.lastSeen),
+    readings: { ...(m.readings || {}) },
+    rev: typeof m.rev === 'number' ? m.rev : 0,
+    fw: m.fw ?? null,
+    transport: m.transport ?? null,
+    offlineReason: null,
+  };
+}
+
+function compareEntries(a, b) {
+  const na = (a.data.name || a.id).toLowerCase();
+  const nb = (b.data.name || b.id).toLowerCase();
+  return na.localeCompare(nb) || a.id.localeCompare(b.id);
+}
+
+function sparkTime(ts) {
+  const now = Date.now();
+  const ms = parseTime(ts);
+  return ms === null || ms > now ? now : ms;
+}
+
+function pushReadings(entry, readings, time) {
+  for (const name in readings) {
+    const value = readings[name];
+    let r = entry.readings.get(name);
+    if (!r) {
+      r = { ring: new Ring(SPARK_POINTS), row: null };
+      entry.readings.set(name, r);
+    }
+    r.ring.push(time, value);
+  }
+}
+
+function newEntry(m) {
+  const data = normalise(m);
+  const entry = { id: data.moduleId, data, card: null, refs: null, readings: new Map(), flags: 0, changed: new Set(), visible: false, matches: true };
+  pushReadings(entry, data.readings, data.lastSeen ?? Date.now());
+  return entry;
+}
+
+// ------------------------------------------------------------------ DOM
+
+let template = null;
+
+function cardTemplate() {
+  if (template) return template;
+  template = el('article', { class: 'module', 'data-online': 'false', 'data-rev': '0' }, [
+    el('header', { class: 'module-head' }, [
+      el('div', { class: 'module-title' }, [
+        el('h2', { class: 'module-name', 'data-role': 'name' }),
+        el('div', { class: 'module-meta' }, [
+          el('code', { class: 'module-id', 'data-role': 'id' }),
+          el('span', { class: 'tag module-type', 'data-role': 'type' }),
+        ]),
+      ]),
+      el('span', { class: 'badge', 'data-role': 'status' }),
+    ]),
+    el('div', { class: 'module-sub' }, [
+      el('span', { class: 'last-seen', 'data-role': 'last-seen' }),
+      el('span', { class: 'fw', 'data-role': 'fw' }),
+    ]),
+    el('div', { class: 'readings', 'data-role': 'readings' }),
+    el('p', { class: 'no-readings', 'data-role': 'no-readings', text: t('noReadings') }),
+    el('footer', { class: 'module-actions' }, [
+      el('button', { type: 'button', class: 'btn btn-small btn-ghost', 'data-action': 'rename', text: t('rename') }),
+      el('button', { type: 'button', class: 'btn btn-small btn-ghost btn-danger', 'data-action': 'remove', text: t('remove') }),
+    ]),
+  ]);
+  return template;
+}
+
+function buildCard(entry) {
+  const card = cardTemplate().cloneNode(true);
+  card.setAttribute('data-module-id', entry.id);
+  const q = (role) => card.querySelector(`[data-role="${role}"]`);
+  entry.card = card;
+  entry.refs = {
+    name: q('name'),
+    id: q('id'),
+    type: q('type'),
+    status: q('status'),
+    lastSeen: q('last-seen'),
+    fw: q('fw'),
+    readings: q('readings'),
+    empty: q('no-readings'),
+  };
+  entry.refs.id.textContent = entry.id;
+  entry.flags = ALL;
+  render(entry, Date.now());
+  entry.matches = matches(entry);
+  card.hidden = !entry.matches;
+  if (observer) observer.observe(card);
+  return card;
+}
+
+function buildReadingRow(name) {
+  const num = el('span', { class: 'num' });
+  const unit = el('span', { class: 'unit' });
+  const value = el('span', { class: 'reading-value', 'data-reading': name }, [num, unit]);
+  const canvas = el('canvas', { class: 'spark', 'data-sparkline': name, width: '120', height: '28', 'aria-hidden': 'true' });
+  const row = el('div', { class: 'reading', 'data-reading-name': name }, [
+    el('span', { class: 'reading-label', text: readingLabel(name) }),
+    value,
+    canvas,
+  ]);
+  return { row, value, num, unit, canvas };
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function setAttr(node, name, value) {
+  if (node.getAttribute(name) !== value) node.setAttribute(name, value);
+}
+
+/** Writes the dirty parts of one card. */
+function render(entry, now) {
+  const { data, refs, card } = entry;
+  const f = entry.flags;
+  entry.flags = 0;
+  if (f & HEAD) {
+    setText(refs.name, data.name || data.moduleId);
+    setText(refs.type, data.type || '');
+    refs.type.hidden = !data.type;
+  }
+  if (f & STATUS) {
+    const online = data.online;
+    setAttr(card, 'data-online', online ? 'true' : 'false');
+    setText(refs.status, online ? t('online') : t('offline'));
+    refs.status.className = online ? 'badge badge-online' : 'badge badge-offline';
+    const reason = !online && data.offlineReason ? t('offlineReason')[data.offlineReason] || data.offlineReason : '';
+    refs.status.title = reason;
+    card.classList.toggle('is-offline', !online);
+    const stale = !online || data.stale;
+    card.classList.toggle('is-stale', stale && Object.keys(data.readings).length > 0);
+    refs.readings.title = stale ? t('staleHint') : '';
+    setText(refs.fw, data.fw ? t('firmware', { fw: data.fw }) : '');
+    refs.fw.hidden = !data.fw;
+  }
+  setAttr(card, 'data-rev', String(data.rev));
+  if (f & READINGS) renderReadings(entry);
+  if (f & LAST_SEEN) {
+    setText(refs.lastSeen, lastSeenText(data.lastSeen, now));
+    const title = data.lastSeen === null ? '' : new Date(data.lastSeen).toLocaleString();
+    if (refs.lastSeen.title !== title) refs.lastSeen.title = title;
+  }
+  if (f & SPARKS && entry.visible) drawSparks(entry, now);
+}
+
+function renderReadings(entry) {
+  const { data, refs } = entry;
+  const names = entry.changed.size ? [...entry.changed] : Object.keys(data.readings);
+  entry.changed.clear();
+  let added = false;
+  for (const name of names) {
+    let r = entry.readings.get(name);
+    if (!(name in data.readings)) {
+      if (r && r.row) {
+        r.row.row.remove();
+        r.row = null;
+      }
+      continue;
+    }
+    if (!r) {
+      r = { ring: new Ring(SPARK_POINTS), row: null };
+      entry.readings.set(name, r);
+    }
+    if (!r.row) {
+      r.row = buildReadingRow(name);
+      refs.readings.append(r.row.row);
+      added = true;
+    }
+    const raw = data.readings[name];
+    const parts = formatReadingParts(name, raw);
+    setText(r.row.num, parts.value);
+    setText(r.row.unit, parts.unit);
+    setAttr(r.row.value, 'data-value', String(raw));
+  }
+  if (added && refs.readings.children.length > 1) {
+    const rows = Array.from(refs.readings.children);
+    rows.sort((a, b) => compareReadingNames(a.dataset.readingName, b.dataset.readingName));
+    for (const row of rows) refs.readings.append(row);
+  }
+  const none = refs.readings.children.length === 0;
+  refs.empty.hidden = !none;
+  refs.readings.hidden = none;
+}
+
+function drawSparks(entry, now) {
+  const style = sparkStyle(entry.data.online);
+  for (const r of entry.readings.values()) {
+    if (r.row) drawSparkline(r.row.canvas, r.ring, now, SPARK_WINDOW_MS, style);
+  }
+}
+
+let styleCache = null;
+function sparkStyle(online) {
+  if (!styleCache) {
+    const cs = getComputedStyle(document.documentElement);
+    styleCache = {
+      on: { stroke: cs.getPropertyValue('--spark').trim() || '#4da3ff', fill: cs.getPropertyValue('--spark-fill').trim() || 'rgba(77,163,255,0.12)' },
+      off: { stroke: cs.getPropertyValue('--text-faint').trim() || '#5c6773', fill: null },
+    };
+    matchMedia('(prefers-color-scheme: light)').addEventListener?.('change', () => {
+      styleCache = null;
+      for (const e of entries.values()) mark(e, SPARKS);
+    });
+  }
+  return online ? styleCache.on : styleCache.off;
+}
+
+// ------------------------------------------------------------ scheduling
+
+function schedule() {
+  if (!frame) frame = requestAnimationFrame(flush);
+}
+
+function mark(entry, flags) {
+  entry.flags |= flags;
+  dirty.add(entry);
+  schedule();
+}
+
+function flush() {
+  frame = 0;
+  const now = Date.now();
+  if (filterDirty) {
+    filterDirty = false;
+    for (const entry of entries.values()) applyMatch(entry);
+    summaryDirty = true;
+  }
+  for (const entry of dirty) {
+    if (!entry.card) continue;
+    render(entry, now);
+    if (filter.status !== 'all' || filter.text) applyMatch(entry);
+  }
+  dirty.clear();
+  if (summaryDirty) {
+    summaryDirty = false;
+    renderSummary();
+  }
+}
+
+function tick() {
+  for (const entry of entries.values()) if (entry.visible) mark(entry, LAST_SEEN | SPARKS);
+}
+
+// ------------------------------------------------------------ filter
+
+function matches(entry) {
+  const d = entry.data;
+  if (filter.status === 'online' && !d.online) return false;
+  if (filter.status === 'offline' && d.online) return false;
+  if (!filter.text) return true;
+  const hay = `${d.name}\u0000${d.moduleId}\u0000${d.type}`.toLowerCase();
+  return hay.includes(filter.text);
+}
+
+function applyMatch(entry) {
+  const m = matches(entry);
+  if (m !== entry.matches) {
+    entry.matches = m;
+    entry.card.hidden = !m;
+    summaryDirty = true;
+  }
+}
+
+function renderSummary() {
+  let online = 0;
+  let shown = 0;
+  for (const e of entries.values()) {
+    if (e.data.online) online++;
+    if (e.matches) shown++;
+  }
+  const total = entries.size;
+  let text = total === 1 ? t('summaryOne', { online }) : t('summary', { total, online });
+  if (shown !== total) text += ` · ${t('summaryFiltered', { shown, total })}`;
+  setText($('modules-summary'), text);
+  const empty = $('modules-empty');
+  empty.hidden = shown !== 0;
+  setText(empty, total === 0 ? t('noModules') : t('noMatch'));
+}
+
+// ------------------------------------------------------------ snapshot
+
+function snapshotList(snapshot) {
+  const list = snapshot && Array.isArray(snapshot.modules) ? snapshot.modules : [];
+  return list.filter((m) => m && m.moduleId !== undefined);
+}
+
+/** Replaces the state with a snapshot, reusing cards: only changed nodes are written. */
+function applySnapshot(snapshot) {
+  const list = snapshotList(snapshot);
+  const grid = $('module-list');
+  if (entries.size === 0) {
+    const fragment = document.createDocumentFragment();
+    for (const m of list) {
+      const entry = newEntry(m);
+      entries.set(entry.id, entry);
+    }
+    order = [...entries.values()].sort(compareEntries);
+    const now = Date.now();
+    for (const entry of order) fragment.append(buildCard(entry, now));
+    grid.append(fragment);
+    summaryDirty = true;
+    renderSummary();
+    return;
+  }
+  const seen = new Set();
+  for (const m of list) {
+    const id = String(m.moduleId);
+    seen.add(id);
+    const entry = entries.get(id);
+    if (!entry) {
+      addEntry(m);
+      continue;
+    }
+    const next = normalise(m);
+    const d = entry.data;
+    let flags = 0;
+    if (d.name !== next.name || d.type !== next.type) {
+      d.name = next.name;
+      d.type = next.type;
+      flags |= HEAD;
+      resort(entry);
+    }
+    d.ownerId = next.ownerId;
+    // Never go back in time: events may have overtaken the snapshot request.
+    if (next.rev >= d.rev) {
+      const changedReadings = Object.keys(next.readings).filter((n) => d.readings[n] !== next.readings[n]);
+      const gone = Object.keys(d.readings).filter((n) => !(n in next.readings));
+      if (changedReadings.length || gone.length) {
+        pushReadings(entry, Object.fromEntries(changedReadings.map((n) => [n, next.readings[n]])), next.lastSeen ?? Date.now());
+        d.readings = next.readings;
+        for (const n of [...changedReadings, ...gone]) entry.changed.add(n);
+        flags |= READINGS | SPARKS;
+      }
+      d.rev = next.rev;
+    }
+    if (d.online !== next.online || d.stale !== next.stale || d.fw !== next.fw) {
+      d.online = next.online;
+      d.stale = next.stale;
+      d.fw = next.fw;
+      if (d.online) d.offlineReason = null;
+      flags |= STATUS | SPARKS;
+      summaryDirty = true;
+    }
+    if (next.lastSeen !== null && next.lastSeen !== d.lastSeen) {
+      d.lastSeen = next.lastSeen;
+      flags |= LAST_SEEN;
+    }
+    if (flags) mark(entry, flags);
+  }
+  for (const id of [...entries.keys()]) if (!seen.has(id)) removeEntry(id);
+  summaryDirty = true;
+  schedule();
+}
+
+function addEntry(m) {
+  const entry = newEntry(m);
+  entries.set(entry.id, entry);
+  const card = buildCard(entry);
+  // sorted insert
+  let i = order.findIndex((e) => compareEntries(entry, e) < 0);
+  if (i === -1) i = order.length;
+  const before = order[i];
+  order.splice(i, 0, entry);
+  $('module-list').insertBefore(card, before ? before.card : null);
+  summaryDirty = true;
+  schedule();
+  return entry;
+}
+
+function resort(entry) {
+  const i = order.indexOf(entry);
+  if (i !== -1) order.splice(i, 1);
+  let j = order.findIndex((e) => compareEntries(entry, e) < 0);
+  if (j === -1) j = order.length;
+  order.splice(j, 0, entry);
+  const next = order[j + 1];
+  $('module-list').insertBefore(entry.card, next ? next.card : null);
+}
+
+function removeEntry(id) {
+  const entry = entries.get(id);
+  if (!entry) return;
+  entries.delete(id);
+  dirty.delete(entry);
+  const i = order.indexOf(entry);
+  if (i !== -1) order.splice(i, 1);
+  if (observer) observer.unobserve(entry.card);
+  entry.card.remove();
+  summaryDirty = true;
+  schedule();
+}
+
+// ------------------------------------------------------------ events
+
+function known(payload) {
+  const entry = payload && entries.get(String(payload.moduleId));
+  // An event for a module we do not know: it was added meanwhile; the snapshot has it.
+  if (!entry && payload && payload.moduleId !== undefined) stream?.resync();
+  return entry;
+}
+
+const handlers = {
+  rt_module_online(p) {
+    const entry = known(p);
+    if (!entry) return;
+    const d = entry.data;
+    d.online = true;
+    d.stale = false;
+    d.offlineReason = null;
+    if (p.lastSeen) d.lastSeen = parseTime(p.lastSeen);
+    if (p.fw) d.fw = p.fw;
+    summaryDirty = true;
+    mark(entry, STATUS | LAST_SEEN | SPARKS);
+  },
+  rt_module_offline(p) {
+    const entry = known(p);
+    if (!entry) return;
+    const d = entry.data;
+    d.online = false;
+    d.stale = true;
+    d.offlineReason = p.reason || null;
+    summaryDirty = true;
+    mark(entry, STATUS | SPARKS);
+  },
+  rt_telemetry_updated(p) {
+    const entry = known(p);
+    if (!entry) return;
+    const d = entry.data;
+    const telemetry = p.telemetry && typeof p.telemetry === 'object' ? p.telemetry : {};
+    const time = sparkTime(p.ts);
+    pushReadings(entry, telemetry, time);
+    for (const name in telemetry) {
+      d.readings[name] = telemetry[name];
+      entry.changed.add(name);
+    }
+    if (typeof p.rev === 'number') d.rev = p.rev;
+    if (p.ts) d.lastSeen = parseTime(p.ts) ?? d.lastSeen;
+    let flags = READINGS | LAST_SEEN | SPARKS;
+    if (!d.online || d.stale) {
+      d.online = true;
+      d.stale = false;
+      d.offlineReason = null;
+      summaryDirty = true;
+      flags |= STATUS;
+    }
+    mark(entry, flags);
+  },
+  rt_module_added(p) {
+    if (!p || p.moduleId === undefined || entries.has(String(p.moduleId))) return;
+    addEntry({ moduleId: p.moduleId, name: p.name, type: p.type, ownerId: p.userId, online: false, readings: {} });
+  },
+  rt_module_updated(p) {
+    const entry = p && entries.get(String(p.moduleId));
+    if (!entry) return;
+    if (p.name !== undefined) entry.data.name = p.name;
+    if (p.type !== undefined) entry.data.type = p.type;
+    resort(entry);
+    mark(entry, HEAD);
+  },
+  rt_module_removed(p) {
+    if (p && p.moduleId !== undefined) removeEntry(String(p.moduleId));
+  },
+};
+
+// ------------------------------------------------------------ actions
+
+function errorText(err) {
+  if (err instanceof ApiError) {
+    if (err.status === 0) return t('networkError');
+    return err.message || t('serverError', { status: err.status });
+  }
+  return String(err?.message || err);
+}
+
+function setupAddForm() {
+  const button = $('add-module-button');
+  const form = $('add-module-form');
+  const error = form.querySelector('[data-role="form-error"]');
+  const submit = form.querySelector('[data-role="submit"]');
+  const open = (show) => {
+    form.hidden = !show;
+    button.setAttribute('aria-expanded', String(show));
+    if (show) form.elements.id.focus();
+    else {
+      form.reset();
+      error.hidden = true;
+    }
+  };
+  button.addEventListener('click', () => open(form.hidden));
+  form.querySelector('[data-action="cancel-add"]').addEventListener('click', () => open(false));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const id = form.elements.id.value.trim();
+    const name = form.elements.name.value.trim();
+    const type = form.elements.type.value.trim();
+    if (!id || !name) {
+      error.textContent = `${t('moduleIdLabel')}, ${t('moduleNameLabel')}: ?`;
+      error.hidden = false;
+      return;
+    }
+    const body = { id, name };
+    if (type) body.type = type;
+    submit.disabled = true;
+    submit.textContent = t('registering');
+    error.hidden = true;
+    try {
+      const res = await post('/api/modules', body);
+      if (res && res.module && !entries.has(String(res.module.moduleId))) addEntry(res.module);
+      showPassword(res.module?.moduleId ?? id, res.password);
+      open(false);
+    } catch (err) {
+      if (handleAuthError(err)) return;
+      error.textContent = errorText(err);
+      error.hidden = false;
+    } finally {
+      submit.disabled = false;
+      submit.textContent = t('register');
+    }
+  });
+}
+
+function showPassword(id, password) {
+  const panel = $('module-password-panel');
+  $('module-password-title').textContent = t('passwordOnceTitle', { id });
+  $('module-password').textContent = password || '';
+  panel.hidden = false;
+}
+
+function setupPasswordPanel() {
+  const panel = $('module-password-panel');
+  const copy = $('copy-password-button');
+  copy.addEventListener('click', async () => {
+    const ok = await copyText($('module-password').textContent, $('module-password'));
+    copy.textContent = ok ? t('copied') : t('copy');
+    setTimeout(() => (copy.textContent = t('copy')), 1500);
+  });
+  $('close-password-button').addEventListener('click', () => {
+    $('module-password').textContent = '';
+    panel.hidden = true;
+  });
+}
+
+function setupCardActions() {
+  $('module-list').addEventListener('click', (ev) => {
+    const target = ev.target.closest('[data-action]');
+    if (!target) return;
+    const card = target.closest('[data-module-id]');
+    const entry = card && entries.get(card.dataset.moduleId);
+    if (!entry) return;
+    switch (target.dataset.action) {
+      case 'rename':
+        return startRename(entry);
+      case 'cancel-rename':
+        return endRename(entry);
+      case 'remove':
+        return askRemove(entry);
+      case 'cancel-remove':
+        return endRemove(entry);
+      case 'confirm-remove':
+        return confirmRemove(entry);
+    }
+  });
+  $('module-list').addEventListener('submit', (ev) => {
+    const form = ev.target.closest('[data-role="rename-form"]');
+    if (!form) return;
+    ev.preventDefault();
+    const card = form.closest('[data-module-id]');
+    const entry = card && entries.get(card.dataset.moduleId);
+    if (entry) submitRename(entry, form);
+  });
+  $('module-list').addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Escape') return;
+    const card = ev.target.closest('[data-module-id]');
+    const entry = card && entries.get(card.dataset.moduleId);
+    if (entry) {
+      endRename(entry);
+      endRemove(entry);
+    }
+  });
+}
+
+function startRename(entry) {
+  if (entry.card.querySelector('[data-role="rename-form"]')) return;
+  const input = el('input', { class: 'input', name: 'name', value: entry.data.name, maxlength: '100', 'aria-label': t('moduleNameLabel') });
+  const form = el('form', { class: 'rename-form', 'data-role': 'rename-form' }, [
+    input,
+    el('button', { type: 'submit', class: 'btn btn-small btn-primary', text: t('save') }),
+    el('button', { type: 'button', class: 'btn btn-small btn-ghost', 'data-action': 'cancel-rename', text: t('cancel') }),
+  ]);
+  entry.refs.name.hidden = true;
+  entry.refs.name.after(form);
+  input.focus();
+  input.select();
+}
+
+function endRename(entry) {
+  entry.card.querySelector('[data-role="rename-form"]')?.remove();
+  entry.refs.name.hidden = false;
+}
+
+async function submitRename(entry, form) {
+  const name = form.elements.name.value.trim();
+  if (!name || name === entry.data.name) return endRename(entry);
+  form.querySelectorAll('button, input').forEach((n) => (n.disabled = true));
+  try {
+    const res = await patch(`/api/modules/${encodeURIComponent(entry.id)}`, { name });
+    entry.data.name = res?.name ?? name;
+    resort(entry);
+    mark(entry, HEAD);
+    endRename(entry);
+  } catch (err) {
+    if (handleAuthError(err)) return;
+    toast(t('renameFailed', { message: errorText(err) }), 'error');
+    form.querySelectorAll('button, input').forEach((n) => (n.disabled = false));
+  }
+}
+
+function askRemove(entry) {
+  if (entry.card.querySelector('[data-role="confirm-remove"]')) return;
+  const bar = el('div', { class: 'confirm-bar', 'data-role': 'confirm-remove' }, [
+    el('span', { text: t('confirmRemove', { name: entry.data.name }) }),
+    el('button', { type: 'button', class: 'btn btn-small btn-danger-solid', 'data-action': 'confirm-remove', text: t('confirmRemoveButton') }),
+    el('button', { type: 'button', class: 'btn btn-small btn-ghost', 'data-action': 'cancel-remove', text: t('cancel') }),
+  ]);
+  entry.card.append(bar);
+  bar.querySelector('[data-action="confirm-remove"]').focus();
+}
+
+function endRemove(entry) {
+  entry.card.querySelector('[data-role="confirm-remove"]')?.remove();
+}
+
+async function confirmRemove(entry) {
+  const bar = entry.card.querySelector('[data-role="confirm-remove"]');
+  bar?.querySelectorAll('button').forEach((n) => (n.disabled = true));
+  try {
+    await del(`/api/modules/${encodeURIComponent(entry.id)}`);
+    const name = entry.data.name;
+    removeEntry(entry.id);
+    toast(t('removed', { name }), 'ok', 3000);
+  } catch (err) {
+    if (handleAuthError(err)) return;
+    if (err instanceof ApiError && err.status === 404) {
+      removeEntry(entry.id);
+      return;
+    }
+    toast(t('removeFailed', { message: errorText(err) }), 'error');
+    endRemove(entry);
+  }
+}
+
+function setupFilter() {
+  const search = $('module-search');
+  const select = $('module-filter');
+  const params = new URLSearchParams(location.search);
+  if (params.get('q')) search.value = params.get('q');
+  if (['online', 'offline'].includes(params.get('status'))) select.value = params.get('status');
+  const update = () => {
+    filter.text = search.value.trim().toLowerCase();
+    filter.status = select.value;
+    filterDirty = true;
+    schedule();
+  };
+  search.addEventListener('input', update);
+  select.addEventListener('change', update);
+  filter.text = search.value.trim().toLowerCase();
+  filter.status = select.value;
+}
+
+// ------------------------------------------------------------ visibility
+
+let observer = null;
+function setupObserver() {
+  if (typeof IntersectionObserver !== 'function') return;
+  observer = new IntersectionObserver(
+    (records) => {
+      for (const r of records) {
+        const entry = entries.get(r.target.dataset.moduleId);
+        if (!entry) continue;
+        entry.visible = r.isIntersecting;
+        if (entry.visible) mark(entry, LAST_SEEN | SPARKS);
+      }
+    },
+    { rootMargin: '200px 0px' },
+  );
+}
+
+// ------------------------------------------------------------ hooks
+
+function state() {
+  const modules = {};
+  for (const [id, e] of entries) {
+    modules[id] = { name: e.data.name, type: e.data.type, online: e.data.online, rev: e.data.rev, readings: { ...e.data.readings } };
+  }
+  return { modules };
+}
+
+// ------------------------------------------------------------ main
+
+async function main() {
+  setupObserver();
+  setupFilter();
+  const snapshotPromise = get('/api/modules');
+  let ctx;
+  try {
+    ctx = await boot({ page: 'modules', extra: [snapshotPromise] });
+  } catch {
+    return;
+  }
+  user = ctx.user;
+  const [first] = ctx.extra;
+  if (first.ok) {
+    applySnapshot(first.v);
+    requestAnimationFrame(() => {
+      firstPaintMs = performance.now();
+    });
+  } else if (!handleAuthError(first.e)) {
+    const notice = $('modules-notice');
+    notice.textContent = t('loadFailed');
+    notice.hidden = false;
+  }
+  setupAddForm();
+  setupPasswordPanel();
+  setupCardActions();
+  stream = startStream({
+    page: 'modules',
+    config: ctx.config,
+    handlers,
+    fetchSnapshot: () => get('/api/modules'),
+    applySnapshot: (s) => {
+      applySnapshot(s);
+      $('modules-notice').hidden = true;
+      if (firstPaintMs === null) requestAnimationFrame(() => (firstPaintMs ??= performance.now()));
+    },
+    trackRevs: true,
+    snapshotRevs: (s) => snapshotList(s).map((m) => [m.moduleId, m.rev]),
+    getState: state,
+    extraStats: () => ({ firstPaintMs, modules: entries.size }),
+  });
+  setInterval(tick, 1000);
+  void user;
+}
+
+main();
