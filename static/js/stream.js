@@ -139,7 +139,7 @@ export class RealtimeStream {
     });
     socket.on('rt_session', (s) => this._onSession(s));
     const names = new Set(Object.keys(this._handlers));
-    names.add(TELEMETRY);
+    if (this._o.trackRevs) names.add(TELEMETRY);
     for (const name of names) {
       if (name === 'rt_session') continue;
       socket.on(name, (payload, offset) => this._onEvent(name, payload, offset));
