@@ -146,6 +146,26 @@ pub struct RealtimeConfig {
     /// Largest message a dashboard may send, in bytes, on every transport (WebSocket frames
     /// and messages included); a bigger one closes that socket. Default 64 KiB.
     pub max_message: usize,
+    /// Events kept for clients that resume after a short disconnection (`docs/REALTIME.md`).
+    /// Default 50,000 (`REALTIME_REPLAY_CAPACITY`).
+    pub replay_capacity: usize,
+    /// Events older than this are not replayed. Default 5 min (`REALTIME_REPLAY_MAX_AGE`).
+    #[serde(with = "duration")]
+    pub replay_max_age: Duration,
+    /// A resuming client that missed more events than this fetches a snapshot instead.
+    /// Default 5,000 (`REALTIME_REPLAY_MAX_MISSED`).
+    pub replay_max_missed: usize,
+    /// Dashboards give up reconnecting after this many attempts; 0: never. Default 0
+    /// (`REALTIME_MAX_RECONNECT_ATTEMPTS`). Served by `GET /api/realtime/config`.
+    pub max_reconnect_attempts: u32,
+    /// Dashboards wait this long before their first reconnection attempt. Default 1 s
+    /// (`REALTIME_RECONNECT_DELAY`).
+    #[serde(with = "duration")]
+    pub reconnect_delay: Duration,
+    /// The longest dashboards wait between attempts (the delay grows up to it). Default 30 s
+    /// (`REALTIME_MAX_RECONNECT_DELAY`).
+    #[serde(with = "duration")]
+    pub max_reconnect_delay: Duration,
 }
 
 impl Default for RealtimeConfig {
@@ -155,7 +175,83 @@ impl Default for RealtimeConfig {
             enable_stats: true,
             stats_interval: Duration::from_secs(1),
             max_message: 64 * 1024,
+            replay_capacity: 50_000,
+            replay_max_age: Duration::from_secs(5 * 60),
+            replay_max_missed: 5_000,
+            max_reconnect_attempts: 0,
+            reconnect_delay: Duration::from_secs(1),
+            max_reconnect_delay: Duration::from_secs(30),
         }
+    }
+}
+
+impl RealtimeConfig {
+    /// Applies the `REALTIME_*` environment variables of the replay and reconnection settings
+    /// (over the file's values); `var` looks a variable up (`|k| std::env::var(k).ok()`).
+    /// Durations are milliseconds (`1500`) or text (`1.5s`, `5min`).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn number<T: std::str::FromStr>(
+            setting: &'static str,
+            text: &str,
+        ) -> Result<T, ConfigError> {
+            text.trim().parse().map_err(|_| ConfigError::Invalid {
+                setting,
+                message: format!("{text:?}; expected a non-negative integer"),
+            })
+        }
+        fn duration(setting: &'static str, text: &str) -> Result<Duration, ConfigError> {
+            let text = text.trim();
+            match text.parse::<u64>() {
+                Ok(ms) => Ok(Duration::from_millis(ms)),
+                Err(_) => humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
+                    setting,
+                    message: format!("{text:?}: {e}; expected milliseconds or e.g. 1s, 5min"),
+                }),
+            }
+        }
+        if let Some(v) = var("REALTIME_REPLAY_CAPACITY") {
+            self.replay_capacity = number("REALTIME_REPLAY_CAPACITY", &v)?;
+        }
+        if let Some(v) = var("REALTIME_REPLAY_MAX_AGE") {
+            self.replay_max_age = duration("REALTIME_REPLAY_MAX_AGE", &v)?;
+        }
+        if let Some(v) = var("REALTIME_REPLAY_MAX_MISSED") {
+            self.replay_max_missed = number("REALTIME_REPLAY_MAX_MISSED", &v)?;
+        }
+        if let Some(v) = var("REALTIME_MAX_RECONNECT_ATTEMPTS") {
+            self.max_reconnect_attempts = number("REALTIME_MAX_RECONNECT_ATTEMPTS", &v)?;
+        }
+        if let Some(v) = var("REALTIME_RECONNECT_DELAY") {
+            self.reconnect_delay = duration("REALTIME_RECONNECT_DELAY", &v)?;
+        }
+        if let Some(v) = var("REALTIME_MAX_RECONNECT_DELAY") {
+            self.max_reconnect_delay = duration("REALTIME_MAX_RECONNECT_DELAY", &v)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the replay and reconnection settings.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000_000).contains(&self.replay_capacity) {
+            return Err(ConfigError::Invalid {
+                setting: "realtime.replay-capacity",
+                message: format!(
+                    "{} events; must be between 1 and 10,000,000",
+                    self.replay_capacity
+                ),
+            });
+        }
+        if self.max_reconnect_delay < self.reconnect_delay {
+            return Err(ConfigError::Invalid {
+                setting: "realtime.max-reconnect-delay",
+                message: format!(
+                    "{} is shorter than realtime.reconnect-delay ({})",
+                    humantime::format_duration(self.max_reconnect_delay),
+                    humantime::format_duration(self.reconnect_delay)
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -321,6 +417,24 @@ impl Config {
                 Duration::from_millis(100),
                 Duration::from_secs(3600),
             ),
+            (
+                "realtime.replay-max-age",
+                Some(self.realtime.replay_max_age),
+                Duration::ZERO,
+                day,
+            ),
+            (
+                "realtime.reconnect-delay",
+                Some(self.realtime.reconnect_delay),
+                Duration::ZERO,
+                Duration::from_secs(600),
+            ),
+            (
+                "realtime.max-reconnect-delay",
+                Some(self.realtime.max_reconnect_delay),
+                Duration::ZERO,
+                Duration::from_secs(3600),
+            ),
         ];
         for (setting, value, min, max) in ranges {
             if let Some(v) = value
@@ -367,6 +481,7 @@ impl Config {
                 message: "each deadband must be a finite number >= 0".into(),
             });
         }
+        self.realtime.validate()?;
         self.validate_serial()?;
         let dir_err = |source| ConfigError::DataDir {
             path: self.data_dir.clone(),
@@ -518,6 +633,72 @@ mod tests {
         }
         c.serial = vec!["/dev/a".parse().unwrap(), "/dev/a@9600".parse().unwrap()];
         assert!(c.validate().unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn realtime_replay_and_reconnect_settings_from_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "[realtime]\nreplay-capacity = 10\nreplay-max-age = \"30s\"\nmax-reconnect-attempts = 5\nreconnect-delay = \"2s\"\n",
+        )
+        .unwrap();
+        let mut c = Config::from_file(&path).unwrap();
+        assert_eq!(c.realtime.replay_capacity, 10);
+        assert_eq!(c.realtime.replay_max_age, Duration::from_secs(30));
+        assert_eq!(c.realtime.replay_max_missed, 5_000);
+        assert_eq!(c.realtime.max_reconnect_attempts, 5);
+        assert_eq!(c.realtime.reconnect_delay, Duration::from_secs(2));
+        assert_eq!(c.realtime.max_reconnect_delay, Duration::from_secs(30));
+
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        c.realtime
+            .apply_env(env(&[
+                ("REALTIME_REPLAY_CAPACITY", "20"),
+                ("REALTIME_REPLAY_MAX_AGE", "1min"),
+                ("REALTIME_REPLAY_MAX_MISSED", "7"),
+                ("REALTIME_MAX_RECONNECT_ATTEMPTS", "0"),
+                ("REALTIME_RECONNECT_DELAY", "1500"),
+                ("REALTIME_MAX_RECONNECT_DELAY", "10s"),
+            ]))
+            .unwrap();
+        assert_eq!(c.realtime.replay_capacity, 20);
+        assert_eq!(c.realtime.replay_max_age, Duration::from_secs(60));
+        assert_eq!(c.realtime.replay_max_missed, 7);
+        assert_eq!(c.realtime.max_reconnect_attempts, 0);
+        assert_eq!(c.realtime.reconnect_delay, Duration::from_millis(1500));
+        assert_eq!(c.realtime.max_reconnect_delay, Duration::from_secs(10));
+        c.data_dir = dir.path().join("data");
+        assert!(c.validate().is_ok());
+
+        let e = c
+            .realtime
+            .apply_env(env(&[("REALTIME_RECONNECT_DELAY", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("REALTIME_RECONNECT_DELAY"), "{e}");
+        let e = c
+            .realtime
+            .apply_env(env(&[("REALTIME_REPLAY_CAPACITY", "-1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("REALTIME_REPLAY_CAPACITY"), "{e}");
+
+        c.realtime.max_reconnect_delay = Duration::from_millis(100);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("max-reconnect-delay"), "{e}");
+        c.realtime.max_reconnect_delay = Duration::from_secs(10);
+        c.realtime.replay_capacity = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("replay-capacity"), "{e}");
     }
 
     #[test]

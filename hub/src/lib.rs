@@ -150,8 +150,8 @@ pub async fn start(
         .ws_max_message_size(config.realtime.max_message)
         .ws_max_frame_size(config.realtime.max_message)
         .build_layer();
-    realtime::register_handlers(&io, store.clone());
-    let emitter = realtime::EventsManager::new(io, metrics.clone());
+    let emitter = realtime::EventsManager::new(io.clone(), metrics.clone(), &config.realtime);
+    realtime::register_handlers(&io, store.clone(), emitter.clone());
     let events = emitter.clone();
     let realtime_handle = emitter.clone();
 

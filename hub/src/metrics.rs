@@ -46,6 +46,18 @@ pub struct MetricsInner {
     pub mqtt_auth_failures: Counter,
     /// Telemetry messages that changed nothing.
     pub telemetry_unchanged: Counter,
+    /// Dashboard connections that were reconnections (the client presented `resume` or
+    /// `reconnectMs` in its handshake).
+    pub reconnections: Counter,
+    /// Reconnections that reported how long the client was disconnected (`reconnectMs`).
+    pub reconnect_samples: Counter,
+    /// Sum of the reported disconnection times, in milliseconds (each clamped to one hour).
+    pub reconnect_ms_total: Counter,
+    /// Dashboard handshakes the hub refused, plus failed attempts clients reported when they
+    /// got through (`connectErrors`, each report clamped to 1,000).
+    pub connection_errors: Counter,
+    /// Resuming clients that got their missed events replayed (`resumed: true`).
+    pub resumes: Counter,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Per serial port, by configured path.
     serial_ports: Mutex<BTreeMap<String, Arc<SerialPortMetrics>>>,
@@ -64,6 +76,15 @@ impl MetricsInner {
         self.rejected
             .lock()
             .map(|m| m.get(reason).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Average reported disconnection time of reconnecting dashboards, in milliseconds (0
+    /// before any report).
+    pub fn avg_reconnect_ms(&self) -> u64 {
+        self.reconnect_ms_total
+            .get()
+            .checked_div(self.reconnect_samples.get())
             .unwrap_or(0)
     }
 

@@ -33,6 +33,13 @@ pub struct GlobalStats {
     pub events_per_second: f64,
     /// Inputs rejected so far (all reasons).
     pub rejected_total: u64,
+    /// Dashboard reconnections so far.
+    pub reconnections: u64,
+    /// Average time reconnecting dashboards were disconnected, in milliseconds (0: none yet).
+    pub avg_reconnect_ms: u64,
+    /// Dashboard connection errors so far: handshakes refused, and failed attempts clients
+    /// reported when they got through.
+    pub connection_errors: u64,
 }
 
 /// Computes stats; keeps the previous counter readings to derive rates.
@@ -96,6 +103,9 @@ impl StatsCollector {
             messages_per_second,
             events_per_second,
             rejected_total: self.metrics.rejections().values().sum(),
+            reconnections: self.metrics.reconnections.get(),
+            avg_reconnect_ms: self.metrics.avg_reconnect_ms(),
+            connection_errors: self.metrics.connection_errors.get(),
         })
     }
 }

@@ -117,8 +117,9 @@ pub struct UserLoggedOut {
     pub logout_time: String,
 }
 
-/// Payload of [`RT_SESSION`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Payload of [`RT_SESSION`] (`docs/REALTIME.md`): who the socket is, where the stream stands,
+/// and what it missed when it resumed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
     /// The authenticated user.
@@ -127,7 +128,26 @@ pub struct SessionInfo {
     pub is_admin: bool,
     /// The page the client named in its handshake.
     pub page: String,
+    /// This hub process's epoch: a client resumes only within one epoch.
+    pub epoch: String,
+    /// The stream head when the socket joined its rooms: every later event arrives live.
+    pub offset: u64,
+    /// Whether `missed` holds exactly the events the client missed (else it fetches a snapshot).
+    pub resumed: bool,
+    /// The events the client missed, oldest first (empty unless `resumed`).
+    pub missed: Vec<MissedEvent>,
 }
+
+/// One replayed event in [`SessionInfo::missed`]: `[event, payload, offset]` on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissedEvent(
+    /// The event name.
+    pub String,
+    /// Its payload, as it was sent live.
+    pub Box<serde_json::value::RawValue>,
+    /// Its stream offset.
+    pub u64,
+);
 
 /// Payload of [`RT_MODULE_ONLINE`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,60 +1,119 @@
 //! The realtime layer: Socket.IO on axum. Sockets authenticate with the login session cookie,
 //! join their rooms, and [`EventsManager`] targets events at everyone, admins, a page or a user.
+//!
+//! Every event is one entry of a stream with process-wide offsets, kept a while in the
+//! [`replay`] buffer so that a client that reconnects resumes where it stopped
+//! (`docs/REALTIME.md`).
 
 pub mod events;
+pub mod replay;
 pub mod rooms;
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
 use socketioxide::{
     SocketIo,
     extract::{SocketRef, TryData},
     handler::ConnectHandler,
 };
 
-use crate::{metrics::Metrics, store::Store, web::auth::session_token_from_headers};
+use crate::{
+    config::RealtimeConfig, metrics::Metrics, store::Store, web::auth::session_token_from_headers,
+};
+use replay::{Audience, ReplayBounds, ReplayBuffer, ResumePoint, Viewer};
 use rooms::Page;
 
-/// Emits events to targeted audiences. Cheap to clone; any task may hold one.
+/// Emits events to targeted audiences, each with its stream offset. Cheap to clone; any task may
+/// hold one.
 #[derive(Clone)]
 pub struct EventsManager {
     io: SocketIo,
     metrics: Metrics,
+    /// The stream: offsets and replay buffer. Held across "assign offset, keep, emit" so that
+    /// every socket receives events in offset order, and while a socket joins its rooms and gets
+    /// what it missed, so that nothing falls between its replay and its live events.
+    stream: Arc<tokio::sync::Mutex<ReplayBuffer>>,
+    /// What dashboards are told about reconnecting (`GET /api/realtime/config`).
+    client_defaults: ClientDefaults,
+}
+
+/// Reconnection settings for dashboards: the answer of `GET /api/realtime/config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientDefaults {
+    /// Attempts before a dashboard gives up; `null`: never.
+    pub max_reconnect_attempts: Option<u32>,
+    /// First delay between attempts, in milliseconds.
+    pub reconnect_delay: u64,
+    /// Longest delay between attempts, in milliseconds.
+    pub max_reconnect_delay: u64,
+}
+
+impl ClientDefaults {
+    fn from_config(config: &RealtimeConfig) -> Self {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            max_reconnect_attempts: Some(config.max_reconnect_attempts).filter(|n| *n > 0),
+            reconnect_delay: ms(config.reconnect_delay),
+            max_reconnect_delay: ms(config.max_reconnect_delay),
+        }
+    }
 }
 
 impl EventsManager {
-    /// Wraps a Socket.IO handle.
-    pub fn new(io: SocketIo, metrics: Metrics) -> Self {
-        Self { io, metrics }
+    /// Wraps a Socket.IO handle; starts a new stream epoch.
+    pub fn new(io: SocketIo, metrics: Metrics, config: &RealtimeConfig) -> Self {
+        let epoch = format!("{:032x}", rand::random::<u128>());
+        let bounds = ReplayBounds {
+            capacity: config.replay_capacity,
+            max_age: config.replay_max_age,
+            max_missed: config.replay_max_missed,
+        };
+        Self {
+            io,
+            metrics,
+            stream: Arc::new(tokio::sync::Mutex::new(ReplayBuffer::new(epoch, bounds))),
+            client_defaults: ClientDefaults::from_config(config),
+        }
     }
 
     /// To every connected client.
-    pub async fn broadcast<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
-        self.record(event, self.io.emit(event, data).await);
+    pub async fn broadcast<T: Serialize + ?Sized>(&self, event: &'static str, data: &T) {
+        self.emit(Audience::Everyone, event, data).await;
     }
 
     /// To admins only.
-    pub async fn emit_to_admins<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
-        self.record(event, self.io.to(rooms::ADMINS).emit(event, data).await);
+    pub async fn emit_to_admins<T: Serialize + ?Sized>(&self, event: &'static str, data: &T) {
+        self.emit(Audience::Admins, event, data).await;
     }
 
     /// To the clients of one page.
-    pub async fn emit_to_page<T: Serialize + ?Sized>(&self, page: Page, event: &str, data: &T) {
-        self.record(event, self.io.to(page.room()).emit(event, data).await);
+    pub async fn emit_to_page<T: Serialize + ?Sized>(
+        &self,
+        page: Page,
+        event: &'static str,
+        data: &T,
+    ) {
+        self.emit(Audience::Page(page), event, data).await;
     }
 
     /// To every tab of one user.
-    pub async fn emit_to_user<T: Serialize + ?Sized>(&self, user_id: i64, event: &str, data: &T) {
-        self.record(
-            event,
-            self.io.to(rooms::user(user_id)).emit(event, data).await,
-        );
+    pub async fn emit_to_user<T: Serialize + ?Sized>(
+        &self,
+        user_id: i64,
+        event: &'static str,
+        data: &T,
+    ) {
+        self.emit(Audience::User(user_id), event, data).await;
     }
 
     /// To admins and every tab of one user (each socket once).
     pub async fn emit_to_admins_and_user<T: Serialize + ?Sized>(
         &self,
         user_id: i64,
-        event: &str,
+        event: &'static str,
         data: &T,
     ) {
         self.emit_to_module_audience(Some(user_id), event, data)
@@ -65,14 +124,39 @@ impl EventsManager {
     pub async fn emit_to_module_audience<T: Serialize + ?Sized>(
         &self,
         owner: Option<i64>,
-        event: &str,
+        event: &'static str,
         data: &T,
     ) {
-        let result = self
-            .io
-            .to(crate::authz::module_audience(owner))
-            .emit(event, data)
-            .await;
+        self.emit(Audience::Module { owner }, event, data).await;
+    }
+
+    /// Assigns the next offset, keeps the event for replay and emits `(payload, offset)` to its
+    /// audience, all under the stream lock (the local adapter's emit only queues packets).
+    async fn emit<T: Serialize + ?Sized>(&self, audience: Audience, event: &'static str, data: &T) {
+        let payload = match serde_json::value::to_raw_value(data) {
+            Ok(p) => p,
+            Err(e) => {
+                self.metrics.emit_errors.inc();
+                tracing::error!(event, error = %e, "event payload does not serialize");
+                return;
+            }
+        };
+        let mut stream = self.stream.lock().await;
+        let recorded = stream.push(audience, event, payload, tokio::time::Instant::now());
+        let args = (&*recorded.payload, recorded.offset);
+        let result = match audience {
+            Audience::Everyone => self.io.emit(event, &args).await,
+            Audience::Admins => self.io.to(rooms::ADMINS).emit(event, &args).await,
+            Audience::Page(page) => self.io.to(page.room()).emit(event, &args).await,
+            Audience::User(id) => self.io.to(rooms::user(id)).emit(event, &args).await,
+            Audience::Module { owner } => {
+                self.io
+                    .to(crate::authz::module_audience(owner))
+                    .emit(event, &args)
+                    .await
+            }
+        };
+        drop(stream);
         self.record(event, result);
     }
 
@@ -83,6 +167,89 @@ impl EventsManager {
             self.metrics.emit_errors.inc();
             tracing::debug!(event, error = %e, "emit failed for some clients");
         }
+    }
+
+    /// This process's stream epoch.
+    pub async fn epoch(&self) -> String {
+        self.stream.lock().await.epoch().to_owned()
+    }
+
+    /// The offset of the last event emitted.
+    pub async fn head(&self) -> u64 {
+        self.stream.lock().await.head()
+    }
+
+    /// Reconnection settings for dashboards.
+    pub fn client_defaults(&self) -> ClientDefaults {
+        self.client_defaults
+    }
+
+    /// Joins a freshly authenticated socket to its rooms and greets it with `rt_session`: where
+    /// the stream stands and, when it resumes, what it missed (`docs/REALTIME.md`).
+    async fn register(&self, socket: &SocketRef) {
+        let Some(user) = socket.extensions.get::<SocketUser>() else {
+            return;
+        };
+        let handshake = socket
+            .extensions
+            .get::<ClientHandshake>()
+            .unwrap_or_default();
+        handshake.count(&self.metrics);
+        let viewer = Viewer {
+            user_id: user.user_id,
+            is_admin: user.is_admin,
+            page: user.page,
+        };
+        let (epoch, offset, missed) = {
+            let mut stream = self.stream.lock().await;
+            socket.join(rooms::user(user.user_id));
+            if user.is_admin {
+                socket.join(rooms::ADMINS);
+            }
+            socket.join(user.page.room());
+            socket.join(rooms::session(&user.session_hash));
+            let missed = stream
+                .missed(
+                    handshake.resume.as_ref(),
+                    &viewer,
+                    tokio::time::Instant::now(),
+                )
+                .map(|events| {
+                    events
+                        .into_iter()
+                        .map(|r| {
+                            events::MissedEvent(r.event.to_owned(), r.payload.clone(), r.offset)
+                        })
+                        .collect::<Vec<_>>()
+                });
+            (stream.epoch().to_owned(), stream.head(), missed)
+        };
+        // Sent after the lock: live events may arrive first; clients queue them (the contract).
+        let resumed = missed.is_ok();
+        if let Err(reason) = &missed
+            && handshake.resume.is_some()
+        {
+            tracing::debug!(socket = %socket.id, ?reason, "client cannot resume: snapshot");
+        }
+        if resumed {
+            self.metrics.resumes.inc();
+        }
+        tracing::info!(socket = %socket.id, user_id = user.user_id, page = user.page.as_str(), resumed, "client registered");
+        let info = events::SessionInfo {
+            user_id: user.user_id,
+            is_admin: user.is_admin,
+            page: user.page.as_str().to_owned(),
+            epoch,
+            offset,
+            resumed,
+            missed: missed.unwrap_or_default(),
+        };
+        if let Err(e) = socket.emit(events::RT_SESSION, &info) {
+            tracing::debug!(error = %e, "could not greet client");
+        }
+        socket.on_disconnect(async |socket: SocketRef| {
+            tracing::info!(socket = %socket.id, "client unregistered");
+        });
     }
 
     /// Disconnects every socket opened with the session whose token hashes to `token_hash`.
@@ -107,18 +274,74 @@ impl EventsManager {
     /// Connected sockets and the number of distinct users behind them.
     pub fn connected_clients_and_users(&self) -> (usize, usize) {
         let sockets = self.io.sockets();
-        let users: std::collections::HashSet<i64> = sockets
+        let users = self.online_users();
+        (sockets.len(), users.len())
+    }
+
+    /// The users with at least one connected socket.
+    pub fn online_users(&self) -> std::collections::HashSet<i64> {
+        self.io
+            .sockets()
             .iter()
             .filter_map(|s| s.extensions.get::<SocketUser>().map(|u| u.user_id))
-            .collect();
-        (sockets.len(), users.len())
+            .collect()
     }
 }
 
-/// What a client sends in its handshake: `io({auth: {page: "modules"}})`.
-#[derive(Debug, Deserialize)]
-struct HandshakeAuth {
-    page: Option<String>,
+/// Longest disconnection a client may report (`reconnectMs`); longer reports count as this.
+const MAX_RECONNECT_MS: u64 = 3_600_000;
+/// Most failed attempts one client report counts (`connectErrors`).
+const MAX_REPORTED_CONNECT_ERRORS: u64 = 1_000;
+
+/// What a client tells about itself in its handshake besides its page (`docs/REALTIME.md`);
+/// malformed fields are ignored, never a reason to refuse the connection.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ClientHandshake {
+    /// Where it stopped in the stream.
+    resume: Option<ResumePoint>,
+    /// How long it was disconnected, clamped to `0..=MAX_RECONNECT_MS`.
+    reconnect_ms: Option<u64>,
+    /// Failed attempts since its last connection, clamped to `0..=MAX_REPORTED_CONNECT_ERRORS`.
+    connect_errors: Option<u64>,
+}
+
+impl ClientHandshake {
+    /// Reads `{resume: {epoch, offset}, reconnectMs, connectErrors}` from the handshake's auth.
+    fn parse(auth: Option<&Value>) -> Self {
+        let Some(auth) = auth else {
+            return Self::default();
+        };
+        let resume = auth.get("resume").and_then(|r| {
+            Some(ResumePoint {
+                epoch: r.get("epoch")?.as_str()?.to_owned(),
+                offset: r.get("offset")?.as_u64()?,
+            })
+        });
+        // JSON numbers, finite; fractions and out-of-range values are clamped.
+        let clamped = |key: &str, max: u64| {
+            let n = auth.get(key)?.as_f64().filter(|n| n.is_finite())?;
+            Some(n.clamp(0.0, max as f64) as u64)
+        };
+        Self {
+            resume,
+            reconnect_ms: clamped("reconnectMs", MAX_RECONNECT_MS),
+            connect_errors: clamped("connectErrors", MAX_REPORTED_CONNECT_ERRORS),
+        }
+    }
+
+    /// Counts this connection in the health numbers.
+    fn count(&self, metrics: &Metrics) {
+        if self.resume.is_some() || self.reconnect_ms.is_some() {
+            metrics.reconnections.inc();
+        }
+        if let Some(ms) = self.reconnect_ms {
+            metrics.reconnect_samples.inc();
+            metrics.reconnect_ms_total.add(ms);
+        }
+        if let Some(n) = self.connect_errors {
+            metrics.connection_errors.add(n);
+        }
+    }
 }
 
 /// Refusal reasons sent to the client as `connect_error` messages.
@@ -146,42 +369,27 @@ pub struct SocketUser {
 }
 
 /// Registers the namespace and its handlers: every Socket.IO handler of the hub is here.
-pub fn register_handlers(io: &SocketIo, store: Store) {
+pub fn register_handlers(io: &SocketIo, store: Store, events: EventsManager) {
+    let metrics = events.metrics.clone();
     io.ns(
         "/",
-        (async |socket: SocketRef| {
-            let Some(user) = socket.extensions.get::<SocketUser>() else {
-                return;
-            };
-            socket.join(rooms::user(user.user_id));
-            if user.is_admin {
-                socket.join(rooms::ADMINS);
-            }
-            socket.join(user.page.room());
-            socket.join(rooms::session(&user.session_hash));
-            tracing::info!(socket = %socket.id, user_id = user.user_id, page = user.page.as_str(), "client registered");
-            let info = events::SessionInfo {
-                user_id: user.user_id,
-                is_admin: user.is_admin,
-                page: user.page.as_str().to_owned(),
-            };
-            if let Err(e) = socket.emit(events::RT_SESSION, &info) {
-                tracing::debug!(error = %e, "could not greet client");
-            }
-            socket.on_disconnect(async |socket: SocketRef| {
-                tracing::info!(socket = %socket.id, "client unregistered");
-            });
-        })
-        .with(async move |socket: SocketRef, TryData(auth): TryData<HandshakeAuth>| {
-            authenticate(&store, &socket, auth.ok()).await
-        }),
+        (async move |socket: SocketRef| events.register(&socket).await).with(
+            async move |socket: SocketRef, TryData(auth): TryData<Value>| {
+                let result = authenticate(&store, &socket, auth.ok()).await;
+                if let Err(refusal) = &result {
+                    metrics.connection_errors.inc();
+                    tracing::debug!(socket = %socket.id, %refusal, "client refused");
+                }
+                result
+            },
+        ),
     );
 }
 
 async fn authenticate(
     store: &Store,
     socket: &SocketRef,
-    auth: Option<HandshakeAuth>,
+    auth: Option<Value>,
 ) -> Result<(), ConnectRefusal> {
     let token = session_token_from_headers(&socket.req_parts().headers)
         .ok_or(ConnectRefusal::Unauthorized)?;
@@ -193,9 +401,13 @@ async fn authenticate(
             ConnectRefusal::Unavailable
         })?
         .ok_or(ConnectRefusal::Unauthorized)?;
-    let page = match auth.and_then(|a| a.page) {
+    let page = match auth
+        .as_ref()
+        .and_then(|a| a.get("page"))
+        .and_then(Value::as_str)
+    {
         None => Page::Modules,
-        Some(name) => Page::parse(&name).ok_or(ConnectRefusal::ForbiddenPage)?,
+        Some(name) => Page::parse(name).ok_or(ConnectRefusal::ForbiddenPage)?,
     };
     if !crate::authz::can_open_page(&user, page) {
         return Err(ConnectRefusal::ForbiddenPage);
@@ -206,5 +418,73 @@ async fn authenticate(
         page,
         session_hash: crate::store::hash_token(&token),
     });
+    socket
+        .extensions
+        .insert(ClientHandshake::parse(auth.as_ref()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn handshake_fields_are_read_leniently_and_clamped() {
+        let parsed = ClientHandshake::parse(Some(&json!({
+            "page": "admin",
+            "resume": {"epoch": "e1", "offset": 42},
+            "reconnectMs": 1500.7,
+            "connectErrors": 3,
+        })));
+        assert_eq!(
+            parsed,
+            ClientHandshake {
+                resume: Some(ResumePoint {
+                    epoch: "e1".into(),
+                    offset: 42
+                }),
+                reconnect_ms: Some(1500),
+                connect_errors: Some(3),
+            }
+        );
+        let clamped = ClientHandshake::parse(Some(&json!({
+            "reconnectMs": 1e12, "connectErrors": -5,
+        })));
+        assert_eq!(clamped.reconnect_ms, Some(MAX_RECONNECT_MS));
+        assert_eq!(clamped.connect_errors, Some(0));
+        let huge = ClientHandshake::parse(Some(&json!({"connectErrors": 99_999})));
+        assert_eq!(huge.connect_errors, Some(MAX_REPORTED_CONNECT_ERRORS));
+        for malformed in [
+            json!({"resume": "yes", "reconnectMs": "soon", "connectErrors": null}),
+            json!({"resume": {"epoch": 1, "offset": 2}}),
+            json!({"resume": {"epoch": "e", "offset": -1}}),
+            json!({"resume": {"epoch": "e"}}),
+            json!("not an object"),
+            json!(null),
+        ] {
+            assert_eq!(
+                ClientHandshake::parse(Some(&malformed)),
+                ClientHandshake::default(),
+                "{malformed}"
+            );
+        }
+        assert_eq!(ClientHandshake::parse(None), ClientHandshake::default());
+    }
+
+    #[test]
+    fn client_defaults_map_zero_attempts_to_unlimited() {
+        let mut config = RealtimeConfig::default();
+        let d = ClientDefaults::from_config(&config);
+        assert_eq!(
+            serde_json::to_value(d).unwrap(),
+            json!({"maxReconnectAttempts": null, "reconnectDelay": 1000, "maxReconnectDelay": 30000})
+        );
+        config.max_reconnect_attempts = 4;
+        assert_eq!(
+            ClientDefaults::from_config(&config).max_reconnect_attempts,
+            Some(4)
+        );
+    }
 }

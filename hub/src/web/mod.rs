@@ -7,6 +7,7 @@ pub mod error;
 pub mod modules;
 pub mod origin;
 pub mod static_files;
+pub mod realtime;
 pub mod throttle;
 pub mod users;
 
@@ -75,6 +76,7 @@ pub fn app(
         )
         .route("/api/modules/{id}/token", post(modules::rotate_token))
         .route("/api/modules/{id}/commands", post(commands::send))
+        .route("/api/realtime/config", get(realtime::config))
         .route("/healthz", get(async || "ok"))
         .route("/", get(static_files::index))
         .route("/modules", get(static_files::index))

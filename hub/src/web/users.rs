@@ -23,6 +23,10 @@ pub struct UserView {
     name: String,
     is_admin: bool,
     disabled: bool,
+    /// Has at least one connected dashboard socket now (over HTTP; the CLI, which cannot
+    /// know, leaves it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    online: Option<bool>,
 }
 
 impl From<User> for UserView {
@@ -33,7 +37,16 @@ impl From<User> for UserView {
             name: u.name,
             is_admin: u.is_admin,
             disabled: u.disabled,
+            online: None,
         }
+    }
+}
+
+impl UserView {
+    /// `user` as admins see it; `online` from the connected sockets.
+    fn new(u: User, online: &std::collections::HashSet<i64>) -> Self {
+        let online = Some(online.contains(&u.id));
+        Self { online, ..u.into() }
     }
 }
 
@@ -87,12 +100,13 @@ pub async fn list(
     CurrentUser(user): CurrentUser,
 ) -> Result<Json<UsersResponse>, ApiError> {
     require_admin(&user)?;
+    let online = state.events.online_users();
     let users = state
         .store
         .users()
         .await?
         .into_iter()
-        .map(Into::into)
+        .map(|u| UserView::new(u, &online))
         .collect();
     Ok(Json(UsersResponse { users }))
 }
@@ -124,7 +138,8 @@ pub async fn create(
     };
     let created = state.store.create_user(new).await.map_err(conflict_or)?;
     tracing::info!(user_id = created.id, by = user.id, "user created");
-    Ok((StatusCode::CREATED, Json(created.into())))
+    let online = state.events.online_users();
+    Ok((StatusCode::CREATED, Json(UserView::new(created, &online))))
 }
 
 /// Body of `PATCH /api/users/{id}`.
@@ -169,7 +184,8 @@ pub async fn update(
         .map_err(conflict_or)?
         .ok_or(ApiError::NotFound)?;
     state.registry.changed();
-    Ok(Json(after.into()))
+    let online = state.events.online_users();
+    Ok(Json(UserView::new(after, &online)))
 }
 
 /// `DELETE /api/users/{id}` (admins): 204; their sessions end, their sockets close, their

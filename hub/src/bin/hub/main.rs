@@ -88,6 +88,8 @@ impl ServeArgs {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        // Replay and reconnection settings (REALTIME_REPLAY_*, REALTIME_*RECONNECT*).
+        config.realtime.apply_env(|k| std::env::var(k).ok())?;
         if let Some(v) = self.http {
             config.http = v;
         }
