@@ -3,6 +3,7 @@
 mod access;
 mod authz;
 mod bad_input;
+mod browser;
 mod c_reference;
 mod commands;
 mod js_clients;

@@ -1,0 +1,682 @@
+//! The dashboard pages in headless Chromium against the real hub, run as a separate process
+//! (the `hub` binary, so it can be killed with SIGKILL and restarted on the same ports and data
+//! directory), with firmware-sim modules sending over MQTT and a TCP proxy between the browser
+//! and the hub that can cut the network.
+//!
+//! Each test starts a [`World`] (hub process, users, modules, proxy, and a small HTTP control
+//! server) and runs one scenario script from `tests/js/browser/` with Node + playwright-core.
+//! The script drives the browser and the world (kill/restart the hub, cut/heal the network,
+//! disconnect modules) through the control server, and prints one JSON line: `{"kind":"ok",...}`
+//! or `{"kind":"fail","error":...}`. Progress goes to stderr, shown when a test fails.
+//!
+//! Prerequisites (installed by `scripts/test`): Node 20+, `npm ci --prefix tests/js`, Chromium at
+//! `/usr/bin/chromium` (or `CHROMIUM_PATH`). Missing ones fail the tests, never skip them.
+//! `MC_HUB_BIN` may name a prebuilt `hub` binary; otherwise the tests build it with cargo (once
+//! per run) so it always embeds the current pages.
+//!
+//! Screenshots for the docs: `MC_SCREENSHOTS_DIR=$PWD/docs/screenshots cargo test -p mc-e2e
+//! --test it browser::screenshots` (without the variable the test writes them to a temp dir).
+
+mod proxy;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use firmware_sim::{Fault, ModuleCredentials, SimConfig, SimModule, Simulation};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpListener,
+    process::{Child, Command},
+    sync::Mutex,
+};
+use tokio_util::sync::CancellationToken;
+
+use self::proxy::{CutMode, Proxy};
+
+/// Every user's password in these tests.
+const PASSWORD: &str = "browser-test-pw";
+/// A whole scenario, browser start included, on a loaded 2-core machine.
+const SCENARIO_DEADLINE: Duration = Duration::from_secs(300);
+/// The hub process saying it listens.
+const HUB_START_DEADLINE: Duration = Duration::from_secs(60);
+
+fn js_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js")
+}
+
+/// Fails loudly when Node packages or Chromium are missing; returns Chromium's path.
+fn require_browser() -> String {
+    let modules = js_dir().join("node_modules");
+    assert!(
+        modules.join("playwright-core").exists(),
+        "JS test dependencies missing in {}: run `npm ci --prefix tests/js` (scripts/test does)",
+        modules.display()
+    );
+    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "Chromium missing at {chromium}: `apt-get install chromium` (scripts/test does)"
+    );
+    chromium
+}
+
+/// The `hub` binary: `MC_HUB_BIN`, else built once per test run with the cargo that builds the
+/// tests (same profile and target directory), so it embeds the current `static/` files.
+fn hub_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("MC_HUB_BIN") {
+            return PathBuf::from(bin);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-p", "mc-hub", "--bin", "hub", "--message-format=json"]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let output = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cargo runs to build the hub binary");
+        assert!(output.status.success(), "building the hub binary failed");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "hub")
+            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reports the hub executable")
+    })
+    .clone()
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("ephemeral port")
+        .port()
+}
+
+/// The hub as a child process with fixed ports and a data directory that outlives restarts.
+struct HubProcess {
+    bin: PathBuf,
+    data_dir: PathBuf,
+    log: PathBuf,
+    http: SocketAddr,
+    mqtt: SocketAddr,
+    child: Option<Child>,
+}
+
+impl HubProcess {
+    fn new(dir: &Path) -> Self {
+        Self {
+            bin: hub_binary(),
+            data_dir: dir.join("data"),
+            log: dir.join("hub.log"),
+            http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            mqtt: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            child: None,
+        }
+    }
+
+    /// Runs a management command (`hub user ...`, `hub module ...`); returns its stdout.
+    async fn manage(&self, args: &[&str]) -> String {
+        let output = Command::new(&self.bin)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .await
+            .expect("hub CLI runs");
+        assert!(
+            output.status.success(),
+            "hub {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Starts the hub and waits for its "listening" line; retried while the ports are still
+    /// held by the previous (killed) process.
+    async fn start(&mut self) {
+        assert!(self.child.is_none(), "hub already running");
+        let deadline = tokio::time::Instant::now() + HUB_START_DEADLINE;
+        loop {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .expect("hub log file");
+            let mut child = Command::new(&self.bin)
+                .arg("serve")
+                .arg("--http")
+                .arg(self.http.to_string())
+                .arg("--mqtt")
+                .arg(self.mqtt.to_string())
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .args(["--heartbeat-timeout", "3s"])
+                .env(
+                    "RUST_LOG",
+                    std::env::var("HUB_RUST_LOG").unwrap_or_else(|_| "info,rumqttd=warn".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true)
+                .spawn()
+                .expect("hub binary starts");
+            let stdout = child.stdout.take().expect("stdout piped");
+            let mut lines = BufReader::new(stdout).lines();
+            let listening = tokio::time::timeout_at(deadline, async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains("listening") {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            match listening {
+                Ok(true) => {
+                    // Keep draining stdout so the hub never blocks on a full pipe.
+                    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                    self.child = Some(child);
+                    return;
+                }
+                Ok(false) if tokio::time::Instant::now() < deadline => {
+                    let _ = child.wait().await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                _ => panic!(
+                    "the hub did not start within {HUB_START_DEADLINE:?}; log:\n{}",
+                    self.log_tail()
+                ),
+            }
+        }
+    }
+
+    /// SIGKILL, no shutdown of any kind; waits until the process is gone.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// Everything a scenario runs against.
+struct World {
+    hub: Mutex<HubProcess>,
+    proxy: Proxy,
+    modules: HashMap<String, SimModule>,
+    sims: std::sync::Mutex<Vec<Simulation>>,
+    stop_modules: CancellationToken,
+    /// Session cookies of the test's own API logins, per email.
+    cookies: Mutex<HashMap<String, String>>,
+    hub_url: String,
+    dir: tempfile::TempDir,
+}
+
+/// Users (email, admin) and modules (id, owner email) of a world.
+struct Setup<'a> {
+    users: &'a [(&'a str, bool)],
+    modules: &'a [(&'a str, &'a str)],
+}
+
+impl World {
+    async fn start(setup: Setup<'_>) -> Arc<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut hub = HubProcess::new(dir.path());
+        for (email, admin) in setup.users {
+            let name = email.split('@').next().unwrap_or(email);
+            let mut args = vec![
+                "user",
+                "add",
+                "--email",
+                email,
+                "--name",
+                name,
+                "--password",
+                PASSWORD,
+            ];
+            if *admin {
+                args.push("--admin");
+            }
+            hub.manage(&args).await;
+        }
+        let mut credentials = Vec::new();
+        for (id, owner) in setup.modules {
+            let name = format!("Station {}", &id[3..7]);
+            let out = hub
+                .manage(&[
+                    "module", "add", id, "--name", &name, "--type", "weather", "--owner", owner,
+                ])
+                .await;
+            let token = out.lines().last().expect("token printed").trim().to_owned();
+            credentials.push(ModuleCredentials::new(id.parse().expect("module id"), token));
+        }
+        hub.start().await;
+        let proxy = Proxy::start(hub.http).await.expect("proxy starts");
+        let stop_modules = CancellationToken::new();
+        let sim = firmware_sim::start(
+            SimConfig {
+                broker: hub.mqtt.to_string(),
+                heartbeat: Duration::from_secs(1),
+                telemetry: Duration::from_millis(400),
+                keep_alive: Duration::from_secs(5),
+                drop_pause: Duration::from_millis(500),
+                ..SimConfig::default()
+            },
+            credentials,
+            stop_modules.clone(),
+        );
+        let modules = sim
+            .modules()
+            .iter()
+            .map(|m| (m.id().to_string(), m.clone()))
+            .collect();
+        let hub_url = hub.url();
+        Arc::new(Self {
+            hub: Mutex::new(hub),
+            proxy,
+            modules,
+            sims: std::sync::Mutex::new(vec![sim]),
+            stop_modules,
+            cookies: Mutex::new(HashMap::new()),
+            hub_url,
+            dir,
+        })
+    }
+
+    /// The page's URL: through the proxy.
+    fn page_url(&self) -> String {
+        format!("http://{}", self.proxy.addr)
+    }
+
+    /// `GET path` on the hub as `email` (the test's own session, straight to the hub).
+    async fn api_get(&self, email: &str, path: &str) -> (u16, Value) {
+        for _ in 0..2 {
+            let cookie = self.cookie(email, false).await;
+            let response = reqwest::Client::new()
+                .get(format!("{}{path}", self.hub_url))
+                .header("cookie", &cookie)
+                .send()
+                .await;
+            let Ok(response) = response else {
+                return (0, Value::Null);
+            };
+            let status = response.status().as_u16();
+            if status == 401 {
+                self.cookies.lock().await.remove(email);
+                continue;
+            }
+            return (status, response.json().await.unwrap_or(Value::Null));
+        }
+        (401, Value::Null)
+    }
+
+    /// The test's session cookie for `email`; `fresh` logs in again (a new login event).
+    async fn cookie(&self, email: &str, fresh: bool) -> String {
+        let mut cookies = self.cookies.lock().await;
+        if !fresh && let Some(c) = cookies.get(email) {
+            return c.clone();
+        }
+        let cookie = mc_e2e::login(&self.hub_url, email, PASSWORD)
+            .await
+            .unwrap_or_else(|status| panic!("API login of {email}: {status}"));
+        cookies.insert(email.to_owned(), cookie.clone());
+        cookie
+    }
+
+    fn module(&self, id: &str) -> Result<&SimModule, String> {
+        self.modules.get(id).ok_or_else(|| format!("no module {id}"))
+    }
+
+    /// One control request (`method path`) from the scenario script.
+    async fn control(&self, method: &str, path: &str) -> Result<Value, String> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, parts.as_slice()) {
+            ("POST", ["hub", "kill"]) => {
+                self.hub.lock().await.kill().await;
+                Ok(json!({"killed": true}))
+            }
+            ("POST", ["hub", "start"]) => {
+                self.hub.lock().await.start().await;
+                Ok(json!({"started": true}))
+            }
+            ("POST", ["net", "cut", mode]) => {
+                let mode = match *mode {
+                    "refuse" => CutMode::Refuse,
+                    "blackhole" => CutMode::Blackhole,
+                    other => return Err(format!("unknown cut mode {other}")),
+                };
+                self.proxy.cut(mode);
+                Ok(json!({"cuts": self.proxy.cuts()}))
+            }
+            ("POST", ["net", "heal"]) => {
+                self.proxy.heal();
+                Ok(json!({"healed": true}))
+            }
+            ("POST", ["module", id, action]) => {
+                let fault = match *action {
+                    "disconnect" => Fault::Disconnect,
+                    "reconnect" => Fault::Reconnect,
+                    "drop" => Fault::DropConnection,
+                    other => return Err(format!("unknown module action {other}")),
+                };
+                self.module(id)?.inject(fault);
+                Ok(json!({"module": id, "action": action}))
+            }
+            ("POST", ["modules", "disconnect"]) => {
+                for m in self.modules.values() {
+                    m.inject(Fault::Disconnect);
+                }
+                Ok(json!({"modules": self.modules.len()}))
+            }
+            ("POST", ["modules", "reconnect"]) => {
+                for m in self.modules.values() {
+                    m.inject(Fault::Reconnect);
+                }
+                Ok(json!({"modules": self.modules.len()}))
+            }
+            ("POST", ["login", email]) => {
+                self.cookie(email, true).await;
+                Ok(json!({"loggedIn": email}))
+            }
+            ("GET", ["as", email, rest @ ..]) => {
+                let (status, body) = self.api_get(email, &format!("/{}", rest.join("/"))).await;
+                Ok(json!({"status": status, "body": body}))
+            }
+            _ => Err(format!("unknown control request {method} {path}")),
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop_modules.cancel();
+        if let Ok(mut sims) = self.sims.lock() {
+            sims.clear();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 server for the scenario scripts: one request per connection, no body.
+async fn control_server(world: Arc<World>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("control bind");
+    let addr = listener.local_addr().expect("control addr");
+    let weak = Arc::downgrade(&world);
+    drop(world);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let Some(world) = weak.upgrade() else { return };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let (status, body) = match world.control(method, path).await {
+                    Ok(v) => ("200 OK", v),
+                    Err(e) => ("400 Bad Request", json!({"error": e})),
+                };
+                let body = body.to_string();
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Runs `tests/js/browser/<script>.mjs` against `world` with `spec` (JSON); returns its result
+/// line, failing the test (with the script's progress and the hub's log) unless it is `ok`.
+async fn run_scenario(world: &Arc<World>, script: &str, spec: Value) -> Value {
+    let chromium = require_browser();
+    let control = control_server(Arc::clone(world)).await;
+    let mut spec = spec;
+    spec["url"] = json!(world.page_url());
+    spec["hubUrl"] = json!(world.hub_url);
+    spec["control"] = json!(format!("http://{control}"));
+    spec["password"] = json!(PASSWORD);
+    let mut child = Command::new("node")
+        .arg(js_dir().join("browser").join(format!("{script}.mjs")))
+        .arg(spec.to_string())
+        .env("CHROMIUM_PATH", &chromium)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (install Node.js 20+)");
+    let mut stdout = child.stdout.take().expect("stdout piped");
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let progress = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s).await;
+        s
+    });
+    let run = async {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out).await;
+        let status = child.wait().await;
+        (out, status)
+    };
+    let outcome = tokio::time::timeout(SCENARIO_DEADLINE, run).await;
+    let progress_text = |p: String| {
+        let lines: Vec<&str> = p.lines().collect();
+        lines[lines.len().saturating_sub(80)..].join("\n")
+    };
+    let Ok((out, status)) = outcome else {
+        let log = world.hub.lock().await.log_tail();
+        progress.abort();
+        panic!("scenario {script} did not finish within {SCENARIO_DEADLINE:?}; hub log:\n{log}");
+    };
+    let progress = progress.await.unwrap_or_default();
+    let result = out
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or(Value::Null);
+    if result["kind"] != "ok" || !status.as_ref().is_ok_and(|s| s.success()) {
+        let log = world.hub.lock().await.log_tail();
+        panic!(
+            "scenario {script} failed ({status:?}): {result}\n--- progress ---\n{}\n--- hub log ---\n{log}",
+            progress_text(progress)
+        );
+    }
+    eprintln!("scenario {script}: {result}");
+    result
+}
+
+/// The hub's modules for `email`, as `{ id: { online, readings } }`.
+async fn hub_modules(world: &World, email: &str) -> Value {
+    let (status, body) = world.api_get(email, "/api/modules").await;
+    assert_eq!(status, 200, "GET /api/modules as {email}: {body}");
+    let mut out = serde_json::Map::new();
+    for m in body["modules"].as_array().into_iter().flatten() {
+        if let Some(id) = m["moduleId"].as_str() {
+            out.insert(
+                id.to_owned(),
+                json!({"online": m["online"], "readings": m["readings"]}),
+            );
+        }
+    }
+    Value::Object(out)
+}
+
+/// Asserts the page's model (`mc_dashboard.state().modules`, as returned by a script) shows
+/// exactly `hub` (from [`hub_modules`]): same modules, online flags and readings.
+fn assert_same_state(page: &Value, hub: &Value) {
+    let page = page.as_object().expect("page modules object");
+    let hub = hub.as_object().expect("hub modules object");
+    let mut page_ids: Vec<&String> = page.keys().collect();
+    let mut hub_ids: Vec<&String> = hub.keys().collect();
+    page_ids.sort();
+    hub_ids.sort();
+    assert_eq!(page_ids, hub_ids, "the page shows the hub's modules");
+    for (id, h) in hub {
+        let p = &page[id];
+        assert_eq!(p["online"], h["online"], "{id}: online");
+        let (pr, hr) = (&p["readings"], &h["readings"]);
+        let hr = hr.as_object().expect("hub readings");
+        assert_eq!(
+            pr.as_object().map(|o| o.len()),
+            Some(hr.len()),
+            "{id}: readings {pr} vs {hr:?}"
+        );
+        for (name, value) in hr {
+            let (a, b) = (pr[name].as_f64(), value.as_f64());
+            assert!(
+                matches!((a, b), (Some(a), Some(b)) if (a - b).abs() <= 1e-6 * b.abs().max(1.0)),
+                "{id}.{name}: page {:?} vs hub {value}",
+                pr[name]
+            );
+        }
+    }
+}
+
+const ADA: &str = "ada@x.io";
+const BOB: &str = "bob@x.io";
+const ADMIN: &str = "admin@x.io";
+const ADA_MODULES: [&str; 3] = ["MC-1101-ADA", "MC-1102-ADA", "MC-1103-ADA"];
+const BOB_MODULES: [&str; 2] = ["MC-2201-BOB", "MC-2202-BOB"];
+
+fn two_users() -> Setup<'static> {
+    Setup {
+        users: &[(ADMIN, true), (ADA, false), (BOB, false)],
+        modules: &[
+            (ADA_MODULES[0], ADA),
+            (ADA_MODULES[1], ADA),
+            (ADA_MODULES[2], ADA),
+            (BOB_MODULES[0], BOB),
+            (BOB_MODULES[1], BOB),
+        ],
+    }
+}
+
+/// (a) Login (a wrong password first), the user's modules come online, readings change live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_login_modules_online_and_live_readings() {
+    let world = World::start(two_users()).await;
+    run_scenario(
+        &world,
+        "login_live",
+        json!({"email": ADA, "modules": ADA_MODULES}),
+    )
+    .await;
+}
+
+/// (b) An admin on /admin sees another user's login as a notification and in the users list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_admin_sees_user_login() {
+    let world = World::start(two_users()).await;
+    run_scenario(
+        &world,
+        "admin_login_notice",
+        json!({"email": ADMIN, "other": BOB}),
+    )
+    .await;
+}
+
+/// (c) The hub is killed with SIGKILL and restarted mid-stream: the page reconnects by itself,
+/// resynchronises with a snapshot and ends up showing exactly the hub's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_survives_hub_kill_and_restart() {
+    let world = World::start(two_users()).await;
+    let result = run_scenario(
+        &world,
+        "hub_restart",
+        json!({"email": ADA, "modules": ADA_MODULES}),
+    )
+    .await;
+    assert_same_state(&result["state"]["modules"], &hub_modules(&world, ADA).await);
+}
+
+/// (d) The network between browser and hub is cut for a few seconds while modules keep sending
+/// and one goes offline: the page resumes (missed events replayed, no snapshot) and ends up
+/// showing exactly the hub's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_resumes_after_network_cut() {
+    let world = World::start(two_users()).await;
+    let result = run_scenario(
+        &world,
+        "network_cut",
+        json!({"email": ADA, "modules": ADA_MODULES, "goesOffline": ADA_MODULES[2]}),
+    )
+    .await;
+    assert_same_state(&result["state"]["modules"], &hub_modules(&world, ADA).await);
+}
+
+/// (e) User A's page never shows user B's modules, while both users' modules send, across a
+/// network cut with replay and a forced reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_never_shows_another_users_modules() {
+    let world = World::start(two_users()).await;
+    let result = run_scenario(
+        &world,
+        "isolation",
+        json!({"email": BOB, "modules": BOB_MODULES, "foreign": ADA_MODULES}),
+    )
+    .await;
+    assert_same_state(&result["state"]["modules"], &hub_modules(&world, BOB).await);
+}
+
+/// The modules and admin pages with several live modules and some chart history, as PNGs in
+/// `MC_SCREENSHOTS_DIR` (the docs keep them in `docs/screenshots/`), else in a temp dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_screenshots() {
+    let mut modules = Vec::new();
+    let ids: Vec<String> = (0..6).map(|i| format!("MC-{}-STN", 3101 + i)).collect();
+    for (i, id) in ids.iter().enumerate() {
+        modules.push((id.as_str(), if i < 4 { ADA } else { BOB }));
+    }
+    let world = World::start(Setup {
+        users: &[(ADMIN, true), (ADA, false), (BOB, false)],
+        modules: &modules,
+    })
+    .await;
+    let out_dir = std::env::var_os("MC_SCREENSHOTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| world.dir.path().join("screenshots"));
+    std::fs::create_dir_all(&out_dir).expect("screenshot dir");
+    run_scenario(
+        &world,
+        "screenshots",
+        json!({"email": ADMIN, "other": ADA, "modules": ids, "outDir": out_dir, "offline": ids[5]}),
+    )
+    .await;
+    for name in ["modules.png", "admin.png"] {
+        let size = std::fs::metadata(out_dir.join(name)).map_or(0, |m| m.len());
+        assert!(size > 10_000, "{name} written ({size} bytes)");
+    }
+}
