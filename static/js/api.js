@@ -30,6 +30,11 @@ export async function api(method, path, body, { fetchImpl = globalThis.fetch } =
   } catch (err) {
     throw new ApiError(0, null, String(err?.message || err));
   }
+  return readResponse(res);
+}
+
+/** The JSON of a fetch Response (null for 204 or an empty body), or an ApiError. */
+export async function readResponse(res) {
   let data = null;
   if (res.status !== 204) {
     const text = await res.text().catch(() => '');
@@ -48,6 +53,19 @@ export async function api(method, path, body, { fetchImpl = globalThis.fetch } =
     throw err;
   }
   return data;
+}
+
+/**
+ * `GET path`, answered by the request the page's inline script started early
+ * (`window.mc_prefetch[name]`, a fetch promise) when there is one; each is used once.
+ */
+export function prefetched(name, path) {
+  const early = typeof window !== 'undefined' ? window.mc_prefetch?.[name] : undefined;
+  if (!early) return get(path);
+  delete window.mc_prefetch[name];
+  return early.then(readResponse, (err) => {
+    throw new ApiError(0, null, String(err?.message || err));
+  });
 }
 
 export const get = (path, opts) => api('GET', path, undefined, opts);

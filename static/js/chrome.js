@@ -1,7 +1,7 @@
 // What every signed-in page shares: the top bar (user, navigation, connection indicator with
 // "reconnect now", logout), toasts, the realtime stream bootstrap and window.mc_dashboard.
 
-import { api, get, post, ApiError, redirectToLogin, handleAuthError } from './api.js';
+import { api, get, post, prefetched, ApiError, redirectToLogin, handleAuthError } from './api.js';
 import { ReconnectionManager } from './reconnection-manager.js';
 import { RealtimeStream } from './stream.js';
 import { t, applyStrings } from './strings.js';
@@ -16,8 +16,8 @@ const $ = (id) => document.getElementById(id);
 export async function boot({ page, adminOnly = false, extra = [] }) {
   applyStrings(document);
   document.body.dataset.page = page;
-  const mePromise = get('/api/auth/me');
-  const configPromise = get('/api/realtime/config').catch(() => ({}));
+  const mePromise = prefetched('me', '/api/auth/me');
+  const configPromise = prefetched('config', '/api/realtime/config').catch(() => ({}));
   const extraPromises = extra.map((p) => Promise.resolve(p).then((v) => ({ ok: true, v }), (e) => ({ ok: false, e })));
   let user;
   try {

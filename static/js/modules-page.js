@@ -6,7 +6,7 @@
 // frame; "last seen" and the sparklines' time axis move once a second, for visible cards only.
 
 import { boot, startStream, toast, copyText, el, handleAuthError } from './chrome.js';
-import { get, post, patch, del, ApiError } from './api.js';
+import { get, post, patch, del, prefetched, ApiError } from './api.js';
 import { t } from './strings.js';
 import { formatReadingParts, readingLabel, compareReadingNames, parseTime, lastSeenText } from './format.js';
 import { Ring, drawSparkline } from './sparkline.js';
@@ -56,10 +56,10 @@ function normalise(m) {
   };
 }
 
+const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+
 function compareEntries(a, b) {
-  const na = (a.data.name || a.id).toLowerCase();
-  const nb = (b.data.name || b.id).toLowerCase();
-  return na.localeCompare(nb) || a.id.localeCompare(b.id);
+  return collator.compare(a.data.name || a.id, b.data.name || b.id) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
 function sparkTime(ts) {
@@ -142,17 +142,25 @@ function buildCard(entry) {
   return card;
 }
 
+let rowTemplate = null;
+
 function buildReadingRow(name) {
-  const num = el('span', { class: 'num' });
-  const unit = el('span', { class: 'unit' });
-  const value = el('span', { class: 'reading-value', 'data-reading': name }, [num, unit]);
-  const canvas = el('canvas', { class: 'spark', 'data-sparkline': name, width: '120', height: '28', 'aria-hidden': 'true' });
-  const row = el('div', { class: 'reading', 'data-reading-name': name }, [
-    el('span', { class: 'reading-label', text: readingLabel(name) }),
-    value,
-    canvas,
-  ]);
-  return { row, value, num, unit, canvas };
+  if (!rowTemplate) {
+    rowTemplate = el('div', { class: 'reading' }, [
+      el('span', { class: 'reading-label' }),
+      el('span', { class: 'reading-value' }, [el('span', { class: 'num' }), el('span', { class: 'unit' })]),
+      el('canvas', { class: 'spark', width: '96', height: '26', 'aria-hidden': 'true' }),
+    ]);
+  }
+  const row = rowTemplate.cloneNode(true);
+  row.setAttribute('data-reading-name', name);
+  const label = row.firstChild;
+  const value = label.nextSibling;
+  const canvas = value.nextSibling;
+  label.textContent = readingLabel(name);
+  value.setAttribute('data-reading', name);
+  canvas.setAttribute('data-sparkline', name);
+  return { row, value, num: value.firstChild, unit: value.lastChild, canvas };
 }
 
 function setText(node, text) {
@@ -199,9 +207,14 @@ function render(entry, now) {
 
 function renderReadings(entry) {
   const { data, refs } = entry;
-  const names = entry.changed.size ? [...entry.changed] : Object.keys(data.readings);
-  entry.changed.clear();
-  let added = false;
+  let names;
+  if (entry.changed.size) {
+    names = [...entry.changed];
+    entry.changed.clear();
+  } else {
+    names = Object.keys(data.readings).sort(compareReadingNames);
+  }
+  let misplaced = false;
   for (const name of names) {
     let r = entry.readings.get(name);
     if (!(name in data.readings)) {
@@ -216,9 +229,10 @@ function renderReadings(entry) {
       entry.readings.set(name, r);
     }
     if (!r.row) {
+      const last = refs.readings.lastElementChild;
+      if (last && compareReadingNames(name, last.dataset.readingName) < 0) misplaced = true;
       r.row = buildReadingRow(name);
       refs.readings.append(r.row.row);
-      added = true;
     }
     const raw = data.readings[name];
     const parts = formatReadingParts(name, raw);
@@ -226,14 +240,14 @@ function renderReadings(entry) {
     setText(r.row.unit, parts.unit);
     setAttr(r.row.value, 'data-value', String(raw));
   }
-  if (added && refs.readings.children.length > 1) {
+  if (misplaced) {
     const rows = Array.from(refs.readings.children);
     rows.sort((a, b) => compareReadingNames(a.dataset.readingName, b.dataset.readingName));
     for (const row of rows) refs.readings.append(row);
   }
   const none = refs.readings.children.length === 0;
-  refs.empty.hidden = !none;
-  refs.readings.hidden = none;
+  if (refs.empty.hidden !== !none) refs.empty.hidden = !none;
+  if (refs.readings.hidden !== none) refs.readings.hidden = none;
 }
 
 function drawSparks(entry, now) {
@@ -343,6 +357,7 @@ function applySnapshot(snapshot) {
   const list = snapshotList(snapshot);
   const grid = $('module-list');
   if (entries.size === 0) {
+    performance.mark?.('mc:grid-build');
     const fragment = document.createDocumentFragment();
     for (const m of list) {
       const entry = newEntry(m);
@@ -352,6 +367,7 @@ function applySnapshot(snapshot) {
     const now = Date.now();
     for (const entry of order) fragment.append(buildCard(entry, now));
     grid.append(fragment);
+    performance.mark?.('mc:grid-built');
     summaryDirty = true;
     renderSummary();
     return;
@@ -754,7 +770,7 @@ function state() {
 async function main() {
   setupObserver();
   setupFilter();
-  const snapshotPromise = get('/api/modules');
+  const snapshotPromise = prefetched('modules', '/api/modules');
   let ctx;
   try {
     ctx = await boot({ page: 'modules', extra: [snapshotPromise] });
@@ -762,6 +778,7 @@ async function main() {
     return;
   }
   user = ctx.user;
+  performance.mark?.('mc:snapshot-fetched');
   const [first] = ctx.extra;
   if (first.ok) {
     applySnapshot(first.v);

@@ -14,22 +14,40 @@ export class Ring {
   push(time, value) {
     if (typeof value !== 'number' || !Number.isFinite(value)) return;
     if (!this.times) {
-      this.times = new Float64Array(this.capacity);
-      this.values = new Float32Array(this.capacity);
+      // Start small and grow: most readings of a big fleet never fill the window.
+      const size = Math.min(this.capacity, 16);
+      this.times = new Float64Array(size);
+      this.values = new Float32Array(size);
     }
+    const size = this.times.length;
     // Same timestamp as the last point: replace it (several changes within one ms).
     if (this.length > 0) {
-      const last = (this.start + this.length - 1) % this.capacity;
+      const last = (this.start + this.length - 1) % size;
       if (this.times[last] === time) {
         this.values[last] = value;
         return;
       }
     }
-    const idx = (this.start + this.length) % this.capacity;
+    if (this.length === size && size < this.capacity) this._grow(Math.min(this.capacity, size * 2));
+    const n = this.times.length;
+    const idx = (this.start + this.length) % n;
     this.times[idx] = time;
     this.values[idx] = value;
-    if (this.length < this.capacity) this.length += 1;
-    else this.start = (this.start + 1) % this.capacity;
+    if (this.length < n) this.length += 1;
+    else this.start = (this.start + 1) % n;
+  }
+
+  _grow(size) {
+    const times = new Float64Array(size);
+    const values = new Float32Array(size);
+    for (let i = 0; i < this.length; i++) {
+      const [tm, v] = this.at(i);
+      times[i] = tm;
+      values[i] = v;
+    }
+    this.times = times;
+    this.values = values;
+    this.start = 0;
   }
 
   clear() {
@@ -39,7 +57,7 @@ export class Ring {
 
   /** The i-th oldest point. */
   at(i) {
-    const idx = (this.start + i) % this.capacity;
+    const idx = (this.start + i) % this.times.length;
     return [this.times[idx], this.values[idx]];
   }
 
