@@ -83,7 +83,7 @@ function makePlot(chart) {
       height: 100,
       legend: { show: false },
       cursor: { show: true, points: { show: false }, drag: { x: false, y: false } },
-      scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.15 : 1] } },
+      scales: { x: { time: true, range: (u, min, max) => [Math.min(min ?? max - 60, max - 60), max] }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.15 : 1] } },
       axes: [
         { ...axis, size: 22, space: 70 },
         { ...axis, space: 30, values: (u, ticks) => ticks.map((v) => formatNumber(v)) },
@@ -117,8 +117,12 @@ function sampleCharts(stats, nowMs = Date.now()) {
   for (const [field, chart] of Object.entries(charts)) {
     const v = stats[field];
     if (typeof v !== 'number') continue;
-    chart.xs.push(now);
-    chart.ys.push(v);
+    if (chart.xs.length && now - chart.xs[chart.xs.length - 1] < 0.5) {
+      chart.ys[chart.ys.length - 1] = v; // two samples within a moment (snapshot + event): keep the newer
+    } else {
+      chart.xs.push(now);
+      chart.ys.push(v);
+    }
     while (chart.xs.length && chart.xs[0] < now - CHART_WINDOW_S) {
       chart.xs.shift();
       chart.ys.shift();
@@ -453,18 +457,18 @@ function state() {
 
 async function main() {
   buildStats();
-  const snapshotPromise = fetchSnapshot();
   let ctx;
   try {
-    ctx = await boot({ page: 'admin', adminOnly: true, extra: [snapshotPromise] });
+    ctx = await boot({ page: 'admin', adminOnly: true });
   } catch {
     return;
   }
+  // Only now: a non-admin on /admin would get 403s (and is on their way to /).
+  const first = await fetchSnapshot().then((v) => ({ ok: true, v }), (e) => ({ ok: false, e }));
   model.me = ctx.user;
   setupCharts();
   setupPendingActions();
   setupPasswordPanel();
-  const [first] = ctx.extra;
   if (first.ok) {
     applySnapshot(first.v);
     requestAnimationFrame(() => (firstPaintMs = performance.now()));

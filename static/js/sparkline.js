@@ -113,7 +113,7 @@ export function drawSparkline(canvas, ring, now, windowMs, style = {}) {
   ctx.clearRect(0, 0, w, h);
   // Less history than the window: stretch what there is (at least `minSpanMs`).
   const oldest = ring.length ? ring.at(0)[0] : now;
-  const span = Math.min(windowMs, Math.max(style.minSpanMs ?? 30000, now - oldest));
+  const span = Math.min(windowMs, Math.max(style.minSpanMs ?? 10000, now - oldest));
   const from = now - span;
   windowMs = span;
   const points = ring.since(from);
