@@ -157,6 +157,13 @@ impl TestHub {
             .expect("dashboard connects")
     }
 
+    /// A dashboard socket with session `cookie` and handshake `auth` (page, resume...).
+    pub async fn dashboard_with(&self, cookie: &str, auth: Value) -> Dashboard {
+        Dashboard::connect_auth(&self.url, Some(cookie), auth)
+            .await
+            .expect("dashboard connects")
+    }
+
     /// Connects an MQTT 3.1.1 module (with last will) and waits for CONNACK.
     pub async fn module(&self, id: &str, password: &str) -> MqttModule {
         MqttModule::connect(self.hub.mqtt_addr, id, password)
@@ -312,10 +319,25 @@ pub async fn wait_connack(eventloop: &mut EventLoop) -> Result<(), String> {
         .map_err(|_| "timeout".to_string())?
 }
 
+/// One event as a dashboard received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The event name.
+    pub event: String,
+    /// Its first argument (the payload).
+    pub data: Value,
+    /// Its second argument: the stream offset (`docs/REALTIME.md`); `None` if absent.
+    pub offset: Option<u64>,
+}
+
 /// A dashboard: a real Socket.IO client (rust_socketio) that records every event.
 pub struct Dashboard {
     client: rust_socketio::asynchronous::Client,
-    rx: mpsc::UnboundedReceiver<(String, Value)>,
+    rx: mpsc::UnboundedReceiver<Received>,
+    /// Events that arrived before `rt_session` (the contract allows it), delivered first.
+    early: std::collections::VecDeque<Received>,
+    /// The `rt_session` payload.
+    session: Value,
 }
 
 impl Dashboard {
@@ -331,31 +353,62 @@ impl Dashboard {
         page: &str,
         transport: TransportType,
     ) -> Result<Self, String> {
+        Self::connect_raw(url, cookie, serde_json::json!({ "page": page }), transport).await
+    }
+
+    /// Connects over WebSocket with any handshake `auth` (page, resume, reconnectMs...).
+    pub async fn connect_auth(
+        url: &str,
+        cookie: Option<&str>,
+        auth: Value,
+    ) -> Result<Self, String> {
+        Self::connect_raw(url, cookie, auth, TransportType::Websocket).await
+    }
+
+    async fn connect_raw(
+        url: &str,
+        cookie: Option<&str>,
+        auth: Value,
+        transport: TransportType,
+    ) -> Result<Self, String> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let errors = tx.clone();
         let closes = tx.clone();
         let mut builder = ClientBuilder::new(url)
             .transport_type(transport)
-            .auth(serde_json::json!({"page": page}))
+            .auth(auth)
             .reconnect(false)
             .on_any(move |event, payload, _| {
                 let tx = tx.clone();
                 async move {
-                    let _ = tx.send((String::from(event), first_value(payload)));
+                    let (data, offset) = payload_and_offset(payload);
+                    let _ = tx.send(Received {
+                        event: String::from(event),
+                        data,
+                        offset,
+                    });
                 }
                 .boxed()
             })
             .on(rust_socketio::Event::Close, move |_, _| {
                 let closes = closes.clone();
                 async move {
-                    let _ = closes.send(("close".into(), Value::Null));
+                    let _ = closes.send(Received {
+                        event: "close".into(),
+                        data: Value::Null,
+                        offset: None,
+                    });
                 }
                 .boxed()
             })
             .on("error", move |payload, _| {
                 let errors = errors.clone();
                 async move {
-                    let _ = errors.send(("error".into(), first_value(payload)));
+                    let _ = errors.send(Received {
+                        event: "error".into(),
+                        data: payload_and_offset(payload).0,
+                        offset: None,
+                    });
                 }
                 .boxed()
             });
@@ -363,35 +416,61 @@ impl Dashboard {
             builder = builder.opening_header("Cookie", cookie);
         }
         let client = builder.connect().await.map_err(|e| e.to_string())?;
-        let greeting = tokio::time::timeout(DEADLINE, async {
-            while let Some((event, data)) = rx.recv().await {
-                match event.as_str() {
-                    "rt_session" => return Ok(data),
-                    "error" => return Err(data.to_string()),
-                    _ => {}
+        let mut early = std::collections::VecDeque::new();
+        let session = tokio::time::timeout(DEADLINE, async {
+            while let Some(received) = rx.recv().await {
+                match received.event.as_str() {
+                    "rt_session" => return Ok(received.data),
+                    "error" => return Err(received.data.to_string()),
+                    _ => early.push_back(received),
                 }
             }
             Err("closed".to_string())
         })
         .await
         .map_err(|_| "timeout waiting for rt_session".to_string())??;
-        let _ = greeting;
-        Ok(Self { client, rx })
+        Ok(Self {
+            client,
+            rx,
+            early,
+            session,
+        })
+    }
+
+    /// The `rt_session` payload this connection was greeted with.
+    pub fn session(&self) -> &Value {
+        &self.session
+    }
+
+    async fn recv(&mut self) -> Option<Received> {
+        match self.early.pop_front() {
+            Some(r) => Some(r),
+            None => self.rx.recv().await,
+        }
     }
 
     /// Waits for the next `event` whose payload satisfies `pred`, skipping others.
     pub async fn expect(&mut self, event: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.expect_received(event, pred).await.data
+    }
+
+    /// [`Dashboard::expect`], with the event's offset.
+    pub async fn expect_received(
+        &mut self,
+        event: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Received {
         let found = tokio::time::timeout(DEADLINE, async {
-            while let Some((name, data)) = self.rx.recv().await {
-                if name == event && pred(&data) {
-                    return Some(data);
+            while let Some(r) = self.recv().await {
+                if r.event == event && pred(&r.data) {
+                    return Some(r);
                 }
             }
             None
         })
         .await;
         match found {
-            Ok(Some(data)) => data,
+            Ok(Some(r)) => r,
             Ok(None) => panic!("dashboard closed while waiting for {event}"),
             Err(_) => panic!("no {event} matching the condition within {DEADLINE:?}"),
         }
@@ -403,11 +482,24 @@ impl Dashboard {
         event: &str,
         barrier: impl Fn(&Value) -> bool,
     ) -> Vec<(String, Value)> {
+        self.until_received(event, barrier)
+            .await
+            .into_iter()
+            .map(|r| (r.event, r.data))
+            .collect()
+    }
+
+    /// [`Dashboard::until`], with each event's offset.
+    pub async fn until_received(
+        &mut self,
+        event: &str,
+        barrier: impl Fn(&Value) -> bool,
+    ) -> Vec<Received> {
         let mut seen = Vec::new();
         let done = tokio::time::timeout(DEADLINE, async {
-            while let Some((name, data)) = self.rx.recv().await {
-                let hit = name == event && barrier(&data);
-                seen.push((name, data));
+            while let Some(r) = self.recv().await {
+                let hit = r.event == event && barrier(&r.data);
+                seen.push(r);
                 if hit {
                     return true;
                 }
@@ -429,8 +521,14 @@ impl Dashboard {
 
     /// The next event, whatever it is.
     pub async fn next(&mut self) -> (String, Value) {
-        match tokio::time::timeout(DEADLINE, self.rx.recv()).await {
-            Ok(Some(e)) => e,
+        let r = self.next_received().await;
+        (r.event, r.data)
+    }
+
+    /// The next event with its offset, whatever it is.
+    pub async fn next_received(&mut self) -> Received {
+        match tokio::time::timeout(DEADLINE, self.recv()).await {
+            Ok(Some(r)) => r,
             Ok(None) => panic!("dashboard closed"),
             Err(_) => panic!("no event within {DEADLINE:?}"),
         }
@@ -439,6 +537,17 @@ impl Dashboard {
     /// Disconnects.
     pub async fn close(self) {
         let _ = self.client.disconnect().await;
+    }
+}
+
+/// The first argument of an event (its payload) and its second, the offset, if any.
+fn payload_and_offset(payload: Payload) -> (Value, Option<u64>) {
+    match payload {
+        Payload::Text(mut values) if !values.is_empty() => {
+            let offset = values.get(1).and_then(Value::as_u64);
+            (values.swap_remove(0), offset)
+        }
+        other => (first_value(other), None),
     }
 }
 

@@ -10,6 +10,7 @@ mod js_clients;
 mod liveness;
 mod registry;
 mod rejects;
+mod replay;
 mod serial;
 mod serial_sim;
 mod simulator;
