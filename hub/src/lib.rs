@@ -227,7 +227,8 @@ pub async fn start(
         allowed: Arc::new(config.allowed_origins.clone()),
         metrics: metrics.clone(),
     };
-    let app = web::app(state, socketio_layer, origins);
+    let deflate = web::ws_deflate::WsDeflateLayer::new(config.realtime.max_message);
+    let app = web::app(state, socketio_layer, deflate, origins);
     let watcher = registry::RegistryWatcher {
         store: store.clone(),
         events: realtime_handle.clone(),

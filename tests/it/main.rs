@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod c_reference;
 mod commands;
+mod compression;
 mod js_clients;
 mod liveness;
 mod registry;

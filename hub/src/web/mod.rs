@@ -10,6 +10,7 @@ pub mod static_files;
 pub mod realtime;
 pub mod throttle;
 pub mod users;
+pub mod ws_deflate;
 
 use std::time::Duration;
 
@@ -48,9 +49,13 @@ pub struct AppState {
 
 /// The whole HTTP application; `socketio` is the Socket.IO layer from `SocketIo::builder()`.
 /// The origin check wraps everything, Socket.IO included, so it runs before any upgrade.
+/// Outermost first: origin check → permessage-deflate front for Socket.IO WebSockets
+/// (`ws_deflate`) → Socket.IO → gzip/brotli (HTTP routes only: Socket.IO answers before the
+/// compression layer sees its requests) → routes.
 pub fn app(
     state: AppState,
     socketio: socketioxide::layer::SocketIoLayer,
+    deflate: ws_deflate::WsDeflateLayer,
     origins: origin::OriginPolicy,
 ) -> Router {
     Router::new()
@@ -86,6 +91,10 @@ pub fn app(
         // `/socket.io/` and answer its POSTs (polling transport) before Socket.IO sees them.
         .fallback(static_files::asset)
         .with_state(state)
+        // Honours Accept-Encoding (br, gzip), keeps Content-Type, adds `Vary`; skips bodies
+        // under 32 bytes, images and event streams (tower-http's default predicate).
+        .layer(tower_http::compression::CompressionLayer::new())
         .layer(socketio)
+        .layer(deflate)
         .layer(axum::middleware::from_fn_with_state(origins, origin::check))
 }

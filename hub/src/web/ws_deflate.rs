@@ -1,0 +1,503 @@
+//! permessage-deflate (RFC 7692) for the realtime channel.
+//!
+//! socketioxide speaks WebSocket through tungstenite, which has no compression extension. This
+//! layer sits directly outside the Socket.IO layer (inside the origin check) and takes over the
+//! WebSocket upgrades to `/socket.io/` that offer `permessage-deflate`:
+//!
+//! ```text
+//! browser ──TCP, deflate──▶ yawc WebSocket ─┐ bridge task: one message in, one message out,
+//!                                           │ flushed each time
+//!   socketioxide ◀── tungstenite client ◀───┘ over an in-process duplex pipe served by hyper
+//! ```
+//!
+//! The inner handshake carries the original path, query and headers (Cookie, Origin, ...) and
+//! the request's extensions (peer address), so Socket.IO sees the same request it would have
+//! seen directly and authenticates it the same way. The inner handshake runs before the client
+//! gets its `101`, so a refusal there reaches the client as the same HTTP status. Upgrades
+//! without the offer, polling, and everything else go straight to the inner service.
+//!
+//! Limits: incoming messages are capped at `max_message` (the same cap socketioxide applies),
+//! on the decompressed size, while inflating — a small frame that inflates past the cap closes
+//! that connection with 1009 before the memory is spent. TCP_NODELAY is set on the accepted
+//! socket by the listener (`lib.rs`); the duplex pipe has no Nagle.
+//!
+//! Every connection ends with both sides closed: a close from either side is forwarded to the
+//! other and the close handshake is given [`CLOSE_WAIT`] to finish; an error on either side
+//! closes the other. A client that stops reading blocks its own bridge only up to
+//! [`SEND_TIMEOUT`] per message, then it is dropped.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::Request,
+    http::{HeaderMap, HeaderName, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::io::DuplexStream;
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        self, Message, Utf8Bytes,
+        client::IntoClientRequest,
+        protocol::{CloseFrame, WebSocketConfig, frame::coding::CloseCode as TungCode},
+    },
+};
+use tower::{Layer, Service, ServiceExt};
+use yawc::{CompressionLevel, DeflateOptions, Frame, OpCode, Options, close::CloseCode};
+
+/// How long the in-process handshake with socketioxide may take (it never should).
+const INNER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one message may wait for a client that does not read before the client is dropped
+/// (longer than Engine.IO's ping interval + timeout, so a live client is never cut).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long each side gets to answer a close frame.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Buffer of each direction of the in-process pipe.
+const PIPE_BUFFER: usize = 64 * 1024;
+/// Messages shorter than this go uncompressed (Engine.IO pings are one byte; deflate framing
+/// would make them longer).
+const COMPRESSION_THRESHOLD: usize = 32;
+
+/// Adds permessage-deflate in front of the Socket.IO service it wraps.
+#[derive(Debug, Clone)]
+pub struct WsDeflateLayer {
+    /// Largest incoming message, decompressed (`config.realtime.max_message`).
+    max_message: usize,
+}
+
+impl WsDeflateLayer {
+    /// `max_message`: the same cap socketioxide applies to WebSocket messages.
+    pub fn new(max_message: usize) -> Self {
+        Self { max_message }
+    }
+
+    /// The client side of the compressed connection: fast deflate (per-message CPU matters
+    /// more than the last percent: each socket compresses every event separately), context
+    /// takeover (repeated keys in consecutive telemetry events are what compresses), and the
+    /// inbound cap. yawc's limits are exclusive, socketioxide's inclusive: hence `+ 1`.
+    fn options(&self) -> Options {
+        Options {
+            compression: Some(DeflateOptions {
+                level: CompressionLevel::fast(),
+                compression_threshold: COMPRESSION_THRESHOLD,
+                ..DeflateOptions::default()
+            }),
+            ..Options::default()
+        }
+        .with_max_payload_read(self.max_message.saturating_add(1))
+        .with_max_read_buffer(self.max_message.saturating_add(1))
+    }
+}
+
+impl<S> Layer<S> for WsDeflateLayer {
+    type Service = WsDeflate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WsDeflate {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`WsDeflateLayer`].
+#[derive(Debug, Clone)]
+pub struct WsDeflate<S> {
+    /// The Socket.IO service (and everything under it).
+    inner: S,
+    /// Settings.
+    layer: WsDeflateLayer,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<S> Service<Request> for WsDeflate<S>
+where
+    S: Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Response: IntoResponse + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if !offers_deflate(request.method(), request.uri().path(), request.headers()) {
+            let future = self.inner.call(request);
+            return Box::pin(async move { future.await.map(IntoResponse::into_response) });
+        }
+        // The ready clone is the one to use (tower's clone-and-swap).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let options = self.layer.options();
+        Box::pin(async move { Ok(accept(inner, request, options).await) })
+    }
+}
+
+/// A WebSocket upgrade to Socket.IO offering permessage-deflate.
+fn offers_deflate(method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    let has_token = |name: HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',').any(|item| {
+                    item.split(';')
+                        .next()
+                        .is_some_and(|t| t.trim().eq_ignore_ascii_case(token))
+                })
+            })
+        })
+    };
+    method == Method::GET
+        && path.starts_with("/socket.io")
+        && has_token(header::UPGRADE, "websocket")
+        && has_token(header::SEC_WEBSOCKET_EXTENSIONS, "permessage-deflate")
+}
+
+/// Connects to Socket.IO in-process, then answers the client's upgrade and spawns the bridge.
+async fn accept<S>(inner: S, mut request: Request, options: Options) -> Response
+where
+    S: Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Response: IntoResponse + 'static,
+    S::Future: Send + 'static,
+{
+    let (response, upgrade) = match yawc::WebSocket::upgrade_with_options(&mut request, options) {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::debug!(error = %e, "bad WebSocket upgrade request");
+            return StatusCode::BAD_REQUEST.into_response();
+        }
+    };
+    // The body (empty for a GET) is not `Sync`; the rest is what the inner request needs.
+    let (outer, _) = request.into_parts();
+    let socketio =
+        match tokio::time::timeout(INNER_HANDSHAKE_TIMEOUT, connect_inner(inner, &outer)).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(refusal)) => return refusal,
+            Err(_) => {
+                tracing::error!("in-process Socket.IO handshake timed out");
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+        };
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(client) => bridge(client, socketio).await,
+            Err(e) => tracing::debug!(error = %e, "client left during the WebSocket upgrade"),
+        }
+    });
+    response.map(Body::new)
+}
+
+/// Opens the inner WebSocket: `inner` served by hyper on one end of a duplex pipe, a
+/// tungstenite client on the other. A refusal is returned as the response to give the client.
+async fn connect_inner<S>(
+    inner: S,
+    outer: &axum::http::request::Parts,
+) -> Result<WebSocketStream<DuplexStream>, Response>
+where
+    S: Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Response: IntoResponse + 'static,
+    S::Future: Send + 'static,
+{
+    let (client_io, server_io) = tokio::io::duplex(PIPE_BUFFER);
+
+    // The server end: the request arrives as hyper parses it from the pipe; give it the
+    // original request's extensions (peer address...), but keep hyper's own upgrade handle.
+    let mut extensions = outer.extensions.clone();
+    extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+        let inner = inner.clone();
+        let extensions = extensions.clone();
+        async move {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().extend(extensions);
+            let response = inner.oneshot(request).await?;
+            Ok::<_, Infallible>(response.into_response())
+        }
+    });
+    tokio::spawn(async move {
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(server_io), service)
+            .with_upgrades();
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "in-process Socket.IO connection ended");
+        }
+    });
+
+    // The client end: same path, query and end-to-end headers; the WebSocket handshake headers
+    // are tungstenite's own.
+    let host = outer
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let path = outer
+        .uri
+        .path_and_query()
+        .map_or("/socket.io/", |p| p.as_str());
+    let mut request = format!("ws://{host}{path}")
+        .into_client_request()
+        .map_err(|e| {
+            tracing::debug!(error = %e, "WebSocket request not forwardable");
+            StatusCode::BAD_REQUEST.into_response()
+        })?;
+    for (name, value) in &outer.headers {
+        if !is_handshake_header(name) {
+            request.headers_mut().append(name, value.clone());
+        }
+    }
+    // Messages from the hub to the client are not capped here (the cap is on what clients send).
+    let config = WebSocketConfig::default();
+    match tokio_tungstenite::client_async_with_config(request, client_io, Some(config)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(refusal)) => {
+            let (parts, body) = refusal.into_parts();
+            Err(Response::from_parts(
+                parts,
+                Body::from(body.unwrap_or_default()),
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "in-process Socket.IO handshake failed");
+            Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+    }
+}
+
+/// Headers that belong to one WebSocket handshake (or one hop) and are not forwarded.
+fn is_handshake_header(name: &HeaderName) -> bool {
+    [
+        header::HOST,
+        header::CONNECTION,
+        header::UPGRADE,
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::SEC_WEBSOCKET_ACCEPT,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+    ]
+    .contains(name)
+}
+
+/// How a bridged connection ended.
+enum Ending {
+    /// The client sent a close frame.
+    ClientClosed(Option<CloseFrame>),
+    /// The client's connection failed (or broke the protocol, or sent too much).
+    ClientFailed(CloseCode, String),
+    /// Socket.IO sent a close frame.
+    ServerClosed(Option<CloseFrame>),
+    /// The inner connection failed.
+    ServerFailed(String),
+}
+
+type ClientSocket = yawc::WebSocket<yawc::HttpStream>;
+
+/// Moves messages both ways until one side ends, then closes the other.
+async fn bridge(mut client: ClientSocket, mut server: WebSocketStream<DuplexStream>) {
+    let ending = loop {
+        // Both reads are cancel-safe: their state lives in the sockets, not in the futures.
+        tokio::select! {
+            frame = client.next_frame() => match frame {
+                Ok(frame) => match to_server(frame) {
+                    Forward::Message(message) => {
+                        if let Err(e) = server.send(message).await {
+                            break Ending::ServerFailed(e.to_string());
+                        }
+                    }
+                    Forward::Close(close) => break Ending::ClientClosed(close),
+                    Forward::Invalid(reason) => break Ending::ClientFailed(CloseCode::Invalid, reason),
+                    Forward::Skip => {}
+                },
+                Err(e) => {
+                    let code = match e {
+                        yawc::WebSocketError::FrameTooLarge => CloseCode::Size,
+                        _ => CloseCode::Away,
+                    };
+                    break Ending::ClientFailed(code, e.to_string());
+                }
+            },
+            message = server.next() => match message {
+                Some(Ok(Message::Close(close))) => break Ending::ServerClosed(close),
+                Some(Ok(message)) => {
+                    let Some(frame) = to_client(message) else { continue };
+                    match tokio::time::timeout(SEND_TIMEOUT, client.send(frame)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break Ending::ClientFailed(CloseCode::Away, e.to_string()),
+                        Err(_) => break Ending::ClientFailed(
+                            CloseCode::Away,
+                            "client stopped reading".into(),
+                        ),
+                    }
+                }
+                Some(Err(e)) => break Ending::ServerFailed(e.to_string()),
+                None => break Ending::ServerFailed("closed without a close frame".into()),
+            },
+        }
+    };
+    match ending {
+        Ending::ClientClosed(close) => {
+            tracing::debug!(?close, "realtime client closed (deflate)");
+            close_server(&mut server, close).await;
+            // Our echo of the client's close is queued; reading flushes it.
+            let _ = tokio::time::timeout(CLOSE_WAIT, client.next_frame()).await;
+        }
+        Ending::ClientFailed(code, reason) => {
+            if code == CloseCode::Size {
+                tracing::warn!(%reason, "realtime message over the size cap: connection closed");
+            } else {
+                tracing::debug!(%reason, "realtime client connection ended (deflate)");
+            }
+            // A close frame may be queued by yawc (1009, 1002...); reading flushes it.
+            let _ = tokio::time::timeout(CLOSE_WAIT, client.next_frame()).await;
+            let close = CloseFrame {
+                code: TungCode::from(u16::from(code)),
+                reason: Utf8Bytes::from_static(""),
+            };
+            close_server(&mut server, Some(close)).await;
+        }
+        Ending::ServerClosed(close) => {
+            tracing::debug!(?close, "Socket.IO closed the connection (deflate)");
+            let frame = match &close {
+                Some(c) => Frame::close(CloseCode::from(u16::from(c.code)), c.reason.as_bytes()),
+                None => Frame::close(CloseCode::Normal, b""),
+            };
+            close_client(&mut client, frame).await;
+            // Finish the inner handshake: tungstenite queued its reply; reading flushes it.
+            let _ = tokio::time::timeout(CLOSE_WAIT, server.next()).await;
+        }
+        Ending::ServerFailed(reason) => {
+            tracing::debug!(%reason, "in-process Socket.IO connection failed");
+            close_client(&mut client, Frame::close(CloseCode::Away, b"")).await;
+        }
+    }
+}
+
+/// What to do with a frame from the client.
+enum Forward {
+    Message(Message),
+    Close(Option<CloseFrame>),
+    Invalid(String),
+    Skip,
+}
+
+fn to_server(frame: Frame) -> Forward {
+    match frame.opcode() {
+        OpCode::Text => match Utf8Bytes::try_from(frame.into_payload()) {
+            Ok(text) => Forward::Message(Message::Text(text)),
+            Err(_) => Forward::Invalid("text message is not UTF-8".into()),
+        },
+        OpCode::Binary => Forward::Message(Message::Binary(frame.into_payload())),
+        OpCode::Close => {
+            let close = frame.close_code().map(|code| CloseFrame {
+                code: TungCode::from(u16::from(code)),
+                reason: frame
+                    .close_reason()
+                    .ok()
+                    .flatten()
+                    .map(|r| Utf8Bytes::from(r.to_owned()))
+                    .unwrap_or_default(),
+            });
+            Forward::Close(close)
+        }
+        // yawc answers pings itself and reassembles fragments.
+        OpCode::Ping | OpCode::Pong | OpCode::Continuation => Forward::Skip,
+    }
+}
+
+fn to_client(message: Message) -> Option<Frame> {
+    match message {
+        Message::Text(text) => Some(Frame::text(Bytes::from(text))),
+        Message::Binary(data) => Some(Frame::binary(data)),
+        // tungstenite answers pings itself; raw frames never come out of `next`.
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => None,
+    }
+}
+
+/// Sends `close` to Socket.IO and waits (briefly) for the end of the connection.
+async fn close_server(server: &mut WebSocketStream<DuplexStream>, close: Option<CloseFrame>) {
+    let finish = async {
+        if server.close(close).await.is_err() {
+            return;
+        }
+        while let Some(Ok(_)) = server.next().await {}
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, finish).await;
+}
+
+/// Sends `close` to the client and waits (briefly) for its answer.
+async fn close_client(client: &mut ClientSocket, close: Frame) {
+    let finish = async {
+        if client.send(close).await.is_err() {
+            return;
+        }
+        while let Ok(frame) = client.next_frame().await {
+            if frame.opcode() == OpCode::Close {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, finish).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_socketio_upgrades_offering_deflate_are_taken() {
+        let offer = headers(&[
+            ("upgrade", "websocket"),
+            (
+                "sec-websocket-extensions",
+                "permessage-deflate; client_max_window_bits",
+            ),
+        ]);
+        assert!(offers_deflate(&Method::GET, "/socket.io/", &offer));
+        assert!(!offers_deflate(&Method::GET, "/api/modules", &offer));
+        assert!(!offers_deflate(&Method::POST, "/socket.io/", &offer));
+        let plain = headers(&[("upgrade", "websocket")]);
+        assert!(!offers_deflate(&Method::GET, "/socket.io/", &plain));
+        let other = headers(&[
+            ("upgrade", "websocket"),
+            ("sec-websocket-extensions", "x-webkit-deflate-frame"),
+        ]);
+        assert!(!offers_deflate(&Method::GET, "/socket.io/", &other));
+        let second = headers(&[
+            ("upgrade", "WebSocket"),
+            ("sec-websocket-extensions", "foo, Permessage-Deflate"),
+        ]);
+        assert!(offers_deflate(&Method::GET, "/socket.io/", &second));
+    }
+
+    #[test]
+    fn handshake_headers_are_not_forwarded() {
+        assert!(is_handshake_header(&header::SEC_WEBSOCKET_EXTENSIONS));
+        assert!(is_handshake_header(&header::SEC_WEBSOCKET_KEY));
+        assert!(!is_handshake_header(&header::COOKIE));
+        assert!(!is_handshake_header(&header::ORIGIN));
+    }
+}
