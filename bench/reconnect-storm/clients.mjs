@@ -61,6 +61,11 @@ class Client {
         if (this.record) this.record.authExpired = true;
       },
     });
+    const connect = this.socket.connect.bind(this.socket);
+    this.socket.connect = () => {
+      if (this.record && this.record.attemptAt === null && this.record.disconnectedAt !== null) this.record.attemptAt = wallNow();
+      return connect();
+    };
     this.socket.on('connect', () => {
       this.connection += 1;
       this.sessionSeen = false;
@@ -105,6 +110,7 @@ class Client {
 
   onSession(s) {
     this.sessionSeen = true;
+    if (this.record) this.record.sessionAt ??= wallNow();
     const connection = this.connection;
     const headOffset = Number.isInteger(s.offset) ? s.offset : null;
     if (typeof s.epoch === 'string') this.epoch = s.epoch;
@@ -193,7 +199,9 @@ function arm(msg) {
     c.record = {
       cutAt: msg.cutAt ?? wallNow(),
       disconnectedAt: null,
+      attemptAt: null,
       connectedAt: null,
+      sessionAt: null,
       snapshotStartedAt: null,
       syncedAt: null,
       how: null,

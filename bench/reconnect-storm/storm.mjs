@@ -77,6 +77,34 @@ function procCpuSeconds(pid) {
   return (Number(fields[11]) + Number(fields[12])) / TICKS; // utime, stime
 }
 
+/** Busy and total jiffies per CPU (from /proc/stat). */
+function cpuTimes() {
+  const out = {};
+  for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = line.match(/^cpu(\d+)\s+(.*)$/);
+    if (!m) continue;
+    const v = m[2].split(/\s+/).map(Number);
+    const idle = v[3] + v[4];
+    out[m[1]] = { busy: v.reduce((a, b) => a + b, 0) - idle, total: v.reduce((a, b) => a + b, 0) };
+  }
+  return out;
+}
+function busyPct(a, b) {
+  return Object.fromEntries(Object.keys(b).map((k) => [k, Math.round((100 * (b[k].busy - a[k].busy)) / Math.max(1, b[k].total - a[k].total))]));
+}
+/** TcpExt ListenOverflows (SYNs dropped because an accept queue was full), machine-wide. */
+function listenOverflows() {
+  const lines = fs.readFileSync('/proc/net/netstat', 'utf8').split('\n');
+  for (let i = 0; i + 1 < lines.length; i++) {
+    if (lines[i].startsWith('TcpExt:') && lines[i + 1].startsWith('TcpExt:')) {
+      const names = lines[i].split(/\s+/);
+      const vals = lines[i + 1].split(/\s+/);
+      return Number(vals[names.indexOf('ListenOverflows')]);
+    }
+  }
+  return NaN;
+}
+
 const samples = []; // { t, rssKb, hwmKb }
 setInterval(() => {
   try {
@@ -109,7 +137,7 @@ const proxy = net.createServer({ noDelay: true }, (down) => {
   down.pipe(up);
   up.pipe(down);
 });
-await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+await new Promise((r) => proxy.listen({ port: 0, host: '127.0.0.1', backlog: 4096 }, r));
 const PROXY = `http://127.0.0.1:${proxy.address().port}`;
 log('proxy', PROXY, '->', HUB);
 
@@ -271,6 +299,8 @@ for (const [k, sc] of order.entries()) {
   const cpu0 = procCpuSeconds(HUB_PID);
   const loadCpu0 = before.cpuMicros + process.cpuUsage().user + process.cpuUsage().system;
 
+  const cpuA = cpuTimes();
+  const ovA = listenOverflows();
   const cutAt = wallNow();
   const cut = cutAll();
   for (const w of workers) w.send({ type: 'cut', cutAt });
@@ -289,6 +319,8 @@ for (const [k, sc] of order.entries()) {
     await sleep(100);
   }
   const cpu1 = procCpuSeconds(HUB_PID);
+  const busy = busyPct(cpuA, cpuTimes());
+  const overflows = listenOverflows() - ovA;
   const loadCpu1 = st.cpuMicros + process.cpuUsage().user + process.cpuUsage().system;
   const stormEnd = allSyncedAt ?? wallNow();
   await sleep(Number(args.settle) * 1000);
@@ -301,7 +333,11 @@ for (const [k, sc] of order.entries()) {
   for (const w of workers) w.send({ type: 'collect', storm: k });
   const recs = (await collected).flatMap((m) => m.records);
   const syncMs = recs.filter((r) => r.syncedAt !== null && r.syncedAt !== undefined).map((r) => r.syncedAt - cutAt).sort((a, b) => a - b);
-  const connMs = recs.filter((r) => r.connectedAt).map((r) => r.connectedAt - cutAt).sort((a, b) => a - b);
+  const phase = (k) => recs.filter((r) => r[k]).map((r) => r[k] - cutAt).sort((a, b) => a - b);
+  const connMs = phase('connectedAt');
+  const attemptMs = phase('attemptAt');
+  const dropMs = phase('disconnectedAt');
+  const sessionMs = phase('sessionAt');
   const resumed = recs.filter((r) => r.how === 'resume').length;
   const snapshots = recs.filter((r) => r.how === 'snapshot').length;
   const missed = recs.filter((r) => r.how === 'resume').map((r) => r.missed);
@@ -321,8 +357,17 @@ for (const [k, sc] of order.entries()) {
     syncP50: pct(syncMs, 50),
     syncP99: pct(syncMs, 99),
     syncMax: syncMs.at(-1),
+    loadavg: fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+    disconnectP50: pct(dropMs, 50),
+    disconnectP99: pct(dropMs, 99),
+    attemptP50: pct(attemptMs, 50),
+    attemptP99: pct(attemptMs, 99),
     connectP50: pct(connMs, 50),
     connectP99: pct(connMs, 99),
+    sessionP50: pct(sessionMs, 50),
+    sessionP99: pct(sessionMs, 99),
+    cpuBusyPct: busy,
+    listenOverflows: overflows,
     allSyncedS: allSyncedAt ? (allSyncedAt - cutAt) / 1000 : null,
     hubCpuS: cpu1 - cpu0,
     loadCpuS: (loadCpu1 - loadCpu0) / 1e6,
@@ -343,11 +388,11 @@ const lines = [];
 lines.push(`clients ${N} over ${users.length} users, ${PROCS} client processes, transports ${args.transports}; steady ${eventsPerSec.toFixed(0)} events/s to all clients`);
 lines.push(`reconnect policy (jitter): full jitter, reconnectDelay ${reconnectDelay} ms, maxReconnectDelay ${maxReconnectDelay} ms (${configSource})`);
 lines.push('');
-lines.push('| scenario | run | synced | resumed / snapshot | missed p50 / max | connect p50 ms | sync p50 ms | sync p99 ms | sync max ms | hub CPU s | load CPU s | RSS base → peak → after MiB | VmHWM MiB |');
-lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|');
+lines.push('| scenario | run | synced | resumed / snapshot | missed p50 / max | disconnect seen p50/p99 ms | attempt p50/p99 ms | connect p50/p99 ms | rt_session p50/p99 ms | sync p50 ms | sync p99 ms | sync max ms | hub CPU s | load CPU s | CPU0/CPU1 busy % | SYN drops (machine) | RSS base → peak → after MiB | VmHWM MiB | loadavg |');
+lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|');
 for (const r of results) {
   lines.push(
-    `| ${r.scenario} | ${r.run} | ${r.synced}/${r.clients} | ${r.resumed} / ${r.snapshots} | ${f(r.missedMedian)} / ${r.missedMax} | ${f(r.connectP50)} | ${f(r.syncP50)} | ${f(r.syncP99)} | ${f(r.syncMax)} | ${f(r.hubCpuS, 2)} | ${f(r.loadCpuS, 2)} | ${r.rssBaselineMiB} → ${r.rssPeakMiB} → ${r.rssAfterMiB} | ${r.hwmAfterMiB} |`,
+    `| ${r.scenario} | ${r.run} | ${r.synced}/${r.clients} | ${r.resumed} / ${r.snapshots} | ${f(r.missedMedian)} / ${r.missedMax} | ${f(r.disconnectP50)}/${f(r.disconnectP99)} | ${f(r.attemptP50)}/${f(r.attemptP99)} | ${f(r.connectP50)}/${f(r.connectP99)} | ${f(r.sessionP50)}/${f(r.sessionP99)} | ${f(r.syncP50)} | ${f(r.syncP99)} | ${f(r.syncMax)} | ${f(r.hubCpuS, 2)} | ${f(r.loadCpuS, 2)} | ${r.cpuBusyPct['0']}/${r.cpuBusyPct['1']} | ${r.listenOverflows} | ${r.rssBaselineMiB} → ${r.rssPeakMiB} → ${r.rssAfterMiB} | ${r.hwmAfterMiB} | ${r.loadavg} |`,
   );
 }
 lines.push('');
