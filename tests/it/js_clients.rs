@@ -103,6 +103,12 @@ async fn official_socket_io_client_receives_events_and_is_refused_without_cookie
     assert_eq!(online["data"]["moduleId"], "MC-JS-1");
     let update = next_matching(&mut events, |v| v["event"] == "rt_telemetry_updated").await;
     assert_eq!(update["data"]["telemetry"], json!({"temperature": 19.5}));
+    // The stream offset is the second argument (docs/REALTIME.md).
+    let (online_at, update_at) = (online["offset"].as_u64(), update["offset"].as_u64());
+    assert!(
+        online_at.is_some() && online_at < update_at,
+        "{online} {update}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 //   {"kind":"login","status":200}
 //   {"kind":"connect"}
 //   {"kind":"connect_error","message":"..."}
-//   {"kind":"event","event":"rt_module_online","data":{...}}
+//   {"kind":"event","event":"rt_module_online","data":{...},"offset":42}
 //   {"kind":"disconnect","reason":"..."}
 //   {"kind":"fatal","message":"..."}          (then exit code 2)
 // Exits 0 when stdin closes. Debug output goes to stderr.
@@ -148,9 +148,11 @@ async function main() {
   socket.on("connect", () => emit({ kind: "connect" }));
   socket.on("connect_error", (err) => emit({ kind: "connect_error", message: err && err.message ? err.message : String(err) }));
   socket.on("disconnect", (reason) => emit({ kind: "disconnect", reason: String(reason) }));
-  socket.onAny((event, ...rest) => {
-    const data = rest.length === 0 ? null : rest.length === 1 ? rest[0] : rest;
-    emit({ kind: "event", event, data: data === undefined ? null : data });
+  // Events carry (payload, offset) (docs/REALTIME.md); rt_session carries only its payload.
+  socket.onAny((event, data, offset) => {
+    const line = { kind: "event", event, data: data === undefined ? null : data };
+    if (typeof offset === "number") line.offset = offset;
+    emit(line);
   });
   debug("connecting to", args.url, "page", args.page, cookie ? "with cookie" : "without cookie");
 }

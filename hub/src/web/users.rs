@@ -23,8 +23,8 @@ pub struct UserView {
     name: String,
     is_admin: bool,
     disabled: bool,
-    /// Has at least one connected dashboard socket now (over HTTP; the CLI, which cannot
-    /// know, leaves it out).
+    /// Has at least one connected dashboard socket now: in `GET /api/users` only (the other
+    /// answers and the CLI leave it out).
     #[serde(skip_serializing_if = "Option::is_none")]
     online: Option<bool>,
 }
@@ -138,8 +138,7 @@ pub async fn create(
     };
     let created = state.store.create_user(new).await.map_err(conflict_or)?;
     tracing::info!(user_id = created.id, by = user.id, "user created");
-    let online = state.events.online_users();
-    Ok((StatusCode::CREATED, Json(UserView::new(created, &online))))
+    Ok((StatusCode::CREATED, Json(created.into())))
 }
 
 /// Body of `PATCH /api/users/{id}`.
@@ -184,8 +183,7 @@ pub async fn update(
         .map_err(conflict_or)?
         .ok_or(ApiError::NotFound)?;
     state.registry.changed();
-    let online = state.events.online_users();
-    Ok(Json(UserView::new(after, &online)))
+    Ok(Json(after.into()))
 }
 
 /// `DELETE /api/users/{id}` (admins): 204; their sessions end, their sockets close, their
