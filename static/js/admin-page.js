@@ -428,6 +428,7 @@ const handlers = {
     notify('rt_user_logged_out', t('userLoggedOut', { name: p.name || (u && u.name) || `#${p.id}` }), parseTime(p.logoutTime));
   },
   rt_user_profile_updated(p) {
+    if (p && model.me && p.id === model.me.id && p.name) $('user-name').textContent = p.name;
     const u = p && model.users.get(p.id);
     if (!u) return;
     if (p.name !== undefined) u.name = p.name;

@@ -530,6 +530,9 @@ const handlers = {
   rt_module_removed(p) {
     if (p && p.moduleId !== undefined) removeEntry(String(p.moduleId));
   },
+  rt_user_profile_updated(p) {
+    if (p && user && p.id === user.id && p.name) $('user-name').textContent = p.name;
+  },
 };
 
 // ------------------------------------------------------------ actions
