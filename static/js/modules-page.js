@@ -263,7 +263,7 @@ function sparkStyle(online) {
     const cs = getComputedStyle(document.documentElement);
     styleCache = {
       on: { stroke: cs.getPropertyValue('--spark').trim() || '#4da3ff', fill: cs.getPropertyValue('--spark-fill').trim() || 'rgba(77,163,255,0.12)' },
-      off: { stroke: cs.getPropertyValue('--text-faint').trim() || '#5c6773', fill: null },
+      off: { stroke: cs.getPropertyValue('--text-faint').trim() || '#5c6773', fill: null, carry: false },
     };
     matchMedia('(prefers-color-scheme: light)').addEventListener?.('change', () => {
       styleCache = null;

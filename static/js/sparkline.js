@@ -119,7 +119,10 @@ export function drawSparkline(canvas, ring, now, windowMs, style = {}) {
   const points = ring.since(from);
   if (points.length === 0) return;
   const last = points[points.length - 1];
-  points.push([now, last[1]]);
+  // Online: the value holds until it changes (report by exception). Offline: stop where it stopped.
+  const carry = style.carry !== false;
+  if (carry) points.push([now, last[1]]);
+  const endX = carry ? now : last[0];
   const [lo, hi] = valueRange(points);
   const pad = 2 * dpr;
   const x = (tm) => ((Math.max(tm, from) - from) / windowMs) * (w - 2 * pad) + pad;
@@ -132,7 +135,7 @@ export function drawSparkline(canvas, ring, now, windowMs, style = {}) {
   ctx.strokeStyle = style.stroke || '#4da3ff';
   ctx.stroke();
   if (style.fill) {
-    ctx.lineTo(x(now), h);
+    ctx.lineTo(x(endX), h);
     ctx.lineTo(x(points[0][0]), h);
     ctx.closePath();
     ctx.fillStyle = style.fill;
@@ -140,7 +143,7 @@ export function drawSparkline(canvas, ring, now, windowMs, style = {}) {
   }
   // the current value as a dot
   ctx.beginPath();
-  ctx.arc(x(now) - dpr, y(last[1]), 2 * dpr, 0, Math.PI * 2);
+  ctx.arc(Math.min(x(endX), w - 2 * dpr), y(last[1]), 2 * dpr, 0, Math.PI * 2);
   ctx.fillStyle = style.stroke || '#4da3ff';
   ctx.fill();
 }

@@ -107,3 +107,14 @@ test('api: JSON in and out, ApiError with code and Retry-After', async () => {
   });
   await assert.rejects(api('GET', '/x', undefined, { fetchImpl: async () => { throw new Error('offline'); } }), (err) => err.status === 0);
 });
+
+test('Ring grows from a small start up to its capacity, keeping order', () => {
+  const r = new Ring(40);
+  for (let i = 0; i < 100; i++) r.push(i, i);
+  assert.equal(r.length, 40);
+  assert.equal(r.times.length, 40);
+  assert.deepEqual([r.at(0)[1], r.at(39)[1]], [60, 99]);
+  const small = new Ring(300);
+  small.push(1, 1);
+  assert.ok(small.times.length < 300, 'starts small');
+});
