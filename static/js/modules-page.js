@@ -462,10 +462,19 @@ function removeEntry(id) {
 
 // ------------------------------------------------------------ events
 
+let lastUnknownResync = -Infinity;
+
 function known(payload) {
   const entry = payload && entries.get(String(payload.moduleId));
   // An event for a module we do not know: it was added meanwhile; the snapshot has it.
-  if (!entry && payload && payload.moduleId !== undefined) stream?.resync();
+  // (At most every 10 s: a module the snapshot never lists must not cause a snapshot storm.)
+  if (!entry && payload && payload.moduleId !== undefined) {
+    const now = Date.now();
+    if (now - lastUnknownResync > 10000) {
+      lastUnknownResync = now;
+      stream?.resync();
+    }
+  }
   return entry;
 }
 
