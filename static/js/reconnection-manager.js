@@ -89,6 +89,7 @@ export class ReconnectionManager {
     this._reconnectDurations = [];
     this._connectionErrors = 0;
     this._listening = false;
+    this._forcing = false;
     this._onOnline = () => this._retryImmediately();
     this._onVisibility = () => {
       const visibility = this._document?.visibilityState ?? this._visibilityTarget?.visibilityState;
@@ -163,7 +164,7 @@ export class ReconnectionManager {
       this._attachSocketHandlers(this._socket);
     }
     this._addEnvListeners();
-    if (this._window) this._window.mc_socketReconnect = () => this.reconnectNow();
+    if (this._window) this._window.mc_socketReconnect = () => this.forceReconnect();
     if (this._socket.connected) {
       this._setState('connecting');
       this._handleConnect();
@@ -194,6 +195,31 @@ export class ReconnectionManager {
     this._clearTimer();
     this._attempts = 0;
     this._setState(this._hasConnected ? 'reconnecting' : 'connecting');
+    this._connect();
+  }
+
+  /**
+   * Like `reconnectNow()`, but also drops a working connection first and connects again at once
+   * (counted as a reconnect; `onReconnect`/sync follow as after a network drop). This is what
+   * `window.mc_socketReconnect()` does.
+   */
+  forceReconnect() {
+    if (this._state !== 'connected' || !this._socket) {
+      this.reconnectNow();
+      return;
+    }
+    this._forcing = true;
+    try {
+      this._call(() => this._socket.disconnect());
+    } finally {
+      this._forcing = false;
+    }
+    if (this._state === 'connected') {
+      // The socket did not report the disconnect synchronously: treat it as dropped now.
+      this._handleDisconnect('forced reconnect');
+    }
+    this._clearTimer();
+    this._attempts = 0;
     this._connect();
   }
 
@@ -259,7 +285,7 @@ export class ReconnectionManager {
 
   _handleDisconnect(reason) {
     if (this._state === 'stopped') return;
-    if (reason === 'io client disconnect') {
+    if (reason === 'io client disconnect' && !this._forcing) {
       // Someone called socket.disconnect() on purpose: honour it like stop().
       this.stop();
       return;

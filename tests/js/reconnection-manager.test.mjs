@@ -407,3 +407,30 @@ test('defaultsFromServer parses numbers and numeric strings, drops junk', () => 
   assert.deepEqual(ReconnectionManager.defaultsFromServer(undefined), {});
   assert.deepEqual(ReconnectionManager.defaultsFromServer({ REALTIME_RECONNECT_DELAY: 'Infinity' }), {});
 });
+
+test('forceReconnect (window.mc_socketReconnect) drops a working connection and reconnects at once', () => {
+  const win = {};
+  const socket = new FakeSocket();
+  const clock = new FakeClock();
+  const rm = new ReconnectionManager(() => socket, {
+    random: () => 1, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout, now: clock.now,
+    window: win, document: null, target: new FakeTarget(),
+  });
+  let reconnected = 0;
+  rm.onReconnect = () => (reconnected += 1);
+  rm.start();
+  socket.accept();
+  const calls = socket.connectCalls;
+  win.mc_socketReconnect();
+  assert.equal(socket.disconnectCalls, 1);
+  assert.equal(socket.connectCalls, calls + 1, 'connects again without waiting');
+  assert.equal(rm.state, 'reconnecting');
+  assert.equal(clock.pending, 0);
+  socket.accept();
+  assert.equal(rm.state, 'connected');
+  assert.equal(reconnected, 1);
+  assert.equal(rm.stats.reconnects, 1);
+  // a page's own socket.disconnect() still stops
+  socket.disconnect();
+  assert.equal(rm.state, 'stopped');
+});
