@@ -391,8 +391,9 @@ function applySnapshot(snapshot) {
       resort(entry);
     }
     d.ownerId = next.ownerId;
-    // Never go back in time: events may have overtaken the snapshot request.
-    if (next.rev >= d.rev) {
+    // The snapshot is authoritative: the stream fetched it after joining, queued the live events
+    // meanwhile and applies only those newer than it (revs restart with the hub: no rev guard here).
+    {
       const changedReadings = Object.keys(next.readings).filter((n) => d.readings[n] !== next.readings[n]);
       const gone = Object.keys(d.readings).filter((n) => !(n in next.readings));
       if (changedReadings.length || gone.length) {
