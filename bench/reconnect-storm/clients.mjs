@@ -47,6 +47,8 @@ class Client {
       reconnection: false,
       autoConnect: false,
       extraHeaders: { cookie },
+      // ws offers permessage-deflate by default (as browsers do); --deflate off withholds it.
+      perMessageDeflate: cfg.deflate ? { threshold: 1024 } : false,
       auth: (cb) => cb(this.auth()),
     });
     this.rm = new ReconnectionManager(() => this.socket, {

@@ -33,6 +33,7 @@ const { values: args } = parseArgs({
     clients: { type: 'string', default: '1000' },
     procs: { type: 'string', default: '4' },
     transports: { type: 'string', default: 'websocket' },
+    deflate: { type: 'string', default: 'on' },
     scenarios: { type: 'string', default: 'resume:jitter,snapshot:jitter,resume:herd,snapshot:herd' },
     repeat: { type: 'string', default: '2' },
     steady: { type: 'string', default: '10' },
@@ -243,6 +244,7 @@ workers.forEach((w, p) =>
     url: PROXY,
     clients: perProc[p],
     transports: args.transports.split(','),
+    deflate: args.deflate !== 'off',
     reconnectDelay,
     maxReconnectDelay,
     wave: Math.max(1, Math.round(Number(args.wave) / PROCS)),
@@ -385,7 +387,7 @@ for (const [k, sc] of order.entries()) {
 
 const f = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '–');
 const lines = [];
-lines.push(`clients ${N} over ${users.length} users, ${PROCS} client processes, transports ${args.transports}; steady ${eventsPerSec.toFixed(0)} events/s to all clients`);
+lines.push(`clients ${N} over ${users.length} users, ${PROCS} client processes, transports ${args.transports}, permessage-deflate offered: ${args.deflate}; steady ${eventsPerSec.toFixed(0)} events/s to all clients`);
 lines.push(`reconnect policy (jitter): full jitter, reconnectDelay ${reconnectDelay} ms, maxReconnectDelay ${maxReconnectDelay} ms (${configSource})`);
 lines.push('');
 lines.push('| scenario | run | synced | resumed / snapshot | missed p50 / max | disconnect seen p50/p99 ms | attempt p50/p99 ms | connect p50/p99 ms | rt_session p50/p99 ms | sync p50 ms | sync p99 ms | sync max ms | hub CPU s | load CPU s | CPU0/CPU1 busy % | SYN drops (machine) | RSS base → peak → after MiB | VmHWM MiB | loadavg |');
