@@ -5,7 +5,8 @@
 //                  [--loads 9] [--floor] [--json out.json]
 //
 // Each --user is a scenario (the page for that user; EXPECTED_MODULES cards must appear).
-// --floor adds a peer: the DOM the 1st scenario rendered (scripts removed, same stylesheet),
+// --floor adds a peer: the DOM the 1st scenario rendered (scripts removed, same stylesheet;
+// the sparkline canvases are copied blank, as canvas pixels are not part of the DOM),
 // served as a static HTML page: what Chromium needs to paint the same 500 cards without any
 // script, fetch or socket (the browser's floor). Loads are interleaved (A, B, C, A, B, C...),
 // each in a fresh browser context (empty cache, the session cookie set).
@@ -137,6 +138,7 @@ async function load(s) {
         sparklines: document.querySelectorAll('[data-sparkline]').length,
       };
     });
+    if (s.floor) r.synced = null; // the copied DOM carries the attribute from the start
     r.errors = errors;
     return r;
   } finally {
@@ -179,7 +181,7 @@ if (args.floor) {
   const html = await page.evaluate(() => document.documentElement.outerHTML);
   await context.close();
   const floorHtml = floorHtmlFrom(html);
-  scenarios.push({ name: `static HTML, ${s.expect} cards (floor)`, expect: s.expect, url: await serveFloor(floorHtml) });
+  scenarios.push({ name: `static HTML, ${s.expect} cards (floor)`, expect: s.expect, floor: true, url: await serveFloor(floorHtml) });
   log(`floor page: ${(floorHtml.length / 1024).toFixed(0)} KiB of HTML`);
 }
 
