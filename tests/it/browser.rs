@@ -77,7 +77,14 @@ fn hub_binary() -> PathBuf {
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
         let mut build = std::process::Command::new(cargo);
-        build.args(["build", "-p", "mc-hub", "--bin", "hub", "--message-format=json"]);
+        build.args([
+            "build",
+            "-p",
+            "mc-hub",
+            "--bin",
+            "hub",
+            "--message-format=json",
+        ]);
         if !cfg!(debug_assertions) {
             build.arg("--release");
         }
@@ -166,7 +173,7 @@ impl HubProcess {
                 .args(["--heartbeat-timeout", "3s"])
                 .env(
                     "RUST_LOG",
-                    std::env::var("HUB_RUST_LOG").unwrap_or_else(|_| "info,rumqttd=warn".into()),
+                    std::env::var("HUB_RUST_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()),
                 )
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -236,10 +243,12 @@ struct World {
     dir: tempfile::TempDir,
 }
 
-/// Users (email, admin) and modules (id, owner email) of a world.
+/// Users (email, admin) and modules (id, owner email) of a world; `strangers` are modules the
+/// hub does not know that try to connect anyway (the admin page's unclaimed modules).
 struct Setup<'a> {
     users: &'a [(&'a str, bool)],
     modules: &'a [(&'a str, &'a str)],
+    strangers: &'a [&'a str],
 }
 
 impl World {
@@ -272,7 +281,16 @@ impl World {
                 ])
                 .await;
             let token = out.lines().last().expect("token printed").trim().to_owned();
-            credentials.push(ModuleCredentials::new(id.parse().expect("module id"), token));
+            credentials.push(ModuleCredentials::new(
+                id.parse().expect("module id"),
+                token,
+            ));
+        }
+        for id in setup.strangers {
+            credentials.push(ModuleCredentials::new(
+                id.parse().expect("module id"),
+                "not-registered",
+            ));
         }
         hub.start().await;
         let proxy = Proxy::start(hub.http).await.expect("proxy starts");
@@ -313,46 +331,47 @@ impl World {
     }
 
     /// `GET path` on the hub as `email` (the test's own session, straight to the hub).
-    async fn api_get(&self, email: &str, path: &str) -> (u16, Value) {
+    async fn api_get(&self, email: &str, path: &str) -> Result<(u16, Value), String> {
         for _ in 0..2 {
-            let cookie = self.cookie(email, false).await;
+            let cookie = self.cookie(email, false).await?;
             let response = reqwest::Client::new()
                 .get(format!("{}{path}", self.hub_url))
                 .header("cookie", &cookie)
                 .send()
                 .await;
-            let Ok(response) = response else {
-                return (0, Value::Null);
-            };
+            let response = response.map_err(|e| format!("GET {path}: {e}"))?;
             let status = response.status().as_u16();
             if status == 401 {
                 self.cookies.lock().await.remove(email);
                 continue;
             }
-            return (status, response.json().await.unwrap_or(Value::Null));
+            return Ok((status, response.json().await.unwrap_or(Value::Null)));
         }
-        (401, Value::Null)
+        Ok((401, Value::Null))
     }
 
     /// The test's session cookie for `email`; `fresh` logs in again (a new login event).
-    async fn cookie(&self, email: &str, fresh: bool) -> String {
+    async fn cookie(&self, email: &str, fresh: bool) -> Result<String, String> {
         let mut cookies = self.cookies.lock().await;
         if !fresh && let Some(c) = cookies.get(email) {
-            return c.clone();
+            return Ok(c.clone());
         }
         let cookie = mc_e2e::login(&self.hub_url, email, PASSWORD)
             .await
-            .unwrap_or_else(|status| panic!("API login of {email}: {status}"));
+            .map_err(|status| format!("API login of {email}: {status}"))?;
         cookies.insert(email.to_owned(), cookie.clone());
-        cookie
+        Ok(cookie)
     }
 
     fn module(&self, id: &str) -> Result<&SimModule, String> {
-        self.modules.get(id).ok_or_else(|| format!("no module {id}"))
+        self.modules
+            .get(id)
+            .ok_or_else(|| format!("no module {id}"))
     }
 
     /// One control request (`method path`) from the scenario script.
     async fn control(&self, method: &str, path: &str) -> Result<Value, String> {
+        let path = percent_decode(path);
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (method, parts.as_slice()) {
             ("POST", ["hub", "kill"]) => {
@@ -399,11 +418,11 @@ impl World {
                 Ok(json!({"modules": self.modules.len()}))
             }
             ("POST", ["login", email]) => {
-                self.cookie(email, true).await;
+                self.cookie(email, true).await?;
                 Ok(json!({"loggedIn": email}))
             }
             ("GET", ["as", email, rest @ ..]) => {
-                let (status, body) = self.api_get(email, &format!("/{}", rest.join("/"))).await;
+                let (status, body) = self.api_get(email, &format!("/{}", rest.join("/"))).await?;
                 Ok(json!({"status": status, "body": body}))
             }
             _ => Err(format!("unknown control request {method} {path}")),
@@ -420,9 +439,35 @@ impl Drop for World {
     }
 }
 
+/// `%XX` escapes decoded (scripts encode the emails in control paths).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A minimal HTTP/1.1 server for the scenario scripts: one request per connection, no body.
 async fn control_server(world: Arc<World>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("control bind");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("control bind");
     let addr = listener.local_addr().expect("control addr");
     let weak = Arc::downgrade(&world);
     drop(world);
@@ -520,7 +565,10 @@ async fn run_scenario(world: &Arc<World>, script: &str, spec: Value) -> Value {
 
 /// The hub's modules for `email`, as `{ id: { online, readings } }`.
 async fn hub_modules(world: &World, email: &str) -> Value {
-    let (status, body) = world.api_get(email, "/api/modules").await;
+    let (status, body) = world
+        .api_get(email, "/api/modules")
+        .await
+        .expect("GET /api/modules");
     assert_eq!(status, 200, "GET /api/modules as {email}: {body}");
     let mut out = serde_json::Map::new();
     for m in body["modules"].as_array().into_iter().flatten() {
@@ -581,6 +629,7 @@ fn two_users() -> Setup<'static> {
             (BOB_MODULES[0], BOB),
             (BOB_MODULES[1], BOB),
         ],
+        strangers: &[],
     }
 }
 
@@ -663,6 +712,7 @@ async fn browser_screenshots() {
     let world = World::start(Setup {
         users: &[(ADMIN, true), (ADA, false), (BOB, false)],
         modules: &modules,
+        strangers: &["MC-9001-NEW"],
     })
     .await;
     let out_dir = std::env::var_os("MC_SCREENSHOTS_DIR")

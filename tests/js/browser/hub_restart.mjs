@@ -5,7 +5,7 @@
 // the modules are stopped, shows exactly the hub's GET /api/modules (model and DOM).
 // Spec: { email, modules: [ids] }. See lib.mjs.
 import {
-  bodyState, control, log, login, newPage, pageModules, recordConnectionStates, scenario, sleep, stats,
+  bodyState, control, log, login, newPage, pageModules, recordConnectionStates, recordEvents, scenario, sleep, stats,
   waitFor, waitOnline, waitReadingsChange, waitSameAsHub,
 } from './lib.mjs';
 
@@ -13,6 +13,7 @@ await scenario('hub_restart', async (ctx) => {
   const { email, password, modules } = ctx.spec;
   const page = await newPage(ctx);
   const states = await recordConnectionStates(page);
+  recordEvents(page);
   await login(page, email, password);
   await waitOnline(page, modules);
   await waitReadingsChange(page, modules);

@@ -267,14 +267,40 @@ export async function waitReadingsChange(page, ids, timeout = STEP_MS) {
 /** Waits until the page (model and DOM) shows exactly the hub's modules for `email`. */
 export async function waitSameAsHub(page, email, timeout = STEP_MS) {
   let lastDiff;
-  await waitFor(`the page shows exactly the hub's modules for ${email}`, async () => {
+  return waitFor(`the page shows exactly the hub's modules for ${email}`, async () => {
     const hub = await hubModules(email);
     const model = await pageModules(page);
     const dom = await domModules(page);
     const diffs = [...diffModules(model, hub).map((d) => `model ${d}`), ...diffModules(dom, hub).map((d) => `DOM ${d}`)];
-    lastDiff = diffs;
+    const revs = Object.fromEntries(Object.keys(hub).map((id) => [id, { page: model[id]?.rev ?? null, hub: hub[id].rev }]));
+    const bad = new Set(diffs.map((d) => d.split(' ')[1].split(/[.:]/)[0]));
+    const recent = (page.__events ?? []).filter((e) => e.data && bad.has(e.data.moduleId)).slice(-8);
+    lastDiff = { diffs, revs, stats: await stats(page).catch(() => null), body: await bodyState(page).catch(() => null), hub, recent };
     return diffs.length === 0 ? hub : null;
   }, { timeout, last: () => lastDiff });
+}
+
+/**
+ * Records every Socket.IO event the page receives over WebSocket (`[name, payload, offset]`,
+ * with `at`), for diagnostics; the page keeps a reference in `page.__events`.
+ */
+export function recordEvents(page) {
+  const events = [];
+  page.__events = events;
+  page.on('websocket', (ws) => {
+    ws.on('framereceived', ({ payload }) => {
+      const text = typeof payload === 'string' ? payload : payload.toString('utf8');
+      const m = /^42(\/[^,]*,)?(\d*)(\[.*)$/s.exec(text);
+      if (!m) return;
+      try {
+        const [name, data, offset] = JSON.parse(m[3]);
+        events.push({ name, data, offset, at: Date.now() });
+      } catch {
+        // not JSON: ignore
+      }
+    });
+  });
+  return events;
 }
 
 /**
