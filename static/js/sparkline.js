@@ -111,6 +111,8 @@ export function drawSparkline(canvas, ring, now, windowMs, style = {}) {
   const ctx = canvas.getContext('2d');
   if (!ctx) return;
   ctx.clearRect(0, 0, w, h);
+  // Offline (no carry): the chart ends at the last reading, not now.
+  if (style.carry === false && ring.length) now = ring.last()[0];
   // Less history than the window: stretch what there is (at least `minSpanMs`).
   const oldest = ring.length ? ring.at(0)[0] : now;
   const span = Math.min(windowMs, Math.max(style.minSpanMs ?? 10000, now - oldest));
