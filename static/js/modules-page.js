@@ -563,6 +563,7 @@ function setupAddForm() {
   const open = (show) => {
     form.hidden = !show;
     button.setAttribute('aria-expanded', String(show));
+    if (show && user?.isAdmin) fillOwners(form);
     if (show) form.elements.id.focus();
     else {
       form.reset();
@@ -583,6 +584,8 @@ function setupAddForm() {
     }
     const body = { id, name };
     if (type) body.type = type;
+    const owner = form.elements.ownerId;
+    if (user?.isAdmin && owner.value) body.ownerId = Number(owner.value);
     submit.disabled = true;
     submit.textContent = t('registering');
     error.hidden = true;
@@ -600,6 +603,26 @@ function setupAddForm() {
       submit.textContent = t('register');
     }
   });
+}
+
+/** Admins register modules for anyone: the owner select, filled from GET /api/users (default: me). */
+async function fillOwners(form) {
+  const field = form.querySelector('[data-role="owner-field"]');
+  const select = form.elements.ownerId;
+  if (select.options.length) return;
+  try {
+    const res = await get('/api/users');
+    const users = (res?.users ?? []).filter((u) => !u.disabled);
+    users.sort((a, b) => String(a.name).localeCompare(String(b.name)));
+    for (const u of users) {
+      const opt = el('option', { value: String(u.id), text: `${u.name} <${u.email}>` });
+      if (u.id === user.id) opt.selected = true;
+      select.append(opt);
+    }
+    field.hidden = users.length === 0;
+  } catch (err) {
+    handleAuthError(err);
+  }
 }
 
 function showPassword(id, password) {
