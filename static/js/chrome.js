@@ -55,8 +55,10 @@ function setupTopbar(user, page) {
   const nav = $('nav');
   if (nav) {
     nav.hidden = !user.isAdmin;
+    const lang = new URLSearchParams(location.search).get('lang');
     for (const link of nav.querySelectorAll('[data-nav]')) {
       if (link.dataset.nav === page) link.setAttribute('aria-current', 'page');
+      if (lang) link.setAttribute('href', `${link.getAttribute('href')}?lang=${encodeURIComponent(lang)}`);
     }
   }
   const session = $('session');
@@ -72,7 +74,8 @@ async function logout() {
   } catch (err) {
     console.warn('logout failed', err);
   }
-  location.assign('/login');
+  const lang = new URLSearchParams(location.search).get('lang');
+  location.assign(lang ? `/login?lang=${encodeURIComponent(lang)}` : '/login');
 }
 
 /** Mirrors body[data-connection-state] and body[data-synced] into the indicator. */
