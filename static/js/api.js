@@ -83,7 +83,8 @@ export function safeNext(next) {
 /** `/login?next=<current path>`. */
 export function loginUrl(loc = globalThis.location) {
   const here = loc ? `${loc.pathname}${loc.search}` : '/';
-  return `/login?next=${encodeURIComponent(safeNext(here))}`;
+  const lang = loc ? new URLSearchParams(loc.search).get('lang') : null;
+  return `/login?next=${encodeURIComponent(safeNext(here))}` + (lang ? `&lang=${encodeURIComponent(lang)}` : '');
 }
 
 let redirecting = false;

@@ -118,3 +118,9 @@ test('Ring grows from a small start up to its capacity, keeping order', () => {
   small.push(1, 1);
   assert.ok(small.times.length < 300, 'starts small');
 });
+
+test('loginUrl returns here afterwards and keeps the language', async () => {
+  const { loginUrl } = await import('../../static/js/api.js');
+  assert.equal(loginUrl({ pathname: '/admin', search: '' }), '/login?next=%2Fadmin');
+  assert.equal(loginUrl({ pathname: '/', search: '?lang=fr' }), '/login?next=%2F%3Flang%3Dfr&lang=fr');
+});
