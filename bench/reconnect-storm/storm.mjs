@@ -106,6 +106,14 @@ function listenOverflows() {
   return NaN;
 }
 
+const fds = (pid) => {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return NaN;
+  }
+};
+
 const samples = []; // { t, rssKb, hwmKb }
 setInterval(() => {
   try {
@@ -299,6 +307,7 @@ for (const [k, sc] of order.entries()) {
   const baseRss = median(baseSamples.map((s) => s.rssKb));
   const hwmBefore = baseSamples.at(-1).hwmKb;
   const cpu0 = procCpuSeconds(HUB_PID);
+  const fdsBefore = fds(HUB_PID);
   const loadCpu0 = before.cpuMicros + process.cpuUsage().user + process.cpuUsage().system;
 
   const cpuA = cpuTimes();
@@ -330,6 +339,7 @@ for (const [k, sc] of order.entries()) {
   const afterRss = median(afterSamples.map((s) => s.rssKb));
   const peakRss = Math.max(...samplesBetween(cutAt, stormEnd + 1000).map((s) => s.rssKb));
   const hwmAfter = afterSamples.at(-1).hwmKb;
+  const fdsAfter = fds(HUB_PID);
 
   const collected = waitAll('results');
   for (const w of workers) w.send({ type: 'collect', storm: k });
@@ -383,6 +393,8 @@ for (const [k, sc] of order.entries()) {
     rssAfterMiB: mib(afterRss),
     hwmBeforeMiB: mib(hwmBefore),
     hwmAfterMiB: mib(hwmAfter),
+    hubFdsBefore: fdsBefore,
+    hubFdsAfter: fdsAfter,
   };
   results.push(res);
   console.log(JSON.stringify(res));
@@ -395,11 +407,11 @@ const lines = [];
 lines.push(`clients ${N} over ${users.length} users, ${PROCS} client processes, transports ${args.transports}, permessage-deflate offered: ${args.deflate}; steady ${eventsPerSec.toFixed(0)} events/s to all clients`);
 lines.push(`reconnect policy (jitter): full jitter, reconnectDelay ${reconnectDelay} ms, maxReconnectDelay ${maxReconnectDelay} ms (${configSource})`);
 lines.push('');
-lines.push('| scenario | run | synced | resumed / snapshot | missed p50 / max | disconnect seen p50/p99 ms | attempt p50/p99 ms | connect p50/p99 ms | rt_session p50/p99 ms | sync p50 ms | sync p99 ms | sync max ms | attempt→sync p50/p99 ms | hub CPU s | load CPU s | CPU0/CPU1 busy % | SYN drops (machine) | RSS base → peak → after MiB | VmHWM MiB | loadavg |');
-lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|');
+lines.push('| scenario | run | synced | resumed / snapshot | missed p50 / max | disconnect seen p50/p99 ms | attempt p50/p99 ms | connect p50/p99 ms | rt_session p50/p99 ms | sync p50 ms | sync p99 ms | sync max ms | attempt→sync p50/p99 ms | hub CPU s | load CPU s | CPU0/CPU1 busy % | SYN drops (machine) | RSS base → peak → after MiB | VmHWM MiB | hub fds before → after | loadavg |');
+lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|');
 for (const r of results) {
   lines.push(
-    `| ${r.scenario} | ${r.run} | ${r.synced}/${r.clients} | ${r.resumed} / ${r.snapshots} | ${f(r.missedMedian)} / ${r.missedMax} | ${f(r.disconnectP50)}/${f(r.disconnectP99)} | ${f(r.attemptP50)}/${f(r.attemptP99)} | ${f(r.connectP50)}/${f(r.connectP99)} | ${f(r.sessionP50)}/${f(r.sessionP99)} | ${f(r.syncP50)} | ${f(r.syncP99)} | ${f(r.syncMax)} | ${f(r.resyncP50)}/${f(r.resyncP99)} | ${f(r.hubCpuS, 2)} | ${f(r.loadCpuS, 2)} | ${r.cpuBusyPct['0']}/${r.cpuBusyPct['1']} | ${r.listenOverflows} | ${r.rssBaselineMiB} → ${r.rssPeakMiB} → ${r.rssAfterMiB} | ${r.hwmAfterMiB} | ${r.loadavg} |`,
+    `| ${r.scenario} | ${r.run} | ${r.synced}/${r.clients} | ${r.resumed} / ${r.snapshots} | ${f(r.missedMedian)} / ${r.missedMax} | ${f(r.disconnectP50)}/${f(r.disconnectP99)} | ${f(r.attemptP50)}/${f(r.attemptP99)} | ${f(r.connectP50)}/${f(r.connectP99)} | ${f(r.sessionP50)}/${f(r.sessionP99)} | ${f(r.syncP50)} | ${f(r.syncP99)} | ${f(r.syncMax)} | ${f(r.resyncP50)}/${f(r.resyncP99)} | ${f(r.hubCpuS, 2)} | ${f(r.loadCpuS, 2)} | ${r.cpuBusyPct['0']}/${r.cpuBusyPct['1']} | ${r.listenOverflows} | ${r.rssBaselineMiB} → ${r.rssPeakMiB} → ${r.rssAfterMiB} | ${r.hwmAfterMiB} | ${r.hubFdsBefore} → ${r.hubFdsAfter} | ${r.loadavg} |`,
   );
 }
 lines.push('');
