@@ -15,7 +15,7 @@ function showError(message) {
 
 function keepLang(url) {
   const lang = params.get('lang');
-  if (!lang) return url;
+  if (!lang || new URL(url, location.origin).searchParams.has('lang')) return url;
   return url + (url.includes('?') ? '&' : '?') + `lang=${encodeURIComponent(lang)}`;
 }
 
