@@ -83,7 +83,7 @@ function makePlot(chart) {
       height: 100,
       legend: { show: false },
       cursor: { show: true, points: { show: false }, drag: { x: false, y: false } },
-      scales: { x: { time: true, range: (u, min, max) => [Math.min(min ?? max - 60, max - 60), max] }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.15 : 1] } },
+      scales: { x: { time: true, range: (u, min, max) => [Math.min(min ?? max - 30, max - 30), max] }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.15 : 1] } },
       axes: [
         { ...axis, size: 22, space: 70 },
         { ...axis, space: 30, values: (u, ticks) => ticks.map((v) => formatNumber(v)) },
