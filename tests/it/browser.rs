@@ -28,7 +28,7 @@ use std::{
     time::Duration,
 };
 
-use firmware_sim::{Fault, ModuleCredentials, SimConfig, SimModule, Simulation};
+use firmware_sim::{Fault, ModuleCredentials, SimConfig, SimModule};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -83,17 +83,22 @@ fn hub_binary() -> PathBuf {
             "mc-hub",
             "--bin",
             "hub",
-            "--message-format=json",
+            "--message-format=json-render-diagnostics",
         ]);
         if !cfg!(debug_assertions) {
             build.arg("--release");
         }
         let output = build
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::inherit())
             .output()
             .expect("cargo runs to build the hub binary");
-        assert!(output.status.success(), "building the hub binary failed");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(
+            output.status.success(),
+            "building the hub binary failed:\n{}",
+            lines[lines.len().saturating_sub(60)..].join("\n")
+        );
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -235,7 +240,6 @@ struct World {
     hub: Mutex<HubProcess>,
     proxy: Proxy,
     modules: HashMap<String, SimModule>,
-    sims: std::sync::Mutex<Vec<Simulation>>,
     stop_modules: CancellationToken,
     /// Session cookies of the test's own API logins, per email.
     cookies: Mutex<HashMap<String, String>>,
@@ -317,7 +321,6 @@ impl World {
             hub: Mutex::new(hub),
             proxy,
             modules,
-            sims: std::sync::Mutex::new(vec![sim]),
             stop_modules,
             cookies: Mutex::new(HashMap::new()),
             hub_url,
@@ -433,9 +436,6 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         self.stop_modules.cancel();
-        if let Ok(mut sims) = self.sims.lock() {
-            sims.clear();
-        }
     }
 }
 
