@@ -17,6 +17,8 @@ import { ReconnectionManager } from './reconnection-manager.js';
 
 const TELEMETRY = 'rt_telemetry_updated';
 const SNAPSHOT_RETRY_MS = [1000, 2000, 5000, 10000, 30000];
+/** The hub sends rt_session right after the handshake; without it the connection is useless. */
+const SESSION_TIMEOUT_MS = 15000;
 
 export class RealtimeStream {
   /**
@@ -35,6 +37,8 @@ export class RealtimeStream {
    * @param {(serverState: any, clientState: any) => void} [o.onSyncComplete]
    * @param {() => any} [o.getClientState]
    * @param {() => void} [o.onAuthExpired]
+   * @param {(session: object) => void} [o.onUserChanged]  the socket now belongs to another
+   *   user (a login in another tab): default reloads the page
    * @param {object} [o.managerOptions]  extra ReconnectionManager options
    * @param {string} [o.url]  socket URL (default: same origin)
    */
@@ -57,6 +61,7 @@ export class RealtimeStream {
     this._resyncAgain = false;
     this._snapshotFailures = 0;
     this._retryTimer = null;
+    this._sessionTimer = null;
     this._disconnectedAt = null;
     this._connectErrors = 0;
     this._connectedOnce = false;
@@ -81,6 +86,7 @@ export class RealtimeStream {
   /** Disconnects on purpose. */
   stop() {
     this._cancelRetry();
+    this._cancelSessionTimer();
     this._phase = 'idle';
     this.manager.stop();
   }
@@ -160,11 +166,20 @@ export class RealtimeStream {
     this._queue = [];
     this._phase = 'waiting';
     this._setSynced(false);
+    this._sessionTimer = this._setTimeout(() => {
+      this._sessionTimer = null;
+      if (this._phase !== 'waiting') return;
+      // No rt_session (the hub could not send it): reconnect and resume rather than wait forever.
+      if (typeof console !== 'undefined') console.warn('RealtimeStream: no rt_session, reconnecting');
+      if (typeof this.manager.forceReconnect === 'function') this.manager.forceReconnect();
+      else this.manager.reconnectNow();
+    }, SESSION_TIMEOUT_MS);
   }
 
   _onDisconnect() {
     if (this._disconnectedAt === null) this._disconnectedAt = this._now();
     this._cancelRetry();
+    this._cancelSessionTimer();
     this._snapshotToken += 1;
     this._queue = [];
     this._phase = 'idle';
@@ -182,12 +197,26 @@ export class RealtimeStream {
 
   _onSession(s) {
     if (this._phase !== 'waiting') return;
+    this._cancelSessionTimer();
     const session = s && typeof s === 'object' ? s : {};
+    const previous = this.session;
     this.session = session;
+    // A resume is only valid for the same user with the same rights (docs/REALTIME.md): after
+    // a login as someone else, or a promotion/demotion, the page state must come from a snapshot.
+    const sameIdentity =
+      !previous || (previous.userId === session.userId && previous.isAdmin === session.isAdmin);
+    if (previous && previous.userId !== session.userId) {
+      const onUserChanged =
+        this._o.onUserChanged ||
+        (() => {
+          if (typeof location !== 'undefined') location.reload();
+        });
+      this._call(() => onUserChanged(session));
+    }
     this._call(() => this._o.onSession && this._o.onSession(session));
     const epoch = typeof session.epoch === 'string' || typeof session.epoch === 'number' ? String(session.epoch) : null;
     const headOffset = Number.isInteger(session.offset) ? session.offset : null;
-    const resumed = session.resumed === true && epoch !== null && epoch === this.epoch && Array.isArray(session.missed);
+    const resumed = sameIdentity && session.resumed === true && epoch !== null && epoch === this.epoch && Array.isArray(session.missed);
     if (epoch !== this.epoch) {
       // A new hub process: offsets of the old one mean nothing.
       this.offset = null;
@@ -319,6 +348,13 @@ export class RealtimeStream {
       this._snapshot();
     } else if (this._phase === 'snapshot') {
       this._resyncAgain = true;
+    }
+  }
+
+  _cancelSessionTimer() {
+    if (this._sessionTimer !== null) {
+      this._clearTimeout(this._sessionTimer);
+      this._sessionTimer = null;
     }
   }
 

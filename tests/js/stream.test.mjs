@@ -289,3 +289,48 @@ test('an old hub without epoch/offset still works (snapshot each session, no ded
   s.socket.connect();
   assert.equal(s.socket.lastAuth.resume, undefined);
 });
+
+test('no resume across a change of user or rights: snapshot instead (and the page is told of a new user)', async () => {
+  const changed = [];
+  const s = setup({ snapshot: { modules: [] } });
+  s.stream._o.onUserChanged = (session) => changed.push(session.userId);
+  s.socket.accept();
+  s.socket.emit('rt_session', { userId: 1, isAdmin: true, page: 'modules', epoch: 'e1', offset: 10, resumed: false, missed: [] });
+  await tick();
+  assert.equal(s.stream.stats().snapshots, 1);
+  // Demoted while disconnected: the hub says resumed (same epoch, offset covered), the client refuses.
+  s.socket.drop();
+  s.socket.connect();
+  s.socket.accept();
+  s.socket.emit('rt_session', { userId: 1, isAdmin: false, page: 'modules', epoch: 'e1', offset: 12, resumed: true, missed: [] });
+  await tick();
+  assert.equal(s.stream.stats().resumes, 0);
+  assert.equal(s.stream.stats().snapshots, 2);
+  assert.deepEqual(changed, []);
+  // Another user in the same browser (login in another tab).
+  s.socket.drop();
+  s.socket.connect();
+  s.socket.accept();
+  s.socket.emit('rt_session', { userId: 2, isAdmin: false, page: 'modules', epoch: 'e1', offset: 13, resumed: true, missed: [] });
+  await tick();
+  assert.deepEqual(changed, [2]);
+  assert.equal(s.stream.stats().resumes, 0);
+  assert.equal(s.stream.stats().snapshots, 3);
+});
+
+test('no rt_session within the timeout: the stream forces a reconnect instead of waiting forever', () => {
+  const s = setup();
+  s.socket.accept();
+  const connectsBefore = s.socket.connects;
+  const timer = s.timers.find((t) => t.ms === 15000);
+  assert.ok(timer, 'a session timer is armed on connect');
+  timer.fn();
+  // forceReconnect drops the socket and connects again at once.
+  assert.ok(s.socket.connects > connectsBefore, 'reconnected');
+  // Once rt_session arrived, the timer does nothing.
+  s.socket.accept();
+  s.socket.emit('rt_session', { userId: 1, isAdmin: false, page: 'modules', epoch: 'e1', offset: 1, resumed: false, missed: [] });
+  const connects = s.socket.connects;
+  s.timers.filter((t) => t.ms === 15000).at(-1).fn();
+  assert.equal(s.socket.connects, connects);
+});
