@@ -474,3 +474,77 @@ async fn bridged_connections_leave_no_tasks_behind() {
     .await;
     mc_e2e::eventually("tasks back to the baseline", || alive() <= baseline).await;
 }
+
+/// socket.io-client in Node (its `ws` transport offers permessage-deflate) starting on polling
+/// and upgrading: the upgrade goes through the deflate front with the polling session's `sid`,
+/// the extension is negotiated, and events arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_client_upgrading_from_polling_negotiates_deflate() {
+    use tokio::io::AsyncBufReadExt;
+
+    let js = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
+    assert!(
+        js.join("node_modules/socket.io-client").exists(),
+        "JS test dependencies missing: run `npm ci --prefix tests/js` (scripts/test does)"
+    );
+    let t = start_hub(|_| {}).await;
+    t.add_user("admin@x.io", true).await;
+    let cookie = t.login("admin@x.io").await;
+    // Evaluated as a module with `tests/js` as the working directory, which resolves the import.
+    let script = r#"
+        import { io } from "socket.io-client";
+        const [url, cookie] = process.argv.slice(1);
+        const out = (o) => console.log(JSON.stringify(o));
+        const socket = io(url, {
+          transports: ["polling", "websocket"],
+          extraHeaders: { cookie },
+          auth: { page: "modules" },
+          reconnection: false,
+        });
+        socket.io.engine.on("upgrade", (transport) =>
+          out({ kind: "upgrade", name: transport.name, extensions: transport.ws?.extensions ?? null }));
+        socket.onAny((event, data) => out({ kind: "event", event, data }));
+        socket.on("connect_error", (e) => out({ kind: "connect_error", message: String(e) }));
+        process.stdin.on("end", () => process.exit(0));
+        process.stdin.resume();
+    "#;
+    let mut child = tokio::process::Command::new("node")
+        .args(["--input-type=module", "-e", script, &t.url, &cookie])
+        .current_dir(&js)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (install Node.js 20+)");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut next = async |pred: &dyn Fn(&Value) -> bool| -> Value {
+        let wait = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && pred(&v)
+                {
+                    return v;
+                }
+            }
+            panic!("the node client exited");
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .expect("a line from the node client within the deadline")
+    };
+
+    let upgrade = next(&|v| v["kind"] == "upgrade" || v["kind"] == "connect_error").await;
+    assert_eq!(upgrade["name"], "websocket", "{upgrade}");
+    let extensions = upgrade["extensions"].as_str().unwrap_or_default();
+    assert!(extensions.contains("permessage-deflate"), "{upgrade}");
+
+    let pw = t.add_module("MC-1001-STN", None).await;
+    let m = t.module("MC-1001-STN", &pw).await;
+    m.hello(5000).await;
+    m.telemetry(1, json!({"temperature": 21.5})).await;
+    let event =
+        next(&|v| v["event"] == "rt_telemetry_updated" && v["data"]["moduleId"] == "MC-1001-STN")
+            .await;
+    assert_eq!(event["data"]["telemetry"]["temperature"], 21.5);
+}
