@@ -148,7 +148,13 @@ where
     }
 }
 
-/// A WebSocket upgrade to Socket.IO offering permessage-deflate.
+/// A WebSocket upgrade to Socket.IO offering permessage-deflate in a form we can honour.
+///
+/// yawc (without its `zlib` feature) always compresses with a 32 KiB window and never answers
+/// `server_max_window_bits`, which RFC 7692 requires once a client asks for it: offers with it
+/// are declined, and those clients get the direct, uncompressed path. `client_max_window_bits`
+/// is harmless (a full-window inflater reads any smaller window). Browsers and Node's `ws` do
+/// not ask to limit the server's window.
 fn offers_deflate(method: &Method, path: &str, headers: &HeaderMap) -> bool {
     let has_token = |name: HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
@@ -161,10 +167,27 @@ fn offers_deflate(method: &Method, path: &str, headers: &HeaderMap) -> bool {
             })
         })
     };
+    let limits_server_window = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|offer| {
+            offer
+                .split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("permessage-deflate"))
+        })
+        .flat_map(|offer| offer.split(';').skip(1))
+        .any(|param| {
+            let name = param.split_once('=').map_or(param, |(name, _)| name);
+            name.trim().eq_ignore_ascii_case("server_max_window_bits")
+        });
     method == Method::GET
         && path.starts_with("/socket.io")
         && has_token(header::UPGRADE, "websocket")
         && has_token(header::SEC_WEBSOCKET_EXTENSIONS, "permessage-deflate")
+        && !limits_server_window
 }
 
 /// Connects to Socket.IO in-process, then answers the client's upgrade and spawns the bridge.
@@ -491,6 +514,22 @@ mod tests {
             ("sec-websocket-extensions", "foo, Permessage-Deflate"),
         ]);
         assert!(offers_deflate(&Method::GET, "/socket.io/", &second));
+        let limited = headers(&[
+            ("upgrade", "websocket"),
+            (
+                "sec-websocket-extensions",
+                "permessage-deflate; server_max_window_bits=10",
+            ),
+        ]);
+        assert!(!offers_deflate(&Method::GET, "/socket.io/", &limited));
+        let client_limit = headers(&[
+            ("upgrade", "websocket"),
+            (
+                "sec-websocket-extensions",
+                "permessage-deflate; client_max_window_bits=10; client_no_context_takeover",
+            ),
+        ]);
+        assert!(offers_deflate(&Method::GET, "/socket.io/", &client_limit));
     }
 
     #[test]
