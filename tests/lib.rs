@@ -365,6 +365,46 @@ impl Dashboard {
         Self::connect_raw(url, cookie, auth, TransportType::Websocket).await
     }
 
+    /// Connects with `cookie` and handshake `auth`, waits until the hub accepted the namespace
+    /// connection (its CONNECT packet), and disconnects at once, without waiting for
+    /// `rt_session`: a client that goes while the hub is still registering it.
+    pub async fn connect_and_leave(
+        url: &str,
+        cookie: Option<&str>,
+        auth: Value,
+    ) -> Result<(), String> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let errors = tx.clone();
+        let mut builder = ClientBuilder::new(url)
+            .transport_type(TransportType::Websocket)
+            .auth(auth)
+            .reconnect(false)
+            .on(rust_socketio::Event::Connect, move |_, _| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(Ok(()));
+                }
+                .boxed()
+            })
+            .on("error", move |payload, _| {
+                let errors = errors.clone();
+                async move {
+                    let _ = errors.send(Err(payload_and_offset(payload).0.to_string()));
+                }
+                .boxed()
+            });
+        if let Some(cookie) = cookie {
+            builder = builder.opening_header("Cookie", cookie);
+        }
+        let client = builder.connect().await.map_err(|e| e.to_string())?;
+        let accepted = tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .map_err(|_| "timeout waiting for the connection".to_string())?
+            .unwrap_or_else(|| Err("closed".into()));
+        let _ = client.disconnect().await;
+        accepted
+    }
+
     async fn connect_raw(
         url: &str,
         cookie: Option<&str>,

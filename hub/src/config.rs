@@ -153,8 +153,15 @@ pub struct RealtimeConfig {
     #[serde(with = "duration")]
     pub replay_max_age: Duration,
     /// A resuming client that missed more events than this fetches a snapshot instead.
-    /// Default 5,000 (`REALTIME_REPLAY_MAX_MISSED`).
+    /// Default 5,000 (`REALTIME_REPLAY_MAX_MISSED`); at most `replay-capacity`.
     pub replay_max_missed: usize,
+    /// Payload bytes kept for replay at most; the oldest events fall out first. Default 32 MiB
+    /// (`REALTIME_REPLAY_MAX_BYTES`), between 64 KiB and 16 GiB.
+    pub replay_max_bytes: u64,
+    /// A resuming client whose missed events weigh more payload bytes than this fetches a
+    /// snapshot instead. Default 1 MiB (`REALTIME_REPLAY_MAX_MISSED_BYTES`), between 1 KiB and
+    /// `replay-max-bytes`.
+    pub replay_max_missed_bytes: u64,
     /// Dashboards give up reconnecting after this many attempts; 0: never. Default 0
     /// (`REALTIME_MAX_RECONNECT_ATTEMPTS`). Served by `GET /api/realtime/config`.
     pub max_reconnect_attempts: u32,
@@ -178,6 +185,8 @@ impl Default for RealtimeConfig {
             replay_capacity: 50_000,
             replay_max_age: Duration::from_secs(5 * 60),
             replay_max_missed: 5_000,
+            replay_max_bytes: 32 * 1024 * 1024,
+            replay_max_missed_bytes: 1024 * 1024,
             max_reconnect_attempts: 0,
             reconnect_delay: Duration::from_secs(1),
             max_reconnect_delay: Duration::from_secs(30),
@@ -218,6 +227,12 @@ impl RealtimeConfig {
         if let Some(v) = var("REALTIME_REPLAY_MAX_MISSED") {
             self.replay_max_missed = number("REALTIME_REPLAY_MAX_MISSED", &v)?;
         }
+        if let Some(v) = var("REALTIME_REPLAY_MAX_BYTES") {
+            self.replay_max_bytes = number("REALTIME_REPLAY_MAX_BYTES", &v)?;
+        }
+        if let Some(v) = var("REALTIME_REPLAY_MAX_MISSED_BYTES") {
+            self.replay_max_missed_bytes = number("REALTIME_REPLAY_MAX_MISSED_BYTES", &v)?;
+        }
         if let Some(v) = var("REALTIME_MAX_RECONNECT_ATTEMPTS") {
             self.max_reconnect_attempts = number("REALTIME_MAX_RECONNECT_ATTEMPTS", &v)?;
         }
@@ -238,6 +253,34 @@ impl RealtimeConfig {
                 message: format!(
                     "{} events; must be between 1 and 10,000,000",
                     self.replay_capacity
+                ),
+            });
+        }
+        if self.replay_max_missed > self.replay_capacity {
+            return Err(ConfigError::Invalid {
+                setting: "realtime.replay-max-missed",
+                message: format!(
+                    "{} events is more than realtime.replay-capacity ({})",
+                    self.replay_max_missed, self.replay_capacity
+                ),
+            });
+        }
+        const MAX_BYTES: std::ops::RangeInclusive<u64> = 64 * 1024..=16 * 1024 * 1024 * 1024;
+        if !MAX_BYTES.contains(&self.replay_max_bytes) {
+            return Err(ConfigError::Invalid {
+                setting: "realtime.replay-max-bytes",
+                message: format!(
+                    "{} bytes; must be between 64 KiB and 16 GiB",
+                    self.replay_max_bytes
+                ),
+            });
+        }
+        if !(1024..=self.replay_max_bytes).contains(&self.replay_max_missed_bytes) {
+            return Err(ConfigError::Invalid {
+                setting: "realtime.replay-max-missed-bytes",
+                message: format!(
+                    "{} bytes; must be between 1 KiB and realtime.replay-max-bytes ({})",
+                    self.replay_max_missed_bytes, self.replay_max_bytes
                 ),
             });
         }
@@ -648,6 +691,8 @@ mod tests {
         assert_eq!(c.realtime.replay_capacity, 10);
         assert_eq!(c.realtime.replay_max_age, Duration::from_secs(30));
         assert_eq!(c.realtime.replay_max_missed, 5_000);
+        assert_eq!(c.realtime.replay_max_bytes, 32 * 1024 * 1024);
+        assert_eq!(c.realtime.replay_max_missed_bytes, 1024 * 1024);
         assert_eq!(c.realtime.max_reconnect_attempts, 5);
         assert_eq!(c.realtime.reconnect_delay, Duration::from_secs(2));
         assert_eq!(c.realtime.max_reconnect_delay, Duration::from_secs(30));
@@ -665,6 +710,8 @@ mod tests {
                 ("REALTIME_REPLAY_CAPACITY", "20"),
                 ("REALTIME_REPLAY_MAX_AGE", "1min"),
                 ("REALTIME_REPLAY_MAX_MISSED", "7"),
+                ("REALTIME_REPLAY_MAX_BYTES", "1048576"),
+                ("REALTIME_REPLAY_MAX_MISSED_BYTES", "65536"),
                 ("REALTIME_MAX_RECONNECT_ATTEMPTS", "0"),
                 ("REALTIME_RECONNECT_DELAY", "1500"),
                 ("REALTIME_MAX_RECONNECT_DELAY", "10s"),
@@ -673,6 +720,8 @@ mod tests {
         assert_eq!(c.realtime.replay_capacity, 20);
         assert_eq!(c.realtime.replay_max_age, Duration::from_secs(60));
         assert_eq!(c.realtime.replay_max_missed, 7);
+        assert_eq!(c.realtime.replay_max_bytes, 1024 * 1024);
+        assert_eq!(c.realtime.replay_max_missed_bytes, 64 * 1024);
         assert_eq!(c.realtime.max_reconnect_attempts, 0);
         assert_eq!(c.realtime.reconnect_delay, Duration::from_millis(1500));
         assert_eq!(c.realtime.max_reconnect_delay, Duration::from_secs(10));
@@ -699,6 +748,24 @@ mod tests {
         c.realtime.replay_capacity = 0;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("replay-capacity"), "{e}");
+        c.realtime.replay_capacity = 6;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("replay-max-missed"), "{e}");
+        c.realtime.replay_capacity = 7;
+        assert!(c.validate().is_ok());
+        for (max, missed, wrong) in [
+            (1024, 1024, "replay-max-bytes"),
+            (1 << 40, 1024, "replay-max-bytes"),
+            (1 << 20, 100, "replay-max-missed-bytes"),
+            (1 << 20, (1 << 20) + 1, "replay-max-missed-bytes"),
+        ] {
+            c.realtime.replay_max_bytes = max;
+            c.realtime.replay_max_missed_bytes = missed;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(wrong), "{max} {missed}: {e}");
+        }
+        c.realtime.replay_max_missed_bytes = 1 << 20;
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -51,11 +51,14 @@ pub struct MetricsInner {
     pub reconnections: Counter,
     /// Reconnections that reported how long the client was disconnected (`reconnectMs`).
     pub reconnect_samples: Counter,
-    /// Sum of the reported disconnection times, in milliseconds (each clamped to one hour).
+    /// Sum of the reported disconnection times, in milliseconds (each clamped to 10 minutes).
     pub reconnect_ms_total: Counter,
-    /// Dashboard handshakes the hub refused, plus failed attempts clients reported when they
-    /// got through (`connectErrors`, each report clamped to 1,000).
+    /// Dashboard handshakes the hub refused (no or unknown session, forbidden page...).
     pub connection_errors: Counter,
+    /// Failed attempts dashboards reported when they got through (`connectErrors`, each report
+    /// clamped to 100). Their own view: attempts that never reached the hub are in it, and
+    /// refusals the hub counted in [`MetricsInner::connection_errors`] may be too.
+    pub client_connect_errors: Counter,
     /// Resuming clients that got their missed events replayed (`resumed: true`).
     pub resumes: Counter,
     rejected: Mutex<BTreeMap<&'static str, u64>>,

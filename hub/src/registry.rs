@@ -122,6 +122,16 @@ impl RegistryWatcher {
                     .events()
                     .send(ModuleEvent::Registered(record.clone()))
                     .await;
+                if change.owner_before != change.owner_after {
+                    // What the former and the new owner see changed: neither may resume across
+                    // it (their live sockets get the events below).
+                    for user in [change.owner_before, change.owner_after]
+                        .into_iter()
+                        .flatten()
+                    {
+                        self.events.resume_barrier(user).await;
+                    }
+                }
                 let updated = events::ModuleUpdated {
                     module_id: record.id.to_string(),
                     name: record.name.clone(),
@@ -189,9 +199,10 @@ impl RegistryWatcher {
                     .await;
             }
             // Disabled, re-enabled, promoted, demoted or deleted: close the user's sockets, so
-            // that they reconnect (or not) with the rights they have now.
+            // that they reconnect (or not) with the rights they have now, and with a snapshot:
+            // no client of theirs resumes across the change.
             ("user_access" | "user_deleted", _, Some(user_id)) => {
-                self.events.disconnect_user(user_id).await;
+                self.events.access_changed(user_id).await;
             }
             (kind, _, _) => tracing::debug!(kind, "registry change without effect"),
         }

@@ -35,11 +35,14 @@ pub struct GlobalStats {
     pub rejected_total: u64,
     /// Dashboard reconnections so far.
     pub reconnections: u64,
-    /// Average time reconnecting dashboards were disconnected, in milliseconds (0: none yet).
+    /// Average time reconnecting dashboards reported they were disconnected, in milliseconds
+    /// (0: none yet; each report clamped to 10 minutes).
     pub avg_reconnect_ms: u64,
-    /// Dashboard connection errors so far: handshakes refused, and failed attempts clients
-    /// reported when they got through.
+    /// Dashboard handshakes the hub refused so far.
     pub connection_errors: u64,
+    /// Failed connection attempts dashboards reported so far when they got through (each
+    /// report clamped to 100); counted apart from the hub's refusals, which they may include.
+    pub client_connect_errors: u64,
 }
 
 /// Computes stats; keeps the previous counter readings to derive rates.
@@ -106,6 +109,7 @@ impl StatsCollector {
             reconnections: self.metrics.reconnections.get(),
             avg_reconnect_ms: self.metrics.avg_reconnect_ms(),
             connection_errors: self.metrics.connection_errors.get(),
+            client_connect_errors: self.metrics.client_connect_errors.get(),
         })
     }
 }

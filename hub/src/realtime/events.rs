@@ -119,7 +119,7 @@ pub struct UserLoggedOut {
 
 /// Payload of [`RT_SESSION`] (`docs/REALTIME.md`): who the socket is, where the stream stands,
 /// and what it missed when it resumed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
     /// The authenticated user.
@@ -138,16 +138,28 @@ pub struct SessionInfo {
     pub missed: Vec<MissedEvent>,
 }
 
-/// One replayed event in [`SessionInfo::missed`]: `[event, payload, offset]` on the wire.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One replayed event in [`SessionInfo::missed`]: `[event, payload, offset]` on the wire. The
+/// payload is shared with the replay buffer, not copied.
+#[derive(Debug, Clone)]
 pub struct MissedEvent(
     /// The event name.
-    pub String,
+    pub &'static str,
     /// Its payload, as it was sent live.
-    pub Box<serde_json::value::RawValue>,
+    pub std::sync::Arc<serde_json::value::RawValue>,
     /// Its stream offset.
     pub u64,
 );
+
+impl Serialize for MissedEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(3)?;
+        tuple.serialize_element(self.0)?;
+        tuple.serialize_element(&*self.1)?;
+        tuple.serialize_element(&self.2)?;
+        tuple.end()
+    }
+}
 
 /// Payload of [`RT_MODULE_ONLINE`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

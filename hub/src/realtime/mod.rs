@@ -66,10 +66,13 @@ impl EventsManager {
     /// Wraps a Socket.IO handle; starts a new stream epoch.
     pub fn new(io: SocketIo, metrics: Metrics, config: &RealtimeConfig) -> Self {
         let epoch = format!("{:032x}", rand::random::<u128>());
+        let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let bounds = ReplayBounds {
             capacity: config.replay_capacity,
+            max_bytes: bytes(config.replay_max_bytes),
             max_age: config.replay_max_age,
             max_missed: config.replay_max_missed,
+            max_missed_bytes: bytes(config.replay_max_missed_bytes),
         };
         Self {
             io,
@@ -133,8 +136,9 @@ impl EventsManager {
     /// Assigns the next offset, keeps the event for replay and emits `(payload, offset)` to its
     /// audience, all under the stream lock (the local adapter's emit only queues packets).
     async fn emit<T: Serialize + ?Sized>(&self, audience: Audience, event: &'static str, data: &T) {
-        let payload = match serde_json::value::to_raw_value(data) {
-            Ok(p) => p,
+        let payload: Arc<serde_json::value::RawValue> = match serde_json::value::to_raw_value(data)
+        {
+            Ok(p) => p.into(),
             Err(e) => {
                 self.metrics.emit_errors.inc();
                 tracing::error!(event, error = %e, "event payload does not serialize");
@@ -142,8 +146,13 @@ impl EventsManager {
             }
         };
         let mut stream = self.stream.lock().await;
-        let recorded = stream.push(audience, event, payload, tokio::time::Instant::now());
-        let args = (&*recorded.payload, recorded.offset);
+        let offset = stream.push(
+            audience,
+            event,
+            payload.clone(),
+            tokio::time::Instant::now(),
+        );
+        let args = (&*payload, offset);
         let result = match audience {
             Audience::Everyone => self.io.emit(event, &args).await,
             Audience::Admins => self.io.to(rooms::ADMINS).emit(event, &args).await,
@@ -208,20 +217,35 @@ impl EventsManager {
             }
             socket.join(user.page.room());
             socket.join(rooms::session(&user.session_hash));
-            let missed = stream
-                .missed(
+            // The client may have gone while this waited for the lock: socketioxide removed it
+            // from its rooms already, and the joins above would keep it there forever. Its
+            // close marks it disconnected before it leaves its rooms, so either it sees our
+            // joins or we see it disconnected.
+            if !socket.connected() {
+                socket.leave_all();
+                tracing::debug!(socket = %socket.id, "client gone before it registered");
+                return;
+            }
+            let missed = if handshake.resumes_someone_else(&user) {
+                Err(replay::NotResumed::EntitlementChanged)
+            } else {
+                stream.missed(
                     handshake.resume.as_ref(),
                     &viewer,
                     tokio::time::Instant::now(),
                 )
-                .map(|events| {
-                    events
-                        .into_iter()
-                        .map(|r| {
-                            events::MissedEvent(r.event.to_owned(), r.payload.clone(), r.offset)
-                        })
-                        .collect::<Vec<_>>()
-                });
+            };
+            let missed = missed.map(|events| {
+                events
+                    .into_iter()
+                    .filter_map(|r| match &r.entry {
+                        replay::Entry::Event { event, payload } => {
+                            Some(events::MissedEvent(event, payload.clone(), r.offset))
+                        }
+                        replay::Entry::Barrier => None,
+                    })
+                    .collect::<Vec<_>>()
+            });
             (stream.epoch().to_owned(), stream.head(), missed)
         };
         // Sent after the lock: live events may arrive first; clients queue them (the contract).
@@ -245,7 +269,12 @@ impl EventsManager {
             missed: missed.unwrap_or_default(),
         };
         if let Err(e) = socket.emit(events::RT_SESSION, &info) {
-            tracing::debug!(error = %e, "could not greet client");
+            // Without its session the client would wait forever: make it reconnect.
+            tracing::warn!(socket = %socket.id, error = %e, "could not greet client: disconnecting it");
+            if let Err(e) = socket.clone().disconnect() {
+                tracing::debug!(socket = %socket.id, error = %e, "could not disconnect client");
+            }
+            return;
         }
         socket.on_disconnect(async |socket: SocketRef| {
             tracing::info!(socket = %socket.id, "client unregistered");
@@ -259,10 +288,46 @@ impl EventsManager {
         }
     }
 
-    /// Disconnects every socket of a user (all sessions).
-    pub async fn disconnect_user(&self, user_id: i64) {
+    /// A user's rights changed (promoted, demoted, disabled, deleted...): no client of theirs
+    /// may resume from before this point (a barrier in the stream), and every socket of theirs
+    /// (all sessions) is disconnected, so that they reconnect (or not) with the rights they have
+    /// now. Both under the stream lock: no event reaches those sockets after the barrier.
+    pub async fn access_changed(&self, user_id: i64) {
+        let mut stream = self.stream.lock().await;
+        stream.push_barrier(user_id, tokio::time::Instant::now());
         if let Err(e) = self.io.to(rooms::user(user_id)).disconnect().await {
             tracing::debug!(error = %e, "could not disconnect some sockets of a user");
+        }
+        drop(stream);
+    }
+
+    /// What a user may see changed without their rights changing (a module reassigned to or
+    /// from them): their connected sockets stay and get the events that tell it, but no client
+    /// of theirs may resume from before this point.
+    pub async fn resume_barrier(&self, user_id: i64) {
+        self.stream
+            .lock()
+            .await
+            .push_barrier(user_id, tokio::time::Instant::now());
+    }
+
+    /// Holds the stream as a long emit would: until the guard drops, nothing is emitted and no
+    /// socket registers (tests of what happens meanwhile).
+    #[doc(hidden)]
+    pub async fn hold_stream(&self) -> tokio::sync::OwnedMutexGuard<ReplayBuffer> {
+        self.stream.clone().lock_owned().await
+    }
+
+    /// Every room of the socket ids (connected or not) found in any of `rooms`: empty when no
+    /// socket id is left in them (tests: sockets that are gone must leave no room entry behind).
+    #[doc(hidden)]
+    pub async fn rooms_held(&self, rooms: Vec<String>) -> Vec<String> {
+        match self.io.to(rooms).rooms().await {
+            Ok(held) => held.into_iter().map(|r| r.to_string()).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not list rooms");
+                Vec::new()
+            }
         }
     }
 
@@ -288,10 +353,11 @@ impl EventsManager {
     }
 }
 
-/// Longest disconnection a client may report (`reconnectMs`); longer reports count as this.
-const MAX_RECONNECT_MS: u64 = 3_600_000;
+/// Longest disconnection a client may report (`reconnectMs`, 10 min); longer reports count as
+/// this.
+const MAX_RECONNECT_MS: u64 = 600_000;
 /// Most failed attempts one client report counts (`connectErrors`).
-const MAX_REPORTED_CONNECT_ERRORS: u64 = 1_000;
+const MAX_REPORTED_CONNECT_ERRORS: u64 = 100;
 
 /// What a client tells about itself in its handshake besides its page (`docs/REALTIME.md`);
 /// malformed fields are ignored, never a reason to refuse the connection.
@@ -299,6 +365,8 @@ const MAX_REPORTED_CONNECT_ERRORS: u64 = 1_000;
 struct ClientHandshake {
     /// Where it stopped in the stream.
     resume: Option<ResumePoint>,
+    /// Who it was when it stopped (`resume.userId`, `resume.isAdmin`, both optional).
+    resumed_as: (Option<i64>, Option<bool>),
     /// How long it was disconnected, clamped to `0..=MAX_RECONNECT_MS`.
     reconnect_ms: Option<u64>,
     /// Failed attempts since its last connection, clamped to `0..=MAX_REPORTED_CONNECT_ERRORS`.
@@ -322,7 +390,18 @@ impl ClientHandshake {
             let n = auth.get(key)?.as_f64().filter(|n| n.is_finite())?;
             Some(n.clamp(0.0, max as f64) as u64)
         };
+        let resumed_as = auth.get("resume").map_or((None, None), |r| {
+            (
+                r.get("userId").and_then(Value::as_i64),
+                r.get("isAdmin").and_then(Value::as_bool),
+            )
+        });
         Self {
+            resumed_as: if resume.is_some() {
+                resumed_as
+            } else {
+                (None, None)
+            },
             resume,
             reconnect_ms: clamped("reconnectMs", MAX_RECONNECT_MS),
             connect_errors: clamped("connectErrors", MAX_REPORTED_CONNECT_ERRORS),
@@ -339,8 +418,16 @@ impl ClientHandshake {
             metrics.reconnect_ms_total.add(ms);
         }
         if let Some(n) = self.connect_errors {
-            metrics.connection_errors.add(n);
+            metrics.client_connect_errors.add(n);
         }
+    }
+
+    /// Whether the client says it stopped as another user, or with other rights, than `user`:
+    /// what it holds was built for them, so it cannot resume.
+    fn resumes_someone_else(&self, user: &SocketUser) -> bool {
+        let (user_id, is_admin) = self.resumed_as;
+        user_id.is_some_and(|id| id != user.user_id)
+            || is_admin.is_some_and(|admin| admin != user.is_admin)
     }
 }
 
@@ -445,16 +532,35 @@ mod tests {
                     epoch: "e1".into(),
                     offset: 42
                 }),
+                resumed_as: (None, None),
                 reconnect_ms: Some(1500),
                 connect_errors: Some(3),
             }
         );
+        let as_who = ClientHandshake::parse(Some(&json!({
+            "resume": {"epoch": "e1", "offset": 42, "userId": 7, "isAdmin": true},
+        })));
+        assert_eq!(as_who.resumed_as, (Some(7), Some(true)));
+        let user = |user_id, is_admin| SocketUser {
+            user_id,
+            is_admin,
+            page: Page::Modules,
+            session_hash: String::new(),
+        };
+        assert!(!as_who.resumes_someone_else(&user(7, true)));
+        assert!(as_who.resumes_someone_else(&user(7, false)));
+        assert!(as_who.resumes_someone_else(&user(8, true)));
+        // Not saying who it was: only the hub's barriers can tell.
+        assert!(!parsed.resumes_someone_else(&user(8, false)));
         let clamped = ClientHandshake::parse(Some(&json!({
             "reconnectMs": 1e12, "connectErrors": -5,
         })));
         assert_eq!(clamped.reconnect_ms, Some(MAX_RECONNECT_MS));
         assert_eq!(clamped.connect_errors, Some(0));
-        let huge = ClientHandshake::parse(Some(&json!({"connectErrors": 99_999})));
+        let huge = ClientHandshake::parse(Some(
+            &json!({"connectErrors": 99_999, "reconnectMs": 600_001}),
+        ));
+        assert_eq!(huge.reconnect_ms, Some(600_000));
         assert_eq!(huge.connect_errors, Some(MAX_REPORTED_CONNECT_ERRORS));
         for malformed in [
             json!({"resume": "yes", "reconnectMs": "soon", "connectErrors": null}),

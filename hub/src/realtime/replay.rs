@@ -4,14 +4,22 @@
 //!
 //! Every event emitted through [`super::EventsManager`] gets the next offset of one process-wide
 //! sequence and is kept here with its audience, so that a resuming client gets exactly the
-//! events its user and page are entitled to. The buffer is bounded by count and by age; a client
-//! behind the oldest kept event, or one that missed more than `max_missed` events, gets
+//! events its user and page are entitled to. The buffer is bounded by count, by payload bytes
+//! and by age. What falls out leaves a watermark per audience (the highest offset dropped), so
+//! that a client whose own audiences lost nothing after its offset still resumes, however quiet
+//! it was and however busy others were. A client behind a dropped event it was entitled to, one
+//! that missed more than `max_missed` events or `max_missed_bytes` bytes, or one whose user's
+//! entitlement changed after its offset (a barrier, [`ReplayBuffer::push_barrier`]) gets
 //! `resumed: false` and fetches a snapshot instead.
 //!
 //! Pure logic, no I/O: the caller passes the time (so tests use any clock) and holds the lock
 //! that orders emits.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use serde_json::value::RawValue;
 use tokio::time::Instant;
@@ -62,30 +70,58 @@ impl Audience {
     }
 }
 
-/// One event of the stream, as kept for replay.
+/// What an entry of the stream is.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// An event, sent live to its audience and replayed to it.
+    Event {
+        /// The event name ([`super::events`]).
+        event: &'static str,
+        /// The payload, serialized once and shared: sent live and replayed as is.
+        payload: Arc<RawValue>,
+    },
+    /// The entitlement of the audience's user changed here (promoted, demoted, disabled, a
+    /// module reassigned to or from them): never sent, never replayed; a client of that user
+    /// whose offset is before it cannot resume (its state was built with other rights).
+    Barrier,
+}
+
+/// One entry of the stream, as kept for replay.
 #[derive(Debug)]
 pub struct Recorded {
     /// Its stream offset.
     pub offset: u64,
-    /// Who it was sent to.
+    /// Who it was sent to (a barrier: `User(id)`).
     pub audience: Audience,
-    /// The event name ([`super::events`]).
-    pub event: &'static str,
-    /// The payload, serialized once: sent live and replayed as is.
-    pub payload: Box<RawValue>,
+    /// An event or a barrier.
+    pub entry: Entry,
     /// When it was emitted (for the age bound).
     pub at: Instant,
+}
+
+impl Recorded {
+    /// The payload's size in bytes (0 for a barrier): what the byte bounds count.
+    fn bytes(&self) -> usize {
+        match &self.entry {
+            Entry::Event { payload, .. } => payload.get().len(),
+            Entry::Barrier => 0,
+        }
+    }
 }
 
 /// Bounds of the buffer ([`crate::config::RealtimeConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayBounds {
-    /// Most events kept (at least 1).
+    /// Most entries kept (at least 1).
     pub capacity: usize,
+    /// Most payload bytes kept (the newest event is kept whatever its size).
+    pub max_bytes: usize,
     /// Events older than this fall out.
     pub max_age: Duration,
     /// A client that missed more events than this gets a snapshot instead.
     pub max_missed: usize,
+    /// A client whose missed events weigh more payload bytes than this gets a snapshot instead.
+    pub max_missed_bytes: usize,
 }
 
 /// Where a client says it stopped: the handshake's `resume`.
@@ -104,10 +140,59 @@ pub enum NotResumed {
     NoResumePoint,
     /// Its epoch is another process's (the hub restarted).
     OtherEpoch,
-    /// Events after its offset have fallen out of the buffer (or the offset is from the future).
+    /// Events after its offset it was entitled to have fallen out of the buffer (or the offset
+    /// is from the future).
     TooOld,
     /// It missed more than the replay cap.
     TooManyMissed,
+    /// What it missed weighs more than the replay byte cap.
+    TooManyMissedBytes,
+    /// Its user's entitlement changed after its offset (or the client says it was another user,
+    /// or had other rights, when it stopped).
+    EntitlementChanged,
+}
+
+/// The highest offset dropped from the buffer, per audience key: a viewer may resume from
+/// `offset` only if nothing it was entitled to after `offset` was dropped.
+#[derive(Debug, Default)]
+struct Watermarks {
+    everyone: u64,
+    admins: u64,
+    /// Every module event (admins receive them all, whoever the owner).
+    any_module: u64,
+    pages: HashMap<Page, u64>,
+    /// Per user: their `User` events, their modules' events and their barriers.
+    users: HashMap<i64, u64>,
+}
+
+impl Watermarks {
+    fn dropped(&mut self, audience: Audience, offset: u64) {
+        let raise = |mark: &mut u64| *mark = (*mark).max(offset);
+        match audience {
+            Audience::Everyone => raise(&mut self.everyone),
+            Audience::Admins => raise(&mut self.admins),
+            Audience::Page(page) => raise(self.pages.entry(page).or_default()),
+            Audience::User(id) => raise(self.users.entry(id).or_default()),
+            Audience::Module { owner } => {
+                raise(&mut self.any_module);
+                if let Some(id) = owner {
+                    raise(self.users.entry(id).or_default());
+                }
+            }
+        }
+    }
+
+    /// The highest dropped offset `viewer` was entitled to (0: none).
+    fn of(&self, viewer: &Viewer) -> u64 {
+        let mut mark = self
+            .everyone
+            .max(self.pages.get(&viewer.page).copied().unwrap_or(0))
+            .max(self.users.get(&viewer.user_id).copied().unwrap_or(0));
+        if viewer.is_admin {
+            mark = mark.max(self.admins).max(self.any_module);
+        }
+        mark
+    }
 }
 
 /// The recent events of the stream and the offset sequence. One per hub process.
@@ -115,8 +200,12 @@ pub enum NotResumed {
 pub struct ReplayBuffer {
     /// This process's epoch: offsets of another epoch mean nothing here.
     epoch: String,
-    /// Kept events, oldest first, offsets strictly increasing.
+    /// Kept entries, oldest first, offsets strictly increasing.
     events: VecDeque<Recorded>,
+    /// Sum of the kept payloads' sizes.
+    bytes: usize,
+    /// What fell out, per audience.
+    dropped: Watermarks,
     /// The last offset assigned (0: none yet).
     head: u64,
     bounds: ReplayBounds,
@@ -128,6 +217,8 @@ impl ReplayBuffer {
         Self {
             epoch,
             events: VecDeque::new(),
+            bytes: 0,
+            dropped: Watermarks::default(),
             head: 0,
             bounds,
         }
@@ -143,46 +234,72 @@ impl ReplayBuffer {
         self.head
     }
 
-    /// Number of events kept now.
+    /// Number of entries (events and barriers) kept now.
     pub fn len(&self) -> usize {
         self.events.len()
     }
 
-    /// Whether no event is kept.
+    /// Whether nothing is kept.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
 
-    /// Assigns the next offset to an event, keeps it (dropping what falls out of the bounds) and
-    /// returns it, for the caller to emit it.
+    /// Payload bytes kept now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Assigns the next offset to an event and keeps it (dropping what falls out of the
+    /// bounds); returns the offset, for the caller to emit the event with it.
     pub fn push(
         &mut self,
         audience: Audience,
         event: &'static str,
-        payload: Box<RawValue>,
+        payload: Arc<RawValue>,
         now: Instant,
-    ) -> &Recorded {
-        self.head += 1;
-        self.prune(now);
-        while self.events.len() >= self.bounds.capacity.max(1) {
-            self.events.pop_front();
-        }
-        let index = self.events.len();
-        self.events.push_back(Recorded {
-            offset: self.head,
-            audience,
-            event,
-            payload,
-            at: now,
-        });
-        &self.events[index]
+    ) -> u64 {
+        self.keep(audience, Entry::Event { event, payload }, now)
     }
 
-    /// Drops the events older than the age bound.
+    /// Records that `user_id`'s entitlement changes now: a client of theirs that stopped
+    /// before this point cannot resume. Takes an offset (never sent: clients see a gap).
+    pub fn push_barrier(&mut self, user_id: i64, now: Instant) -> u64 {
+        self.keep(Audience::User(user_id), Entry::Barrier, now)
+    }
+
+    fn keep(&mut self, audience: Audience, entry: Entry, now: Instant) -> u64 {
+        self.head += 1;
+        let recorded = Recorded {
+            offset: self.head,
+            audience,
+            entry,
+            at: now,
+        };
+        let size = recorded.bytes();
+        self.prune(now);
+        while !self.events.is_empty()
+            && (self.events.len() >= self.bounds.capacity.max(1)
+                || self.bytes.saturating_add(size) > self.bounds.max_bytes)
+        {
+            self.drop_oldest();
+        }
+        self.bytes += size;
+        self.events.push_back(recorded);
+        self.head
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(oldest) = self.events.pop_front() {
+            self.bytes -= oldest.bytes();
+            self.dropped.dropped(oldest.audience, oldest.offset);
+        }
+    }
+
+    /// Drops the entries older than the age bound.
     fn prune(&mut self, now: Instant) {
         while let Some(oldest) = self.events.front() {
             if now.saturating_duration_since(oldest.at) > self.bounds.max_age {
-                self.events.pop_front();
+                self.drop_oldest();
             } else {
                 break;
             }
@@ -202,20 +319,30 @@ impl ReplayBuffer {
             return Err(NotResumed::OtherEpoch);
         }
         self.prune(now);
-        // Every offset after `from.offset` must still be here.
-        let first_kept = self.events.front().map_or(self.head + 1, |r| r.offset);
-        if from.offset > self.head || from.offset + 1 < first_kept {
+        // Nothing this viewer was entitled to after `from.offset` may have fallen out.
+        if from.offset > self.head || self.dropped.of(viewer) > from.offset {
             return Err(NotResumed::TooOld);
         }
         let start = self.events.partition_point(|r| r.offset <= from.offset);
+        let after = || {
+            self.events
+                .range(start..)
+                .filter(|r| r.audience.admits(viewer))
+        };
+        if after().any(|r| matches!(r.entry, Entry::Barrier)) {
+            return Err(NotResumed::EntitlementChanged);
+        }
         let mut missed = Vec::new();
-        for recorded in self.events.range(start..) {
-            if recorded.audience.admits(viewer) {
-                if missed.len() == self.bounds.max_missed {
-                    return Err(NotResumed::TooManyMissed);
-                }
-                missed.push(recorded);
+        let mut bytes = 0usize;
+        for recorded in after() {
+            if missed.len() == self.bounds.max_missed {
+                return Err(NotResumed::TooManyMissed);
             }
+            bytes = bytes.saturating_add(recorded.bytes());
+            if bytes > self.bounds.max_missed_bytes {
+                return Err(NotResumed::TooManyMissedBytes);
+            }
+            missed.push(recorded);
         }
         Ok(missed)
     }
@@ -230,13 +357,24 @@ mod tests {
     fn bounds(capacity: usize, max_age_s: u64, max_missed: usize) -> ReplayBounds {
         ReplayBounds {
             capacity,
+            max_bytes: usize::MAX,
             max_age: Duration::from_secs(max_age_s),
             max_missed,
+            max_missed_bytes: usize::MAX,
         }
     }
 
-    fn payload(n: u64) -> Box<RawValue> {
-        serde_json::value::to_raw_value(&serde_json::json!({ "n": n })).unwrap()
+    fn payload(n: u64) -> Arc<RawValue> {
+        serde_json::value::to_raw_value(&serde_json::json!({ "n": n }))
+            .unwrap()
+            .into()
+    }
+
+    fn payload_of(r: &Recorded) -> &str {
+        match &r.entry {
+            Entry::Event { payload, .. } => payload.get(),
+            Entry::Barrier => panic!("a barrier at {}", r.offset),
+        }
     }
 
     fn at(offset: u64) -> Option<ResumePoint> {
@@ -271,9 +409,8 @@ mod tests {
         let now = Instant::now();
         let mut b = ReplayBuffer::new(EPOCH.into(), bounds(10, 60, 100));
         assert_eq!(b.head(), 0);
-        let first = b.push(Audience::Everyone, "e", payload(7), now);
-        assert_eq!((first.offset, first.payload.get()), (1, r#"{"n":7}"#));
-        assert_eq!(b.push(Audience::Everyone, "e", payload(8), now).offset, 2);
+        assert_eq!(b.push(Audience::Everyone, "e", payload(7), now), 1);
+        assert_eq!(b.push(Audience::Everyone, "e", payload(8), now), 2);
         assert_eq!(b.head(), 2);
         // A client that applied everything resumes with nothing missed.
         assert_eq!(
@@ -283,7 +420,8 @@ mod tests {
         // One that never saw anything of this epoch (offset 0) gets all of it.
         let missed = b.missed(at(0).as_ref(), &ALICE, now).unwrap();
         assert_eq!(offsets(&missed), [1, 2]);
-        assert_eq!(missed[1].payload.get(), r#"{"n":8}"#);
+        assert_eq!(payload_of(missed[0]), r#"{"n":7}"#);
+        assert_eq!(payload_of(missed[1]), r#"{"n":8}"#);
     }
 
     #[test]
@@ -406,5 +544,203 @@ mod tests {
             [2, 3]
         );
         assert_eq!(offsets(&b.missed(at(0).as_ref(), &BOB, now).unwrap()), [4]);
+    }
+
+    #[test]
+    fn a_barrier_after_the_offset_means_snapshot_for_that_user_only() {
+        let now = Instant::now();
+        let mut b = ReplayBuffer::new(EPOCH.into(), bounds(100, 60, 100));
+        b.push(Audience::Everyone, "e", payload(1), now); // 1
+        assert_eq!(b.push_barrier(ALICE.user_id, now), 2);
+        b.push(Audience::Module { owner: Some(2) }, "e", payload(3), now); // 3
+        assert_eq!(b.head(), 3);
+        // Alice stopped before her rights changed: snapshot, whatever her rights are now.
+        for alice in [
+            ALICE,
+            Viewer {
+                is_admin: true,
+                ..ALICE
+            },
+        ] {
+            assert_eq!(
+                b.missed(at(1).as_ref(), &alice, now).map(|m| m.len()),
+                Err(NotResumed::EntitlementChanged)
+            );
+        }
+        // After it: she resumes, and the barrier is never replayed.
+        assert_eq!(
+            offsets(&b.missed(at(2).as_ref(), &ALICE, now).unwrap()),
+            [3]
+        );
+        // Others are not concerned; an admin resuming from before gets no barrier either.
+        assert_eq!(offsets(&b.missed(at(0).as_ref(), &BOB, now).unwrap()), [1]);
+        assert_eq!(
+            offsets(&b.missed(at(0).as_ref(), &ADMIN, now).unwrap()),
+            [1, 3]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_barrier_that_fell_out_still_refuses_older_offsets() {
+        let mut b = ReplayBuffer::new(EPOCH.into(), bounds(100, 60, 100));
+        b.push_barrier(ALICE.user_id, Instant::now()); // 1
+        tokio::time::advance(Duration::from_secs(61)).await;
+        b.push(Audience::User(BOB.user_id), "e", payload(2), Instant::now()); // 2
+        assert_eq!(b.len(), 1);
+        let now = Instant::now();
+        assert_eq!(
+            b.missed(at(0).as_ref(), &ALICE, now).map(|m| m.len()),
+            Err(NotResumed::TooOld)
+        );
+        assert_eq!(
+            b.missed(at(1).as_ref(), &ALICE, now).map(|m| m.len()),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn a_quiet_viewer_resumes_however_busy_the_others_were() {
+        let now = Instant::now();
+        let mut b = ReplayBuffer::new(EPOCH.into(), bounds(3, 60, 100));
+        b.push(Audience::User(ALICE.user_id), "e", payload(1), now); // 1
+        for n in 2..=10 {
+            b.push(
+                Audience::Module {
+                    owner: Some(BOB.user_id),
+                },
+                "e",
+                payload(n),
+                now,
+            );
+        }
+        b.push(Audience::Page(Page::Admin), "e", payload(11), now); // 11
+        // Kept: 9, 10, 11. Alice stopped at 1: nothing of hers fell out since.
+        assert_eq!(
+            b.missed(at(1).as_ref(), &ALICE, now).map(|m| m.len()),
+            Ok(0)
+        );
+        // Before her own event, which fell out: snapshot.
+        assert_eq!(
+            b.missed(at(0).as_ref(), &ALICE, now).map(|m| m.len()),
+            Err(NotResumed::TooOld)
+        );
+        // Bob's module events fell out: Bob and admins cannot resume from 1.
+        for viewer in [BOB, ADMIN] {
+            assert_eq!(
+                b.missed(at(1).as_ref(), &viewer, now).map(|m| m.len()),
+                Err(NotResumed::TooOld),
+                "{viewer:?}"
+            );
+        }
+        assert_eq!(
+            offsets(&b.missed(at(8).as_ref(), &BOB, now).unwrap()),
+            [9, 10]
+        );
+        assert_eq!(
+            offsets(&b.missed(at(8).as_ref(), &ADMIN, now).unwrap()),
+            [9, 10, 11]
+        );
+        // A module without owner: only admins lose it.
+        b.push(Audience::Module { owner: None }, "e", payload(12), now); // 12
+        for n in 13..=15 {
+            b.push(Audience::Page(Page::Admin), "e", payload(n), now);
+        }
+        assert_eq!(b.missed(at(10).as_ref(), &BOB, now).map(|m| m.len()), Ok(0));
+        assert_eq!(
+            b.missed(at(11).as_ref(), &ADMIN, now).map(|m| m.len()),
+            Err(NotResumed::TooOld)
+        );
+        // Events for everyone fall out for everyone.
+        for n in 16..=19 {
+            b.push(Audience::Everyone, "e", payload(n), now);
+        }
+        assert_eq!(
+            b.missed(at(15).as_ref(), &ALICE, now).map(|m| m.len()),
+            Err(NotResumed::TooOld)
+        );
+        assert_eq!(
+            offsets(&b.missed(at(16).as_ref(), &ALICE, now).unwrap()),
+            [17, 18, 19]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_viewer_connected_longer_than_the_max_age_resumes() {
+        let mut b = ReplayBuffer::new(EPOCH.into(), bounds(100, 60, 100));
+        b.push(Audience::User(BOB.user_id), "e", payload(1), Instant::now());
+        tokio::time::advance(Duration::from_secs(600)).await;
+        b.push(Audience::User(BOB.user_id), "e", payload(2), Instant::now());
+        let now = Instant::now();
+        // Alice connected at 0, nothing was hers: she resumes with nothing missed.
+        assert_eq!(
+            b.missed(at(0).as_ref(), &ALICE, now).map(|m| m.len()),
+            Ok(0)
+        );
+        assert_eq!(
+            b.missed(at(0).as_ref(), &BOB, now).map(|m| m.len()),
+            Err(NotResumed::TooOld)
+        );
+    }
+
+    #[test]
+    fn the_byte_budget_drops_the_oldest_and_keeps_the_newest() {
+        let now = Instant::now();
+        // Every payload here is 7 bytes (`{"n":N}`).
+        let mut b = ReplayBuffer::new(
+            EPOCH.into(),
+            ReplayBounds {
+                max_bytes: 20,
+                ..bounds(100, 60, 100)
+            },
+        );
+        for n in 1..=5 {
+            b.push(Audience::Everyone, "e", payload(n), now);
+        }
+        assert_eq!((b.len(), b.bytes()), (2, 14));
+        assert_eq!(
+            offsets(&b.missed(at(3).as_ref(), &ALICE, now).unwrap()),
+            [4, 5]
+        );
+        assert_eq!(
+            b.missed(at(2).as_ref(), &ALICE, now).map(|m| m.len()),
+            Err(NotResumed::TooOld)
+        );
+        // Barriers weigh nothing.
+        b.push_barrier(BOB.user_id, now);
+        assert_eq!((b.len(), b.bytes()), (3, 14));
+        // An event bigger than the whole budget is kept alone.
+        let big: Arc<RawValue> = serde_json::value::to_raw_value(&"x".repeat(100))
+            .unwrap()
+            .into();
+        b.push(Audience::Everyone, "e", big, now);
+        assert_eq!((b.len(), b.bytes()), (1, 102));
+        assert_eq!(b.missed(at(6).as_ref(), &ALICE, now).unwrap().len(), 1);
+        b.push(Audience::Everyone, "e", payload(8), now);
+        assert_eq!((b.len(), b.bytes()), (1, 7));
+    }
+
+    #[test]
+    fn a_resume_heavier_than_the_missed_byte_cap_means_snapshot() {
+        let now = Instant::now();
+        let mut b = ReplayBuffer::new(
+            EPOCH.into(),
+            ReplayBounds {
+                max_missed_bytes: 14,
+                ..bounds(100, 60, 100)
+            },
+        );
+        for n in 1..=3 {
+            b.push(Audience::User(ALICE.user_id), "e", payload(n), now);
+        }
+        assert_eq!(
+            b.missed(at(0).as_ref(), &ALICE, now).map(|m| m.len()),
+            Err(NotResumed::TooManyMissedBytes)
+        );
+        assert_eq!(
+            offsets(&b.missed(at(1).as_ref(), &ALICE, now).unwrap()),
+            [2, 3]
+        );
+        // Others' events weigh nothing in Bob's resume.
+        assert_eq!(b.missed(at(0).as_ref(), &BOB, now).map(|m| m.len()), Ok(0));
     }
 }

@@ -5,7 +5,7 @@
 pub const ADMINS: &str = "admins";
 
 /// The pages a client may name in its handshake (`auth: {page}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Page {
     /// The modules page (every user).
     Modules,
