@@ -120,7 +120,12 @@ export class RealtimeStream {
   /** The `auth` of the next handshake. */
   handshakeAuth() {
     const auth = { page: this._page };
-    if (this.epoch !== null && Number.isInteger(this.offset)) auth.resume = { epoch: this.epoch, offset: this.offset };
+    if (this.epoch !== null && Number.isInteger(this.offset)) {
+      auth.resume = { epoch: this.epoch, offset: this.offset };
+      // Lets the hub refuse the resume itself when the session's user or rights changed.
+      if (this.session && Number.isInteger(this.session.userId)) auth.resume.userId = this.session.userId;
+      if (this.session && typeof this.session.isAdmin === 'boolean') auth.resume.isAdmin = this.session.isAdmin;
+    }
     if (this._disconnectedAt !== null) auth.reconnectMs = Math.max(0, Math.round(this._now() - this._disconnectedAt));
     if (this._connectErrors > 0) auth.connectErrors = this._connectErrors;
     return auth;

@@ -301,6 +301,7 @@ test('no resume across a change of user or rights: snapshot instead (and the pag
   // Demoted while disconnected: the hub says resumed (same epoch, offset covered), the client refuses.
   s.socket.drop();
   s.socket.connect();
+  assert.deepEqual(s.socket.lastAuth.resume, { epoch: 'e1', offset: 10, userId: 1, isAdmin: true }, 'who it was, for the hub to check');
   s.socket.accept();
   s.socket.emit('rt_session', { userId: 1, isAdmin: false, page: 'modules', epoch: 'e1', offset: 12, resumed: true, missed: [] });
   await tick();
