@@ -215,6 +215,10 @@ where
                 return StatusCode::SERVICE_UNAVAILABLE.into_response();
             }
         };
+    tracing::debug!(
+        extensions = ?response.headers().get(header::SEC_WEBSOCKET_EXTENSIONS),
+        "realtime WebSocket accepted (deflate)"
+    );
     tokio::spawn(async move {
         match upgrade.await {
             Ok(client) => bridge(client, socketio).await,
