@@ -88,6 +88,9 @@ class Client {
     const a = { page: 'modules' };
     if (resumeEnabled && this.epoch !== null && Number.isInteger(this.offset)) {
       a.resume = { epoch: this.epoch, offset: this.offset };
+      // as static/js/stream.js: who we were, so the hub refuses a resume across a change of rights
+      if (Number.isInteger(this.sessionUser)) a.resume.userId = this.sessionUser;
+      if (typeof this.sessionAdmin === 'boolean') a.resume.isAdmin = this.sessionAdmin;
     }
     if (this.record) {
       a.reconnectMs = Math.max(0, Math.round(wallNow() - this.record.cutAt));
@@ -116,6 +119,8 @@ class Client {
     const connection = this.connection;
     const headOffset = Number.isInteger(s.offset) ? s.offset : null;
     if (typeof s.epoch === 'string') this.epoch = s.epoch;
+    this.sessionUser = s.userId;
+    this.sessionAdmin = s.isAdmin;
     if (s.resumed === true) {
       let applied = 0;
       let max = this.offset ?? -1;
