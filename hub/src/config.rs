@@ -173,6 +173,10 @@ pub struct RealtimeConfig {
     /// (`REALTIME_MAX_RECONNECT_DELAY`).
     #[serde(with = "duration")]
     pub max_reconnect_delay: Duration,
+    /// Compress the realtime WebSocket (permessage-deflate) for clients that offer it. Each
+    /// compressed socket holds ~285 KiB of deflate state; `false` sends every client the
+    /// direct, uncompressed path. Default `true` (`REALTIME_WS_DEFLATE`).
+    pub ws_deflate: bool,
 }
 
 impl Default for RealtimeConfig {
@@ -190,14 +194,16 @@ impl Default for RealtimeConfig {
             max_reconnect_attempts: 0,
             reconnect_delay: Duration::from_secs(1),
             max_reconnect_delay: Duration::from_secs(30),
+            ws_deflate: true,
         }
     }
 }
 
 impl RealtimeConfig {
-    /// Applies the `REALTIME_*` environment variables of the replay and reconnection settings
-    /// (over the file's values); `var` looks a variable up (`|k| std::env::var(k).ok()`).
-    /// Durations are milliseconds (`1500`) or text (`1.5s`, `5min`).
+    /// Applies the `REALTIME_*` environment variables of the replay, reconnection and
+    /// WebSocket compression settings (over the file's values); `var` looks a variable up
+    /// (`|k| std::env::var(k).ok()`). Durations are milliseconds (`1500`) or text (`1.5s`,
+    /// `5min`); switches `true`/`false` (or `1`/`0`, `yes`/`no`, `on`/`off`).
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn number<T: std::str::FromStr>(
             setting: &'static str,
@@ -215,6 +221,16 @@ impl RealtimeConfig {
                 Err(_) => humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
                     setting,
                     message: format!("{text:?}: {e}; expected milliseconds or e.g. 1s, 5min"),
+                }),
+            }
+        }
+        fn switch(setting: &'static str, text: &str) -> Result<bool, ConfigError> {
+            match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError::Invalid {
+                    setting,
+                    message: format!("{text:?}; expected true or false"),
                 }),
             }
         }
@@ -241,6 +257,9 @@ impl RealtimeConfig {
         }
         if let Some(v) = var("REALTIME_MAX_RECONNECT_DELAY") {
             self.max_reconnect_delay = duration("REALTIME_MAX_RECONNECT_DELAY", &v)?;
+        }
+        if let Some(v) = var("REALTIME_WS_DEFLATE") {
+            self.ws_deflate = switch("REALTIME_WS_DEFLATE", &v)?;
         }
         Ok(())
     }
@@ -696,6 +715,7 @@ mod tests {
         assert_eq!(c.realtime.max_reconnect_attempts, 5);
         assert_eq!(c.realtime.reconnect_delay, Duration::from_secs(2));
         assert_eq!(c.realtime.max_reconnect_delay, Duration::from_secs(30));
+        assert!(c.realtime.ws_deflate, "permessage-deflate on by default");
 
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |k: &str| {
@@ -715,8 +735,10 @@ mod tests {
                 ("REALTIME_MAX_RECONNECT_ATTEMPTS", "0"),
                 ("REALTIME_RECONNECT_DELAY", "1500"),
                 ("REALTIME_MAX_RECONNECT_DELAY", "10s"),
+                ("REALTIME_WS_DEFLATE", "false"),
             ]))
             .unwrap();
+        assert!(!c.realtime.ws_deflate);
         assert_eq!(c.realtime.replay_capacity, 20);
         assert_eq!(c.realtime.replay_max_age, Duration::from_secs(60));
         assert_eq!(c.realtime.replay_max_missed, 7);
@@ -740,6 +762,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("REALTIME_REPLAY_CAPACITY"), "{e}");
+        let e = c
+            .realtime
+            .apply_env(env(&[("REALTIME_WS_DEFLATE", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("REALTIME_WS_DEFLATE"), "{e}");
+        c.realtime
+            .apply_env(env(&[("REALTIME_WS_DEFLATE", " TRUE ")]))
+            .unwrap();
+        assert!(c.realtime.ws_deflate);
+        std::fs::write(&path, "[realtime]\nws-deflate = true\n").unwrap();
+        assert!(Config::from_file(&path).unwrap().realtime.ws_deflate);
+        std::fs::write(&path, "[realtime]\nws-deflate = false\n").unwrap();
+        assert!(!Config::from_file(&path).unwrap().realtime.ws_deflate);
 
         c.realtime.max_reconnect_delay = Duration::from_millis(100);
         let e = c.validate().unwrap_err().to_string();

@@ -227,7 +227,10 @@ pub async fn start(
         allowed: Arc::new(config.allowed_origins.clone()),
         metrics: metrics.clone(),
     };
-    let deflate = web::ws_deflate::WsDeflateLayer::new(config.realtime.max_message);
+    let deflate = web::ws_deflate::WsDeflateLayer::new(
+        config.realtime.max_message,
+        config.realtime.ws_deflate,
+    );
     let app = web::app(state, socketio_layer, deflate, origins);
     let watcher = registry::RegistryWatcher {
         store: store.clone(),

@@ -44,10 +44,28 @@ async fn upgrade(
     extensions: Option<&str>,
     origin: Option<&str>,
 ) -> (TcpStream, Handshake) {
+    upgrade_to(
+        addr,
+        "/socket.io/?EIO=4&transport=websocket",
+        cookie,
+        extensions,
+        origin,
+    )
+    .await
+}
+
+/// [`upgrade`] to `path` (with its query).
+async fn upgrade_to(
+    addr: SocketAddr,
+    path: &str,
+    cookie: &str,
+    extensions: Option<&str>,
+    origin: Option<&str>,
+) -> (TcpStream, Handshake) {
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
     let mut request = format!(
-        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {addr}\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\
          Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: {cookie}\r\n"
     );
@@ -83,6 +101,22 @@ async fn upgrade(
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     (tcp, Handshake { status, headers })
+}
+
+/// The body of a refused upgrade: exactly `Content-Length` bytes (which the response must
+/// carry), read within the deadline.
+async fn refusal_body(tcp: &mut TcpStream, handshake: &Handshake) -> Vec<u8> {
+    assert_eq!(handshake.header("transfer-encoding"), None);
+    let length: usize = handshake
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .expect("a Content-Length on the refusal");
+    let mut body = vec![0; length];
+    tokio::time::timeout(DEADLINE, tcp.read_exact(&mut body))
+        .await
+        .expect("the refusal's body within the deadline")
+        .expect("the whole body");
+    body
 }
 
 impl RawSocket {
@@ -277,6 +311,67 @@ async fn deflate_upgrades_are_authenticated_and_origin_checked() {
         .expect("an answer to CONNECT");
     assert!(refused.is_some(), "CONNECT without a session is refused");
     assert_eq!(t.hub.realtime.connected_clients(), 0);
+
+    // An upgrade Engine.IO refuses over HTTP (no such Engine.IO session): the same status and
+    // framing as on the direct path, and its body or none (never a cut one, which would make
+    // hyper abort the response).
+    let path = "/socket.io/?EIO=4&transport=websocket&sid=garbage";
+    let (mut tcp, direct) = upgrade_to(t.hub.http_addr, path, "", None, None).await;
+    assert_eq!(direct.status, 400);
+    let direct_body = refusal_body(&mut tcp, &direct).await;
+    assert!(
+        String::from_utf8_lossy(&direct_body).contains("Session ID unknown"),
+        "{}",
+        String::from_utf8_lossy(&direct_body)
+    );
+    for _ in 0..5 {
+        let (mut tcp, fronted) = upgrade_to(t.hub.http_addr, path, "", offer, None).await;
+        assert_eq!(fronted.status, direct.status);
+        assert_eq!(fronted.header("sec-websocket-extensions"), None);
+        assert_eq!(
+            fronted.header("content-type"),
+            direct.header("content-type")
+        );
+        let body = refusal_body(&mut tcp, &fronted).await;
+        assert!(
+            body == direct_body || body.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
+
+/// `[realtime] ws-deflate = false`: a client offering permessage-deflate gets the direct path,
+/// with no extension negotiated, and still gets its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_ws_deflate_off_offers_get_the_direct_path() {
+    let t = start_hub(|c| c.realtime.ws_deflate = false).await;
+    t.add_user("admin@x.io", true).await;
+    let cookie = t.login("admin@x.io").await;
+    let mut offering = RawSocket::connect(
+        &t,
+        &cookie,
+        Some("permessage-deflate; client_max_window_bits"),
+    )
+    .await;
+    assert_eq!(offering.extensions, None, "nothing negotiated");
+
+    let pw = t.add_module("MC-1001-STN", None).await;
+    let m = t.module("MC-1001-STN", &pw).await;
+    m.hello(5000).await;
+    m.telemetry(1, json!({"temperature": 21.5})).await;
+    let event = offering
+        .expect("rt_telemetry_updated", about("MC-1001-STN"))
+        .await;
+    assert_eq!(event["telemetry"]["temperature"], 21.5);
+    // Messages from the client go through too (an unknown event is ignored).
+    offering.send_text(r#"42["no_such_event",{"x":1}]"#).await;
+    m.telemetry(2, json!({"temperature": 22.5})).await;
+    offering
+        .expect("rt_telemetry_updated", |v| {
+            about("MC-1001-STN")(v) && v["telemetry"]["temperature"] == 22.5
+        })
+        .await;
 }
 
 /// A message that is small on the wire but inflates past `max_message` closes that socket with
@@ -400,6 +495,86 @@ async fn http_responses_are_compressed_per_accept_encoding() {
             }
         }
     }
+}
+
+/// Small answers go uncompressed (not worth it), even when the client asks for gzip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_responses_are_not_compressed() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("admin@x.io", true).await;
+    let cookie = t.login("admin@x.io").await;
+    for path in ["/api/auth/me", "/healthz"] {
+        let (headers, body) = get_raw(&t.url, path, &cookie, "gzip, br").await;
+        assert!(body.len() <= 512, "{path}: {} bytes", body.len());
+        assert!(headers.get("content-encoding").is_none(), "{path}");
+    }
+}
+
+/// An `Accept-Encoding` that bans the uncompressed form (`identity;q=0`, `*;q=0`) and accepts
+/// nothing we have gets the normal status, uncompressed: never a 406 for a request that took
+/// effect. Encodings it does accept are still used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_ban_never_turns_a_done_request_into_406() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("admin@x.io", true).await;
+    let cookie = t.login("admin@x.io").await;
+    let http = reqwest::Client::new();
+    for (i, encoding) in [
+        "identity;q=0",
+        "*;q=0",
+        "zstd, identity;q=0",
+        "gzip;q=0, *;q=0",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("MC-{}-STN", 2000 + i);
+        let response = http
+            .post(format!("{}/api/modules", t.url))
+            .header("cookie", &cookie)
+            .header("accept-encoding", encoding)
+            .json(&json!({"id": id, "name": "Station"}))
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            response.status().is_success(),
+            "{encoding}: {}",
+            response.status()
+        );
+        assert!(
+            response.headers().get("content-encoding").is_none(),
+            "{encoding}"
+        );
+        let created: Value = response.json().await.expect("JSON answer");
+        assert_eq!(
+            created["module"]["moduleId"],
+            id.as_str(),
+            "{encoding}: {created}"
+        );
+        let (status, list) = t.call(&cookie, "GET", "/api/modules", None).await;
+        assert_eq!(status, 200);
+        assert!(
+            list.to_string().contains(&id),
+            "{encoding}: {id} was created"
+        );
+    }
+    // Big enough to compress: the accepted encoding is still chosen.
+    for i in 0..20 {
+        t.add_module(&format!("MC-{:04}-STN", 3000 + i), Some("admin@x.io"))
+            .await;
+    }
+    let (headers, body) = get_raw(&t.url, "/api/modules", &cookie, "gzip, identity;q=0").await;
+    assert_eq!(
+        headers
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    let _: Value = serde_json::from_slice(&decode("gzip", &body)).expect("JSON");
+    let (headers, body) = get_raw(&t.url, "/api/modules", &cookie, "*;q=0").await;
+    assert!(headers.get("content-encoding").is_none());
+    let _: Value = serde_json::from_slice(&body).expect("plain JSON");
 }
 
 /// Socket.IO's polling transport is not compressed (and keeps working) even when the client

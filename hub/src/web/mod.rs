@@ -16,8 +16,11 @@ use std::time::Duration;
 
 use axum::{
     Router,
+    extract::Request,
+    http::{HeaderValue, header::ACCEPT_ENCODING},
     routing::{get, post},
 };
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 
 use crate::{
     commands::CommandRouter, connections::LiveConnections, realtime::EventsManager, store::Store,
@@ -91,10 +94,106 @@ pub fn app(
         // `/socket.io/` and answer its POSTs (polling transport) before Socket.IO sees them.
         .fallback(static_files::asset)
         .with_state(state)
-        // Honours Accept-Encoding (br, gzip), keeps Content-Type, adds `Vary`; skips bodies
-        // under 32 bytes, images and event streams (tower-http's default predicate).
-        .layer(tower_http::compression::CompressionLayer::new())
+        // Honours Accept-Encoding (br, gzip), keeps Content-Type, adds `Vary`; skips images and
+        // event streams (tower-http's default predicate) and bodies of 512 bytes or less (small
+        // JSON answers: the framing and the CPU cost more than they save).
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE))),
+        )
+        .layer(axum::middleware::map_request(allow_identity))
         .layer(socketio)
         .layer(deflate)
         .layer(axum::middleware::from_fn_with_state(origins, origin::check))
+}
+
+/// HTTP bodies up to this size are sent uncompressed.
+const COMPRESS_ABOVE: u64 = 512;
+
+/// Lifts an `Accept-Encoding` ban on the uncompressed form (`identity;q=0`, `*;q=0`) before the
+/// compression layer sees it. When nothing the client accepts is available, tower-http turns
+/// the status into 406 after the handler ran: a POST would take effect while its client reads
+/// a refusal. An uncompressed answer is better (and acceptable in practice); encodings the
+/// client does accept are still preferred.
+async fn allow_identity(mut request: Request) -> Request {
+    let headers = request.headers_mut();
+    let banned = headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(bans_identity);
+    if !banned {
+        return request;
+    }
+    let kept: Vec<&str> = headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|item| !item.is_empty() && !bans_identity(item))
+        .collect();
+    let rewritten = HeaderValue::from_str(&kept.join(", ")).ok();
+    headers.remove(ACCEPT_ENCODING);
+    if let Some(value) = rewritten.filter(|v| !v.is_empty()) {
+        headers.insert(ACCEPT_ENCODING, value);
+    }
+    request
+}
+
+/// An `Accept-Encoding` item `identity;q=0` or `*;q=0` (any case or spacing, `q=0.000`...).
+fn bans_identity(item: &str) -> bool {
+    let mut parts = item.split(';');
+    let coding = parts.next().unwrap_or_default().trim();
+    (coding == "*" || coding.eq_ignore_ascii_case("identity"))
+        && parts.any(|param| {
+            param.split_once('=').is_some_and(|(name, q)| {
+                name.trim().eq_ignore_ascii_case("q")
+                    && q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_bans_are_recognised() {
+        for banned in ["identity;q=0", " *; q=0.000", "IDENTITY ;Q=0.0"] {
+            assert!(bans_identity(banned), "{banned}");
+        }
+        for allowed in ["identity", "*", "identity;q=0.5", "gzip;q=0", "*;q=1", "br"] {
+            assert!(!bans_identity(allowed), "{allowed}");
+        }
+    }
+
+    #[tokio::test]
+    async fn identity_bans_are_lifted_and_the_rest_kept() {
+        let rewrite = async |values: &[&str]| {
+            let mut request = Request::new(axum::body::Body::empty());
+            for v in values {
+                request
+                    .headers_mut()
+                    .append(ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            let request = allow_identity(request).await;
+            let out: Vec<String> = request
+                .headers()
+                .get_all(ACCEPT_ENCODING)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect();
+            out
+        };
+        assert_eq!(rewrite(&["identity;q=0"]).await, Vec::<String>::new());
+        assert_eq!(rewrite(&["*;q=0"]).await, Vec::<String>::new());
+        assert_eq!(
+            rewrite(&["gzip;q=0.5, identity;q=0", "br"]).await,
+            ["gzip;q=0.5, br"]
+        );
+        // Untouched without a ban (several header lines stay as they are).
+        assert_eq!(rewrite(&["gzip", "br;q=0"]).await, ["gzip", "br;q=0"]);
+    }
 }

@@ -13,8 +13,10 @@
 //! The inner handshake carries the original path, query and headers (Cookie, Origin, ...) and
 //! the request's extensions (peer address), so Socket.IO sees the same request it would have
 //! seen directly and authenticates it the same way. The inner handshake runs before the client
-//! gets its `101`, so a refusal there reaches the client as the same HTTP status. Upgrades
-//! without the offer, polling, and everything else go straight to the inner service.
+//! gets its `101`, so a refusal there reaches the client as the same HTTP status (and the same
+//! body when it came whole with the head, else an empty one). Upgrades without the offer,
+//! polling, and everything else go straight to the inner service; so does every upgrade when
+//! the layer is switched off (`[realtime] ws-deflate = false`): nothing is negotiated then.
 //!
 //! Limits: incoming messages are capped at `max_message` (the same cap socketioxide applies),
 //! on the decompressed size, while inflating — a small frame that inflates past the cap closes
@@ -24,11 +26,13 @@
 //! Every connection ends with both sides closed: a close from either side is forwarded to the
 //! other and the close handshake is given [`CLOSE_WAIT`] to finish; an error on either side
 //! closes the other. A client that stops reading blocks its own bridge only up to
-//! [`SEND_TIMEOUT`] per message, then it is dropped.
+//! [`SEND_TIMEOUT`] per message, then it is dropped. Logs about a connection carry the client's
+//! address (`peer`) when the listener recorded it (`ConnectInfo`).
 
 use std::{
     convert::Infallible,
     future::Future,
+    net::SocketAddr,
     pin::Pin,
     task::{Context, Poll},
     time::Duration,
@@ -36,7 +40,7 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::Request,
+    extract::{ConnectInfo, Request},
     http::{HeaderMap, HeaderName, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -73,12 +77,19 @@ const COMPRESSION_THRESHOLD: usize = 32;
 pub struct WsDeflateLayer {
     /// Largest incoming message, decompressed (`config.realtime.max_message`).
     max_message: usize,
+    /// Off: every request goes straight to the inner service (`config.realtime.ws_deflate`).
+    enabled: bool,
 }
 
 impl WsDeflateLayer {
-    /// `max_message`: the same cap socketioxide applies to WebSocket messages.
-    pub fn new(max_message: usize) -> Self {
-        Self { max_message }
+    /// `max_message`: the same cap socketioxide applies to WebSocket messages. `enabled`:
+    /// whether offers are taken at all (each compressed socket holds ~285 KiB of deflate
+    /// state); when `false`, deflate offers get the direct path and negotiate nothing.
+    pub fn new(max_message: usize, enabled: bool) -> Self {
+        Self {
+            max_message,
+            enabled,
+        }
     }
 
     /// The client side of the compressed connection: fast deflate (per-message CPU matters
@@ -136,7 +147,9 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if !offers_deflate(request.method(), request.uri().path(), request.headers()) {
+        if !self.layer.enabled
+            || !offers_deflate(request.method(), request.uri().path(), request.headers())
+        {
             let future = self.inner.call(request);
             return Box::pin(async move { future.await.map(IntoResponse::into_response) });
         }
@@ -197,10 +210,16 @@ where
     S::Response: IntoResponse + 'static,
     S::Future: Send + 'static,
 {
+    // The client's address, for the logs (absent when the listener does not record it).
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    let peer_field = peer.map(tracing::field::display);
     let (response, upgrade) = match yawc::WebSocket::upgrade_with_options(&mut request, options) {
         Ok(accepted) => accepted,
         Err(e) => {
-            tracing::debug!(error = %e, "bad WebSocket upgrade request");
+            tracing::debug!(peer = peer_field, error = %e, "bad WebSocket upgrade request");
             return StatusCode::BAD_REQUEST.into_response();
         }
     };
@@ -211,18 +230,26 @@ where
             Ok(Ok(ws)) => ws,
             Ok(Err(refusal)) => return refusal,
             Err(_) => {
-                tracing::error!("in-process Socket.IO handshake timed out");
+                tracing::error!(
+                    peer = peer_field,
+                    "in-process Socket.IO handshake timed out"
+                );
                 return StatusCode::SERVICE_UNAVAILABLE.into_response();
             }
         };
     tracing::debug!(
+        peer = peer_field,
         extensions = ?response.headers().get(header::SEC_WEBSOCKET_EXTENSIONS),
         "realtime WebSocket accepted (deflate)"
     );
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(client) => bridge(client, socketio).await,
-            Err(e) => tracing::debug!(error = %e, "client left during the WebSocket upgrade"),
+            Ok(client) => bridge(client, socketio, peer).await,
+            Err(e) => tracing::debug!(
+                peer = peer.map(tracing::field::display),
+                error = %e,
+                "client left during the WebSocket upgrade"
+            ),
         }
     });
     response.map(Body::new)
@@ -290,18 +317,73 @@ where
     let config = WebSocketConfig::default();
     match tokio_tungstenite::client_async_with_config(request, client_io, Some(config)).await {
         Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(refusal)) => {
-            let (parts, body) = refusal.into_parts();
-            Err(Response::from_parts(
-                parts,
-                Body::from(body.unwrap_or_default()),
-            ))
-        }
+        Err(tungstenite::Error::Http(refusal)) => Err(forward_refusal(*refusal)),
         Err(e) => {
-            tracing::error!(error = %e, "in-process Socket.IO handshake failed");
+            let peer = outer
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| tracing::field::display(*addr));
+            tracing::error!(peer, error = %e, "in-process Socket.IO handshake failed");
             Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
     }
+}
+
+/// The inner handshake's refusal, as the response to give the client.
+///
+/// tungstenite keeps only the bytes that arrived with the head (`tail`), raw: the body is
+/// forwarded when it is all there (a `Content-Length` body, read whole), else the refusal goes
+/// out with an empty body (a chunked or cut-short body is never passed on half or still
+/// framed). Framing and hop-by-hop headers are dropped: hyper frames the body it is given, and
+/// a `Content-Length` longer than the body would make it abort the response.
+fn forward_refusal(refusal: tungstenite::http::Response<Option<Vec<u8>>>) -> Response {
+    let (mut parts, tail) = refusal.into_parts();
+    let mut tail = tail.unwrap_or_default();
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let body = match length {
+        Some(length) if !chunked && tail.len() >= length => {
+            tail.truncate(length);
+            tail
+        }
+        None if !chunked && tail.is_empty() => Vec::new(),
+        _ => {
+            tracing::debug!(
+                status = %parts.status,
+                received = tail.len(),
+                ?length,
+                chunked,
+                "Socket.IO refusal forwarded without its body (not read whole)"
+            );
+            Vec::new()
+        }
+    };
+    // Headers named by `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
+    let named: Vec<HeaderName> = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&[
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::CONTENT_LENGTH,
+    ]) {
+        parts.headers.remove(name);
+    }
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// Headers that belong to one WebSocket handshake (or one hop) and are not forwarded.
@@ -335,8 +417,13 @@ enum Ending {
 
 type ClientSocket = yawc::WebSocket<yawc::HttpStream>;
 
-/// Moves messages both ways until one side ends, then closes the other.
-async fn bridge(mut client: ClientSocket, mut server: WebSocketStream<DuplexStream>) {
+/// Moves messages both ways until one side ends, then closes the other. `peer`: the client's
+/// address, for the logs.
+async fn bridge(
+    mut client: ClientSocket,
+    mut server: WebSocketStream<DuplexStream>,
+    peer: Option<SocketAddr>,
+) {
     let ending = loop {
         // Both reads are cancel-safe: their state lives in the sockets, not in the futures.
         tokio::select! {
@@ -377,18 +464,23 @@ async fn bridge(mut client: ClientSocket, mut server: WebSocketStream<DuplexStre
             },
         }
     };
+    let peer = peer.map(tracing::field::display);
     match ending {
         Ending::ClientClosed(close) => {
-            tracing::debug!(?close, "realtime client closed (deflate)");
+            tracing::debug!(peer, ?close, "realtime client closed (deflate)");
             close_server(&mut server, close).await;
             // Our echo of the client's close is queued; reading flushes it.
             let _ = tokio::time::timeout(CLOSE_WAIT, client.next_frame()).await;
         }
         Ending::ClientFailed(code, reason) => {
             if code == CloseCode::Size {
-                tracing::warn!(%reason, "realtime message over the size cap: connection closed");
+                tracing::warn!(
+                    peer,
+                    %reason,
+                    "realtime message over the size cap: connection closed"
+                );
             } else {
-                tracing::debug!(%reason, "realtime client connection ended (deflate)");
+                tracing::debug!(peer, %reason, "realtime client connection ended (deflate)");
             }
             // A close frame may be queued by yawc (1009, 1002...); reading flushes it.
             let _ = tokio::time::timeout(CLOSE_WAIT, client.next_frame()).await;
@@ -399,7 +491,7 @@ async fn bridge(mut client: ClientSocket, mut server: WebSocketStream<DuplexStre
             close_server(&mut server, Some(close)).await;
         }
         Ending::ServerClosed(close) => {
-            tracing::debug!(?close, "Socket.IO closed the connection (deflate)");
+            tracing::debug!(peer, ?close, "Socket.IO closed the connection (deflate)");
             let frame = match &close {
                 Some(c) => Frame::close(CloseCode::from(u16::from(c.code)), c.reason.as_bytes()),
                 None => Frame::close(CloseCode::Normal, b""),
@@ -409,7 +501,7 @@ async fn bridge(mut client: ClientSocket, mut server: WebSocketStream<DuplexStre
             let _ = tokio::time::timeout(CLOSE_WAIT, server.next()).await;
         }
         Ending::ServerFailed(reason) => {
-            tracing::debug!(%reason, "in-process Socket.IO connection failed");
+            tracing::debug!(peer, %reason, "in-process Socket.IO connection failed");
             close_client(&mut client, Frame::close(CloseCode::Away, b"")).await;
         }
     }
@@ -534,6 +626,68 @@ mod tests {
             ),
         ]);
         assert!(offers_deflate(&Method::GET, "/socket.io/", &client_limit));
+    }
+
+    fn refusal(headers: &[(&'static str, &str)], tail: &[u8]) -> Response {
+        let mut response = tungstenite::http::Response::new(Some(tail.to_vec()));
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        for (k, v) in headers {
+            response.headers_mut().append(*k, v.parse().unwrap());
+        }
+        forward_refusal(response)
+    }
+
+    async fn body_of(response: Response) -> Bytes {
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn refusals_keep_status_and_whole_bodies_only() {
+        let json = br#"{"code":"1","message":"Session ID unknown"}"#;
+        let length = json.len().to_string();
+        let length = length.as_str();
+
+        // Read whole: the same body, no inner framing or hop-by-hop headers.
+        let whole = refusal(
+            &[
+                ("content-type", "application/json"),
+                ("content-length", length),
+                ("connection", "keep-alive, x-hop"),
+                ("keep-alive", "timeout=5"),
+                ("x-hop", "1"),
+                ("x-end", "2"),
+            ],
+            json,
+        );
+        assert_eq!(whole.status(), StatusCode::BAD_REQUEST);
+        for gone in ["content-length", "connection", "keep-alive", "x-hop"] {
+            assert!(!whole.headers().contains_key(gone), "{gone}");
+        }
+        assert_eq!(whole.headers()["content-type"], "application/json");
+        assert_eq!(whole.headers()["x-end"], "2");
+        assert_eq!(body_of(whole).await, &json[..]);
+
+        // Cut short: an empty body rather than a length hyper cannot honour.
+        let short = refusal(&[("content-length", length)], &json[..10]);
+        assert_eq!(short.status(), StatusCode::BAD_REQUEST);
+        assert!(!short.headers().contains_key("content-length"));
+        assert!(body_of(short).await.is_empty());
+
+        // Chunked: the raw tail is framing, not the body.
+        let chunked = refusal(
+            &[("transfer-encoding", "chunked")],
+            b"5\r\nhello\r\n0\r\n\r\n",
+        );
+        assert!(!chunked.headers().contains_key("transfer-encoding"));
+        assert!(body_of(chunked).await.is_empty());
+
+        // More than the body (never expected): only the body.
+        let mut extra = json.to_vec();
+        extra.extend_from_slice(b"HTTP/1.1 200 OK");
+        let extra = refusal(&[("content-length", length)], &extra);
+        assert_eq!(body_of(extra).await, &json[..]);
     }
 
     #[test]

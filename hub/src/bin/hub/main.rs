@@ -88,7 +88,8 @@ impl ServeArgs {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
-        // Replay and reconnection settings (REALTIME_REPLAY_*, REALTIME_*RECONNECT*).
+        // Replay, reconnection and WebSocket compression settings (REALTIME_REPLAY_*,
+        // REALTIME_*RECONNECT*, REALTIME_WS_DEFLATE).
         config.realtime.apply_env(|k| std::env::var(k).ok())?;
         if let Some(v) = self.http {
             config.http = v;
