@@ -19,6 +19,11 @@ const TELEMETRY = 'rt_telemetry_updated';
 const SNAPSHOT_RETRY_MS = [1000, 2000, 5000, 10000, 30000];
 /** The hub sends rt_session right after the handshake; without it the connection is useless. */
 const SESSION_TIMEOUT_MS = 15000;
+/**
+ * Most events kept while waiting for rt_session or a snapshot. Past it the queue is dropped
+ * and a snapshot fetched after the drop covers what it held (snapshots can fail for long).
+ */
+export const MAX_QUEUE = 10000;
 
 export class RealtimeStream {
   /**
@@ -57,6 +62,9 @@ export class RealtimeStream {
     this.session = null;
     this._phase = 'idle'; // idle | waiting (for rt_session) | snapshot | live
     this._queue = [];
+    this._maxQueue = Number.isInteger(o.maxQueue) && o.maxQueue > 0 ? o.maxQueue : MAX_QUEUE;
+    this._droppedThrough = null; // highest offset of a dropped queue (covered by the next snapshot)
+    this._needSnapshot = false; // a dropped queue or a rev gap in `missed`: no resume, a snapshot
     this._snapshotToken = 0;
     this._resyncAgain = false;
     this._snapshotFailures = 0;
@@ -65,7 +73,16 @@ export class RealtimeStream {
     this._disconnectedAt = null;
     this._connectErrors = 0;
     this._connectedOnce = false;
-    this._stats = { resumes: 0, snapshots: 0, replayed: 0, reconnects: 0, lastReconnectMs: null, gaps: 0, duplicates: 0 };
+    this._stats = {
+      resumes: 0,
+      snapshots: 0,
+      replayed: 0,
+      reconnects: 0,
+      lastReconnectMs: null,
+      gaps: 0,
+      duplicates: 0,
+      queueOverflows: 0,
+    };
 
     const managerOptions = {
       syncOnReconnect: false,
@@ -169,6 +186,8 @@ export class RealtimeStream {
     this._cancelRetry();
     this._snapshotToken += 1; // a snapshot of the previous connection no longer counts
     this._queue = [];
+    this._droppedThrough = null;
+    this._needSnapshot = false;
     this._phase = 'waiting';
     this._setSynced(false);
     this._sessionTimer = this._setTimeout(() => {
@@ -196,8 +215,26 @@ export class RealtimeStream {
       this._apply(name, payload, offset);
     } else if (this._phase === 'waiting' || this._phase === 'snapshot') {
       this._queue.push([name, payload, offset]);
+      if (this._queue.length > this._maxQueue) this._dropQueue();
     }
     // idle: a late event of a closed connection; the next session covers it.
+  }
+
+  /**
+   * The queue is too long (e.g. snapshots keep failing): forget it. A snapshot fetched after
+   * this point covers every dropped event, so: while waiting for rt_session, no resume (its
+   * `missed` ends before the dropped events); while a snapshot is in flight, fetch again once it
+   * answers (a failed one is retried anyway, after the drop).
+   */
+  _dropQueue() {
+    let last = null;
+    for (const [, , offset] of this._queue) if (Number.isInteger(offset) && (last === null || offset > last)) last = offset;
+    if (last !== null && (this._droppedThrough === null || last > this._droppedThrough)) this._droppedThrough = last;
+    this._queue = [];
+    this._stats.queueOverflows += 1;
+    if (typeof console !== 'undefined') console.warn('RealtimeStream: event queue overflow, dropped; a snapshot follows');
+    if (this._phase === 'waiting') this._needSnapshot = true;
+    else if (this._phase === 'snapshot') this._resyncAgain = true;
   }
 
   _onSession(s) {
@@ -221,7 +258,7 @@ export class RealtimeStream {
     this._call(() => this._o.onSession && this._o.onSession(session));
     const epoch = typeof session.epoch === 'string' || typeof session.epoch === 'number' ? String(session.epoch) : null;
     const headOffset = Number.isInteger(session.offset) ? session.offset : null;
-    const resumed = sameIdentity && session.resumed === true && epoch !== null && epoch === this.epoch && Array.isArray(session.missed);
+    const resumed = !this._needSnapshot && sameIdentity && session.resumed === true && epoch !== null && epoch === this.epoch && Array.isArray(session.missed);
     if (epoch !== this.epoch) {
       // A new hub process: offsets of the old one mean nothing.
       this.offset = null;
@@ -236,6 +273,11 @@ export class RealtimeStream {
         if (this._apply(name, payload, offset)) this._stats.replayed += 1;
       }
       if (headOffset !== null && (this.offset === null || headOffset > this.offset)) this.offset = headOffset;
+      if (this._needSnapshot) {
+        // a rev gap inside `missed` (or a dropped queue): the page state is incomplete
+        this._snapshot();
+        return;
+      }
       this._goLive();
     } else {
       this._snapshot();
@@ -247,6 +289,9 @@ export class RealtimeStream {
     this._setSynced(false);
     this._resyncAgain = false;
     const token = ++this._snapshotToken;
+    this._needSnapshot = false;
+    // Events dropped before this fetch started are in its answer.
+    const covers = this._droppedThrough;
     const clientBefore = this._o.getClientState ? this._call(() => this._o.getClientState()) : undefined;
     let snapshot;
     try {
@@ -276,6 +321,7 @@ export class RealtimeStream {
     if (this._headOffset !== null && this._headOffset !== undefined) {
       if (this.offset === null || this._headOffset > this.offset) this.offset = this._headOffset;
     }
+    if (covers !== null && (this.offset === null || covers > this.offset)) this.offset = covers;
     if (this._resyncAgain) {
       // Another gap showed up while we fetched: keep queueing, fetch again.
       this._snapshot();
@@ -353,6 +399,9 @@ export class RealtimeStream {
       this._snapshot();
     } else if (this._phase === 'snapshot') {
       this._resyncAgain = true;
+    } else if (this._phase === 'waiting') {
+      // replaying `missed`: finish it, then fetch a snapshot instead of going live
+      this._needSnapshot = true;
     }
   }
 

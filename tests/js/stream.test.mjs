@@ -4,7 +4,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 
-import { RealtimeStream } from '../../static/js/stream.js';
+import { RealtimeStream, MAX_QUEUE } from '../../static/js/stream.js';
 
 class FakeSocket {
   constructor(opts) {
@@ -72,6 +72,7 @@ function setup(over = {}) {
         : Promise.resolve(snapshotValue),
     applySnapshot: (s) => snapshots.push(s),
     trackRevs: true,
+    ...(over.maxQueue ? { maxQueue: over.maxQueue } : {}),
     snapshotRevs: (s) => s.modules.map((m) => [m.moduleId, m.rev]),
     document: { body },
     now: () => now,
@@ -334,4 +335,101 @@ test('no rt_session within the timeout: the stream forces a reconnect instead of
   const connects = s.socket.connects;
   s.timers.filter((t) => t.ms === 15000).at(-1).fn();
   assert.equal(s.socket.connects, connects);
+});
+
+test('the queue is capped while snapshots keep failing; a snapshot fetched after the drop covers it', async () => {
+  const s = setup({ manualSnapshot: true });
+  s.socket.accept();
+  s.socket.emit('rt_session', { epoch: 'e1', offset: 1, resumed: false, missed: [] });
+  s.snapshotResolvers.reject(Object.assign(new Error('boom'), { status: 503 }));
+  await tick();
+  const fetchesBefore = s.snapshotResolvers;
+  for (let i = 0; i <= MAX_QUEUE; i++) s.socket.emit('rt_module_online', { moduleId: 'A' }, 2 + i);
+  assert.ok(s.stream._queue.length <= MAX_QUEUE, `queue capped, got ${s.stream._queue.length}`);
+  assert.equal(s.stream.stats().queueOverflows, 1);
+  const lastDropped = 2 + MAX_QUEUE;
+  // the retry (scheduled before the drop) fetches after it
+  s.timers.find((t) => t.ms === 1000).fn();
+  assert.notEqual(s.snapshotResolvers, fetchesBefore, 'a fresh fetch started');
+  s.socket.emit('rt_module_online', { moduleId: 'B' }, lastDropped + 1); // after the drop: kept
+  s.snapshotResolvers.resolve({ modules: [] });
+  await tick();
+  assert.equal(s.snapshots.length, 1);
+  assert.equal(s.attrs['data-synced'], 'true');
+  assert.deepEqual(
+    s.applied.map((a) => a[2]),
+    [lastDropped + 1],
+  );
+  assert.equal(s.stream.offset, lastDropped + 1);
+  // a replay of a dropped event is a duplicate
+  s.socket.emit('rt_module_online', { moduleId: 'A' }, lastDropped);
+  assert.equal(s.applied.length, 1);
+});
+
+test('a queue dropped while a snapshot is in flight: that snapshot is followed by another', async () => {
+  const s = setup({ manualSnapshot: true, maxQueue: 3 });
+  s.socket.accept();
+  s.socket.emit('rt_session', { epoch: 'e1', offset: 1, resumed: false, missed: [] });
+  const first = s.snapshotResolvers;
+  for (let i = 2; i <= 5; i++) s.socket.emit('rt_module_online', { moduleId: 'A' }, i);
+  assert.equal(s.stream._queue.length, 0);
+  first.resolve({ modules: [] });
+  await tick();
+  assert.notEqual(s.snapshotResolvers, first, 'fetched again after the drop');
+  assert.equal(s.attrs['data-synced'], 'false');
+  s.snapshotResolvers.resolve({ modules: [] });
+  await tick();
+  assert.equal(s.snapshots.length, 2);
+  assert.equal(s.attrs['data-synced'], 'true');
+  assert.equal(s.stream.offset, 5);
+});
+
+test('a queue dropped before rt_session: no resume, a snapshot', async () => {
+  const s = setup({ maxQueue: 3 });
+  s.socket.accept();
+  s.socket.emit('rt_session', { epoch: 'e1', offset: 1, resumed: false, missed: [] });
+  await tick();
+  s.socket.drop();
+  s.socket.accept();
+  for (let i = 2; i <= 5; i++) s.socket.emit('rt_module_online', { moduleId: 'A' }, i);
+  s.socket.emit('rt_session', { epoch: 'e1', offset: 1, resumed: true, missed: [] });
+  await tick();
+  assert.equal(s.snapshots.length, 2, 'snapshot instead of the resume');
+  assert.equal(s.stream.offset, 5);
+  assert.equal(s.attrs['data-synced'], 'true');
+});
+
+test('a rev gap inside `missed` fetches a snapshot instead of going live', async () => {
+  const s = setup({ manualSnapshot: true });
+  s.socket.accept();
+  s.socket.emit('rt_session', { epoch: 'e1', offset: 1, resumed: false, missed: [] });
+  s.snapshotResolvers.resolve({ modules: [{ moduleId: 'A', rev: 1 }] });
+  await tick();
+  assert.equal(s.snapshots.length, 1);
+  s.socket.drop();
+  s.socket.accept();
+  const before = s.snapshotResolvers;
+  s.socket.emit('rt_session', {
+    epoch: 'e1',
+    offset: 4,
+    resumed: true,
+    missed: [
+      ['rt_telemetry_updated', { moduleId: 'A', rev: 2 }, 2],
+      ['rt_telemetry_updated', { moduleId: 'A', rev: 4 }, 3], // rev 3 lost
+      ['rt_module_online', { moduleId: 'A' }, 4],
+    ],
+  });
+  assert.equal(s.stream.stats().gaps, 1);
+  assert.notEqual(s.snapshotResolvers, before, 'a snapshot is fetched');
+  assert.equal(s.attrs['data-synced'], 'false');
+  s.socket.emit('rt_telemetry_updated', { moduleId: 'A', rev: 5 }, 5); // queued
+  s.snapshotResolvers.resolve({ modules: [{ moduleId: 'A', rev: 4 }] });
+  await tick();
+  assert.equal(s.snapshots.length, 2);
+  assert.equal(s.attrs['data-synced'], 'true');
+  assert.deepEqual(
+    s.applied.filter((a) => a[0] === 'rt_telemetry_updated').map((a) => a[1].rev),
+    [2, 5],
+  );
+  assert.equal(s.stream.offset, 5);
 });
