@@ -73,11 +73,30 @@ export const post = (path, body, opts) => api('POST', path, body, opts);
 export const patch = (path, body, opts) => api('PATCH', path, body, opts);
 export const del = (path, opts) => api('DELETE', path, undefined, opts);
 
-/** A same-origin path to return to after login, or '/' (never another site: `//x`, `http:`...). */
-export function safeNext(next) {
-  if (typeof next !== 'string' || !next.startsWith('/') || next.startsWith('//') || next.startsWith('/\\')) return '/';
-  if (next.startsWith('/login')) return '/';
-  return next;
+/**
+ * A same-origin path to return to after login, or '/' (never another site). The candidate is
+ * resolved the way the browser will resolve it (`new URL(next, origin)`, which also strips
+ * tab/CR/LF: `/\t/evil.com` is `//evil.com`), must stay on `origin`, and is returned as
+ * pathname + search + hash. Control characters and backslashes are refused outright.
+ */
+export function safeNext(next, origin = typeof location !== 'undefined' && location.origin ? location.origin : 'http://localhost') {
+  if (typeof next !== 'string' || !next.startsWith('/')) return '/';
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f\\]/.test(next)) return '/';
+  let base;
+  let url;
+  try {
+    base = new URL(origin);
+    url = new URL(next, base);
+  } catch {
+    return '/';
+  }
+  if (url.origin !== base.origin || url.username || url.password) return '/';
+  const path = `${url.pathname}${url.search}${url.hash}`;
+  // one leading slash only (`//x` would be another host when used as a URL again)
+  if (!path.startsWith('/') || path.startsWith('//')) return '/';
+  if (url.pathname === '/login' || url.pathname.startsWith('/login/')) return '/';
+  return path;
 }
 
 /** `/login?next=<current path>`. */

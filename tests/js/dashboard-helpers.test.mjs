@@ -80,6 +80,37 @@ test('safeNext accepts same-origin paths only', () => {
   assert.equal(safeNext(null), '/');
 });
 
+test('safeNext: what the browser would resolve to another site is refused (tab/CR/LF, backslashes)', () => {
+  const origin = 'https://hub.example:8443';
+  const evil = [
+    '/\t/evil.com', // `/login?next=/%09/evil.com`
+    '/\n/evil.com',
+    '/\r/evil.com',
+    '/\r\n/evil.com',
+    '/\t\\evil.com',
+    '/\\/evil.com',
+    '/%09/evil.com'.replace('%09', '\t'),
+    '/\u0000/evil.com',
+    '///evil.com',
+    '/\t\t//evil.com',
+    'javascript:alert(1)',
+    ' /x',
+  ];
+  for (const next of evil) {
+    const got = safeNext(next, origin);
+    assert.equal(new URL(got, origin).origin, origin, `${JSON.stringify(next)} -> ${got}`);
+    assert.equal(got, '/', JSON.stringify(next));
+  }
+  // the query string as login-page.js reads it
+  const fromQuery = new URLSearchParams('next=/%09/evil.com').get('next');
+  assert.equal(safeNext(fromQuery, origin), '/');
+  // same-origin paths keep their query and fragment, normalised
+  assert.equal(safeNext('/admin?lang=fr#users', origin), '/admin?lang=fr#users');
+  assert.equal(safeNext('/a/../admin', origin), '/admin');
+  assert.equal(safeNext('/%2F/evil.com', origin), '/%2F/evil.com');
+  assert.equal(safeNext('/login/../login?next=//evil', origin), '/');
+});
+
 test('api: JSON in and out, ApiError with code and Retry-After', async () => {
   const calls = [];
   const fetchImpl = async (path, init) => {
