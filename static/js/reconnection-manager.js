@@ -27,8 +27,10 @@ function parseCount(value, allowInfinity) {
  *
  * Policy: exponential backoff with full jitter capped at `maxReconnectDelay`; an
  * unauthorized error waits at least `authFailureDelay`; an expired session calls
- * `onAuthExpired()` and stops; after `maxReconnectAttempts` failures the state is
- * 'failed' until `reconnectNow()`; an `online` event or the tab becoming visible retries at once.
+ * `onAuthExpired()` and stops; a refused page (`forbidden page`: e.g. an admin demoted while
+ * on /admin, refused forever) calls `onForbidden()` and stops; after `maxReconnectAttempts`
+ * failures the state is 'failed' until `reconnectNow()`; an `online` event or the tab becoming
+ * visible retries at once, except during the wait after an unauthorized error (that floor holds).
  */
 export class ReconnectionManager {
   /**
@@ -37,7 +39,8 @@ export class ReconnectionManager {
    *   so listeners the page registered on it survive reconnects.
    * @param {object} [options] maxReconnectAttempts (10, Infinity allowed), reconnectDelay (1000),
    *   maxReconnectDelay (30000), syncOnReconnect (true), authFailureDelay (30000), getClientState,
-   *   sync, onAuthExpired (default: go to /login). Every environment dependency (random,
+   *   sync, onAuthExpired (default: go to /login), onForbidden (default: `location.replace('/')`).
+   *   Every environment dependency (random,
    *   setTimeout, clearTimeout, now, target, window, document) is injectable so the policy can
    *   be tested deterministically.
    */
@@ -63,6 +66,11 @@ export class ReconnectionManager {
         (() => {
           if (win && win.location && typeof win.location.assign === 'function') win.location.assign('/login');
         }),
+      onForbidden:
+        options.onForbidden ??
+        (() => {
+          if (win && win.location && typeof win.location.replace === 'function') win.location.replace('/');
+        }),
       random: options.random ?? Math.random,
       setTimeout: options.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms)),
       clearTimeout: options.clearTimeout ?? ((id) => globalThis.clearTimeout(id)),
@@ -86,7 +94,10 @@ export class ReconnectionManager {
     this._hasConnected = false;
     this._disconnectedAt = null;
     this._consecutive401 = 0;
-    this._reconnectDurations = [];
+    this._reconnectCount = 0;
+    this._reconnectTotalMs = 0;
+    /** While a retry waits out `authFailureDelay`: the time before which no attempt is made. */
+    this._authWaitUntil = null;
     this._connectionErrors = 0;
     this._listening = false;
     this._forcing = false;
@@ -146,11 +157,10 @@ export class ReconnectionManager {
    * @returns {{reconnects: number, averageReconnectMs: number, connectionErrors: number}}
    */
   get stats() {
-    const d = this._reconnectDurations;
-    const total = d.reduce((a, b) => a + b, 0);
+    const n = this._reconnectCount;
     return {
-      reconnects: d.length,
-      averageReconnectMs: d.length ? total / d.length : 0,
+      reconnects: n,
+      averageReconnectMs: n ? this._reconnectTotalMs / n : 0,
       connectionErrors: this._connectionErrors,
     };
   }
@@ -258,8 +268,10 @@ export class ReconnectionManager {
     this._hasConnected = true;
     this._attempts = 0;
     this._consecutive401 = 0;
+    this._authWaitUntil = null;
     if (wasReconnect && this._disconnectedAt !== null) {
-      this._reconnectDurations.push(Math.max(0, this._opts.now() - this._disconnectedAt));
+      this._reconnectCount += 1;
+      this._reconnectTotalMs += Math.max(0, this._opts.now() - this._disconnectedAt);
     }
     this._disconnectedAt = null;
     this._setState('connected');
@@ -310,7 +322,14 @@ export class ReconnectionManager {
       this._call(() => this._opts.onAuthExpired());
       return;
     }
+    if (err?.message === 'forbidden page') {
+      // The hub refuses this page to this user (e.g. no longer an admin): retrying cannot help.
+      this.stop();
+      this._call(() => this._opts.onForbidden());
+      return;
+    }
     if (this._state !== 'failed') this._setState(this._hasConnected ? 'reconnecting' : 'connecting');
+    this._authWaitUntil = unauthorized ? this._opts.now() + this._opts.authFailureDelay : null;
     this._scheduleRetry(unauthorized ? this._opts.authFailureDelay : 0);
   }
 
@@ -337,15 +356,39 @@ export class ReconnectionManager {
     }, delay);
   }
 
+  /** Milliseconds left of the wait after an unauthorized error (0 when none). */
+  _authWaitLeft() {
+    if (this._authWaitUntil === null) return 0;
+    const left = this._authWaitUntil - this._opts.now();
+    if (left > 0) return left;
+    this._authWaitUntil = null;
+    return 0;
+  }
+
   _retryImmediately() {
     if (this._state === 'stopped' || this._state === 'connected') return;
     if (this._socket?.connected) return;
+    const authWait = this._authWaitLeft();
     if (this._state === 'failed') {
+      if (authWait > 0) {
+        // Start over, but not before the auth-failure wait is over.
+        this._clearTimer();
+        this._attempts = 0;
+        this._setState(this._hasConnected ? 'reconnecting' : 'connecting');
+        this._attempts += 1;
+        this._timer = this._opts.setTimeout(() => {
+          this._timer = null;
+          this._connect();
+        }, authWait);
+        return;
+      }
       this.reconnectNow();
       return;
     }
     // Only replace a pending wait; an attempt already in flight is left alone.
     if (this._timer === null) return;
+    // The pending wait already honours the auth-failure floor: online/visible does not shorten it.
+    if (authWait > 0) return;
     this._clearTimer();
     this._connect();
   }

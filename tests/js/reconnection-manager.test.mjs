@@ -434,3 +434,93 @@ test('forceReconnect (window.mc_socketReconnect) drops a working connection and 
   socket.disconnect();
   assert.equal(rm.state, 'stopped');
 });
+
+test('online/visible during the auth-failure wait keep the authFailureDelay floor', () => {
+  const { rm, socket, clock, target } = setup({ authFailureDelay: 30000 });
+  rm.start();
+  socket.accept();
+  socket.drop();
+  clock.fire();
+  const calls = socket.connectCalls;
+  socket.fail(new Error('unauthorized'));
+  assert.equal(clock.delays.at(-1), 30000);
+  clock.t += 1000;
+  target.dispatch('online');
+  target.visibilityState = 'visible';
+  target.dispatch('visibilitychange');
+  assert.equal(socket.connectCalls, calls, 'no attempt before the floor');
+  assert.equal(clock.pending, 1, 'the floor wait is kept');
+  clock.fire();
+  assert.equal(socket.connectCalls, calls + 1);
+  // an ordinary failure afterwards: online retries at once again
+  socket.fail();
+  target.dispatch('online');
+  assert.equal(socket.connectCalls, calls + 2);
+});
+
+test("online in 'failed' during the auth-failure wait restarts, but not before the floor", () => {
+  const { rm, socket, clock, target } = setup({ authFailureDelay: 30000, maxReconnectAttempts: 1 });
+  rm.start();
+  socket.fail(new Error('unauthorized'));
+  const waitStart = clock.t;
+  clock.fire();
+  socket.fail(new Error('unauthorized')); // budget exhausted
+  assert.equal(rm.state, 'failed');
+  const calls = socket.connectCalls;
+  clock.t += 5000;
+  target.dispatch('online');
+  assert.equal(socket.connectCalls, calls, 'no immediate attempt');
+  assert.equal(rm.state, 'connecting');
+  assert.equal(clock.delays.at(-1), 25000, 'the rest of the floor');
+  clock.fire();
+  assert.equal(socket.connectCalls, calls + 1);
+  assert.ok(clock.t - waitStart >= 30000);
+});
+
+test('stats keep a running sum: nothing grows with the number of reconnects', () => {
+  const { rm, socket, clock } = setup();
+  rm.start();
+  socket.accept();
+  const n = 2000;
+  for (let i = 0; i < n; i++) {
+    socket.drop();
+    clock.fire();
+    socket.accept();
+  }
+  assert.deepEqual(rm.stats, { reconnects: n, averageReconnectMs: 1000, connectionErrors: 0 });
+  for (const [key, value] of Object.entries(rm)) {
+    if (Array.isArray(value)) assert.ok(value.length < 100, `${key} grows with reconnects (${value.length})`);
+  }
+});
+
+test("connect_error 'forbidden page' is final: onForbidden is called and the manager stops", () => {
+  let forbidden = 0;
+  let expired = 0;
+  const { rm, socket, clock } = setup({ onForbidden: () => forbidden++, onAuthExpired: () => expired++ });
+  rm.start();
+  socket.accept();
+  socket.drop();
+  clock.fire();
+  socket.fail(new Error('forbidden page'));
+  assert.equal(forbidden, 1);
+  assert.equal(expired, 0, 'not a session expiry');
+  assert.equal(rm.state, 'stopped');
+  assert.equal(clock.pending, 0, 'no retry');
+});
+
+test("the default onForbidden replaces the location with '/'", () => {
+  const replaced = [];
+  const assigned = [];
+  const win = { location: { replace: (u) => replaced.push(u), assign: (u) => assigned.push(u) } };
+  const socket = new FakeSocket();
+  const clock = new FakeClock();
+  const rm = new ReconnectionManager(() => socket, {
+    setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout, now: clock.now,
+    window: win, document: undefined, target: new FakeTarget(),
+  });
+  rm.start();
+  socket.fail(new Error('forbidden page'));
+  assert.deepEqual(replaced, ['/']);
+  assert.deepEqual(assigned, []);
+  assert.equal(rm.state, 'stopped');
+});
