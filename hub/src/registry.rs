@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    authz,
     connections::LiveConnections,
     ingest::ModuleEvent,
     realtime::{EventsManager, events},
@@ -144,7 +145,16 @@ impl RegistryWatcher {
                     .owner_before
                     .filter(|f| Some(*f) != change.owner_after)
                 {
-                    // The former owner no longer sees it: for them it is gone.
+                    // The former owner no longer sees it: for them it is gone. Unless they are an
+                    // admin (admins see every module, authz::can_manage_module): their pages keep it.
+                    let former_is_admin = self
+                        .store
+                        .user(former)
+                        .await?
+                        .is_some_and(|user| authz::is_admin(&user));
+                    if former_is_admin {
+                        return Ok(());
+                    }
                     let removed = events::ModuleRemoved {
                         module_id: record.id.to_string(),
                         user_id: Some(former),

@@ -439,3 +439,70 @@ async fn disabled_modules_are_disconnected_and_refused() {
     again.hello(5000).await;
     dash.expect("rt_module_online", about("MC-A-1")).await;
 }
+
+/// An admin who gives away a module they owned still sees it (admins see every module): their
+/// pages get the update, not an `rt_module_removed` that would drop it from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reassignment_away_from_an_admin_does_not_remove_it_from_the_admin() {
+    let t = start_hub(|_| {}).await;
+    let admin_id = t.add_user("admin@x.io", true).await;
+    let bob_id = t.add_user("bob@x.io", false).await;
+    let admin = t.login("admin@x.io").await;
+    let mut admin_modules = t.dashboard("admin@x.io").await;
+    let mut admin_page = t.dashboard_with(&admin, json!({"page": "admin"})).await;
+    let mut bob_dash = t.dashboard("bob@x.io").await;
+
+    let (status, created) = t
+        .call(
+            &admin,
+            "POST",
+            "/api/modules",
+            Some(json!({"id": "MC-ADM-1", "name": "Attic", "ownerId": admin_id})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["module"]["ownerId"], admin_id);
+
+    let (status, _) = t
+        .call(
+            &admin,
+            "PATCH",
+            "/api/modules/MC-ADM-1",
+            Some(json!({"ownerId": bob_id})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    bob_dash
+        .expect("rt_module_updated", about("MC-ADM-1"))
+        .await;
+    // A later change is the barrier: nothing in between may remove the module.
+    let (status, _) = t
+        .call(
+            &admin,
+            "PATCH",
+            "/api/modules/MC-ADM-1",
+            Some(json!({"name": "Attic 2"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for dash in [&mut admin_modules, &mut admin_page] {
+        let seen = dash
+            .until("rt_module_updated", |m| {
+                m["moduleId"] == "MC-ADM-1" && m["name"] == "Attic 2"
+            })
+            .await;
+        assert!(
+            !seen.iter().any(|(event, _)| event == "rt_module_removed"),
+            "the admin was told the module is gone: {seen:?}"
+        );
+    }
+    let (_, list) = t.call(&admin, "GET", "/api/modules", None).await;
+    assert!(
+        list["modules"]
+            .as_array()
+            .expect("modules")
+            .iter()
+            .any(|m| m["moduleId"] == "MC-ADM-1" && m["ownerId"] == bob_id),
+        "{list}"
+    );
+}
