@@ -3,7 +3,7 @@
 
 import { boot, startStream, toast, copyText, el, handleAuthError } from './chrome.js';
 import { get, post, del, ApiError } from './api.js';
-import { t } from './strings.js';
+import { t, errorMessage, formatTime } from './strings.js';
 import { formatNumber, formatDuration, ago, parseTime } from './format.js';
 import { Ring, drawSparkline } from './sparkline.js';
 
@@ -20,6 +20,10 @@ const HEALTH_FIELDS = ['connectedClients', 'eventsPerSecond', 'avgReconnectMs', 
 const CHART_WINDOW_S = 5 * 60;
 const MAX_NOTIFICATIONS = 100;
 const PENDING_POLL_MS = 10000;
+/** GET /api/users after a burst of presence hints: this long after the last one... */
+const USERS_REFETCH_DEBOUNCE_MS = 1000;
+/** ...but no later than this after the first. */
+const USERS_REFETCH_MAX_WAIT_MS = 4000;
 
 const model = {
   me: null,
@@ -31,7 +35,10 @@ const statNodes = {};
 const healthNodes = {};
 const charts = {}; // field -> { xs, ys, plot, body, valueNode, ring? }
 let firstPaintMs = null;
-let usersRefetch = null;
+let usersRefetch = null; // debounce timer
+let usersRefetchFirst = 0; // when the pending burst started
+let usersRefetching = false; // a GET /api/users in flight
+let usersRefetchAgain = false; // asked again meanwhile
 
 // ------------------------------------------------------------ stats
 
@@ -202,7 +209,7 @@ function renderUsers() {
   for (const row of rows.values()) row.remove();
   $('users-empty').hidden = list.length > 0;
   const online = list.filter((u) => u.online).length;
-  $('users-summary').textContent = `${list.length} · ${online} ${t('userOnline')}`;
+  $('users-summary').textContent = t('usersSummary', { total: list.length, online });
 }
 
 function applyUsers(users) {
@@ -210,17 +217,39 @@ function applyUsers(users) {
   renderUsers();
 }
 
+/**
+ * Asks the hub who is online (GET /api/users), debounced: the hub's `online` means "has a
+ * dashboard connected", which only the hub knows (a sign-in is not a connected dashboard, a
+ * sign-out may leave another tab connected), so the page never guesses it from events.
+ */
 function scheduleUsersRefetch() {
-  if (usersRefetch) return;
-  usersRefetch = setTimeout(async () => {
-    usersRefetch = null;
-    try {
-      const res = await get('/api/users');
-      applyUsers(res?.users);
-    } catch (err) {
-      handleAuthError(err);
-    }
-  }, 1500);
+  const now = Date.now();
+  if (usersRefetching) {
+    usersRefetchAgain = true;
+    return;
+  }
+  if (usersRefetch) clearTimeout(usersRefetch);
+  else usersRefetchFirst = now;
+  const wait = Math.max(0, Math.min(USERS_REFETCH_DEBOUNCE_MS, usersRefetchFirst + USERS_REFETCH_MAX_WAIT_MS - now));
+  usersRefetch = setTimeout(refetchUsers, wait);
+}
+
+async function refetchUsers() {
+  usersRefetch = null;
+  usersRefetching = true;
+  usersRefetchAgain = false;
+  try {
+    const res = await get('/api/users');
+    applyUsers(res?.users);
+  } catch (err) {
+    handleAuthError(err);
+  } finally {
+    usersRefetching = false;
+  }
+  if (usersRefetchAgain) {
+    usersRefetchAgain = false;
+    scheduleUsersRefetch();
+  }
 }
 
 // ------------------------------------------------------------ notifications
@@ -228,9 +257,12 @@ function scheduleUsersRefetch() {
 function notify(event, text, when) {
   const list = $('notifications');
   const time = when ? new Date(when) : new Date();
+  // The space keeps textContent (what a screen reader announces) "bob signed in 12:44:47";
+  // in the flex row it takes no room.
   const item = el('li', { 'data-role': 'notification', 'data-event': event }, [
     el('span', { text }),
-    el('time', { datetime: time.toISOString(), text: time.toLocaleTimeString() }),
+    ' ',
+    el('time', { datetime: time.toISOString(), text: formatTime(time) }),
   ]);
   list.prepend(item);
   while (list.children.length > MAX_NOTIFICATIONS) list.lastElementChild.remove();
@@ -303,9 +335,9 @@ async function refreshPending() {
 function openClaim(row) {
   const id = row.dataset.pendingId;
   if (row.nextElementSibling?.matches('[data-role="claim-row"]')) return;
-  const owner = el('select', { class: 'input', name: 'ownerId', 'aria-label': 'owner' });
+  const owner = el('select', { class: 'input', name: 'ownerId', 'aria-label': t('moduleOwnerLabel') });
   for (const u of [...model.users.values()].sort((a, b) => String(a.name).localeCompare(String(b.name)))) {
-    const opt = el('option', { value: String(u.id), text: `${u.name} <${u.email}>` });
+    const opt = el('option', { value: String(u.id), text: t('userOption', { name: u.name, email: u.email }) });
     if (model.me && u.id === model.me.id) opt.selected = true;
     owner.append(opt);
   }
@@ -397,8 +429,8 @@ function setupPasswordPanel() {
 }
 
 function errorText(err) {
-  if (err instanceof ApiError) return err.status === 0 ? t('networkError') : err.message;
-  return String(err?.message || err);
+  if (err instanceof ApiError && err.status === 0) return t('networkError');
+  return errorMessage(err);
 }
 
 // ------------------------------------------------------------ stream
@@ -409,23 +441,17 @@ const handlers = {
   },
   rt_user_logged_in(p) {
     if (!p) return;
+    // Signed in is not online (a connected dashboard): ask the hub rather than guess.
+    scheduleUsersRefetch();
     const u = model.users.get(p.id);
-    if (u) {
-      u.online = true;
-      renderUsers();
-    } else scheduleUsersRefetch();
-    notify('rt_user_logged_in', t('userLoggedIn', { name: p.name || p.email || `#${p.id}` }));
+    notify('rt_user_logged_in', t('userLoggedIn', { name: p.name || (u && u.name) || p.email || t('userNumber', { id: p.id }) }));
   },
   rt_user_logged_out(p) {
     if (!p) return;
-    const u = model.users.get(p.id);
-    if (u) {
-      u.online = false;
-      renderUsers();
-    }
     // Another tab or device of theirs may still be connected: ask the hub.
     scheduleUsersRefetch();
-    notify('rt_user_logged_out', t('userLoggedOut', { name: p.name || (u && u.name) || `#${p.id}` }), parseTime(p.logoutTime));
+    const u = model.users.get(p.id);
+    notify('rt_user_logged_out', t('userLoggedOut', { name: p.name || (u && u.name) || t('userNumber', { id: p.id }) }), parseTime(p.logoutTime));
   },
   rt_user_profile_updated(p) {
     if (p && model.me && p.id === model.me.id && p.name) $('user-name').textContent = p.name;

@@ -15,8 +15,10 @@ function showError(message) {
 
 function keepLang(url) {
   const lang = params.get('lang');
-  if (!lang || new URL(url, location.origin).searchParams.has('lang')) return url;
-  return url + (url.includes('?') ? '&' : '?') + `lang=${encodeURIComponent(lang)}`;
+  const target = new URL(url, location.origin);
+  if (!lang || target.searchParams.has('lang')) return url;
+  target.searchParams.set('lang', lang); // before any #fragment
+  return `${target.pathname}${target.search}${target.hash}`;
 }
 
 async function onSubmit(ev) {

@@ -6,6 +6,12 @@ export const STRINGS = {
   en: {
     appName: 'mc-hub',
     loading: 'Loading…',
+    // document titles
+    pageTitle: {
+      login: 'mc-hub · Sign in',
+      modules: 'mc-hub · Modules',
+      admin: 'mc-hub · Admin',
+    },
     // login
     loginTitle: 'Sign in',
     loginSubtitle: 'Telemetry hub for field modules',
@@ -20,6 +26,19 @@ export const STRINGS = {
     // errors
     networkError: 'Cannot reach the hub. Try again.',
     serverError: 'The hub answered with an error (HTTP {status}).',
+    /** By the `code` of the hub's `{"error": {"code", "message"}}` (and api.js's `network`). */
+    errorCode: {
+      network: 'Cannot reach the hub. Try again.',
+      bad_request: 'The hub refused the request as invalid.',
+      unauthorized: 'Your session ended. Please sign in again.',
+      forbidden: 'You are not allowed to do this.',
+      not_found: 'It no longer exists.',
+      conflict: 'It conflicts with the current state (e.g. the id is already taken).',
+      unavailable: 'The hub is temporarily unavailable. Try again.',
+      timeout: 'The hub did not answer in time. Try again.',
+      too_many_attempts: 'Too many attempts. Try again later.',
+      internal: 'The hub failed to do it (internal error).',
+    },
     // chrome
     navModules: 'Modules',
     navAdmin: 'Admin',
@@ -118,6 +137,9 @@ export const STRINGS = {
     },
     notAvailable: 'n/a',
     usersTitle: 'Users',
+    usersSummary: '{total} · {online} online',
+    userOption: '{name} <{email}>',
+    userNumber: '#{id}',
     userOnline: 'online',
     userOffline: 'offline',
     userDisabled: 'disabled',
@@ -138,7 +160,13 @@ export const STRINGS = {
     dismissFailed: 'Dismiss failed: {message}',
   },
   fr: {
+    appName: 'mc-hub',
     loading: 'Chargement…',
+    pageTitle: {
+      login: 'mc-hub · Connexion',
+      modules: 'mc-hub · Modules',
+      admin: 'mc-hub · Administration',
+    },
     loginTitle: 'Connexion',
     loginSubtitle: 'Hub de télémesure pour modules de terrain',
     emailLabel: 'E-mail',
@@ -151,6 +179,18 @@ export const STRINGS = {
     sessionEnded: 'Votre session a pris fin. Reconnectez-vous.',
     networkError: 'Le hub est injoignable. Réessayez.',
     serverError: 'Le hub a répondu par une erreur (HTTP {status}).',
+    errorCode: {
+      network: 'Le hub est injoignable. Réessayez.',
+      bad_request: 'Le hub a refusé la requête comme invalide.',
+      unauthorized: 'Votre session a pris fin. Reconnectez-vous.',
+      forbidden: 'Vous n’avez pas le droit de faire ceci.',
+      not_found: 'Cela n’existe plus.',
+      conflict: 'Conflit avec l’état actuel (par ex. identifiant déjà pris).',
+      unavailable: 'Le hub est momentanément indisponible. Réessayez.',
+      timeout: 'Le hub n’a pas répondu à temps. Réessayez.',
+      too_many_attempts: 'Trop de tentatives. Réessayez plus tard.',
+      internal: 'Le hub n’a pas pu le faire (erreur interne).',
+    },
     navModules: 'Modules',
     navAdmin: 'Admin',
     logoutButton: 'Déconnexion',
@@ -215,6 +255,7 @@ export const STRINGS = {
     removed: '{name} supprimé',
     renameFailed: 'Échec du renommage : {message}',
     removeFailed: 'Échec de la suppression : {message}',
+    createFailed: '{message}',
     readingLabels: {
       temperature: 'Température',
       humidity: 'Humidité',
@@ -245,6 +286,9 @@ export const STRINGS = {
     },
     notAvailable: 'n/d',
     usersTitle: 'Utilisateurs',
+    usersSummary: '{total} · {online} en ligne',
+    userOption: '{name} <{email}>',
+    userNumber: 'n° {id}',
     userOnline: 'en ligne',
     userOffline: 'hors ligne',
     userDisabled: 'désactivé',
@@ -321,6 +365,34 @@ export function t(key, vars) {
   return typeof value === 'string' ? format(value, vars) : value;
 }
 
+/**
+ * The text to show for a failed API call: the string of its known `code` (an ApiError of
+ * api.js: the hub's `{"error": {"code"}}`, or `network`), `serverError` for another HTTP
+ * status, else the error's own message.
+ */
+export function errorMessage(err) {
+  const code = err && typeof err === 'object' ? err.code : undefined;
+  if (typeof code === 'string' && /^\w+$/.test(code)) {
+    const known = lookup(STRINGS[current], ['errorCode', code]) ?? lookup(STRINGS.en, ['errorCode', code]);
+    if (typeof known === 'string') return known;
+  }
+  const status = err && typeof err === 'object' && Number.isInteger(err.status) ? err.status : 0;
+  if (status >= 400 && (!err.message || (typeof code === 'string' && code.startsWith('http_')))) {
+    return t('serverError', { status });
+  }
+  if (err && typeof err === 'object' && err.message) return String(err.message);
+  return String(err ?? '');
+}
+
+/** A time of day in the page's language (e.g. notification times). */
+export function formatTime(date) {
+  try {
+    return date.toLocaleTimeString(current);
+  } catch {
+    return date.toLocaleTimeString();
+  }
+}
+
 /** Fills `[data-i18n="key"]` text and `[data-i18n-placeholder]`/`[data-i18n-title]` attributes under `root`. */
 export function applyStrings(root) {
   for (const node of root.querySelectorAll('[data-i18n]')) node.textContent = t(node.dataset.i18n);
@@ -329,4 +401,10 @@ export function applyStrings(root) {
   }
   for (const node of root.querySelectorAll('[data-i18n-title]')) node.setAttribute('title', t(node.dataset.i18nTitle));
   if (root.documentElement) root.documentElement.lang = current;
+  // <html data-page-title="admin">: the document title in the page's language
+  const titleKey = root.documentElement?.dataset?.pageTitle;
+  if (titleKey && 'title' in root) {
+    const title = t(`pageTitle.${titleKey}`);
+    if (typeof title === 'string' && title !== `pageTitle.${titleKey}`) root.title = title;
+  }
 }
