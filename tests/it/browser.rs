@@ -109,12 +109,53 @@ fn hub_binary() -> PathBuf {
     .clone()
 }
 
-/// A loopback port that was free a moment ago.
+/// The kernel's ephemeral port range (`ip_local_port_range`): ports it hands out to outgoing
+/// connections and to `bind(0)`.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(str::parse::<u16>);
+            Some((parts.next()?.ok()?, parts.next()?.ok()?))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// A loopback port for the hub, free now and outside the ephemeral range: the hub is killed
+/// with SIGKILL and restarted on the same ports, and an ephemeral port could meanwhile be taken
+/// by any outgoing connection (tests run in parallel). Random below the range (above 10000, or
+/// 1024 when the range starts lower), never the same twice in this process, checked bindable.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("ephemeral port")
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    static TAKEN: OnceLock<std::sync::Mutex<std::collections::HashSet<u16>>> = OnceLock::new();
+    let taken = TAKEN.get_or_init(Default::default);
+    let (low, _) = ephemeral_range();
+    let floor: u16 = if low > 20_000 { 10_000 } else { 1024 };
+    assert!(
+        low > floor + 100,
+        "ephemeral range starts at {low}: no room for fixed ports"
+    );
+    let span = u64::from(low - floor);
+    for attempt in 0u64..10_000 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(attempt);
+        hasher.write_u32(std::process::id());
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let port = floor + u16::try_from(hasher.finish() % span).expect("port below the range");
+        let mut taken = taken.lock().expect("port set");
+        if taken.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port between {floor} and {low}");
 }
 
 /// The hub as a child process with fixed ports and a data directory that outlives restarts.
@@ -503,6 +544,29 @@ async fn control_server(world: Arc<World>) -> SocketAddr {
     addr
 }
 
+/// Kills a process group (SIGKILL) when dropped: the scenario's node and the Chromium it
+/// started, whatever happens to the test (timeout, panic, success with a stray browser).
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // `kill -KILL -- -PGID`: every process of the group.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Runs `tests/js/browser/<script>.mjs` against `world` with `spec` (JSON); returns its result
 /// line, failing the test (with the script's progress and the hub's log) unless it is `ok`.
 async fn run_scenario(world: &Arc<World>, script: &str, spec: Value) -> Value {
@@ -520,15 +584,24 @@ async fn run_scenario(world: &Arc<World>, script: &str, spec: Value) -> Value {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so that Chromium (node's child) is killed with it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .expect("node runs (install Node.js 20+)");
+    let mut group = ProcessGroup(child.id());
     let mut stdout = child.stdout.take().expect("stdout piped");
-    let mut stderr = child.stderr.take().expect("stderr piped");
-    let progress = tokio::spawn(async move {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
-        s
+    let stderr = child.stderr.take().expect("stderr piped");
+    // The progress log, kept line by line so a timeout can still show it.
+    let progress_log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let progress = tokio::spawn({
+        let progress_log = Arc::clone(&progress_log);
+        async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                progress_log.lock().expect("progress log").push(line);
+            }
+        }
     });
     let run = async {
         let mut out = String::new();
@@ -537,16 +610,24 @@ async fn run_scenario(world: &Arc<World>, script: &str, spec: Value) -> Value {
         (out, status)
     };
     let outcome = tokio::time::timeout(SCENARIO_DEADLINE, run).await;
-    let progress_text = |p: String| {
-        let lines: Vec<&str> = p.lines().collect();
+    let progress_text = || {
+        let lines = progress_log.lock().expect("progress log");
         lines[lines.len().saturating_sub(80)..].join("\n")
     };
     let Ok((out, status)) = outcome else {
+        // Node and its Chromium go now, not whenever the test's runtime is dropped.
+        group.kill();
+        // What the dying processes still wrote, briefly.
+        let _ = tokio::time::timeout(Duration::from_secs(2), progress).await;
         let log = world.hub.lock().await.log_tail();
-        progress.abort();
-        panic!("scenario {script} did not finish within {SCENARIO_DEADLINE:?}; hub log:\n{log}");
+        panic!(
+            "scenario {script} did not finish within {SCENARIO_DEADLINE:?}\n--- progress ---\n{}\n--- hub log ---\n{log}",
+            progress_text()
+        );
     };
-    let progress = progress.await.unwrap_or_default();
+    // A Chromium left behind by the script (it exited) must not outlive the test either.
+    group.kill();
+    let _ = tokio::time::timeout(Duration::from_secs(5), progress).await;
     let result = out
         .lines()
         .rev()
@@ -556,7 +637,7 @@ async fn run_scenario(world: &Arc<World>, script: &str, spec: Value) -> Value {
         let log = world.hub.lock().await.log_tail();
         panic!(
             "scenario {script} failed ({status:?}): {result}\n--- progress ---\n{}\n--- hub log ---\n{log}",
-            progress_text(progress)
+            progress_text()
         );
     }
     eprintln!("scenario {script}: {result}");

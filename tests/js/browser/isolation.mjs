@@ -49,11 +49,20 @@ await scenario('isolation', async (ctx) => {
       if (mentionsForeign(text)) violate('websocket frame', text);
     });
   });
-  page.on('response', async (res) => {
+  // Each response body is read asynchronously: the checks still pending are awaited before the
+  // final check, so a late one cannot be missed.
+  const pendingChecks = new Set();
+  let responses = 0;
+  page.on('response', (res) => {
     const path = new URL(res.url()).pathname;
     if (!path.startsWith('/api/') && !path.startsWith('/socket.io/')) return;
-    const text = await res.text().catch(() => '');
-    if (mentionsForeign(text)) violate(`response ${path}`, text);
+    const checking = (async () => {
+      const text = await res.text().catch(() => '');
+      responses += 1;
+      if (mentionsForeign(text)) violate(`response ${path}`, text);
+    })();
+    pendingChecks.add(checking);
+    checking.finally(() => pendingChecks.delete(checking));
   });
   let polls = 0;
   let polling = true;
@@ -96,7 +105,8 @@ await scenario('isolation', async (ctx) => {
   const hub = await waitSameAsHub(page, email);
   polling = false;
   await poller;
+  while (pendingChecks.size) await Promise.allSettled([...pendingChecks]);
   check('at the end');
   if (frames === 0) throw new Error('no WebSocket frame seen: the check watched nothing');
-  return { frames, polls, stats: await stats(page), state: { modules: await pageModules(page) }, hub };
+  return { frames, polls, responses, stats: await stats(page), state: { modules: await pageModules(page) }, hub };
 });
