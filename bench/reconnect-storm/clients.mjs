@@ -34,7 +34,9 @@ class Client {
     this.offset = null;
     this.connection = 0; // increments per connect
     this.sessionSeen = false; // rt_session seen on the current connection
-    this.queued = []; // offsets of live events that arrived before rt_session
+    this.queued = []; // [offset, event, payload] of live events that arrived before rt_session
+    this.revs = new Map(); // moduleId -> last applied rev (telemetry carries the module's rev)
+    this.gaps = 0; // telemetry whose rev jumped by more than one: an event was lost
     this.synced = false;
     this.syncedAt = null;
     this.events = 0;
@@ -107,10 +109,23 @@ class Client {
     }
     if (!Number.isInteger(offset)) return; // a hub without offsets
     if (!this.sessionSeen || !this.synced) {
-      this.queued.push(offset);
+      this.queued.push([offset, event, payload]);
       return;
     }
+    this.apply(event, payload);
     if (this.offset === null || offset > this.offset) this.offset = offset;
+  }
+
+  /** Applies one event to the model: here only the telemetry revs, to detect lost events. */
+  apply(event, payload) {
+    if (event !== 'rt_telemetry_updated' || !payload || !Number.isInteger(payload.rev)) return;
+    const prev = this.revs.get(payload.moduleId);
+    if (prev !== undefined && payload.rev <= prev) return; // already applied (snapshot or replay)
+    if (prev !== undefined && payload.rev > prev + 1) {
+      this.gaps += 1;
+      if (this.record) this.record.gaps += 1;
+    }
+    this.revs.set(payload.moduleId, payload.rev);
   }
 
   onSession(s) {
@@ -126,7 +141,9 @@ class Client {
       let max = this.offset ?? -1;
       for (const item of Array.isArray(s.missed) ? s.missed : []) {
         applied += 1;
-        if (Array.isArray(item) && Number.isInteger(item[2]) && item[2] > max) max = item[2];
+        if (!Array.isArray(item)) continue;
+        this.apply(item[0], item[1]);
+        if (Number.isInteger(item[2]) && item[2] > max) max = item[2];
       }
       if (headOffset !== null && headOffset > max) max = headOffset;
       this.finishSync(connection, max, 'resume', applied);
@@ -142,6 +159,9 @@ class Client {
       const body = await res.json();
       if (res.status !== 200 || !Array.isArray(body.modules)) throw new Error(`HTTP ${res.status}`);
       if (this.record) this.record.modules = body.modules.length;
+      if (connection === this.connection) {
+        this.revs = new Map(body.modules.map((m) => [m.moduleId, m.rev]));
+      }
     } catch (err) {
       if (this.record) this.record.snapshotErrors += 1;
       // The page retries a failed snapshot after 3 s; so do we (on the same connection only).
@@ -156,7 +176,10 @@ class Client {
   finishSync(connection, offset, how, missed) {
     if (connection !== this.connection || !this.socket.connected) return; // dropped meanwhile
     let max = offset ?? -1;
-    for (const o of this.queued) if (o > max) max = o;
+    for (const [o, event, payload] of this.queued) {
+      if (offset === null || o > offset) this.apply(event, payload);
+      if (o > max) max = o;
+    }
     this.queued = [];
     this.offset = max >= 0 ? max : this.offset;
     this.synced = true;
@@ -217,6 +240,7 @@ function arm(msg) {
       connectErrors: 0,
       snapshotErrors: 0,
       authExpired: false,
+      gaps: 0,
     };
   }
   send({ type: 'armed', storm: msg.storm });
@@ -240,7 +264,8 @@ function status() {
   const connected = clients.filter((c) => c.socket.connected).length;
   const events = clients.reduce((a, c) => a + c.events, 0);
   const cpu = process.cpuUsage();
-  send({ type: 'status', synced, connected, events, n: clients.length, cpuMicros: cpu.user + cpu.system });
+  const gaps = clients.reduce((a, c) => a + c.gaps, 0);
+  send({ type: 'status', synced, connected, events, gaps, n: clients.length, cpuMicros: cpu.user + cpu.system });
 }
 
 function stop() {

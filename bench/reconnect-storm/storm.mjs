@@ -270,6 +270,7 @@ async function status() {
     synced: r.reduce((a, m) => a + m.synced, 0),
     connected: r.reduce((a, m) => a + m.connected, 0),
     events: r.reduce((a, m) => a + m.events, 0),
+    gaps: r.reduce((a, m) => a + m.gaps, 0),
     cpuMicros: r.reduce((a, m) => a + m.cpuMicros, 0),
   };
 }
@@ -370,6 +371,8 @@ for (const [k, sc] of order.entries()) {
     missedMedian: median(missed),
     missedMax: missed.length ? Math.max(...missed) : 0,
     connectErrors: recs.reduce((a, r) => a + (r.connectErrors || 0), 0),
+    revGaps: recs.reduce((a, r) => a + (r.gaps || 0), 0),
+    revGapsTotal: stAfter.gaps,
     snapshotErrors: recs.reduce((a, r) => a + (r.snapshotErrors || 0), 0),
     syncP50: pct(syncMs, 50),
     syncP99: pct(syncMs, 99),
@@ -410,11 +413,11 @@ const lines = [];
 lines.push(`clients ${N} over ${users.length} users, ${PROCS} client processes, transports ${args.transports}, permessage-deflate offered: ${args.deflate}; steady ${eventsPerSec.toFixed(0)} events/s to all clients`);
 lines.push(`reconnect policy (jitter): full jitter, reconnectDelay ${reconnectDelay} ms, maxReconnectDelay ${maxReconnectDelay} ms (${configSource})`);
 lines.push('');
-lines.push('| scenario | run | synced | resumed / snapshot | missed p50 / max | disconnect seen p50/p99 ms | attempt p50/p99 ms | connect p50/p99 ms | rt_session p50/p99 ms | sync p50 ms | sync p99 ms | sync max ms | attempt→sync p50/p99 ms | hub CPU s | load CPU s | CPU0/CPU1 busy % | SYN drops (machine) | RSS base → peak → after MiB | VmHWM MiB | hub fds before → after | events/s at clients, cut → end of settle | loadavg |');
-lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---:|');
+lines.push('| scenario | run | synced | resumed / snapshot | rev gaps (storm / since start) | missed p50 / max | disconnect seen p50/p99 ms | attempt p50/p99 ms | connect p50/p99 ms | rt_session p50/p99 ms | sync p50 ms | sync p99 ms | sync max ms | attempt→sync p50/p99 ms | hub CPU s | load CPU s | CPU0/CPU1 busy % | SYN drops (machine) | RSS base → peak → after MiB | VmHWM MiB | hub fds before → after | events/s at clients, cut → end of settle | loadavg |');
+lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---:|');
 for (const r of results) {
   lines.push(
-    `| ${r.scenario} | ${r.run} | ${r.synced}/${r.clients} | ${r.resumed} / ${r.snapshots} | ${f(r.missedMedian)} / ${r.missedMax} | ${f(r.disconnectP50)}/${f(r.disconnectP99)} | ${f(r.attemptP50)}/${f(r.attemptP99)} | ${f(r.connectP50)}/${f(r.connectP99)} | ${f(r.sessionP50)}/${f(r.sessionP99)} | ${f(r.syncP50)} | ${f(r.syncP99)} | ${f(r.syncMax)} | ${f(r.resyncP50)}/${f(r.resyncP99)} | ${f(r.hubCpuS, 2)} | ${f(r.loadCpuS, 2)} | ${r.cpuBusyPct['0']}/${r.cpuBusyPct['1']} | ${r.listenOverflows} | ${r.rssBaselineMiB} → ${r.rssPeakMiB} → ${r.rssAfterMiB} | ${r.hwmAfterMiB} | ${r.hubFdsBefore} → ${r.hubFdsAfter} | ${r.eventsPerSec} | ${r.loadavg} |`,
+    `| ${r.scenario} | ${r.run} | ${r.synced}/${r.clients} | ${r.resumed} / ${r.snapshots} | ${r.revGaps} / ${r.revGapsTotal} | ${f(r.missedMedian)} / ${r.missedMax} | ${f(r.disconnectP50)}/${f(r.disconnectP99)} | ${f(r.attemptP50)}/${f(r.attemptP99)} | ${f(r.connectP50)}/${f(r.connectP99)} | ${f(r.sessionP50)}/${f(r.sessionP99)} | ${f(r.syncP50)} | ${f(r.syncP99)} | ${f(r.syncMax)} | ${f(r.resyncP50)}/${f(r.resyncP99)} | ${f(r.hubCpuS, 2)} | ${f(r.loadCpuS, 2)} | ${r.cpuBusyPct['0']}/${r.cpuBusyPct['1']} | ${r.listenOverflows} | ${r.rssBaselineMiB} → ${r.rssPeakMiB} → ${r.rssAfterMiB} | ${r.hwmAfterMiB} | ${r.hubFdsBefore} → ${r.hubFdsAfter} | ${r.eventsPerSec} | ${r.loadavg} |`,
   );
 }
 lines.push('');
