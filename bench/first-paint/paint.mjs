@@ -38,6 +38,7 @@ const { values: args } = parseArgs({
     json: { type: 'string' },
     chromium: { type: 'string', default: process.env.CHROMIUM_PATH || '/usr/bin/chromium' },
     timeout: { type: 'string', default: '30' },
+    warm: { type: 'boolean', default: false },
   },
 });
 const HUB = args.hub.replace(/\/$/, '');
@@ -99,12 +100,21 @@ for (const s of scenarios) s.cookie = await login(s.email, s.password);
 const browser = await chromium.launch({ executablePath: args.chromium, headless: true, args: ['--headless', '--no-sandbox'] });
 log('chromium', browser.version());
 
-async function load(s) {
+const warmContexts = new Map();
+async function contextFor(s) {
+  if (args.warm && warmContexts.has(s)) return warmContexts.get(s);
   const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+  if (s.cookie) await context.addCookies([{ name: 'mc_session', value: s.cookie, url: HUB }]);
+  await context.addInitScript(probe, s.expect);
+  if (args.warm) warmContexts.set(s, context);
+  return context;
+}
+
+async function load(s) {
+  const context = await contextFor(s);
+  let page;
   try {
-    if (s.cookie) await context.addCookies([{ name: 'mc_session', value: s.cookie, url: HUB }]);
-    await context.addInitScript(probe, s.expect);
-    const page = await context.newPage();
+    page = await context.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(String(e)));
     await page.goto(s.url, { waitUntil: 'commit' });
@@ -142,7 +152,10 @@ async function load(s) {
     r.errors = errors;
     return r;
   } finally {
-    await context.close();
+    // --warm: one context per scenario for all its loads (HTTP cache and renderer warm, as
+    // a reload in a running browser); otherwise a fresh context per load (a first visit)
+    if (args.warm) await page?.close();
+    else await context.close();
   }
 }
 
@@ -205,7 +218,7 @@ const median = (xs) => {
 const f = (x) => (Number.isFinite(x) ? x.toFixed(1) : '–');
 const keys = ['firstPaintMs', 'fp', 'fcp', 'grid', 'gridFrame', 'lcp', 'synced', 'domContentLoaded'];
 const out = [];
-out.push(`Chromium ${browser.version()}, ${LOADS} loads per scenario (interleaved, fresh context each), medians in ms from navigation start`);
+out.push(`Chromium ${browser.version()}, ${LOADS} loads per scenario (interleaved, ${args.warm ? 'one warm context per scenario, a new page per load' : 'fresh context each'}), medians in ms from navigation start`);
 out.push('');
 out.push('| scenario | hook firstPaintMs | first-paint | first-contentful-paint | grid in DOM | grid frame (2nd rAF) | LCP | data-synced | DOMContentLoaded | cards / online / sparklines |');
 out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
