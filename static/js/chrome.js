@@ -100,9 +100,6 @@ function watchConnection() {
 
 /** Creates the page's stream, wires the indicator and `window.mc_dashboard`, and starts it. */
 export function startStream({ page, config, handlers, fetchSnapshot, applySnapshot, trackRevs, snapshotRevs, getState, extraStats, onSynced, onSyncComplete }) {
-  if (typeof window.io !== 'function') {
-    console.error('socket.io client missing (/vendor/socket.io.min.js)');
-  }
   document.body.setAttribute('data-connection-state', 'connecting');
   const stream = new RealtimeStream({
     page,
@@ -142,6 +139,36 @@ export function startStream({ page, config, handlers, fetchSnapshot, applySnapsh
     },
     stream,
   };
+  // The socket.io client: a page may load it with a script tag (admin) or only preload it
+  // (modules: its ~50 KB are evaluated after the first paint, not before the page's modules).
+  if (typeof window.io === 'function') connect(stream);
+  else {
+    loadScript(SOCKET_IO).then(
+      () => connect(stream),
+      () => {
+        console.error(`socket.io client missing (${SOCKET_IO})`);
+        connect(stream);
+      },
+    );
+  }
+  return stream;
+}
+
+const SOCKET_IO = '/vendor/socket.io.min.js';
+
+/** Loads a classic script once (a preloaded one comes from the cache). */
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement('script');
+    script.src = src;
+    script.async = true;
+    script.onload = () => resolve();
+    script.onerror = () => reject(new Error(`failed to load ${src}`));
+    document.head.append(script);
+  });
+}
+
+function connect(stream) {
   stream.start();
   const socket = stream.socket;
   if (socket) {
@@ -156,7 +183,6 @@ export function startStream({ page, config, handlers, fetchSnapshot, applySnapsh
       if (reason === 'io server disconnect') get('/api/auth/me').catch((e) => handleAuthError(e));
     });
   }
-  return stream;
 }
 
 /** A short message in the corner; `kind` 'info' | 'ok' | 'error'. Returns the node. */

@@ -4,6 +4,9 @@
 // the model and mark what is dirty; one requestAnimationFrame flush writes the changed nodes.
 // Sparklines (canvas) are drawn only for cards in view (IntersectionObserver), at most once per
 // frame; "last seen" and the sparklines' time axis move once a second, for visible cards only.
+// First paint (500 cards): a card is one template clone with its nodes found by position, no
+// per-card string lookups, Intl formatting or canvas; each `[data-sparkline]` box gets its canvas
+// when the card first scrolls into view (after the first paint), the "last seen" tooltip too.
 
 import { boot, startStream, toast, copyText, el, handleAuthError } from './chrome.js';
 import { get, post, patch, del, prefetched, ApiError } from './api.js';
@@ -56,10 +59,68 @@ function normalise(m) {
   };
 }
 
-const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+// Names sort with Intl.Collator (numeric, case- and accent-insensitive). Creating one costs
+// 10-20 ms (ICU data) before the first paint, so names of ASCII letters, digits and spaces (the
+// usual "Station 12") use `naturalCompare`, which orders those exactly as the collator does in
+// the root, English and French collations; any other name switches to the collator.
+let collator = null;
+const SIMPLE_NAME = /^[A-Za-z0-9 ]*$/;
+const simpleLocale = typeof navigator !== 'undefined' && /^(en|fr)\b/i.test(navigator.language || '');
+
+function compareNames(a, b) {
+  if (!collator) {
+    if (simpleLocale && SIMPLE_NAME.test(a) && SIMPLE_NAME.test(b)) return naturalCompare(a, b);
+    collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+  }
+  return collator.compare(a, b);
+}
+
+const isDigit = (c) => c >= 48 && c <= 57;
+
+/** Intl.Collator(numeric, sensitivity base) order for strings of [A-Za-z0-9 ] only. */
+function naturalCompare(a, b) {
+  const la = a.length;
+  const lb = b.length;
+  let i = 0;
+  let j = 0;
+  while (i < la && j < lb) {
+    let ca = a.charCodeAt(i);
+    let cb = b.charCodeAt(j);
+    const da = isDigit(ca);
+    const db = isDigit(cb);
+    if (da && db) {
+      // digit runs compare by value (leading zeros ignored)
+      while (i < la && a.charCodeAt(i) === 48) i++;
+      while (j < lb && b.charCodeAt(j) === 48) j++;
+      let ea = i;
+      while (ea < la && isDigit(a.charCodeAt(ea))) ea++;
+      let eb = j;
+      while (eb < lb && isDigit(b.charCodeAt(eb))) eb++;
+      if (ea - i !== eb - j) return ea - i < eb - j ? -1 : 1;
+      for (; i < ea; i++, j++) {
+        const x = a.charCodeAt(i);
+        const y = b.charCodeAt(j);
+        if (x !== y) return x < y ? -1 : 1;
+      }
+      continue;
+    }
+    // space < digits < letters; letters case-insensitively
+    const ra = ca === 32 ? 0 : da ? 1 : 2;
+    const rb = cb === 32 ? 0 : db ? 1 : 2;
+    if (ra !== rb) return ra < rb ? -1 : 1;
+    if (ra === 2) {
+      ca |= 32;
+      cb |= 32;
+      if (ca !== cb) return ca < cb ? -1 : 1;
+    }
+    i++;
+    j++;
+  }
+  return i < la ? 1 : j < lb ? -1 : 0;
+}
 
 function compareEntries(a, b) {
-  return collator.compare(a.data.name || a.id, b.data.name || b.id) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  return compareNames(a.data.name || a.id, b.data.name || b.id) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
 function sparkTime(ts) {
@@ -115,29 +176,70 @@ function cardTemplate() {
       el('button', { type: 'button', class: 'btn btn-small btn-ghost btn-danger', 'data-action': 'remove', text: t('remove') }),
     ]),
   ]);
+  // an (empty) text node in each text field: a new card's texts are written with `.data`
+  for (const role of ['name', 'id', 'type', 'status', 'last-seen', 'fw']) {
+    template.querySelector(`[data-role="${role}"]`).append(document.createTextNode(''));
+  }
   return template;
 }
 
-function buildCard(entry) {
-  const card = cardTemplate().cloneNode(true);
+/** Card templates with their reading rows, by the sorted reading names (a fleet has a few kinds). */
+const cardTemplates = new Map();
+
+function cardFor(names) {
+  const key = names.join('\n');
+  let tpl = cardTemplates.get(key);
+  if (!tpl) {
+    if (cardTemplates.size >= 32) return null;
+    tpl = cardTemplate().cloneNode(true);
+    const readings = tpl.firstChild.nextSibling.nextSibling;
+    for (const name of names) readings.append(buildReadingRow(name).row);
+    cardTemplates.set(key, tpl);
+  }
+  return tpl.cloneNode(true);
+}
+
+function buildCard(entry, now = Date.now()) {
+  const names = Object.keys(entry.data.readings).sort(compareReadingNames);
+  const keyed = cardFor(names);
+  const card = keyed || cardTemplate().cloneNode(true);
   card.setAttribute('data-module-id', entry.id);
-  const q = (role) => card.querySelector(`[data-role="${role}"]`);
+  // the template's nodes by position (see cardTemplate; no whitespace nodes, no querySelector)
+  const head = card.firstChild;
+  const title = head.firstChild;
+  const name = title.firstChild;
+  const id = name.nextSibling.firstChild;
+  const sub = head.nextSibling;
+  const readings = sub.nextSibling;
   entry.card = card;
   entry.refs = {
-    name: q('name'),
-    id: q('id'),
-    type: q('type'),
-    status: q('status'),
-    lastSeen: q('last-seen'),
-    fw: q('fw'),
-    readings: q('readings'),
-    empty: q('no-readings'),
+    name,
+    id,
+    type: id.nextSibling,
+    status: title.nextSibling,
+    lastSeen: sub.firstChild,
+    fw: sub.lastChild,
+    readings,
+    empty: readings.nextSibling,
   };
-  entry.refs.id.textContent = entry.id;
-  entry.flags = ALL;
-  render(entry, Date.now());
+  id.firstChild.data = entry.id;
+  if (keyed) {
+    // the rows the template brought
+    let row = readings.firstChild;
+    for (const name of names) {
+      let r = entry.readings.get(name);
+      if (!r) entry.readings.set(name, (r = { ring: new Ring(SPARK_POINTS), row: null }));
+      const value = row.firstChild.nextSibling;
+      r.row = { row, value, num: value.firstChild, unit: value.lastChild, spark: value.nextSibling, canvas: null };
+      row = row.nextSibling;
+    }
+    renderNew(entry, now, names);
+  } else {
+    entry.flags = ALL;
+    render(entry, now);
+  }
   entry.matches = matches(entry);
-  card.hidden = !entry.matches;
+  if (!entry.matches) card.hidden = true;
   if (observer) observer.observe(card);
   return card;
 }
@@ -148,19 +250,100 @@ function buildReadingRow(name) {
   if (!rowTemplate) {
     rowTemplate = el('div', { class: 'reading' }, [
       el('span', { class: 'reading-label' }),
-      el('span', { class: 'reading-value' }, [el('span', { class: 'num' }), el('span', { class: 'unit' })]),
-      el('canvas', { class: 'spark', width: '96', height: '26', 'aria-hidden': 'true' }),
+      el('span', { class: 'reading-value' }, [el('span', { class: 'num' }, [document.createTextNode('')]), el('span', { class: 'unit' }, [document.createTextNode('')])]),
+      // the sparkline's box; its canvas is created on the first draw (card in view)
+      el('span', { class: 'spark', 'aria-hidden': 'true' }),
     ]);
   }
   const row = rowTemplate.cloneNode(true);
   row.setAttribute('data-reading-name', name);
   const label = row.firstChild;
   const value = label.nextSibling;
-  const canvas = value.nextSibling;
-  label.textContent = readingLabel(name);
+  const spark = value.nextSibling;
+  label.textContent = labelOf(name);
+  value.lastChild.firstChild.data = formatReadingParts(name, 0).unit;
   value.setAttribute('data-reading', name);
-  canvas.setAttribute('data-sparkline', name);
-  return { row, value, num: value.firstChild, unit: value.lastChild, canvas };
+  spark.setAttribute('data-sparkline', name);
+  return { row, value, num: value.firstChild, unit: value.lastChild, spark, canvas: null };
+}
+
+const labels = new Map();
+function labelOf(name) {
+  let label = labels.get(name);
+  if (label === undefined) labels.set(name, (label = readingLabel(name)));
+  return label;
+}
+
+/** The strings every card uses, looked up once (the language is fixed for the page's life). */
+let str = null;
+function strings() {
+  return (str ??= { online: t('online'), offline: t('offline'), staleHint: t('staleHint'), offlineReason: t('offlineReason') || {} });
+}
+
+/** lastSeenText, memoised by whole seconds ago (500 cards share a handful of texts). */
+const seenTexts = new Map();
+function lastSeenLabel(ms, now) {
+  if (ms === null || ms === undefined) return lastSeenText(null, now);
+  const s = Math.max(0, Math.floor((now - ms) / 1000));
+  let text = seenTexts.get(s);
+  if (text === undefined) {
+    if (seenTexts.size > 1000) seenTexts.clear();
+    seenTexts.set(s, (text = lastSeenText(now - s * 1000, now)));
+  }
+  return text;
+}
+
+const fwTexts = new Map();
+function firmwareText(fw) {
+  let text = fwTexts.get(fw);
+  if (text === undefined) {
+    if (fwTexts.size > 100) fwTexts.clear();
+    fwTexts.set(fw, (text = t('firmware', { fw })));
+  }
+  return text;
+}
+
+function setTitle(node, title) {
+  if (node.title !== title) node.title = title;
+}
+
+/**
+ * A new card's first render (what `render` with ALL does to a template clone, for a card not in
+ * view yet), written straight into the template's text nodes: no reads, no node replacements.
+ */
+function renderNew(entry, now, names) {
+  const { data, refs, card } = entry;
+  const s = strings();
+  refs.name.firstChild.data = data.name || data.moduleId;
+  if (data.type) refs.type.firstChild.data = data.type;
+  else refs.type.hidden = true;
+  const online = data.online;
+  const stale = !online || data.stale;
+  if (online) card.setAttribute('data-online', 'true');
+  card.setAttribute('data-rev', String(data.rev));
+  let cls = 'module';
+  if (!online) cls += ' is-offline';
+  if (stale && names.length) cls += ' is-stale';
+  if (cls !== 'module') card.className = cls;
+  refs.status.firstChild.data = online ? s.online : s.offline;
+  refs.status.className = online ? 'badge badge-online' : 'badge badge-offline';
+  if (!online && data.offlineReason) refs.status.title = s.offlineReason[data.offlineReason] || data.offlineReason;
+  if (stale) refs.readings.title = s.staleHint;
+  if (data.fw) refs.fw.firstChild.data = firmwareText(data.fw);
+  else refs.fw.hidden = true;
+  for (const name of names) {
+    const row = entry.readings.get(name).row;
+    const raw = data.readings[name];
+    const parts = formatReadingParts(name, raw);
+    row.num.firstChild.data = parts.value;
+    const unit = row.unit.firstChild;
+    if (unit.data !== parts.unit) unit.data = parts.unit;
+    row.value.setAttribute('data-value', String(raw));
+  }
+  if (names.length) refs.empty.hidden = true;
+  else refs.readings.hidden = true;
+  refs.lastSeen.firstChild.data = lastSeenLabel(data.lastSeen, now);
+  entry.flags = 0;
 }
 
 function setText(node, text) {
@@ -179,28 +362,34 @@ function render(entry, now) {
   if (f & HEAD) {
     setText(refs.name, data.name || data.moduleId);
     setText(refs.type, data.type || '');
-    refs.type.hidden = !data.type;
+    if (refs.type.hidden !== !data.type) refs.type.hidden = !data.type;
   }
   if (f & STATUS) {
+    const s = strings();
     const online = data.online;
     setAttr(card, 'data-online', online ? 'true' : 'false');
-    setText(refs.status, online ? t('online') : t('offline'));
-    refs.status.className = online ? 'badge badge-online' : 'badge badge-offline';
-    const reason = !online && data.offlineReason ? t('offlineReason')[data.offlineReason] || data.offlineReason : '';
-    refs.status.title = reason;
+    setText(refs.status, online ? s.online : s.offline);
+    const badge = online ? 'badge badge-online' : 'badge badge-offline';
+    if (refs.status.className !== badge) refs.status.className = badge;
+    setTitle(refs.status, !online && data.offlineReason ? s.offlineReason[data.offlineReason] || data.offlineReason : '');
     card.classList.toggle('is-offline', !online);
     const stale = !online || data.stale;
-    card.classList.toggle('is-stale', stale && Object.keys(data.readings).length > 0);
-    refs.readings.title = stale ? t('staleHint') : '';
-    setText(refs.fw, data.fw ? t('firmware', { fw: data.fw }) : '');
-    refs.fw.hidden = !data.fw;
+    let hasReadings = false;
+    for (const _ in data.readings) {
+      hasReadings = true;
+      break;
+    }
+    card.classList.toggle('is-stale', stale && hasReadings);
+    setTitle(refs.readings, stale ? s.staleHint : '');
+    setText(refs.fw, data.fw ? firmwareText(data.fw) : '');
+    if (refs.fw.hidden !== !data.fw) refs.fw.hidden = !data.fw;
   }
   setAttr(card, 'data-rev', String(data.rev));
   if (f & READINGS) renderReadings(entry);
   if (f & LAST_SEEN) {
-    setText(refs.lastSeen, lastSeenText(data.lastSeen, now));
-    const title = data.lastSeen === null ? '' : new Date(data.lastSeen).toLocaleString();
-    if (refs.lastSeen.title !== title) refs.lastSeen.title = title;
+    setText(refs.lastSeen, lastSeenLabel(data.lastSeen, now));
+    // the tooltip (Intl formatting) only for cards in view: the observer marks LAST_SEEN on entry
+    if (entry.visible) setTitle(refs.lastSeen, data.lastSeen === null ? '' : new Date(data.lastSeen).toLocaleString());
   }
   if (f & SPARKS && entry.visible) drawSparks(entry, now);
 }
@@ -253,7 +442,14 @@ function renderReadings(entry) {
 function drawSparks(entry, now) {
   const style = sparkStyle(entry.data.online);
   for (const r of entry.readings.values()) {
-    if (r.row) drawSparkline(r.row.canvas, r.ring, now, SPARK_WINDOW_MS, style);
+    if (!r.row) continue;
+    if (!r.row.canvas) {
+      r.row.canvas = document.createElement('canvas');
+      r.row.canvas.width = 96;
+      r.row.canvas.height = 26;
+      r.row.spark.append(r.row.canvas);
+    }
+    drawSparkline(r.row.canvas, r.ring, now, SPARK_WINDOW_MS, style);
   }
 }
 
@@ -363,7 +559,11 @@ function applySnapshot(snapshot) {
       const entry = newEntry(m);
       entries.set(entry.id, entry);
     }
-    order = [...entries.values()].sort(compareEntries);
+    order = [...entries.values()];
+    // one look at the names instead of two per comparison (see compareNames)
+    if (!collator && simpleLocale && order.every((e) => SIMPLE_NAME.test(e.data.name || e.id))) {
+      order.sort((a, b) => naturalCompare(a.data.name || a.id, b.data.name || b.id) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    } else order.sort(compareEntries);
     const now = Date.now();
     for (const entry of order) fragment.append(buildCard(entry, now));
     grid.append(fragment);

@@ -14,10 +14,12 @@ export class Ring {
   push(time, value) {
     if (typeof value !== 'number' || !Number.isFinite(value)) return;
     if (!this.times) {
-      // Start small and grow: most readings of a big fleet never fill the window.
+      // Start small and grow: most readings of a big fleet never fill the window. Plain arrays
+      // first (a page of 500 modules makes 2,500 rings before its first paint; typed arrays
+      // cost more to create), typed arrays once it grows.
       const size = Math.min(this.capacity, 16);
-      this.times = new Float64Array(size);
-      this.values = new Float32Array(size);
+      this.times = new Array(size).fill(0);
+      this.values = new Array(size).fill(0);
     }
     const size = this.times.length;
     // Same timestamp as the last point: replace it (several changes within one ms).
