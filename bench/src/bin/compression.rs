@@ -26,6 +26,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "../sys.rs"]
+#[allow(dead_code)] // the pipeline bench uses the rest of it
+mod sys;
+
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use firmware_sim::sensors::{SimSensors, names};
@@ -733,7 +737,7 @@ async fn memory_per_socket(sockets: usize, offer: Option<&str>) -> Result<f64> {
     let cookie = login(addr).await?;
     let settle = async || {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        rss_kib()
+        sys::rss_kib()
     };
     let before = settle().await.context("no VmRSS")?;
     let mut open = Vec::with_capacity(sockets);
@@ -747,17 +751,6 @@ async fn memory_per_socket(sockets: usize, offer: Option<&str>) -> Result<f64> {
     let after = settle().await.context("no VmRSS")?;
     drop(open);
     Ok(after.saturating_sub(before) as f64 / sockets as f64)
-}
-
-fn rss_kib() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 fn print_http(args: &Args, runs: &[HttpSizes]) {
