@@ -1,7 +1,7 @@
 // The admin page: global stats with live charts (uPlot), realtime health, users with who is
 // online, sign-in notifications, and unclaimed (pending) modules to claim or dismiss.
 
-import { boot, startStream, toast, copyText, el, handleAuthError } from './chrome.js';
+import { boot, startStream, toast, el, handleAuthError, showPassword, setupPasswordPanel } from './chrome.js';
 import { get, post, del, ApiError } from './api.js';
 import { t, errorMessage, formatTime } from './strings.js';
 import { formatNumber, formatDuration, ago, parseTime } from './format.js';
@@ -406,25 +406,6 @@ function setupPendingActions() {
     if (!form) return;
     ev.preventDefault();
     submitClaim(form);
-  });
-}
-
-function showPassword(id, password) {
-  $('module-password-title').textContent = t('passwordOnceTitle', { id });
-  $('module-password').textContent = password || '';
-  $('module-password-panel').hidden = false;
-}
-
-function setupPasswordPanel() {
-  const copy = $('copy-password-button');
-  copy.addEventListener('click', async () => {
-    const ok = await copyText($('module-password').textContent, $('module-password'));
-    copy.textContent = ok ? t('copied') : t('copy');
-    setTimeout(() => (copy.textContent = t('copy')), 1500);
-  });
-  $('close-password-button').addEventListener('click', () => {
-    $('module-password').textContent = '';
-    $('module-password-panel').hidden = true;
   });
 }
 
