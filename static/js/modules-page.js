@@ -8,7 +8,7 @@
 // per-card string lookups, Intl formatting or canvas; each `[data-sparkline]` box gets its canvas
 // when the card first scrolls into view (after the first paint), the "last seen" tooltip too.
 
-import { boot, startStream, toast, copyText, el, handleAuthError } from './chrome.js';
+import { boot, startStream, toast, el, handleAuthError, showPassword, setupPasswordPanel } from './chrome.js';
 import { get, post, patch, del, prefetched, ApiError } from './api.js';
 import { t } from './strings.js';
 import { formatReadingParts, readingLabel, compareReadingNames, parseTime, lastSeenText } from './format.js';
@@ -328,7 +328,7 @@ function renderNew(entry, now, names) {
   refs.status.firstChild.data = online ? s.online : s.offline;
   refs.status.className = online ? 'badge badge-online' : 'badge badge-offline';
   if (!online && data.offlineReason) refs.status.title = s.offlineReason[data.offlineReason] || data.offlineReason;
-  if (stale) refs.readings.title = s.staleHint;
+  if (!online) refs.readings.title = s.staleHint;
   if (data.fw) refs.fw.firstChild.data = firmwareText(data.fw);
   else refs.fw.hidden = true;
   for (const name of names) {
@@ -380,7 +380,7 @@ function render(entry, now) {
       break;
     }
     card.classList.toggle('is-stale', stale && hasReadings);
-    setTitle(refs.readings, stale ? s.staleHint : '');
+    setTitle(refs.readings, !online ? s.staleHint : '');
     setText(refs.fw, data.fw ? firmwareText(data.fw) : '');
     if (refs.fw.hidden !== !data.fw) refs.fw.hidden = !data.fw;
   }
@@ -461,12 +461,20 @@ function sparkStyle(online) {
       on: { stroke: cs.getPropertyValue('--spark').trim() || '#4da3ff', fill: cs.getPropertyValue('--spark-fill').trim() || 'rgba(77,163,255,0.12)' },
       off: { stroke: cs.getPropertyValue('--text-faint').trim() || '#5c6773', fill: null, carry: false },
     };
-    matchMedia('(prefers-color-scheme: light)').addEventListener?.('change', () => {
-      styleCache = null;
-      for (const e of entries.values()) mark(e, SPARKS);
-    });
+    watchTheme();
   }
   return online ? styleCache.on : styleCache.off;
+}
+
+/** One listener for the page's life (the cache is rebuilt on every switch, the listener is not). */
+let themeWatched = false;
+function watchTheme() {
+  if (themeWatched || typeof matchMedia !== 'function') return;
+  themeWatched = true;
+  matchMedia('(prefers-color-scheme: light)').addEventListener?.('change', () => {
+    styleCache = null;
+    for (const e of entries.values()) mark(e, SPARKS);
+  });
 }
 
 // ------------------------------------------------------------ scheduling
@@ -638,7 +646,13 @@ function addEntry(m) {
   return entry;
 }
 
+/** True while `entry` is the page's entry for its id (not removed, not replaced by a snapshot). */
+function current(entry) {
+  return entries.get(entry.id) === entry;
+}
+
 function resort(entry) {
+  if (!current(entry)) return;
   const i = order.indexOf(entry);
   if (i !== -1) order.splice(i, 1);
   let j = order.findIndex((e) => compareEntries(entry, e) < 0);
@@ -648,9 +662,10 @@ function resort(entry) {
   $('module-list').insertBefore(entry.card, next ? next.card : null);
 }
 
-function removeEntry(id) {
+/** Removes the module `id`, or with `only`, only when that entry object is still the page's. */
+function removeEntry(id, only) {
   const entry = entries.get(id);
-  if (!entry) return;
+  if (!entry || (only && entry !== only)) return;
   entries.delete(id);
   dirty.delete(entry);
   const i = order.indexOf(entry);
@@ -663,42 +678,125 @@ function removeEntry(id) {
 
 // ------------------------------------------------------------ events
 
-let lastUnknownResync = -Infinity;
+/**
+ * Resynchronises (fetches a snapshot) for events about modules the page does not know: one was
+ * added or reassigned to us meanwhile; the snapshot has it. `trigger()` is throttled to one
+ * resync per `intervalMs` (a module the snapshot never lists must not cause a snapshot storm);
+ * `trigger(true)` resyncs at once. A trigger is never dropped: when throttled, or when the stream
+ * cannot resync now (replaying `missed`: not live), one timer (at most one pending) retries
+ * later. A snapshot whose fetch started after a trigger covers it (`snapshotStarted()` at the
+ * fetch, `snapshotApplied(token)` once applied) and cancels the pending retry.
+ * @param {object} o
+ * @param {() => ({synced: boolean, resync(): void} | null)} o.getStream
+ */
+export function createUnknownResync({ getStream, intervalMs = 10000, retryMs = 1000, now = () => Date.now(), setTimeout: setT = (fn, ms) => globalThis.setTimeout(fn, ms), clearTimeout: clearT = (id) => globalThis.clearTimeout(id) }) {
+  let last = -Infinity;
+  let timer = null;
+  let due = Infinity;
+  let triggers = 0; // triggers so far
+  let covered = 0; // triggers covered by an applied snapshot
+  let urgent = false; // an immediate trigger waits (not live yet): no throttle for it
+  const clearTimer = () => {
+    if (timer !== null) clearT(timer);
+    timer = null;
+    due = Infinity;
+  };
+  const cancel = () => {
+    clearTimer();
+    urgent = false;
+  };
+  const defer = (ms) => {
+    const at = now() + ms;
+    if (timer !== null && due <= at) return; // the pending timer comes first
+    clearTimer();
+    due = at;
+    timer = setT(() => {
+      timer = null;
+      due = Infinity;
+      if (covered >= triggers) {
+        urgent = false;
+        return;
+      }
+      const wait = urgent ? 0 : last + intervalMs - now();
+      if (wait > 0) defer(wait);
+      else if (!attempt()) defer(retryMs);
+    }, Math.max(0, ms));
+  };
+  /** Resyncs when the stream is live (its resync() is a no-op while waiting for or replaying rt_session). */
+  const attempt = () => {
+    const stream = getStream();
+    if (!stream || !stream.synced) return false;
+    last = now();
+    cancel();
+    stream.resync();
+    return true;
+  };
+  return {
+    trigger(immediate = false) {
+      triggers += 1;
+      const wait = immediate ? 0 : last + intervalMs - now();
+      if (wait <= 0 && attempt()) return;
+      // throttled: when allowed; not live (replay): right after it (then every retryMs)
+      defer(Math.max(0, wait));
+      if (immediate) urgent = true;
+    },
+    snapshotStarted() {
+      return triggers;
+    },
+    snapshotApplied(token) {
+      if (typeof token === 'number' && token > covered) covered = token;
+      if (covered >= triggers) cancel();
+    },
+    get pending() {
+      return timer !== null;
+    },
+  };
+}
+
+const unknownResync = createUnknownResync({ getStream: () => stream });
 
 function known(payload) {
   const entry = payload && entries.get(String(payload.moduleId));
-  // An event for a module we do not know: it was added meanwhile; the snapshot has it.
-  // (At most every 10 s: a module the snapshot never lists must not cause a snapshot storm.)
-  if (!entry && payload && payload.moduleId !== undefined) {
-    const now = Date.now();
-    if (now - lastUnknownResync > 10000) {
-      lastUnknownResync = now;
-      stream?.resync();
-    }
-  }
+  if (!entry && payload && payload.moduleId !== undefined) unknownResync.trigger();
   return entry;
+}
+
+/** rt_module_online: online, but stale (greyed readings) until its next telemetry, as the hub says. */
+export function applyOnline(d, p) {
+  d.online = true;
+  d.offlineReason = null;
+  if (p.lastSeen) d.lastSeen = parseTime(p.lastSeen) ?? d.lastSeen;
+  if (p.fw) d.fw = p.fw;
+}
+
+/** rt_module_offline */
+export function applyOffline(d, p) {
+  d.online = false;
+  d.stale = true;
+  d.offlineReason = p.reason || null;
+}
+
+/** rt_telemetry_updated's status part: fresh telemetry, online and no longer stale. True when that changed. */
+export function applyTelemetryStatus(d) {
+  if (d.online && !d.stale) return false;
+  d.online = true;
+  d.stale = false;
+  d.offlineReason = null;
+  return true;
 }
 
 const handlers = {
   rt_module_online(p) {
     const entry = known(p);
     if (!entry) return;
-    const d = entry.data;
-    d.online = true;
-    d.stale = false;
-    d.offlineReason = null;
-    if (p.lastSeen) d.lastSeen = parseTime(p.lastSeen);
-    if (p.fw) d.fw = p.fw;
+    applyOnline(entry.data, p);
     summaryDirty = true;
     mark(entry, STATUS | LAST_SEEN | SPARKS);
   },
   rt_module_offline(p) {
     const entry = known(p);
     if (!entry) return;
-    const d = entry.data;
-    d.online = false;
-    d.stale = true;
-    d.offlineReason = p.reason || null;
+    applyOffline(entry.data, p);
     summaryDirty = true;
     mark(entry, STATUS | SPARKS);
   },
@@ -716,10 +814,7 @@ const handlers = {
     if (typeof p.rev === 'number') d.rev = p.rev;
     if (p.ts) d.lastSeen = parseTime(p.ts) ?? d.lastSeen;
     let flags = READINGS | LAST_SEEN | SPARKS;
-    if (!d.online || d.stale) {
-      d.online = true;
-      d.stale = false;
-      d.offlineReason = null;
+    if (applyTelemetryStatus(d)) {
       summaryDirty = true;
       flags |= STATUS;
     }
@@ -731,7 +826,11 @@ const handlers = {
   },
   rt_module_updated(p) {
     const entry = p && entries.get(String(p.moduleId));
-    if (!entry) return;
+    if (!entry) {
+      // a module reassigned to us arrives as an update: fetch the snapshot now (not throttled)
+      if (p && p.moduleId !== undefined) unknownResync.trigger(true);
+      return;
+    }
     if (p.name !== undefined) entry.data.name = p.name;
     if (p.type !== undefined) entry.data.type = p.type;
     resort(entry);
@@ -760,7 +859,9 @@ function setupAddForm() {
   const form = $('add-module-form');
   const error = form.querySelector('[data-role="form-error"]');
   const submit = form.querySelector('[data-role="submit"]');
-  const open = (show) => {
+  // `refocus`: closing gives the focus back to the button that opened the form
+  const open = (show, refocus = true) => {
+    const wasOpen = !form.hidden;
     form.hidden = !show;
     button.setAttribute('aria-expanded', String(show));
     if (show && user?.isAdmin) fillOwners(form);
@@ -768,10 +869,17 @@ function setupAddForm() {
     else {
       form.reset();
       error.hidden = true;
+      if (wasOpen && refocus) button.focus();
     }
   };
   button.addEventListener('click', () => open(form.hidden));
   form.querySelector('[data-action="cancel-add"]').addEventListener('click', () => open(false));
+  form.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && !form.hidden) {
+      ev.preventDefault();
+      open(false);
+    }
+  });
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const id = form.elements.id.value.trim();
@@ -792,8 +900,9 @@ function setupAddForm() {
     try {
       const res = await post('/api/modules', body);
       if (res && res.module && !entries.has(String(res.module.moduleId))) addEntry(res.module);
-      showPassword(res.module?.moduleId ?? id, res.password);
-      open(false);
+      open(false, false);
+      // the panel takes the focus; closing it gives it back to "Add module"
+      showPassword(res?.module?.moduleId ?? id, res?.password, button);
     } catch (err) {
       if (handleAuthError(err)) return;
       error.textContent = errorText(err);
@@ -825,27 +934,6 @@ async function fillOwners(form) {
   }
 }
 
-function showPassword(id, password) {
-  const panel = $('module-password-panel');
-  $('module-password-title').textContent = t('passwordOnceTitle', { id });
-  $('module-password').textContent = password || '';
-  panel.hidden = false;
-}
-
-function setupPasswordPanel() {
-  const panel = $('module-password-panel');
-  const copy = $('copy-password-button');
-  copy.addEventListener('click', async () => {
-    const ok = await copyText($('module-password').textContent, $('module-password'));
-    copy.textContent = ok ? t('copied') : t('copy');
-    setTimeout(() => (copy.textContent = t('copy')), 1500);
-  });
-  $('close-password-button').addEventListener('click', () => {
-    $('module-password').textContent = '';
-    panel.hidden = true;
-  });
-}
-
 function setupCardActions() {
   $('module-list').addEventListener('click', (ev) => {
     const target = ev.target.closest('[data-action]');
@@ -857,11 +945,11 @@ function setupCardActions() {
       case 'rename':
         return startRename(entry);
       case 'cancel-rename':
-        return endRename(entry);
+        return endRename(entry, true);
       case 'remove':
         return askRemove(entry);
       case 'cancel-remove':
-        return endRemove(entry);
+        return endRemove(entry, true);
       case 'confirm-remove':
         return confirmRemove(entry);
     }
@@ -879,8 +967,8 @@ function setupCardActions() {
     const card = ev.target.closest('[data-module-id]');
     const entry = card && entries.get(card.dataset.moduleId);
     if (entry) {
-      endRename(entry);
-      endRemove(entry);
+      endRename(entry, true);
+      endRemove(entry, true);
     }
   });
 }
@@ -899,25 +987,40 @@ function startRename(entry) {
   input.select();
 }
 
-function endRename(entry) {
-  entry.card.querySelector('[data-role="rename-form"]')?.remove();
+/** Gives the focus back to the card's `[data-action=<action>]` button (the dialog's opener). */
+function focusAction(entry, action) {
+  if (!current(entry)) return;
+  entry.card.querySelector(`.module-actions [data-action="${action}"]`)?.focus();
+}
+
+/** Closes the rename form; `refocus`: the focus goes back to the Rename button. */
+function endRename(entry, refocus = false) {
+  const form = entry.card.querySelector('[data-role="rename-form"]');
+  if (!form) return;
+  const hadFocus = form.contains(document.activeElement);
+  form.remove();
   entry.refs.name.hidden = false;
+  if (refocus || hadFocus) focusAction(entry, 'rename');
 }
 
 async function submitRename(entry, form) {
   const name = form.elements.name.value.trim();
-  if (!name || name === entry.data.name) return endRename(entry);
+  if (!name || name === entry.data.name) return endRename(entry, true);
   form.querySelectorAll('button, input').forEach((n) => (n.disabled = true));
   try {
     const res = await patch(`/api/modules/${encodeURIComponent(entry.id)}`, { name });
+    // removed (rt_module_removed) or replaced (a snapshot) meanwhile: its card is gone
+    if (!current(entry)) return;
     entry.data.name = res?.name ?? name;
     resort(entry);
     mark(entry, HEAD);
-    endRename(entry);
+    endRename(entry, true);
   } catch (err) {
     if (handleAuthError(err)) return;
+    if (!current(entry)) return;
     toast(t('renameFailed', { message: errorText(err) }), 'error');
     form.querySelectorAll('button, input').forEach((n) => (n.disabled = false));
+    form.elements.name.focus();
   }
 }
 
@@ -932,8 +1035,13 @@ function askRemove(entry) {
   bar.querySelector('[data-action="confirm-remove"]').focus();
 }
 
-function endRemove(entry) {
-  entry.card.querySelector('[data-role="confirm-remove"]')?.remove();
+/** Closes the confirm bar; `refocus`: the focus goes back to the Remove button. */
+function endRemove(entry, refocus = false) {
+  const bar = entry.card.querySelector('[data-role="confirm-remove"]');
+  if (!bar) return;
+  const hadFocus = bar.contains(document.activeElement);
+  bar.remove();
+  if (refocus || hadFocus) focusAction(entry, 'remove');
 }
 
 async function confirmRemove(entry) {
@@ -942,22 +1050,35 @@ async function confirmRemove(entry) {
   try {
     await del(`/api/modules/${encodeURIComponent(entry.id)}`);
     const name = entry.data.name;
-    removeEntry(entry.id);
+    // this entry only: a module registered again with the same id meanwhile stays
+    removeEntry(entry.id, entry);
     toast(t('removed', { name }), 'ok', 3000);
   } catch (err) {
     if (handleAuthError(err)) return;
     if (err instanceof ApiError && err.status === 404) {
-      removeEntry(entry.id);
+      removeEntry(entry.id, entry);
       return;
     }
+    if (!current(entry)) return;
     toast(t('removeFailed', { message: errorText(err) }), 'error');
-    endRemove(entry);
+    endRemove(entry, true);
   }
+}
+
+/** t(key), or `fallback` while strings.js lacks the key (t returns the key itself then). */
+function label(key, fallback) {
+  const text = t(key);
+  return typeof text === 'string' && text !== key ? text : fallback;
 }
 
 function setupFilter() {
   const search = $('module-search');
   const select = $('module-filter');
+  // accessible names (the labels are visually hidden; the placeholder is no label)
+  const searchLabel = $('module-search-label');
+  if (searchLabel) searchLabel.textContent = label('searchLabel', t('searchPlaceholder'));
+  const filterLabel = $('module-filter-label');
+  if (filterLabel) filterLabel.textContent = label('filterLabel', `${t('filterOnline')} / ${t('filterOffline')}`);
   const params = new URLSearchParams(location.search);
   if (params.get('q')) search.value = params.get('q');
   if (['online', 'offline'].includes(params.get('status'))) select.value = params.get('status');
@@ -1003,6 +1124,9 @@ function state() {
 
 // ------------------------------------------------------------ main
 
+/** snapshot -> unknownResync.snapshotStarted() at its fetch */
+const snapshotTokens = new WeakMap();
+
 async function main() {
   setupObserver();
   setupFilter();
@@ -1033,9 +1157,17 @@ async function main() {
     page: 'modules',
     config: ctx.config,
     handlers,
-    fetchSnapshot: () => get('/api/modules'),
+    fetchSnapshot: () => {
+      // a snapshot fetched from now on has every module an earlier unknown event was about
+      const token = unknownResync.snapshotStarted();
+      return get('/api/modules').then((s) => {
+        if (s && typeof s === 'object') snapshotTokens.set(s, token);
+        return s;
+      });
+    },
     applySnapshot: (s) => {
       applySnapshot(s);
+      if (s && typeof s === 'object') unknownResync.snapshotApplied(snapshotTokens.get(s));
       $('modules-notice').hidden = true;
       if (firstPaintMs === null) requestAnimationFrame(() => (firstPaintMs ??= performance.now()));
     },
@@ -1048,4 +1180,5 @@ async function main() {
   void user;
 }
 
-main();
+// Not in Node (tests/js import the pure helpers above).
+if (typeof document !== 'undefined') main();
