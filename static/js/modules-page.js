@@ -13,6 +13,7 @@ import { get, post, patch, del, prefetched, ApiError } from './api.js';
 import { t } from './strings.js';
 import { formatReadingParts, readingLabel, compareReadingNames, parseTime, lastSeenText } from './format.js';
 import { Ring, drawSparkline } from './sparkline.js';
+import { diffModules, syncSummary } from './sync-diff.js';
 
 const SPARK_WINDOW_MS = 5 * 60 * 1000;
 const SPARK_POINTS = 300;
@@ -37,6 +38,8 @@ let summaryDirty = false;
 let filterDirty = false;
 let firstPaintMs = null;
 let stream = null;
+/** What the last resync after a reconnect found changed (sync-diff.js), for stats(). */
+let lastSync = null;
 let user = null;
 const filter = { text: '', status: 'all' };
 
@@ -1174,7 +1177,15 @@ async function main() {
     trackRevs: true,
     snapshotRevs: (s) => snapshotList(s).map((m) => [m.moduleId, m.rev]),
     getState: state,
-    extraStats: () => ({ firstPaintMs, modules: entries.size }),
+    onSyncComplete: (snapshot, before) => {
+      // After a reconnect that needed a snapshot (hub restart, long gap), tell the user what
+      // changed meanwhile; the first sync after the page loaded is not news.
+      if (!stream || stream.stats().reconnects === 0) return;
+      lastSync = diffModules(before, snapshot);
+      const message = syncSummary(lastSync, t);
+      if (message) toast(message, 'info', 8000);
+    },
+    extraStats: () => ({ firstPaintMs, modules: entries.size, lastSync }),
   });
   setInterval(tick, 1000);
   void user;

@@ -43,3 +43,24 @@ function sameReadings(a, b) {
   // Readings travel as f32 and are compared as received: any difference is a change.
   return kx.every((k) => Object.prototype.hasOwnProperty.call(y, k) && Object.is(x[k], y[k]));
 }
+
+/**
+ * One sentence for the user about a resync's changes, or null when nothing changed.
+ * @param {ReturnType<typeof diffModules>} diff
+ * @param {(key: string, vars?: object) => string} t  strings.js's `t`
+ */
+export function syncSummary(diff, t) {
+  if (!diff || diff.total === 0) return null;
+  const parts = [
+    ['syncCameOnline', diff.cameOnline],
+    ['syncWentOffline', diff.wentOffline],
+    ['syncReadings', diff.readingsChanged],
+    ['syncAdded', diff.added],
+    ['syncRemoved', diff.removed],
+    ['syncRenamed', diff.renamed],
+  ]
+    .filter(([, ids]) => ids.length > 0)
+    .map(([key, ids]) => t(key, { n: ids.length }));
+  const details = parts.join(', ');
+  return diff.total === 1 ? t('syncedChangesOne', { details }) : t('syncedChanges', { n: diff.total, details });
+}

@@ -48,3 +48,26 @@ test('missing or malformed inputs are empty states, never a throw', () => {
   // an id like a prototype key is still a module id
   assert.deepEqual(diffModules({ modules: {} }, { modules: [{ moduleId: 'constructor' }] }).added, ['constructor']);
 });
+
+test('the summary names each kind of change in the page language, none when nothing changed', async () => {
+  const { syncSummary } = await import('../../static/js/sync-diff.js');
+  const { t, setLanguage } = await import('../../static/js/strings.js');
+  setLanguage('en');
+  assert.equal(syncSummary(diffModules(client, { modules: [] }), t).includes('4 removed'), true);
+  const d = diffModules(client, {
+    modules: [
+      { moduleId: 'A', name: 'Alpha', online: false, readings: { t: 20.5, h: 41 } },
+      { moduleId: 'B', name: 'Beta', online: false, readings: { t: 18 } },
+      { moduleId: 'C', name: 'Gamma', online: true, readings: {} },
+      { moduleId: 'D', name: 'Delta', online: true, readings: { t: 1 } },
+    ],
+  });
+  assert.equal(
+    syncSummary(d, t),
+    'Back online: 1 module changed while the connection was down (1 went offline, 1 with new readings).',
+  );
+  assert.equal(syncSummary(diffModules(client, { modules: [] }).total === 0 ? null : { total: 0 }, t), null);
+  setLanguage('fr');
+  assert.match(syncSummary(d, t), /^Connexion rétablie : 1 module a changé/);
+  setLanguage('en');
+});

@@ -38,6 +38,10 @@ await scenario('hub_restart', async (ctx) => {
   if (!(after.stats.snapshots > before.stats.snapshots)) {
     throw new Error(`no resync after the restart: snapshots ${before.stats.snapshots} -> ${after.stats.snapshots}`);
   }
+  // onSyncComplete compared the page before and after the snapshot (what the user is told).
+  if (!after.stats.lastSync || typeof after.stats.lastSync.total !== 'number') {
+    throw new Error(`no sync report after the restart: lastSync ${JSON.stringify(after.stats.lastSync)}`);
+  }
   // The stream goes on with the new hub.
   await waitOnline(page, modules);
   await waitReadingsChange(page, modules);
