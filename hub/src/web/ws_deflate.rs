@@ -68,6 +68,8 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Buffer of each direction of the in-process pipe.
 const PIPE_BUFFER: usize = 64 * 1024;
+/// Read buffer of the in-process tungstenite client (the same size socketioxide reads with).
+const INNER_READ_BUFFER: usize = 4 * 1024;
 /// Messages shorter than this go uncompressed (Engine.IO pings are one byte; deflate framing
 /// would make them longer).
 const COMPRESSION_THRESHOLD: usize = 32;
@@ -314,7 +316,10 @@ where
         }
     }
     // Messages from the hub to the client are not capped here (the cap is on what clients send).
-    let config = WebSocketConfig::default();
+    // The read buffer: tungstenite's default is 128 KiB, zero-filled on every read, so resident
+    // for as long as the socket lives; the hub's messages are small and the buffer grows for a
+    // big one. socketioxide reads with 4 KiB.
+    let config = WebSocketConfig::default().read_buffer_size(INNER_READ_BUFFER);
     match tokio_tungstenite::client_async_with_config(request, client_io, Some(config)).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(refusal)) => Err(forward_refusal(*refusal)),
