@@ -781,6 +781,31 @@ async fn browser_never_shows_another_users_modules() {
     assert_same_state(&result["state"]["modules"], &hub_modules(&world, BOB).await);
 }
 
+/// (f) A user adds a module (the MQTT password shown once, then cleared from the page), renames
+/// it, finds it with the search and the offline filter, and removes it; the hub's
+/// `GET /api/modules` agrees after each step. Then `?lang=fr` shows the page in French.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_module_add_rename_remove_search() {
+    const NEW: &str = "MC-4242-STN";
+    let world = World::start(two_users()).await;
+    run_scenario(
+        &world,
+        "module_crud",
+        json!({
+            "email": ADA,
+            "modules": ADA_MODULES,
+            "newId": NEW,
+            "newName": "Roof station",
+            "newType": "weather",
+            "renamed": "Garden station",
+            "frAddModule": "Ajouter un module",
+        }),
+    )
+    .await;
+    let hub = hub_modules(&world, ADA).await;
+    assert!(hub.get(NEW).is_none(), "{NEW} removed: {hub}");
+}
+
 /// The modules and admin pages with several live modules and some chart history, as PNGs in
 /// `MC_SCREENSHOTS_DIR` (the docs keep them in `docs/screenshots/`), else in a temp dir.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
