@@ -242,6 +242,7 @@ impl EventsManager {
                         replay::Entry::Event { event, payload } => {
                             Some(events::MissedEvent(event, payload.clone(), r.offset))
                         }
+                        // `missed` refuses to resume past a barrier: never reached.
                         replay::Entry::Barrier => None,
                     })
                     .collect::<Vec<_>>()

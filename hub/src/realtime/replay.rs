@@ -306,8 +306,8 @@ impl ReplayBuffer {
         }
     }
 
-    /// The events after `from` that `viewer` is entitled to, oldest first, when the client can
-    /// resume; why not otherwise.
+    /// The events after `from` that `viewer` is entitled to, oldest first (events only: a
+    /// barrier among them means no resume), when the client can resume; why not otherwise.
     pub fn missed(
         &mut self,
         from: Option<&ResumePoint>,
@@ -323,28 +323,33 @@ impl ReplayBuffer {
         if from.offset > self.head || self.dropped.of(viewer) > from.offset {
             return Err(NotResumed::TooOld);
         }
+        // One pass under the stream lock (it runs for every reconnecting client): a barrier
+        // wins over the size limits, so once over a limit only barriers are still looked for.
         let start = self.events.partition_point(|r| r.offset <= from.offset);
-        let after = || {
-            self.events
-                .range(start..)
-                .filter(|r| r.audience.admits(viewer))
-        };
-        if after().any(|r| matches!(r.entry, Entry::Barrier)) {
-            return Err(NotResumed::EntitlementChanged);
-        }
         let mut missed = Vec::new();
         let mut bytes = 0usize;
-        for recorded in after() {
-            if missed.len() == self.bounds.max_missed {
-                return Err(NotResumed::TooManyMissed);
+        let mut over_limit = None;
+        for recorded in self
+            .events
+            .range(start..)
+            .filter(|r| r.audience.admits(viewer))
+        {
+            if matches!(recorded.entry, Entry::Barrier) {
+                return Err(NotResumed::EntitlementChanged);
+            }
+            if over_limit.is_some() {
+                continue;
             }
             bytes = bytes.saturating_add(recorded.bytes());
-            if bytes > self.bounds.max_missed_bytes {
-                return Err(NotResumed::TooManyMissedBytes);
+            if missed.len() == self.bounds.max_missed {
+                over_limit = Some(NotResumed::TooManyMissed);
+            } else if bytes > self.bounds.max_missed_bytes {
+                over_limit = Some(NotResumed::TooManyMissedBytes);
+            } else {
+                missed.push(recorded);
             }
-            missed.push(recorded);
         }
-        Ok(missed)
+        over_limit.map_or(Ok(missed), Err)
     }
 }
 
