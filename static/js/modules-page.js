@@ -482,8 +482,16 @@ function watchTheme() {
 
 // ------------------------------------------------------------ scheduling
 
+// A hidden tab gets no animation frames (Chromium may also report a headless or occluded
+// window hidden), so a timer backs the frame up: the DOM (and whatever reads it: a screen
+// reader, the test hooks, the tab coming back) stays current. Whichever fires first flushes.
+const HIDDEN_FLUSH_MS = 250;
+let frameTimer = 0;
+
 function schedule() {
-  if (!frame) frame = requestAnimationFrame(flush);
+  if (frame) return;
+  frame = requestAnimationFrame(flush);
+  frameTimer = setTimeout(flush, HIDDEN_FLUSH_MS);
 }
 
 function mark(entry, flags) {
@@ -493,7 +501,10 @@ function mark(entry, flags) {
 }
 
 function flush() {
+  cancelAnimationFrame(frame);
+  clearTimeout(frameTimer);
   frame = 0;
+  frameTimer = 0;
   const now = Date.now();
   if (filterDirty) {
     filterDirty = false;

@@ -22,7 +22,9 @@ await scenario('screenshots', async (ctx) => {
   await admin.goto(`${ctx.spec.url}/admin`, { waitUntil: 'domcontentloaded' });
   await waitFor('the admin page synchronised', () => synced(admin));
   await waitOnline(page, modules);
-  log('all online; collecting history');
+  // The modules page is the background tab now: Chromium may report it hidden (no animation
+  // frames), and it must stay current all the same.
+  log('all online; collecting history; modules tab', await page.evaluate(() => document.visibilityState));
   await sleep(25_000);
   await control('POST', `/module/${offline}/disconnect`);
   await waitFor(`${offline} shown offline`, () => page.evaluate((id) =>
