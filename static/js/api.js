@@ -56,10 +56,18 @@ export async function readResponse(res) {
 }
 
 /**
- * `GET path`, answered by the request the page's inline script started early
- * (`window.mc_prefetch[name]`, a fetch promise) when there is one; each is used once.
+ * `GET path`, answered by what the hub embedded in the page (`window.mc_boot[name]`, parsed
+ * by the page's inline script), else by the request that script started early
+ * (`window.mc_prefetch[name]`, a fetch promise), else fetched now; each is used once.
  */
 export function prefetched(name, path) {
+  // embedded in the page by the hub (static_files.rs, once per page load)
+  const boot = typeof window !== 'undefined' ? window.mc_boot : undefined;
+  if (boot && boot[name] !== undefined) {
+    const value = boot[name];
+    delete boot[name];
+    return Promise.resolve(value);
+  }
   const early = typeof window !== 'undefined' ? window.mc_prefetch?.[name] : undefined;
   if (!early) return get(path);
   delete window.mc_prefetch[name];

@@ -39,6 +39,7 @@ let bootUser = null;
  */
 export async function boot({ page, adminOnly = false, extra = [] }) {
   applyStrings(document);
+  performance.mark?.('mc:strings');
   document.body.dataset.page = page;
   const mePromise = prefetched('me', '/api/auth/me');
   // null: the request failed, the hub's defaults apply (managerOptionsFromConfig)
@@ -47,6 +48,7 @@ export async function boot({ page, adminOnly = false, extra = [] }) {
   let user;
   try {
     user = await mePromise;
+    performance.mark?.('mc:me');
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) redirectToLogin();
     else showFatal(err);

@@ -446,14 +446,30 @@ function drawSparks(entry, now) {
   const style = sparkStyle(entry.data.online);
   for (const r of entry.readings.values()) {
     if (!r.row) continue;
+    const size = sparkSize(r.row.spark);
     if (!r.row.canvas) {
       r.row.canvas = document.createElement('canvas');
-      r.row.canvas.width = 96;
-      r.row.canvas.height = 26;
+      r.row.canvas.width = size ? Math.round(size.width * (devicePixelRatio || 1)) : 96;
+      r.row.canvas.height = size ? Math.round(size.height * (devicePixelRatio || 1)) : 26;
       r.row.spark.append(r.row.canvas);
     }
-    drawSparkline(r.row.canvas, r.ring, now, SPARK_WINDOW_MS, style);
+    drawSparkline(r.row.canvas, r.ring, now, SPARK_WINDOW_MS, style, size);
   }
+}
+
+/**
+ * The sparkline box's size (fixed in style.css), measured once: reading it per canvas, between
+ * the flush's DOM writes, forced a layout per sparkline (140 for a first screen of cards).
+ */
+let sparkBox = null;
+function sparkSize(box) {
+  if (!sparkBox) {
+    const width = box.clientWidth;
+    const height = box.clientHeight;
+    if (!width || !height) return null; // not laid out (hidden): measure on a later draw
+    sparkBox = { width, height };
+  }
+  return sparkBox;
 }
 
 let styleCache = null;
@@ -508,6 +524,7 @@ function flush() {
   const now = Date.now();
   if (filterDirty) {
     filterDirty = false;
+    ensureCards();
     for (const entry of entries.values()) applyMatch(entry);
     summaryDirty = true;
   }
@@ -563,6 +580,57 @@ function renderSummary() {
   setText(empty, total === 0 ? t('noModules') : t('noMatch'));
 }
 
+// ------------------------------------------------------------ first build in chunks
+
+/** Index in `order` from which the first snapshot's cards are not built yet. */
+let unbuiltFrom = 0;
+/** Cards built per task after the first screen (~10 ms each on a slow core). */
+const REST_CHUNK = 100;
+
+/**
+ * How many cards can be on the first screen: the grid's columns are at least 300 px wide and
+ * a card is at least ~150 px tall (style.css), so this over-counts, never under-counts.
+ */
+function cardsOnFirstScreen() {
+  const cols = Math.max(1, Math.floor((innerWidth || 1366) / 300));
+  const rows = Math.ceil((innerHeight || 900) / 150) + 1;
+  return Math.max(24, cols * rows);
+}
+
+/**
+ * Runs `fn` once the next frame has been produced: at the start of the frame after it, so the
+ * work does not compete with painting that one (or soon, in a hidden tab that gets no frames).
+ */
+function afterPaint(fn) {
+  let done = false;
+  const once = () => {
+    if (!done) {
+      done = true;
+      fn();
+    }
+  };
+  requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(once, 0)));
+  setTimeout(once, HIDDEN_FLUSH_MS);
+}
+
+/** Builds the next chunk of missing cards, in display order, and schedules the one after. */
+function buildRest() {
+  const end = Math.min(order.length, unbuiltFrom + REST_CHUNK);
+  if (unbuiltFrom >= end) return;
+  const fragment = document.createDocumentFragment();
+  const now = Date.now();
+  for (let i = unbuiltFrom; i < end; i++) fragment.append(buildCard(order[i], now));
+  $('module-list').append(fragment);
+  unbuiltFrom = end;
+  if (unbuiltFrom < order.length) setTimeout(buildRest, 0);
+  else performance.mark?.('mc:grid-complete');
+}
+
+/** Builds every missing card now: before anything that moves, removes or hides cards. */
+function ensureCards() {
+  while (unbuiltFrom < order.length) buildRest();
+}
+
 // ------------------------------------------------------------ snapshot
 
 function snapshotList(snapshot) {
@@ -581,15 +649,24 @@ function applySnapshot(snapshot) {
       const entry = newEntry(m);
       entries.set(entry.id, entry);
     }
+    performance.mark?.('mc:grid-model');
     order = [...entries.values()];
     // one look at the names instead of two per comparison (see compareNames)
     if (!collator && simpleLocale && order.every((e) => SIMPLE_NAME.test(e.data.name || e.id))) {
       order.sort((a, b) => naturalCompare(a.data.name || a.id, b.data.name || b.id) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     } else order.sort(compareEntries);
+    performance.mark?.('mc:grid-sorted');
+    // The cards that fit on the first screen now, the rest after that frame (buildRest): the
+    // user sees a complete screen sooner, and all cards exist a few tasks later.
     const now = Date.now();
-    for (const entry of order) fragment.append(buildCard(entry, now));
+    const first = Math.min(order.length, cardsOnFirstScreen());
+    for (let i = 0; i < first; i++) fragment.append(buildCard(order[i], now));
     grid.append(fragment);
+    for (let i = first; i < order.length; i++) order[i].matches = matches(order[i]);
+    unbuiltFrom = first;
     performance.mark?.('mc:grid-built');
+    if (first < order.length) afterPaint(buildRest);
+    else performance.mark?.('mc:grid-complete');
     summaryDirty = true;
     renderSummary();
     return;
@@ -646,6 +723,7 @@ function applySnapshot(snapshot) {
 }
 
 function addEntry(m) {
+  ensureCards();
   const entry = newEntry(m);
   entries.set(entry.id, entry);
   const card = buildCard(entry);
@@ -667,6 +745,7 @@ function current(entry) {
 
 function resort(entry) {
   if (!current(entry)) return;
+  ensureCards();
   const i = order.indexOf(entry);
   if (i !== -1) order.splice(i, 1);
   let j = order.findIndex((e) => compareEntries(entry, e) < 0);
@@ -680,6 +759,7 @@ function resort(entry) {
 function removeEntry(id, only) {
   const entry = entries.get(id);
   if (!entry || (only && entry !== only)) return;
+  ensureCards();
   entries.delete(id);
   dirty.delete(entry);
   const i = order.indexOf(entry);
@@ -1142,6 +1222,7 @@ function state() {
 const snapshotTokens = new WeakMap();
 
 async function main() {
+  performance.mark?.('mc:main');
   setupObserver();
   setupFilter();
   const snapshotPromise = prefetched('modules', '/api/modules');

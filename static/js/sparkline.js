@@ -101,11 +101,14 @@ export function valueRange(points) {
 /**
  * Draws `ring` on `canvas` as a step-free line over [now - windowMs, now], the last value
  * carried to `now`. Colors come from CSS (`--spark`, `--spark-fill` on the canvas).
+ * `size` ({width, height} in CSS px), when the caller knows it, spares reading the canvas's
+ * layout: a read after DOM writes forces a layout, and many sparklines drawn in one frame
+ * would force one each.
  */
-export function drawSparkline(canvas, ring, now, windowMs, style = {}) {
+export function drawSparkline(canvas, ring, now, windowMs, style = {}, size = null) {
   const dpr = (typeof window !== 'undefined' && window.devicePixelRatio) || 1;
-  const cssW = canvas.clientWidth || 120;
-  const cssH = canvas.clientHeight || 28;
+  const cssW = size?.width || canvas.clientWidth || 120;
+  const cssH = size?.height || canvas.clientHeight || 28;
   const w = Math.round(cssW * dpr);
   const h = Math.round(cssH * dpr);
   if (canvas.width !== w) canvas.width = w;

@@ -536,3 +536,74 @@ async fn session_cookie_flags_follow_the_transport() {
     let behind_tls = cookie_of(true).await;
     assert!(behind_tls.contains("; Secure"), "{behind_tls}");
 }
+
+/// The modules page carries its first data (user, config, snapshot) for the caller only, as
+/// JSON that no module name can break out of; without a session it carries none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_modules_page_embeds_the_callers_own_data_only() {
+    let t = start_hub(|_| {}).await;
+    t.add_user("alice@x.io", false).await;
+    t.add_user("bob@x.io", false).await;
+    t.add_module("MC-A-1", Some("alice@x.io")).await;
+    t.add_module("MC-B-1", Some("bob@x.io")).await;
+    let cookie = t.login("alice@x.io").await;
+    let hostile = "</script><script>alert(1)</script> & <!--";
+    let (status, _) = t
+        .call(
+            &cookie,
+            "PATCH",
+            "/api/modules/MC-A-1",
+            Some(json!({ "name": hostile })),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let http = reqwest::Client::new();
+    let page = |path: &'static str, cookie: Option<String>| {
+        let mut req = http.get(format!("{}{path}", t.url));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        async move {
+            let res = req.send().await.expect("GET page");
+            assert_eq!(res.status(), 200);
+            let cache = res
+                .headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            (cache, res.text().await.expect("body"))
+        }
+    };
+    const OPEN: &str = r#"<script id="mc-boot" type="application/json">"#;
+    for path in ["/", "/modules"] {
+        let (cache, html) = page(path, Some(cookie.clone())).await;
+        assert_eq!(
+            cache, "no-store",
+            "{path}: a page with user data is not cached"
+        );
+        assert!(
+            !html.contains("<script>alert(1)"),
+            "{path}: the name broke out"
+        );
+        let json = html
+            .split_once(OPEN)
+            .and_then(|(_, rest)| rest.split_once("</script>"))
+            .map(|(json, _)| json)
+            .unwrap_or_else(|| panic!("{path}: no boot data in {html}"));
+        let boot: serde_json::Value = serde_json::from_str(json).expect("boot data is JSON");
+        assert_eq!(boot["me"]["email"], "alice@x.io");
+        assert!(boot["config"]["reconnectDelay"].is_u64(), "{boot}");
+        let modules = boot["modules"]["modules"].as_array().expect("modules");
+        assert_eq!(modules.len(), 1, "only Alice's module: {boot}");
+        assert_eq!(modules[0]["moduleId"], "MC-A-1");
+        assert_eq!(modules[0]["name"], hostile);
+    }
+    for cookie in [None, Some("mc_session=not-a-session".to_owned())] {
+        let (cache, html) = page("/", cookie).await;
+        assert_eq!(cache, "no-cache");
+        assert!(!html.contains(OPEN), "no session, no boot data");
+        assert!(html.contains("mc_prefetch"), "the page fetches instead");
+    }
+}

@@ -76,6 +76,12 @@ pub async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
 ) -> Result<Json<ModulesResponse>, ApiError> {
+    snapshot(&state, &user).await.map(Json)
+}
+
+/// The snapshot `user` may see: the body of `GET /api/modules`, also embedded in the modules
+/// page (`static_files::index`).
+pub async fn snapshot(state: &AppState, user: &User) -> Result<ModulesResponse, ApiError> {
     let records = state.store.modules().await?;
     let live = state
         .tracker
@@ -84,14 +90,14 @@ pub async fn list(
         .ok_or(ApiError::Unavailable)?;
     let modules = records
         .into_iter()
-        .filter(|r| authz::can_manage_module(&user, r))
+        .filter(|r| authz::can_manage_module(user, r))
         .map(|r| {
             let l = live.get(&r.id);
             let transport = state.connections.transport(&r.id);
             view(r, l, transport)
         })
         .collect();
-    Ok(Json(ModulesResponse { modules }))
+    Ok(ModulesResponse { modules })
 }
 
 /// The module `id` if the caller may manage it; 404 otherwise (unknown or not theirs).
