@@ -19,7 +19,13 @@
 //                 state or body[data-synced="true"]
 //   gridFrame     the 2nd requestAnimationFrame callback after `grid`: the frame that painted
 //                 the complete grid has been produced
+//   screen        the start of the first frame whose DOM fills the viewport with cards (the
+//                 last card starts below the fold, or all EXPECTED cards are there)
+//   screenFrame   the next requestAnimationFrame callback: that frame has been produced, i.e.
+//                 the user sees a full screen of cards (what "first paint of the grid" means
+//                 when the page builds the off-screen cards after it)
 //   synced        body[data-synced="true"] first seen
+//   steps         the document's and every resource's timing and the page's performance marks
 
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
@@ -36,6 +42,8 @@ const { values: args } = parseArgs({
     loads: { type: 'string', default: '9' },
     floor: { type: 'boolean', default: false },
     json: { type: 'string' },
+    // one more load of the first scenario with a Chromium trace (chrome://tracing, Perfetto)
+    trace: { type: 'string' },
     chromium: { type: 'string', default: process.env.CHROMIUM_PATH || '/usr/bin/chromium' },
     timeout: { type: 'string', default: '30' },
     warm: { type: 'boolean', default: false },
@@ -47,8 +55,23 @@ const log = (...a) => console.error(`[paint ${new Date().toISOString().slice(11,
 
 // Runs in the page before any of its scripts.
 function probe(expect) {
-  const t = { grid: null, gridFrame: null, synced: null, lcp: null };
+  const t = { grid: null, gridFrame: null, screen: null, screenFrame: null, synced: null, lcp: null };
   window.__mcPaint = t;
+  // screen: the first frame (checked at its start, where the browser lays out anyway) whose
+  // DOM fills the viewport with cards (the last card starts below the fold, or all are there);
+  // screenFrame: the next frame, i.e. that screen has been produced.
+  const screenCheck = () => {
+    if (expect > 0 && t.screen === null) {
+      const cards = document.querySelectorAll('[data-module-id]');
+      if (cards.length >= expect || (cards.length && cards[cards.length - 1].getBoundingClientRect().top >= innerHeight)) {
+        t.screen = performance.now();
+        requestAnimationFrame(() => (t.screenFrame = performance.now()));
+        return;
+      }
+    }
+    if (t.screen === null && expect > 0) requestAnimationFrame(screenCheck);
+  };
+  requestAnimationFrame(screenCheck);
   const done = () => {
     if (t.grid !== null) return;
     t.grid = performance.now();
@@ -140,8 +163,22 @@ async function load(s) {
         lcp: t.lcp,
         grid: t.grid,
         gridFrame: t.gridFrame,
+        screen: t.screen,
+        screenFrame: t.screenFrame,
         synced: t.synced,
         domContentLoaded: nav ? nav.domContentLoadedEventEnd : null,
+        // where the fixed cost goes: the document, each resource and the page's own marks
+        steps: Object.fromEntries([
+          ['doc.requestStart', nav?.requestStart],
+          ['doc.responseStart', nav?.responseStart],
+          ['doc.responseEnd', nav?.responseEnd],
+          ['doc.domInteractive', nav?.domInteractive],
+          ...performance.getEntriesByType('resource').flatMap((e) => {
+            const name = new URL(e.name).pathname;
+            return [[`${name} start`, e.startTime], [`${name} end`, e.responseEnd]];
+          }),
+          ...performance.getEntriesByType('mark').map((e) => [e.name, e.startTime]),
+        ].filter(([, v]) => Number.isFinite(v))),
         cards: document.querySelectorAll('[data-module-id]').length,
         online: document.querySelectorAll('[data-module-id][data-online="true"]').length,
         readings: document.querySelectorAll('[data-reading]').length,
@@ -198,6 +235,23 @@ if (args.floor) {
   log(`floor page: ${(floorHtml.length / 1024).toFixed(0)} KiB of HTML`);
 }
 
+if (args.trace) {
+  const s = scenarios[0];
+  await load(s); // warm-up
+  const context = await contextFor(s);
+  const page = await context.newPage();
+  await browser.startTracing(page, {
+    path: args.trace,
+    categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'blink', 'cc', 'gpu', 'v8', 'loading', 'toplevel', 'benchmark', 'blink.user_timing'],
+  });
+  await page.goto(s.url, { waitUntil: 'commit' });
+  await page.waitForFunction(() => window.__mcPaint && window.__mcPaint.gridFrame !== null, null, { timeout: 30000, polling: 50 });
+  await page.waitForTimeout(300);
+  await browser.stopTracing();
+  if (!args.warm) await context.close();
+  log('trace written to', args.trace);
+}
+
 // one warm-up load per scenario (not counted), then LOADS interleaved rounds
 for (const s of scenarios) await load(s);
 const results = scenarios.map(() => []);
@@ -205,7 +259,7 @@ for (let i = 0; i < LOADS; i++) {
   for (const [k, s] of scenarios.entries()) {
     const r = await load(s);
     results[k].push(r);
-    log(`${s.name} #${i + 1}: hook ${r.firstPaintMs?.toFixed?.(1) ?? '–'} fcp ${r.fcp?.toFixed(1)} grid ${r.grid?.toFixed(1)} gridFrame ${r.gridFrame?.toFixed(1)} lcp ${r.lcp?.toFixed?.(1) ?? '–'} cards ${r.cards} online ${r.online} sparklines ${r.sparklines}${r.errors.length ? ' errors: ' + r.errors.join('; ') : ''}`);
+    log(`${s.name} #${i + 1}: hook ${r.firstPaintMs?.toFixed?.(1) ?? '–'} fcp ${r.fcp?.toFixed(1)} screen ${r.screenFrame?.toFixed?.(1) ?? '–'} grid ${r.grid?.toFixed(1)} gridFrame ${r.gridFrame?.toFixed(1)} lcp ${r.lcp?.toFixed?.(1) ?? '–'} cards ${r.cards} online ${r.online} sparklines ${r.sparklines}${r.errors.length ? ' errors: ' + r.errors.join('; ') : ''}`);
   }
 }
 await browser.close();
@@ -216,17 +270,17 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 const f = (x) => (Number.isFinite(x) ? x.toFixed(1) : '–');
-const keys = ['firstPaintMs', 'fp', 'fcp', 'grid', 'gridFrame', 'lcp', 'synced', 'domContentLoaded'];
+const keys = ['firstPaintMs', 'fp', 'fcp', 'screen', 'screenFrame', 'grid', 'gridFrame', 'lcp', 'synced', 'domContentLoaded'];
 const out = [];
 out.push(`Chromium ${browser.version()}, ${LOADS} loads per scenario (interleaved, ${args.warm ? 'one warm context per scenario, a new page per load' : 'fresh context each'}), medians in ms from navigation start`);
 out.push('');
-out.push('| scenario | hook firstPaintMs | first-paint | first-contentful-paint | grid in DOM | grid frame (2nd rAF) | LCP | data-synced | DOMContentLoaded | cards / online / sparklines |');
-out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+out.push('| scenario | hook firstPaintMs | first-paint | first-contentful-paint | screen filled | screen frame | grid in DOM | grid frame (2nd rAF) | LCP | data-synced | DOMContentLoaded | cards / online / sparklines |');
+out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
 const med = scenarios.map((s, k) => Object.fromEntries(keys.map((key) => [key, median(results[k].map((r) => r[key]))])));
 scenarios.forEach((s, k) => {
   const m = med[k];
   const last = results[k].at(-1);
-  out.push(`| ${s.name} | ${f(m.firstPaintMs)} | ${f(m.fp)} | ${f(m.fcp)} | ${f(m.grid)} | ${f(m.gridFrame)} | ${f(m.lcp)} | ${f(m.synced)} | ${f(m.domContentLoaded)} | ${last.cards} / ${last.online} / ${last.sparklines} |`);
+  out.push(`| ${s.name} | ${f(m.firstPaintMs)} | ${f(m.fp)} | ${f(m.fcp)} | ${f(m.screen)} | ${f(m.screenFrame)} | ${f(m.grid)} | ${f(m.gridFrame)} | ${f(m.lcp)} | ${f(m.synced)} | ${f(m.domContentLoaded)} | ${last.cards} / ${last.online} / ${last.sparklines} |`);
 });
 out.push('');
 out.push('Per load (hook firstPaintMs | grid frame):');
@@ -241,5 +295,12 @@ if (scenarios.length > 1) {
     out.push(`ratio ${scenarios[0].name} / ${scenarios[k].name}: grid frame ${f(a.gridFrame / b.gridFrame)}x, FCP ${f(a.fcp / b.fcp)}x`);
   }
 }
+out.push('');
+out.push('Steps, medians in ms from navigation start (document, resources, the page\'s marks):');
+scenarios.forEach((s, k) => {
+  const names = [...new Set(results[k].flatMap((r) => Object.keys(r.steps || {})))];
+  const rows = names.map((n) => [n, median(results[k].map((r) => r.steps?.[n]))]).sort((a, b) => a[1] - b[1]);
+  out.push(`- ${s.name}: ${rows.map(([n, v]) => `${n} ${f(v)}`).join(', ')}`);
+});
 console.log(out.join('\n'));
 if (args.json) fs.writeFileSync(args.json, JSON.stringify({ scenarios: scenarios.map((s) => s.name), results }, null, 2));

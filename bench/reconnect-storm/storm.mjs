@@ -7,7 +7,12 @@
 //   node storm.mjs --hub http://127.0.0.1:PORT --hub-pid PID --users users.json
 //                  [--clients 1000] [--procs 4] [--transports websocket]
 //                  [--scenarios resume:jitter,snapshot:jitter,resume:herd,snapshot:herd] [--repeat 2]
-//                  [--steady 10] [--settle 20] [--timeout 60] [--json out.json]
+//                  [--churn 30] [--steady 10] [--settle 20] [--timeout 60] [--json out.json]
+//
+// --churn S (0: off): before the steady phase, every connection is reset once, one at a time,
+// spread over S seconds (tabs reloading, phones changing networks: what a hub that has run for
+// a while has seen), so the memory baseline is a warm hub's, not a fresh process's (see
+// BENCHMARKS.md, "Memory after the storm").
 //
 // users.json: [{"email": "...", "password": "..."}]; clients are spread round-robin over them.
 // Scenario = <resume|snapshot>:<jitter|herd>. resume: clients present {epoch, offset};
@@ -36,6 +41,7 @@ const { values: args } = parseArgs({
     deflate: { type: 'string', default: 'on' },
     scenarios: { type: 'string', default: 'resume:jitter,snapshot:jitter,resume:herd,snapshot:herd' },
     repeat: { type: 'string', default: '2' },
+    churn: { type: 'string', default: '0' },
     steady: { type: 'string', default: '10' },
     settle: { type: 'string', default: '20' },
     timeout: { type: 'string', default: '60' },
@@ -283,6 +289,28 @@ const median = (xs) => {
   if (!s.length) return NaN;
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
+
+if (Number(args.churn) > 0) {
+  const fresh = samples.at(-1);
+  const list = [...pairs];
+  const gapMs = (Number(args.churn) * 1000) / Math.max(1, list.length);
+  log(`churn: ${list.length} connections reset one at a time over ${args.churn} s; hub VmRSS ${mib(fresh.rssKb)} MiB before`);
+  for (const pair of list) {
+    if (pairs.delete(pair)) {
+      pair.down.resetAndDestroy();
+      pair.up.resetAndDestroy();
+    }
+    await sleep(gapMs);
+  }
+  const deadline = wallNow() + Number(args.timeout) * 1000;
+  let st = await status();
+  while (st.synced < N && wallNow() < deadline) {
+    await sleep(200);
+    st = await status();
+  }
+  if (st.synced < N) throw new Error(`churn: only ${st.synced}/${N} clients synchronised again`);
+  log(`churn done: ${N}/${N} synchronised again; hub VmRSS ${mib(samples.at(-1).rssKb)} MiB`);
+}
 
 log(`steady ${args.steady} s before the first storm`);
 const evA = await status();
