@@ -91,7 +91,11 @@ function probe(expect) {
   new MutationObserver(check).observe(document, { childList: true, subtree: true, attributes: true, attributeFilter: ['data-synced', 'hidden'] });
   try {
     new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) t.lcp = e.renderTime || e.loadTime || e.startTime;
+      for (const e of list.getEntries()) {
+        t.lcp = e.renderTime || e.loadTime || e.startTime;
+        const el = e.element;
+        t.lcpElement = el ? `${el.tagName.toLowerCase()}${el.className ? '.' + String(el.className).split(' ')[0] : ''} ${e.size}px²` : null;
+      }
     }).observe({ type: 'largest-contentful-paint', buffered: true });
   } catch {
     /* no LCP */
@@ -161,6 +165,7 @@ async function load(s) {
         fp: paint['first-paint'] ?? null,
         fcp: paint['first-contentful-paint'] ?? null,
         lcp: t.lcp,
+        lcpElement: t.lcpElement ?? null,
         grid: t.grid,
         gridFrame: t.gridFrame,
         screen: t.screen,
@@ -259,7 +264,7 @@ for (let i = 0; i < LOADS; i++) {
   for (const [k, s] of scenarios.entries()) {
     const r = await load(s);
     results[k].push(r);
-    log(`${s.name} #${i + 1}: hook ${r.firstPaintMs?.toFixed?.(1) ?? '–'} fcp ${r.fcp?.toFixed(1)} screen ${r.screenFrame?.toFixed?.(1) ?? '–'} grid ${r.grid?.toFixed(1)} gridFrame ${r.gridFrame?.toFixed(1)} lcp ${r.lcp?.toFixed?.(1) ?? '–'} cards ${r.cards} online ${r.online} sparklines ${r.sparklines}${r.errors.length ? ' errors: ' + r.errors.join('; ') : ''}`);
+    log(`${s.name} #${i + 1}: hook ${r.firstPaintMs?.toFixed?.(1) ?? '–'} fcp ${r.fcp?.toFixed(1)} screen ${r.screenFrame?.toFixed?.(1) ?? '–'} grid ${r.grid?.toFixed(1)} gridFrame ${r.gridFrame?.toFixed(1)} lcp ${r.lcp?.toFixed?.(1) ?? '–'} (${r.lcpElement}) cards ${r.cards} online ${r.online} sparklines ${r.sparklines}${r.errors.length ? ' errors: ' + r.errors.join('; ') : ''}`);
   }
 }
 await browser.close();

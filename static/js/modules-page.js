@@ -1245,6 +1245,13 @@ async function main() {
     notice.textContent = t('loadFailed');
     notice.hidden = false;
   }
+  // The forms, the card actions and the stream once the first screen is painted: the grid
+  // already shows the embedded (or prefetched) snapshot, and the stream resynchronises anyway.
+  if (first.ok) afterPaint(() => startLive(ctx));
+  else startLive(ctx);
+}
+
+function startLive(ctx) {
   setupAddForm();
   setupPasswordPanel();
   setupCardActions();
@@ -1280,7 +1287,6 @@ async function main() {
     extraStats: () => ({ firstPaintMs, modules: entries.size, lastSync }),
   });
   setInterval(tick, 1000);
-  void user;
 }
 
 // Not in Node (tests/js import the pure helpers above).
