@@ -587,14 +587,31 @@ let unbuiltFrom = 0;
 /** Cards built per task after the first screen (~10 ms each on a slow core). */
 const REST_CHUNK = 100;
 
+/** Columns of the grid at this width (style.css: at least 300 px each). */
+function gridColumns() {
+  return Math.max(1, Math.floor((innerWidth || 1366) / 300));
+}
+
 /**
- * How many cards can be on the first screen: the grid's columns are at least 300 px wide and
- * a card is at least ~150 px tall (style.css), so this over-counts, never under-counts.
+ * A first guess of the cards on the first screen: rows of a card with a few readings (~240 px).
+ * Cards past the fold still cost style and layout in the first frame, so it aims low, and
+ * `fillFirstScreen` adds rows while the last card still starts on screen.
  */
 function cardsOnFirstScreen() {
-  const cols = Math.max(1, Math.floor((innerWidth || 1366) / 300));
-  const rows = Math.ceil((innerHeight || 900) / 150) + 1;
-  return Math.max(24, cols * rows);
+  return Math.max(8, gridColumns() * Math.ceil((innerHeight || 900) / 240));
+}
+
+/** Builds more rows of cards while the grid ends above the fold (one layout per check). */
+function fillFirstScreen(grid, now) {
+  while (unbuiltFrom < order.length) {
+    const last = grid.lastElementChild;
+    if (last && last.getBoundingClientRect().top >= innerHeight) return;
+    const end = Math.min(order.length, unbuiltFrom + gridColumns());
+    const fragment = document.createDocumentFragment();
+    for (let i = unbuiltFrom; i < end; i++) fragment.append(buildCard(order[i], now));
+    grid.append(fragment);
+    unbuiltFrom = end;
+  }
 }
 
 /**
@@ -664,8 +681,9 @@ function applySnapshot(snapshot) {
     grid.append(fragment);
     for (let i = first; i < order.length; i++) order[i].matches = matches(order[i]);
     unbuiltFrom = first;
+    fillFirstScreen(grid, now);
     performance.mark?.('mc:grid-built');
-    if (first < order.length) afterPaint(buildRest);
+    if (unbuiltFrom < order.length) afterPaint(buildRest);
     else performance.mark?.('mc:grid-complete');
     summaryDirty = true;
     renderSummary();
