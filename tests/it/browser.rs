@@ -806,6 +806,27 @@ async fn browser_module_add_rename_remove_search() {
     assert!(hub.get(NEW).is_none(), "{NEW} removed: {hub}");
 }
 
+/// More modules than one screen: the first screen of cards is built before the first frame and
+/// the rest after it; a search typed meanwhile covers every module, and the full grid ends up
+/// in name order with every card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_many_modules_build_after_the_first_screen() {
+    let ids: Vec<String> = (0..60).map(|i| format!("MC-{}-STN", 4001 + i)).collect();
+    let modules: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), ADA)).collect();
+    let world = World::start(Setup {
+        users: &[(ADA, false)],
+        modules: &modules,
+        strangers: &[],
+    })
+    .await;
+    run_scenario(
+        &world,
+        "many_modules",
+        json!({"email": ADA, "modules": ids, "query": "Station 4057", "matching": ["MC-4057-STN"]}),
+    )
+    .await;
+}
+
 /// The modules and admin pages with several live modules and some chart history, as PNGs in
 /// `MC_SCREENSHOTS_DIR` (the docs keep them in `docs/screenshots/`), else in a temp dir.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
