@@ -203,6 +203,8 @@ function cardFor(names) {
 }
 
 function buildCard(entry, now = Date.now()) {
+  // a new card renders every reading, not only those changed while it had none
+  entry.changed.clear();
   const names = Object.keys(entry.data.readings).sort(compareReadingNames);
   const keyed = cardFor(names);
   const card = keyed || cardTemplate().cloneNode(true);
@@ -529,7 +531,15 @@ function flush() {
     summaryDirty = true;
   }
   for (const entry of dirty) {
-    if (!entry.card) continue;
+    if (!entry.card) {
+      // not built yet: its card will render from the model; the summary counts it now
+      const m = matches(entry);
+      if (m !== entry.matches) {
+        entry.matches = m;
+        summaryDirty = true;
+      }
+      continue;
+    }
     render(entry, now);
     if (filter.status !== 'all' || filter.text) applyMatch(entry);
   }
@@ -582,8 +592,11 @@ function renderSummary() {
 
 // ------------------------------------------------------------ first build in chunks
 
-/** Index in `order` from which the first snapshot's cards are not built yet. */
-let unbuiltFrom = 0;
+/**
+ * Index in `order` from which the first snapshot's cards are not built yet; `Infinity` when
+ * every entry has its card (then `order` may change freely: entries added later get theirs).
+ */
+let unbuiltFrom = Infinity;
 /** Cards built per task after the first screen (~10 ms each on a slow core). */
 const REST_CHUNK = 100;
 
@@ -601,10 +614,17 @@ function cardsOnFirstScreen() {
   return Math.max(8, gridColumns() * Math.ceil((innerHeight || 900) / 240));
 }
 
-/** Builds more rows of cards while the grid ends above the fold (one layout per check). */
+/** Rows `fillFirstScreen` may add to the guess (a filter can hide every card built so far). */
+const MAX_EXTRA_ROWS = 6;
+
+/**
+ * Builds more rows of cards while the last card shown (filtered-out cards are hidden) still
+ * starts above the fold: one layout per check, at most MAX_EXTRA_ROWS rows.
+ */
 function fillFirstScreen(grid, now) {
-  while (unbuiltFrom < order.length) {
-    const last = grid.lastElementChild;
+  for (let rows = 0; rows < MAX_EXTRA_ROWS && unbuiltFrom < order.length; rows++) {
+    let last = null;
+    for (let i = unbuiltFrom - 1; i >= 0 && !last; i--) if (order[i].matches) last = order[i].card;
     if (last && last.getBoundingClientRect().top >= innerHeight) return;
     const end = Math.min(order.length, unbuiltFrom + gridColumns());
     const fragment = document.createDocumentFragment();
@@ -627,8 +647,12 @@ function afterPaint(fn) {
     }
   };
   requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(once, 0)));
-  setTimeout(once, HIDDEN_FLUSH_MS);
+  // a visible tab gets its frames (unless it is hidden meanwhile, or a frame is very late)
+  setTimeout(once, document.hidden ? HIDDEN_FLUSH_MS : AFTER_PAINT_LATEST_MS);
 }
+
+/** How long `afterPaint` waits for frames in a tab that was visible when it was called. */
+const AFTER_PAINT_LATEST_MS = 1000;
 
 /** Builds the next chunk of missing cards, in display order, and schedules the one after. */
 function buildRest() {
@@ -636,11 +660,14 @@ function buildRest() {
   if (unbuiltFrom >= end) return;
   const fragment = document.createDocumentFragment();
   const now = Date.now();
-  for (let i = unbuiltFrom; i < end; i++) fragment.append(buildCard(order[i], now));
+  for (let i = unbuiltFrom; i < end; i++) if (!order[i].card) fragment.append(buildCard(order[i], now));
   $('module-list').append(fragment);
   unbuiltFrom = end;
   if (unbuiltFrom < order.length) setTimeout(buildRest, 0);
-  else performance.mark?.('mc:grid-complete');
+  else {
+    unbuiltFrom = Infinity;
+    performance.mark?.('mc:grid-complete');
+  }
 }
 
 /** Builds every missing card now: before anything that moves, removes or hides cards. */
@@ -684,7 +711,10 @@ function applySnapshot(snapshot) {
     fillFirstScreen(grid, now);
     performance.mark?.('mc:grid-built');
     if (unbuiltFrom < order.length) afterPaint(buildRest);
-    else performance.mark?.('mc:grid-complete');
+    else {
+      unbuiltFrom = Infinity;
+      performance.mark?.('mc:grid-complete');
+    }
     summaryDirty = true;
     renderSummary();
     return;
