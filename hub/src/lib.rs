@@ -29,6 +29,7 @@ pub mod demo;
 pub mod ingest;
 pub mod liveness;
 pub mod metrics;
+pub mod process;
 pub mod realtime;
 pub mod registry;
 pub mod state;
@@ -176,11 +177,14 @@ pub async fn start(
 
     // MQTT: embedded broker, ingest, gateway.
     let embedded = broker::start(config.max_packet, store.clone(), &tasks, &shutdown).await?;
-    tasks.spawn(ingest::mqtt::run(
-        embedded.link_rx,
-        tracker_handle.events(),
-        metrics.clone(),
-        shutdown.clone(),
+    tasks.spawn(tracing::Instrument::instrument(
+        ingest::mqtt::run(
+            embedded.link_rx,
+            tracker_handle.events(),
+            metrics.clone(),
+            shutdown.clone(),
+        ),
+        tracing::info_span!("ingest", transport = "mqtt"),
     ));
     let connections = connections::LiveConnections::default();
     let commands = commands::CommandRouter::new(embedded.link_tx, connections.clone());
@@ -222,6 +226,7 @@ pub async fn start(
             realtime_handle.clone(),
             metrics.clone(),
         )),
+        metrics: metrics.clone(),
     };
     let origins = web::origin::OriginPolicy {
         allowed: Arc::new(config.allowed_origins.clone()),

@@ -1,4 +1,5 @@
-//! Counters shared by every task: cheap atomics, read by tests, logs and (later) `/metrics`.
+//! Counters shared by every task: cheap atomics, read by tests, logs and `GET /metrics`
+//! (`web/ops.rs`).
 
 use std::{
     collections::BTreeMap,
@@ -36,6 +37,10 @@ pub struct MetricsInner {
     /// Module messages (hello, heartbeat, telemetry, will) decoded and handed to the tracker,
     /// over MQTT or serial.
     pub messages_ingested: Counter,
+    /// Of [`MetricsInner::messages_ingested`], those that came over MQTT.
+    pub mqtt_messages_ingested: Counter,
+    /// Of [`MetricsInner::messages_ingested`], those that came over a serial link.
+    pub serial_messages_ingested: Counter,
     /// Socket.IO events emitted (one per emit call, whatever the audience size).
     pub events_emitted: Counter,
     /// Emits that failed for at least one socket (full buffer).
@@ -62,6 +67,8 @@ pub struct MetricsInner {
     /// Resuming clients that got their missed events replayed (`resumed: true`).
     pub resumes: Counter,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Emits by event name (a handful of names; counted under the stream lock, uncontended).
+    emitted: Mutex<BTreeMap<&'static str, u64>>,
     /// Per serial port, by configured path.
     serial_ports: Mutex<BTreeMap<String, Arc<SerialPortMetrics>>>,
 }
@@ -72,6 +79,19 @@ impl MetricsInner {
         if let Ok(mut map) = self.rejected.lock() {
             *map.entry(reason).or_default() += 1;
         }
+    }
+
+    /// Counts one emit of `event` (also in [`MetricsInner::events_emitted`]).
+    pub fn emitted(&self, event: &'static str) {
+        self.events_emitted.inc();
+        if let Ok(mut map) = self.emitted.lock() {
+            *map.entry(event).or_default() += 1;
+        }
+    }
+
+    /// Emits so far, by event name.
+    pub fn emitted_by_event(&self) -> BTreeMap<&'static str, u64> {
+        self.emitted.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Rejections so far for `reason`.

@@ -126,6 +126,12 @@ impl TrackerHandle {
     pub async fn counters(&self) -> Option<TrackerCounters> {
         self.ask(Query::Counters).await
     }
+
+    /// Module events waiting for the tracker, and how many its queue holds (`/metrics`).
+    pub fn queue_depth(&self) -> (usize, usize) {
+        let max = self.events.max_capacity();
+        (max - self.events.capacity(), max)
+    }
 }
 
 /// The tracker task's state.

@@ -600,3 +600,98 @@ async fn user_and_module_commands_full_cycle() {
     );
     assert!(store.module(&id).await.expect("query").is_none());
 }
+
+/// `--log-format json`: one JSON object per line on stderr, and a rejected MQTT payload's line
+/// carries the ingest span (`transport: mqtt`), so logs can be filtered by path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_ingest_span() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let module = hub_cli(&[
+        "module",
+        "add",
+        "MC-1001-STN",
+        "--name",
+        "Roof",
+        "--data-dir",
+        data,
+    ]);
+    assert!(
+        module.status.success(),
+        "{}",
+        String::from_utf8_lossy(&module.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&module.stdout);
+    let token = stdout.lines().last().expect("token line").trim().to_owned();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args([
+            "serve",
+            "--data-dir",
+            data,
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("hub starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut next_json = async || -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a log line within 20 s")
+            .expect("read stderr")
+            .expect("the hub is still running");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let mqtt_addr: SocketAddr = loop {
+        let line = next_json().await;
+        if line["fields"]["message"] == "hub started" {
+            let addr = line["fields"]["mqtt_addr"]
+                .as_str()
+                .expect("mqtt_addr field");
+            break addr.parse().expect("an address");
+        }
+    };
+
+    let mut options = MqttOptions::new("MC-1001-STN", mqtt_addr.ip().to_string(), mqtt_addr.port());
+    options.set_credentials("MC-1001-STN", token);
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    client
+        .publish(
+            "mc/MC-1001-STN/telemetry",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            "{garbage",
+        )
+        .await
+        .expect("publish");
+
+    let rejected = loop {
+        let line = next_json().await;
+        let message = line["fields"]["message"].as_str().unwrap_or_default();
+        if message.starts_with("rejected payload") {
+            break line;
+        }
+    };
+    let spans = rejected["spans"].as_array().expect("spans");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["name"] == "ingest" && s["transport"] == "mqtt"),
+        "{rejected}"
+    );
+    assert_eq!(rejected["level"], "WARN");
+    assert_eq!(rejected["fields"]["module"], "MC-1001-STN");
+    child.kill().await.expect("kill hub");
+}

@@ -9,6 +9,7 @@ mod commands;
 mod compression;
 mod js_clients;
 mod liveness;
+mod ops;
 mod registry;
 mod rejects;
 mod replay;

@@ -31,6 +31,7 @@ pub async fn run(
                     continue;
                 };
                 metrics.messages_ingested.inc();
+                metrics.mqtt_messages_ingested.inc();
                 if events.send(event).await.is_err() {
                     return;
                 }
@@ -68,6 +69,9 @@ pub fn decode(topic: &[u8], payload: &[u8], metrics: &Metrics) -> Option<ModuleE
         }
     };
     let module = topic.module;
+    // per message, only when debugging (a span per message costs on the hot path)
+    let _span =
+        tracing::debug_span!("message", module = %module, kind = topic.kind.as_str()).entered();
     let result = match topic.kind {
         TopicKind::Hello => codec::decode::<Hello>(payload)
             .map(|m| ModuleEvent::Hello(module.clone(), m, Encoding::detect(payload))),

@@ -169,8 +169,8 @@ impl EventsManager {
         self.record(event, result);
     }
 
-    fn record(&self, event: &str, result: Result<(), socketioxide::BroadcastError>) {
-        self.metrics.events_emitted.inc();
+    fn record(&self, event: &'static str, result: Result<(), socketioxide::BroadcastError>) {
+        self.metrics.emitted(event);
         if let Err(e) = result {
             // A client whose buffer is full misses this event; it resyncs from the revision gap.
             self.metrics.emit_errors.inc();
@@ -342,6 +342,26 @@ impl EventsManager {
         let sockets = self.io.sockets();
         let users = self.online_users();
         (sockets.len(), users.len())
+    }
+
+    /// Connected dashboards by page (`/metrics`).
+    pub fn clients_by_page(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        let mut by_page = std::collections::BTreeMap::from([
+            (Page::Modules.as_str(), 0),
+            (Page::Admin.as_str(), 0),
+        ]);
+        for socket in self.io.sockets() {
+            if let Some(user) = socket.extensions.get::<SocketUser>() {
+                *by_page.entry(user.page.as_str()).or_default() += 1;
+            }
+        }
+        by_page
+    }
+
+    /// Events and bytes held for replay (`/metrics`).
+    pub async fn replay_depth(&self) -> (usize, usize) {
+        let stream = self.stream.lock().await;
+        (stream.len(), stream.bytes())
     }
 
     /// The users with at least one connected socket.

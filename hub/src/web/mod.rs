@@ -5,6 +5,7 @@ pub mod auth;
 pub mod commands;
 pub mod error;
 pub mod modules;
+pub mod ops;
 pub mod origin;
 pub mod realtime;
 pub mod static_files;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub stats: std::sync::Arc<crate::stats::StatsCollector>,
     /// Login brute-force throttling.
     pub throttle: std::sync::Arc<throttle::LoginThrottle>,
+    /// The hub's counters (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The whole HTTP application; `socketio` is the Socket.IO layer from `SocketIo::builder()`.
@@ -85,7 +88,9 @@ pub fn app(
         .route("/api/modules/{id}/token", post(modules::rotate_token))
         .route("/api/modules/{id}/commands", post(commands::send))
         .route("/api/realtime/config", get(realtime::config))
-        .route("/healthz", get(async || "ok"))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/", get(static_files::index))
         .route("/modules", get(static_files::index))
         .route("/login", get(static_files::login))

@@ -824,6 +824,7 @@ impl LinkSessions {
 
     async fn forward(&mut self, event: ModuleEvent) {
         self.ctx.metrics.messages_ingested.inc();
+        self.ctx.metrics.serial_messages_ingested.inc();
         // Fails only when the tracker is gone, i.e. the hub is stopping.
         let _ = self.ctx.events.send(event).await;
     }

@@ -78,6 +78,11 @@ pub fn start(
     shutdown: &CancellationToken,
 ) {
     for spec in ports {
-        tasks.spawn(port::run(spec.clone(), ctx.clone(), shutdown.clone()));
+        // every log line of the port's task says which port (JSON logs: a span field)
+        let span = tracing::info_span!("ingest", transport = "serial", port = %spec.path.display());
+        tasks.spawn(tracing::Instrument::instrument(
+            port::run(spec.clone(), ctx.clone(), shutdown.clone()),
+            span,
+        ));
     }
 }

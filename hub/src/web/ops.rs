@@ -1,0 +1,464 @@
+//! For operators: `GET /metrics` (Prometheus scrape, OpenMetrics text), `GET /healthz` (the
+//! process answers HTTP) and `GET /readyz` (it can do its job: the database and the tracker
+//! answer in time).
+//!
+//! The hot paths only bump atomics ([`crate::metrics`]). A scrape reads those, asks for what
+//! lives elsewhere (the tracker's online count, the database's totals, the replay buffer, the
+//! process's memory) into a [`Scrape`], and lets `prometheus-client` write the text format
+//! (types, help, `_total` suffixes, label escaping). Nothing is registered up front, so there
+//! is no second copy of any counter to keep in step.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use serde_json::json;
+
+use super::AppState;
+
+/// How long a readiness check or a scrape waits for the database or the tracker.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The media type of the OpenMetrics text format (Prometheus asks for it and reads it).
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /healthz`: 200 while the process serves HTTP (liveness: restart it if this fails).
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 `{"status": "ready", "checks": {...}}` when the database and the tracker
+/// answer within [`CHECK_TIMEOUT`]; 503 with the failing checks otherwise (readiness: send no
+/// traffic here until it passes).
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let database = match tokio::time::timeout(CHECK_TIMEOUT, state.store.counts()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("error: {e}")),
+        Err(_) => Err("timed out".to_owned()),
+    };
+    let tracker = match tokio::time::timeout(CHECK_TIMEOUT, state.tracker.counters()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("stopped".to_owned()),
+        Err(_) => Err("timed out".to_owned()),
+    };
+    let ready = database.is_ok() && tracker.is_ok();
+    let show = |r: &Result<(), String>| r.as_ref().err().map_or("ok", |e| e.as_str()).to_owned();
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": { "database": show(&database), "tracker": show(&tracker) },
+    });
+    if !ready {
+        tracing::warn!(%body, "not ready");
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: every counter and gauge of the hub, see [`Scrape`].
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let scrape = Scrape::gather(&state).await;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(scrape));
+    let mut text = String::new();
+    if let Err(e) = encode(&mut text, &registry) {
+        tracing::error!(error = %e, "metrics do not encode");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response()
+}
+
+/// One scrape's values. Names are `mc_...` (the hub) and the usual `process_...`.
+#[derive(Debug)]
+struct Scrape {
+    ingested_by_transport: [(&'static str, u64); 2],
+    emitted_by_event: BTreeMap<&'static str, u64>,
+    emit_errors: u64,
+    rejected_by_reason: BTreeMap<&'static str, u64>,
+    telemetry_unchanged: u64,
+    mqtt_connections: u64,
+    mqtt_auth_failures: u64,
+    clients_by_page: BTreeMap<&'static str, usize>,
+    clients_users: usize,
+    reconnections: u64,
+    reconnect_reports: u64,
+    reconnect_seconds: f64,
+    connection_errors: u64,
+    client_connect_errors: u64,
+    resumes: u64,
+    tracker_queue: (usize, usize),
+    replay: (usize, usize),
+    /// `None` when the tracker did not answer in time (the gauge is left out, not zero).
+    modules_online: Option<usize>,
+    /// Users and registered modules; `None` when the database did not answer in time.
+    totals: Option<(u64, u64)>,
+    serial: Vec<(String, SerialPort)>,
+    process: crate::process::ProcessStats,
+}
+
+#[derive(Debug, Default)]
+struct SerialPort {
+    open: bool,
+    bytes_in: u64,
+    frames_in: u64,
+    frames_out: u64,
+    frame_errors: u64,
+    reopens: u64,
+}
+
+impl Scrape {
+    async fn gather(state: &AppState) -> Self {
+        let m = &state.metrics;
+        let (_, users) = state.events.connected_clients_and_users();
+        let modules_online = tokio::time::timeout(CHECK_TIMEOUT, state.tracker.counters())
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.online_modules);
+        let totals = match tokio::time::timeout(CHECK_TIMEOUT, state.store.counts()).await {
+            Ok(Ok((users, modules))) => Some((users, modules)),
+            _ => None,
+        };
+        Self {
+            ingested_by_transport: [
+                ("mqtt", m.mqtt_messages_ingested.get()),
+                ("serial", m.serial_messages_ingested.get()),
+            ],
+            emitted_by_event: m.emitted_by_event(),
+            emit_errors: m.emit_errors.get(),
+            rejected_by_reason: m.rejections(),
+            telemetry_unchanged: m.telemetry_unchanged.get(),
+            mqtt_connections: m.mqtt_connections.get(),
+            mqtt_auth_failures: m.mqtt_auth_failures.get(),
+            clients_by_page: state.events.clients_by_page(),
+            clients_users: users,
+            reconnections: m.reconnections.get(),
+            reconnect_reports: m.reconnect_samples.get(),
+            reconnect_seconds: m.reconnect_ms_total.get() as f64 / 1000.0,
+            connection_errors: m.connection_errors.get(),
+            client_connect_errors: m.client_connect_errors.get(),
+            resumes: m.resumes.get(),
+            tracker_queue: state.tracker.queue_depth(),
+            replay: state.events.replay_depth().await,
+            modules_online,
+            totals,
+            serial: m
+                .serial_ports()
+                .into_iter()
+                .map(|(path, p)| {
+                    let port = SerialPort {
+                        open: p.is_open(),
+                        bytes_in: p.bytes_in.get(),
+                        frames_in: p.frames_in.get(),
+                        frames_out: p.frames_out.get(),
+                        frame_errors: p.frame_errors.get(),
+                        reopens: p.reopens.get(),
+                    };
+                    (path, port)
+                })
+                .collect(),
+            process: crate::process::ProcessStats::read(),
+        }
+    }
+}
+
+/// Writes one unlabelled counter (the encoder adds `_total`).
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(enc.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// Writes one unlabelled gauge.
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(enc.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// Writes a counter with one label, a sample per `(label value, count)`.
+fn counters_by<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, count) in values {
+        ConstCounter::new(count).encode(family.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
+/// Writes a gauge with one label, a sample per `(label value, value)`.
+fn gauges_by<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, i64)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (value, v) in values {
+        ConstGauge::new(v).encode(family.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
+fn int(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let e = &mut enc;
+        // modules -> hub
+        counters_by(
+            e,
+            "mc_messages_ingested",
+            "Module messages decoded and handed to the tracker, by transport.",
+            "transport",
+            self.ingested_by_transport,
+        )?;
+        counters_by(
+            e,
+            "mc_rejected",
+            "Inputs refused (malformed, unknown module, ACL, rate...), by reason.",
+            "reason",
+            self.rejected_by_reason.iter().map(|(r, n)| (*r, *n)),
+        )?;
+        counter(
+            e,
+            "mc_telemetry_unchanged",
+            "Telemetry messages that changed nothing (no event).",
+            self.telemetry_unchanged,
+        )?;
+        counter(
+            e,
+            "mc_mqtt_connections",
+            "MQTT connections accepted.",
+            self.mqtt_connections,
+        )?;
+        counter(
+            e,
+            "mc_mqtt_auth_failures",
+            "MQTT connections refused (credentials, client id).",
+            self.mqtt_auth_failures,
+        )?;
+        if let Some(online) = self.modules_online {
+            gauge(
+                e,
+                "mc_modules_online",
+                "Modules dashboards see online.",
+                int(online),
+            )?;
+        }
+        if let Some((users, modules)) = self.totals {
+            let int64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            gauge(
+                e,
+                "mc_modules_registered",
+                "Modules in the registry.",
+                int64(modules),
+            )?;
+            gauge(e, "mc_users", "User accounts.", int64(users))?;
+        }
+        gauge(
+            e,
+            "mc_tracker_queue_depth",
+            "Module events waiting for the tracker.",
+            int(self.tracker_queue.0),
+        )?;
+        gauge(
+            e,
+            "mc_tracker_queue_capacity",
+            "Module events the tracker's queue holds.",
+            int(self.tracker_queue.1),
+        )?;
+        // hub -> dashboards
+        counters_by(
+            e,
+            "mc_events_emitted",
+            "Realtime events emitted (one per emit, whatever the audience), by event.",
+            "event",
+            self.emitted_by_event.iter().map(|(ev, n)| (*ev, *n)),
+        )?;
+        counter(
+            e,
+            "mc_emit_errors",
+            "Emits that some socket could not take (its buffer was full): dropped for it.",
+            self.emit_errors,
+        )?;
+        gauges_by(
+            e,
+            "mc_dashboard_clients",
+            "Connected dashboard sockets, by page.",
+            "page",
+            self.clients_by_page.iter().map(|(p, n)| (*p, int(*n))),
+        )?;
+        gauge(
+            e,
+            "mc_dashboard_users",
+            "Users with at least one connected dashboard.",
+            int(self.clients_users),
+        )?;
+        counter(
+            e,
+            "mc_dashboard_reconnections",
+            "Dashboard connections that were reconnections.",
+            self.reconnections,
+        )?;
+        counter(
+            e,
+            "mc_dashboard_reconnect_reports",
+            "Reconnections that reported how long they were disconnected.",
+            self.reconnect_reports,
+        )?;
+        let seconds = ConstCounter::new(self.reconnect_seconds);
+        seconds.encode(e.encode_descriptor("mc_dashboard_reconnect_seconds", "Sum of the reported disconnection times (divide by mc_dashboard_reconnect_reports for the average).", None, seconds.metric_type())?)?;
+        let avg = if self.reconnect_reports == 0 {
+            0.0
+        } else {
+            self.reconnect_seconds / self.reconnect_reports as f64
+        };
+        let avg = ConstGauge::new(avg);
+        avg.encode(e.encode_descriptor(
+            "mc_dashboard_reconnect_avg_seconds",
+            "Average reported disconnection time since start.",
+            None,
+            avg.metric_type(),
+        )?)?;
+        counter(
+            e,
+            "mc_dashboard_resumes",
+            "Reconnections served from the replay buffer (no snapshot).",
+            self.resumes,
+        )?;
+        counter(
+            e,
+            "mc_dashboard_connection_errors",
+            "Dashboard handshakes refused by the hub.",
+            self.connection_errors,
+        )?;
+        counter(
+            e,
+            "mc_dashboard_client_connect_errors",
+            "Failed attempts dashboards reported once they got through.",
+            self.client_connect_errors,
+        )?;
+        gauge(
+            e,
+            "mc_replay_buffer_events",
+            "Events held for dashboards that reconnect.",
+            int(self.replay.0),
+        )?;
+        gauge(
+            e,
+            "mc_replay_buffer_bytes",
+            "Bytes of event payload held for replay.",
+            int(self.replay.1),
+        )?;
+        // serial ports
+        if !self.serial.is_empty() {
+            let ports = || self.serial.iter().map(|(path, p)| (path.as_str(), p));
+            gauges_by(
+                e,
+                "mc_serial_port_open",
+                "1 while the serial port is open.",
+                "port",
+                ports().map(|(n, p)| (n, i64::from(p.open))),
+            )?;
+            counters_by(
+                e,
+                "mc_serial_bytes_received",
+                "Bytes read from the serial port.",
+                "port",
+                ports().map(|(n, p)| (n, p.bytes_in)),
+            )?;
+            counters_by(
+                e,
+                "mc_serial_frames_received",
+                "Frames received that decoded.",
+                "port",
+                ports().map(|(n, p)| (n, p.frames_in)),
+            )?;
+            counters_by(
+                e,
+                "mc_serial_frames_sent",
+                "Frames sent.",
+                "port",
+                ports().map(|(n, p)| (n, p.frames_out)),
+            )?;
+            counters_by(
+                e,
+                "mc_serial_frame_errors",
+                "Frames received that did not decode.",
+                "port",
+                ports().map(|(n, p)| (n, p.frame_errors)),
+            )?;
+            counters_by(
+                e,
+                "mc_serial_reopens",
+                "Times the port was opened again after a failure.",
+                "port",
+                ports().map(|(n, p)| (n, p.reopens)),
+            )?;
+        }
+        // the process (standard names; absent where /proc is not)
+        let p = &self.process;
+        if let Some(rss) = p.resident_bytes {
+            gauge(
+                e,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                int(rss),
+            )?;
+        }
+        if let Some(virt) = p.virtual_bytes {
+            gauge(
+                e,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                int(virt),
+            )?;
+        }
+        if let Some(fds) = p.open_fds {
+            gauge(e, "process_open_fds", "Open file descriptors.", int(fds))?;
+        }
+        if let Some(cpu) = p.cpu_seconds {
+            let cpu = ConstCounter::new(cpu);
+            cpu.encode(e.encode_descriptor(
+                "process_cpu_seconds",
+                "User and system CPU time spent, in seconds.",
+                None,
+                cpu.metric_type(),
+            )?)?;
+        }
+        if let Some(threads) = p.threads {
+            gauge(e, "process_threads", "OS threads.", int(threads))?;
+        }
+        let info = ConstGauge::new(1);
+        info.encode(
+            e.encode_descriptor(
+                "mc_build_info",
+                "Always 1; the hub's version as a label.",
+                None,
+                info.metric_type(),
+            )?
+            .encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?,
+        )?;
+        Ok(())
+    }
+}
