@@ -33,6 +33,19 @@ fn hub_cli_stdin(args: &[&str], input: &str) -> std::process::Output {
 }
 
 /// Runs a command that must succeed; returns its stdout.
+/// The MQTT token `hub module add` printed (its last line), checking it succeeded.
+fn module_token(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let token = stdout.lines().last().expect("token line").trim().to_owned();
+    assert_eq!(token.len(), 48, "{stdout}");
+    token
+}
+
 fn ok(args: &[&str]) -> String {
     let out = hub_cli(args);
     assert!(
@@ -109,14 +122,7 @@ async fn module_added_with_the_cli_while_the_hub_runs_can_connect() {
         "--data-dir",
         data,
     ]);
-    assert!(
-        module.status.success(),
-        "{}",
-        String::from_utf8_lossy(&module.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&module.stdout);
-    let token = stdout.lines().last().expect("token line").trim().to_owned();
-    assert_eq!(token.len(), 48, "{stdout}");
+    let token = module_token(&module);
 
     let bad = hub_cli(&["module", "add", "bad/id", "--name", "x", "--data-dir", data]);
     assert!(!bad.status.success());
@@ -619,13 +625,7 @@ async fn json_logs_carry_the_ingest_span() {
         "--data-dir",
         data,
     ]);
-    assert!(
-        module.status.success(),
-        "{}",
-        String::from_utf8_lossy(&module.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&module.stdout);
-    let token = stdout.lines().last().expect("token line").trim().to_owned();
+    let token = module_token(&module);
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hub"))
         .args([
