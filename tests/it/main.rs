@@ -9,6 +9,7 @@ mod commands;
 mod compression;
 mod js_clients;
 mod liveness;
+mod mqtt;
 mod ops;
 mod registry;
 mod rejects;

@@ -25,6 +25,8 @@ use crate::{
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest CONNECT accepted (ids, credentials and a will fit easily).
 const MAX_CONNECT_LEN: usize = 8 * 1024;
+/// The keep-alive the internal broker gets for a module that asked for none (0).
+const UPSTREAM_KEEP_ALIVE_FOR_NONE: u16 = u16::MAX;
 
 /// What every gateway connection needs.
 pub struct Gateway {
@@ -201,6 +203,13 @@ impl Gateway {
             clean,
         };
 
+        if info.keep_alive == 0 {
+            // MQTT allows keep-alive 0 (none); rumqttd drops such a CONNECT without a CONNACK.
+            // The broker gets the longest keep-alive instead (~18 h of silence); the module
+            // keeps its "none", and its liveness is the hub's heartbeat timeout either way.
+            let at = connect.header_len + info.keep_alive_at;
+            buf[at..at + 2].copy_from_slice(&UPSTREAM_KEEP_ALIVE_FOR_NONE.to_be_bytes());
+        }
         let Some((upstream, buf)) = self
             .open_upstream(&mut client, upstream_addr, buf, connect.len)
             .await

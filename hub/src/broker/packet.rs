@@ -93,6 +93,8 @@ pub struct Connect {
     pub password: Option<Vec<u8>>,
     /// Keep-alive in seconds.
     pub keep_alive: u16,
+    /// Where the keep-alive's two bytes are, from the start of the CONNECT body.
+    pub keep_alive_at: usize,
 }
 
 /// The part of a last will the ACL looks at.
@@ -162,6 +164,7 @@ pub fn parse_connect(body: &[u8]) -> Result<Connect, PacketError> {
         return Err(PacketError::Malformed("CONNECT"));
     }
     let flags = r.u8()?;
+    let keep_alive_at = body.len() - r.buf.len();
     let keep_alive = r.u16()?;
     if level == LEVEL_V5 {
         r.skip_properties()?;
@@ -197,6 +200,7 @@ pub fn parse_connect(body: &[u8]) -> Result<Connect, PacketError> {
         username,
         password,
         keep_alive,
+        keep_alive_at,
     })
 }
 
@@ -336,6 +340,8 @@ mod tests {
         assert_eq!(c.username.as_deref(), Some("MC-1"));
         assert_eq!(c.password.as_deref(), Some(&b"pw"[..]));
         assert_eq!(c.keep_alive, 10);
+        let at = f.header_len + c.keep_alive_at;
+        assert_eq!(&CONNECT_V4[at..at + 2], &10u16.to_be_bytes());
         assert_eq!(
             c.will,
             Some(Will {
