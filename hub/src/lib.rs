@@ -177,6 +177,10 @@ pub async fn start(
 
     // MQTT: embedded broker, ingest, gateway.
     let embedded = broker::start(config.max_packet, store.clone(), &tasks, &shutdown).await?;
+    // up from now (readiness), down when the task ends (the task's guard)
+    metrics
+        .mqtt_ingest_up
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tasks.spawn(tracing::Instrument::instrument(
         ingest::mqtt::run(
             embedded.link_rx,

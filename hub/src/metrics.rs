@@ -66,6 +66,9 @@ pub struct MetricsInner {
     pub client_connect_errors: Counter,
     /// Resuming clients that got their missed events replayed (`resumed: true`).
     pub resumes: Counter,
+    /// The MQTT ingest task is consuming the broker link (`/readyz`): it stops when the link
+    /// is lost, and then no module data arrives over MQTT.
+    pub mqtt_ingest_up: AtomicBool,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Emits by event name (a handful of names; counted under the stream lock, uncontended).
     emitted: Mutex<BTreeMap<&'static str, u64>>,

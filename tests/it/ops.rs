@@ -96,7 +96,7 @@ async fn metrics_show_ingest_events_clients_rejects_and_the_process() {
         sample(&text, "mc_messages_ingested_total{transport=\"serial\"}"),
         Some(0.0)
     );
-    assert!(sample(&text, "mc_replay_buffer_events").is_some_and(|n| n >= 2.0));
+    assert!(sample(&text, "mc_replay_buffer_entries").is_some_and(|n| n >= 2.0));
     assert_eq!(
         sample(&text, "mc_tracker_queue_capacity").map(|c| c > 0.0),
         Some(true)
@@ -125,6 +125,18 @@ async fn health_and_readiness_probes_answer() {
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(
         body,
-        json!({"status": "ready", "checks": {"database": "ok", "tracker": "ok"}})
+        json!({"status": "ready", "checks": {"database": "ok", "tracker": "ok", "mqttIngest": "ok"}})
     );
+
+    // the MQTT ingest task ended (its broker link was lost): not ready, and the check says why
+    t.hub
+        .metrics
+        .mqtt_ingest_up
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let ready = get("/readyz").await.expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["checks"]["mqttIngest"], "broker link lost");
+    assert_eq!(body["checks"]["database"], "ok");
 }

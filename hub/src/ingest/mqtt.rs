@@ -19,6 +19,17 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
+    /// Marks ingest down however `run` ends (`start` marked it up before spawning it).
+    struct Up<'a>(&'a Metrics);
+    impl Drop for Up<'_> {
+        fn drop(&mut self) {
+            self.0
+                .mqtt_ingest_up
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let up_metrics = metrics.clone();
+    let _up = Up(&up_metrics);
     loop {
         let notification = tokio::select! {
             _ = shutdown.cancelled() => return,

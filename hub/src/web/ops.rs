@@ -1,11 +1,12 @@
 //! For operators: `GET /metrics` (Prometheus scrape, OpenMetrics text), `GET /healthz` (the
 //! process answers HTTP) and `GET /readyz` (it can do its job: the database and the tracker
-//! answer in time).
+//! answer in time, MQTT ingest runs).
 //!
 //! The hot paths only bump atomics ([`crate::metrics`]). A scrape reads those, asks for what
 //! lives elsewhere (the tracker's online count, the database's totals, the replay buffer, the
 //! process's memory) into a [`Scrape`], and lets `prometheus-client` write the text format
-//! (types, help, `_total` suffixes, label escaping). Nothing is registered up front, so there
+//! (types, help, `_total` suffixes). It writes label values as given, so [`escape`] does that
+//! (serial port paths come from the configuration). Nothing is registered up front, so there
 //! is no second copy of any counter to keep in step.
 
 use std::{collections::BTreeMap, fmt, time::Duration};
@@ -38,8 +39,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: 200 `{"status": "ready", "checks": {...}}` when the database and the tracker
-/// answer within [`CHECK_TIMEOUT`]; 503 with the failing checks otherwise (readiness: send no
-/// traffic here until it passes).
+/// answer within [`CHECK_TIMEOUT`] and MQTT ingest is consuming the broker link; 503 with the
+/// failing checks otherwise (readiness: send no traffic here until it passes).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = match tokio::time::timeout(CHECK_TIMEOUT, state.store.counts()).await {
         Ok(Ok(_)) => Ok(()),
@@ -51,11 +52,24 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(None) => Err("stopped".to_owned()),
         Err(_) => Err("timed out".to_owned()),
     };
-    let ready = database.is_ok() && tracker.is_ok();
+    let mqtt = if state
+        .metrics
+        .mqtt_ingest_up
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        Ok(())
+    } else {
+        Err("broker link lost".to_owned())
+    };
+    let ready = database.is_ok() && tracker.is_ok() && mqtt.is_ok();
     let show = |r: &Result<(), String>| r.as_ref().err().map_or("ok", |e| e.as_str()).to_owned();
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },
-        "checks": { "database": show(&database), "tracker": show(&tracker) },
+        "checks": {
+            "database": show(&database),
+            "tracker": show(&tracker),
+            "mqttIngest": show(&mqtt),
+        },
     });
     if !ready {
         tracing::warn!(%body, "not ready");
@@ -197,7 +211,7 @@ fn counters_by<'a>(
 ) -> fmt::Result {
     let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (value, count) in values {
-        ConstCounter::new(count).encode(family.encode_family(&[(label, value)])?)?;
+        ConstCounter::new(count).encode(family.encode_family(&[(label, escape(value))])?)?;
     }
     Ok(())
 }
@@ -212,9 +226,22 @@ fn gauges_by<'a>(
 ) -> fmt::Result {
     let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (value, v) in values {
-        ConstGauge::new(v).encode(family.encode_family(&[(label, value)])?)?;
+        ConstGauge::new(v).encode(family.encode_family(&[(label, escape(value))])?)?;
     }
     Ok(())
+}
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped (a
+/// stray quote would make Prometheus reject the whole scrape).
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
 }
 
 fn int(n: usize) -> i64 {
@@ -360,8 +387,8 @@ impl Collector for Scrape {
         )?;
         gauge(
             e,
-            "mc_replay_buffer_events",
-            "Events held for dashboards that reconnect.",
+            "mc_replay_buffer_entries",
+            "Entries (events and access barriers) held for dashboards that reconnect; old ones leave as new events arrive.",
             int(self.replay.0),
         )?;
         gauge(
@@ -460,5 +487,16 @@ impl Collector for Scrape {
             .encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("/dev/ttyUSB0"), "/dev/ttyUSB0");
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

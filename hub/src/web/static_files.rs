@@ -37,6 +37,8 @@ fn serve(path: &str) -> Response {
 
 /// Where a page takes its boot data (an HTML comment in `static/modules.html`).
 const BOOT_MARKER: &str = "<!-- mc-boot -->";
+/// How long the page may wait for its boot data before it is served without.
+const BOOT_DATA_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// What the modules page fetches before it can draw anything, embedded in the page itself.
 #[derive(Serialize)]
@@ -58,7 +60,9 @@ pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Respons
     let Some((mime, page)) = find("modules.html") else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let Some(boot) = boot_data(&state, &headers).await else {
+    // The page must not wait on a busy tracker or database: past this, it fetches as usual.
+    let boot = tokio::time::timeout(BOOT_DATA_TIMEOUT, boot_data(&state, &headers)).await;
+    let Ok(Some(boot)) = boot else {
         return serve("modules.html");
     };
     let Some(html) = std::str::from_utf8(page).ok().and_then(|p| embed(p, &boot)) else {
