@@ -344,18 +344,21 @@ impl EventsManager {
         (sockets.len(), users.len())
     }
 
-    /// Connected dashboards by page (`/metrics`).
-    pub fn clients_by_page(&self) -> std::collections::BTreeMap<&'static str, usize> {
+    /// Connected dashboards by page, and the users they belong to (`/metrics`): one pass over
+    /// the sockets.
+    pub fn clients_by_page(&self) -> (std::collections::BTreeMap<&'static str, usize>, usize) {
         let mut by_page = std::collections::BTreeMap::from([
             (Page::Modules.as_str(), 0),
             (Page::Admin.as_str(), 0),
         ]);
+        let mut users = std::collections::HashSet::new();
         for socket in self.io.sockets() {
             if let Some(user) = socket.extensions.get::<SocketUser>() {
                 *by_page.entry(user.page.as_str()).or_default() += 1;
+                users.insert(user.user_id);
             }
         }
-        by_page
+        (by_page, users.len())
     }
 
     /// Events and bytes held for replay (`/metrics`).

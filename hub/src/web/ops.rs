@@ -136,7 +136,7 @@ struct SerialPort {
 impl Scrape {
     async fn gather(state: &AppState) -> Self {
         let m = &state.metrics;
-        let (_, users) = state.events.connected_clients_and_users();
+        let (clients_by_page, users) = state.events.clients_by_page();
         let modules_online = tokio::time::timeout(CHECK_TIMEOUT, state.tracker.counters())
             .await
             .ok()
@@ -157,7 +157,7 @@ impl Scrape {
             telemetry_unchanged: m.telemetry_unchanged.get(),
             mqtt_connections: m.mqtt_connections.get(),
             mqtt_auth_failures: m.mqtt_auth_failures.get(),
-            clients_by_page: state.events.clients_by_page(),
+            clients_by_page,
             clients_users: users,
             reconnections: m.reconnections.get(),
             reconnect_reports: m.reconnect_samples.get(),
@@ -201,7 +201,21 @@ fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> fmt
     metric.encode(enc.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
-/// Writes a counter with one label, a sample per `(label value, count)`.
+/// Writes a metric with one label, a sample per `(label value, metric)`.
+fn family<'a, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    (name, help, kind): (&str, &str, MetricType),
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, M)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, kind)?;
+    for (value, metric) in samples {
+        metric.encode(family.encode_family(&[(label, escape(value))])?)?;
+    }
+    Ok(())
+}
+
+/// A counter with one label, a sample per `(label value, count)`.
 fn counters_by<'a>(
     enc: &mut DescriptorEncoder,
     name: &str,
@@ -209,14 +223,11 @@ fn counters_by<'a>(
     label: &str,
     values: impl IntoIterator<Item = (&'a str, u64)>,
 ) -> fmt::Result {
-    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (value, count) in values {
-        ConstCounter::new(count).encode(family.encode_family(&[(label, escape(value))])?)?;
-    }
-    Ok(())
+    let samples = values.into_iter().map(|(v, n)| (v, ConstCounter::new(n)));
+    family(enc, (name, help, MetricType::Counter), label, samples)
 }
 
-/// Writes a gauge with one label, a sample per `(label value, value)`.
+/// A gauge with one label, a sample per `(label value, value)`.
 fn gauges_by<'a>(
     enc: &mut DescriptorEncoder,
     name: &str,
@@ -224,11 +235,8 @@ fn gauges_by<'a>(
     label: &str,
     values: impl IntoIterator<Item = (&'a str, i64)>,
 ) -> fmt::Result {
-    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (value, v) in values {
-        ConstGauge::new(v).encode(family.encode_family(&[(label, escape(value))])?)?;
-    }
-    Ok(())
+    let samples = values.into_iter().map(|(v, n)| (v, ConstGauge::new(n)));
+    family(enc, (name, help, MetricType::Gauge), label, samples)
 }
 
 /// A label value as the text format wants it: backslash, double quote and newline escaped (a
