@@ -313,6 +313,8 @@ pub(crate) fn hub_config(data_dir: &std::path::Path, args: &Args) -> Config {
         data_dir: data_dir.to_owned(),
         ..Config::default()
     };
+    // The bench drives each module far above a field module's rate on purpose.
+    config.ingest.module_rate = 0.0;
     if let Some(window) = args.batch_window {
         config.realtime.batch_window = window;
     }

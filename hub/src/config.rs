@@ -30,6 +30,8 @@ pub struct Config {
     pub liveness: LivenessConfig,
     /// Per-reading deadbands (absolute), e.g. `temperature = 0.05`. Default none.
     pub deadbands: Deadbands,
+    /// Per-module rate limit on incoming messages.
+    pub ingest: IngestConfig,
     /// Realtime delivery settings.
     pub realtime: RealtimeConfig,
     /// Origins (`scheme://host[:port]`) besides the hub's own that browsers may use for
@@ -177,6 +179,15 @@ pub struct RealtimeConfig {
     /// compressed socket holds ~285 KiB of deflate state; `false` sends every client the
     /// direct, uncompressed path. Default `true` (`REALTIME_WS_DEFLATE`).
     pub ws_deflate: bool,
+    /// Most payload bytes held, coalesced, for a dashboard that stopped reading
+    /// (`docs/REALTIME.md`, "Slow clients"); past it the dashboard is disconnected and
+    /// resynchronises when it reconnects. Default 1 MiB (`REALTIME_SLOW_CLIENT_MAX_BACKLOG`),
+    /// between 4 KiB and 1 GiB.
+    pub slow_client_max_backlog: u64,
+    /// Longest a dashboard may stay behind (its socket buffer full) before it is disconnected
+    /// the same way. Default 30 s (`REALTIME_SLOW_CLIENT_TIMEOUT`).
+    #[serde(with = "duration")]
+    pub slow_client_timeout: Duration,
 }
 
 impl Default for RealtimeConfig {
@@ -195,6 +206,8 @@ impl Default for RealtimeConfig {
             reconnect_delay: Duration::from_secs(1),
             max_reconnect_delay: Duration::from_secs(30),
             ws_deflate: true,
+            slow_client_max_backlog: 1024 * 1024,
+            slow_client_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -261,6 +274,12 @@ impl RealtimeConfig {
         if let Some(v) = var("REALTIME_WS_DEFLATE") {
             self.ws_deflate = switch("REALTIME_WS_DEFLATE", &v)?;
         }
+        if let Some(v) = var("REALTIME_SLOW_CLIENT_MAX_BACKLOG") {
+            self.slow_client_max_backlog = number("REALTIME_SLOW_CLIENT_MAX_BACKLOG", &v)?;
+        }
+        if let Some(v) = var("REALTIME_SLOW_CLIENT_TIMEOUT") {
+            self.slow_client_timeout = duration("REALTIME_SLOW_CLIENT_TIMEOUT", &v)?;
+        }
         Ok(())
     }
 
@@ -303,6 +322,26 @@ impl RealtimeConfig {
                 ),
             });
         }
+        if !(4 * 1024..=1024 * 1024 * 1024).contains(&self.slow_client_max_backlog) {
+            return Err(ConfigError::Invalid {
+                setting: "realtime.slow-client-max-backlog",
+                message: format!(
+                    "{} bytes; must be between 4 KiB and 1 GiB",
+                    self.slow_client_max_backlog
+                ),
+            });
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600))
+            .contains(&self.slow_client_timeout)
+        {
+            return Err(ConfigError::Invalid {
+                setting: "realtime.slow-client-timeout",
+                message: format!(
+                    "{}; must be between 100ms and 1h",
+                    humantime::format_duration(self.slow_client_timeout)
+                ),
+            });
+        }
         if self.max_reconnect_delay < self.reconnect_delay {
             return Err(ConfigError::Invalid {
                 setting: "realtime.max-reconnect-delay",
@@ -310,6 +349,76 @@ impl RealtimeConfig {
                     "{} is shorter than realtime.reconnect-delay ({})",
                     humantime::format_duration(self.max_reconnect_delay),
                     humantime::format_duration(self.reconnect_delay)
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Per-module rate limit on what modules send (`ingest::rate`), MQTT and serial alike.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IngestConfig {
+    /// Messages per second one module may send, sustained; the excess is dropped and counted
+    /// (`mc_rejected_total{reason="rate_limited"}`). 0 turns the limit off. Default 50
+    /// (`INGEST_MODULE_RATE`).
+    pub module_rate: f64,
+    /// Messages one module may send at once above that rate. Default 200
+    /// (`INGEST_MODULE_BURST`), at least 1.
+    pub module_burst: f64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            module_rate: 50.0,
+            module_burst: 200.0,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Applies `INGEST_MODULE_RATE` and `INGEST_MODULE_BURST`; `var` looks a variable up.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for (name, field) in [
+            ("INGEST_MODULE_RATE", &mut self.module_rate),
+            ("INGEST_MODULE_BURST", &mut self.module_burst),
+        ] {
+            if let Some(v) = var(name) {
+                *field = v.trim().parse().map_err(|_| ConfigError::Invalid {
+                    setting: name,
+                    message: format!("{v:?}; expected a number"),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The limit to apply, `None` when off.
+    pub fn rate_limit(&self) -> Option<crate::ingest::rate::RateLimit> {
+        (self.module_rate > 0.0).then_some(crate::ingest::rate::RateLimit {
+            per_second: self.module_rate,
+            burst: self.module_burst,
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.module_rate.is_finite() && (0.0..=1_000_000.0).contains(&self.module_rate)) {
+            return Err(ConfigError::Invalid {
+                setting: "ingest.module-rate",
+                message: format!(
+                    "{} messages/s; must be between 0 (off) and 1,000,000",
+                    self.module_rate
+                ),
+            });
+        }
+        if !(self.module_burst.is_finite() && (1.0..=1_000_000.0).contains(&self.module_burst)) {
+            return Err(ConfigError::Invalid {
+                setting: "ingest.module-burst",
+                message: format!(
+                    "{} messages; must be between 1 and 1,000,000",
+                    self.module_burst
                 ),
             });
         }
@@ -358,6 +467,7 @@ impl Default for Config {
             session_idle: crate::store::DEFAULT_SESSION_IDLE,
             liveness: LivenessConfig::default(),
             deadbands: Deadbands::default(),
+            ingest: IngestConfig::default(),
             realtime: RealtimeConfig::default(),
             allowed_origins: Vec::new(),
             demo: DemoConfig::default(),
@@ -544,6 +654,7 @@ impl Config {
             });
         }
         self.realtime.validate()?;
+        self.ingest.validate()?;
         self.validate_serial()?;
         let dir_err = |source| ConfigError::DataDir {
             path: self.data_dir.clone(),

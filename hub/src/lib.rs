@@ -155,6 +155,7 @@ pub async fn start(
     realtime::register_handlers(&io, store.clone(), emitter.clone());
     let events = emitter.clone();
     let realtime_handle = emitter.clone();
+    tasks.spawn(emitter.clone().run_catch_up(shutdown.clone()));
 
     // The tracker owns module state.
     let (tracker, tracker_handle) = Tracker::new(
@@ -181,11 +182,13 @@ pub async fn start(
     metrics
         .mqtt_ingest_up
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    let limiter = ingest::rate::ModuleRateLimiter::new(config.ingest.rate_limit());
     tasks.spawn(tracing::Instrument::instrument(
         ingest::mqtt::run(
             embedded.link_rx,
             tracker_handle.events(),
             metrics.clone(),
+            limiter.clone(),
             shutdown.clone(),
         ),
         tracing::info_span!("ingest", transport = "mqtt"),
@@ -210,6 +213,7 @@ pub async fn start(
         metrics: metrics.clone(),
         connections: connections.clone(),
         heartbeat_timeout: config.liveness.heartbeat_timeout,
+        limiter,
     };
     ingest::serial::start(&config.serial, &serial, &tasks, &shutdown);
 

@@ -43,8 +43,17 @@ pub struct MetricsInner {
     pub serial_messages_ingested: Counter,
     /// Socket.IO events emitted (one per emit call, whatever the audience size).
     pub events_emitted: Counter,
-    /// Emits that failed for at least one socket (full buffer).
+    /// Event payloads that did not serialize (a bug: the event was not sent).
     pub emit_errors: Counter,
+    /// Events held for a dashboard that was behind (its socket buffer full) instead of sent
+    /// at once (`realtime::delivery`).
+    pub dashboard_events_deferred: Counter,
+    /// Of those, the ones merged into (or replacing) an older held event of the same subject.
+    pub dashboard_events_coalesced: Counter,
+    /// Dashboards disconnected for falling too far behind (they resynchronise).
+    pub dashboard_slow_cutoffs: Counter,
+    /// Held events dropped with those dashboards' backlogs (recovered by their resync).
+    pub dashboard_backlog_dropped: Counter,
     /// MQTT connections accepted by the gateway (authenticated).
     pub mqtt_connections: Counter,
     /// MQTT connections refused (bad credentials, unknown module, bad client id).

@@ -308,6 +308,7 @@ impl Tracker {
                                 .map(|(name, value)| (name.to_string(), value))
                                 .collect(),
                             rev: diff.rev,
+                            from_rev: None,
                             ts: events::timestamp(SystemTime::now()),
                         };
                         self.emitter

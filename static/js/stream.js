@@ -7,7 +7,9 @@
 //    applies a snapshot, then the queued events with offset > the session's offset;
 //  - applies every event at most once (offsets are strictly increasing across the hub);
 //  - with `trackRevs`, watches each module's `rev` in rt_telemetry_updated: older or equal
-//    revs are dropped, a jump by more than one resynchronises (fetches the snapshot);
+//    revs are dropped, a jump by more than one resynchronises (fetches the snapshot) unless
+//    the event says it merges the revs in between (`fromRev`, sent to a client that fell
+//    behind);
 //  - reconnects through ReconnectionManager (`managerOptions`, e.g. from
 //    ReconnectionManager.defaultsFromServer(GET /api/realtime/config)).
 // No DOM needed: `document` (for the body[data-*] hooks) and `now` are injectable, so
@@ -378,13 +380,15 @@ export class RealtimeStream {
     if (name !== TELEMETRY) return true;
     const rev = payload.rev;
     if (typeof rev !== 'number') return true;
+    // A client that fell behind gets a module's updates merged: `fromRev..=rev` all covered.
+    const from = typeof payload.fromRev === 'number' && payload.fromRev <= rev ? payload.fromRev : rev;
     const known = this.revs.get(id);
     if (known !== undefined) {
       if (rev <= known) {
         this._stats.duplicates += 1;
         return false;
       }
-      if (rev > known + 1) {
+      if (from > known + 1) {
         this._stats.gaps += 1;
         this._queueGap();
         return false;

@@ -2,6 +2,7 @@
 
 mod access;
 mod authz;
+mod backpressure;
 mod bad_input;
 mod browser;
 mod c_reference;

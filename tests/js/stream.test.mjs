@@ -247,6 +247,26 @@ test('a rev gap resynchronises; stale revs are dropped', async () => {
   assert.equal(s.attrs['data-synced'], 'true');
 });
 
+test('merged updates (fromRev) for a client that fell behind are no gap; a real gap still is', async () => {
+  const s = setup({ snapshot: { modules: [{ moduleId: 'A', rev: 5 }] } });
+  s.socket.accept();
+  s.socket.emit('rt_session', { epoch: 'e1', offset: 1, resumed: false, missed: [] });
+  await tick();
+  // revs 6..9 merged by the hub into one event
+  s.socket.emit('rt_telemetry_updated', { moduleId: 'A', rev: 9, fromRev: 6, telemetry: { t: 1 } }, 2);
+  s.socket.emit('rt_telemetry_updated', { moduleId: 'A', rev: 10 }, 3);
+  assert.deepEqual(
+    s.applied.map((a) => a[1].rev),
+    [9, 10],
+  );
+  assert.equal(s.stream.stats().gaps, 0);
+  assert.equal(s.attrs['data-synced'], 'true');
+  // a merge that starts past the next rev misses one: resync
+  s.socket.emit('rt_telemetry_updated', { moduleId: 'A', rev: 14, fromRev: 12 }, 4);
+  assert.equal(s.stream.stats().gaps, 1);
+  assert.equal(s.attrs['data-synced'], 'false');
+});
+
 test('a disconnect during the snapshot discards it; the next session starts over', async () => {
   const s = setup({ manualSnapshot: true });
   s.socket.accept();

@@ -3,6 +3,7 @@
 //! wrong with the bytes is decided here (and counted); the tracker only sees valid messages.
 
 pub mod mqtt;
+pub mod rate;
 pub mod serial;
 
 use mc_protocol::{Encoding, Heartbeat, Hello, ModuleId, Telemetry};

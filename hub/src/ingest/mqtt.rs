@@ -9,7 +9,10 @@ use rumqttd::{Notification, local::LinkRx};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ModuleEvent;
+use super::{
+    ModuleEvent,
+    rate::{Admission, ModuleRateLimiter},
+};
 use crate::metrics::Metrics;
 
 /// Consumes `link_rx` until shutdown or until the broker goes away.
@@ -17,6 +20,7 @@ pub async fn run(
     mut link_rx: LinkRx,
     events: mpsc::Sender<ModuleEvent>,
     metrics: Metrics,
+    limiter: ModuleRateLimiter,
     shutdown: CancellationToken,
 ) {
     /// Marks ingest down however `run` ends (`start` marked it up before spawning it).
@@ -38,7 +42,8 @@ pub async fn run(
         match notification {
             Ok(Some(Notification::Forward(forward))) => {
                 let publish = forward.publish;
-                let Some(event) = decode(&publish.topic, &publish.payload, &metrics) else {
+                let Some(event) = decode(&publish.topic, &publish.payload, &metrics, &limiter)
+                else {
                     continue;
                 };
                 metrics.messages_ingested.inc();
@@ -66,8 +71,14 @@ pub async fn run(
     }
 }
 
-/// Turns one publish into an event, or counts and logs why not.
-pub fn decode(topic: &[u8], payload: &[u8], metrics: &Metrics) -> Option<ModuleEvent> {
+/// Turns one publish into an event, or counts and logs why not (bad topic, over the module's
+/// rate limit, bad payload).
+pub fn decode(
+    topic: &[u8],
+    payload: &[u8],
+    metrics: &Metrics,
+    limiter: &ModuleRateLimiter,
+) -> Option<ModuleEvent> {
     let topic = match std::str::from_utf8(topic)
         .map_err(|_| ProtocolError::InvalidTopic)
         .and_then(ModuleTopic::parse)
@@ -80,6 +91,16 @@ pub fn decode(topic: &[u8], payload: &[u8], metrics: &Metrics) -> Option<ModuleE
         }
     };
     let module = topic.module;
+    // A last will is the broker's word that the module is gone: never dropped.
+    if topic.kind != TopicKind::Status
+        && let Admission::Limited { first } = limiter.admit(&module, tokio::time::Instant::now())
+    {
+        metrics.reject("rate_limited");
+        if first {
+            tracing::warn!(module = %module, "module over its rate limit: dropping its messages (counted as rate_limited)");
+        }
+        return None;
+    }
     // per message, only when debugging (a span per message costs on the hot path)
     let _span =
         tracing::debug_span!("message", module = %module, kind = topic.kind.as_str()).entered();
@@ -112,17 +133,19 @@ mod tests {
     #[test]
     fn bad_payloads_are_counted_by_reason() {
         let m = Metrics::default();
+        let none = ModuleRateLimiter::default();
         assert!(
             decode(
                 b"mc/MC-1001/telemetry",
                 br#"{"seq":1,"readings":{"t":1e39}}"#,
-                &m
+                &m,
+                &none
             )
             .is_none()
         );
-        assert!(decode(b"mc/MC-1001/telemetry", b"\x01\xff", &m).is_none());
-        assert!(decode(b"mc/MC-1001/telemetry", b"{garbage", &m).is_none());
-        assert!(decode(b"mc/../telemetry", b"{}", &m).is_none());
+        assert!(decode(b"mc/MC-1001/telemetry", b"\x01\xff", &m, &none).is_none());
+        assert!(decode(b"mc/MC-1001/telemetry", b"{garbage", &m, &none).is_none());
+        assert!(decode(b"mc/../telemetry", b"{}", &m, &none).is_none());
         assert_eq!(m.rejected("non_finite"), 1);
         assert_eq!(m.rejected("malformed"), 2);
         assert_eq!(m.rejected("invalid_topic"), 1);
@@ -130,13 +153,38 @@ mod tests {
             decode(
                 b"mc/MC-1001/telemetry",
                 br#"{"seq":1,"readings":{"t":1}}"#,
-                &m
+                &m,
+                &none
             ),
             Some(ModuleEvent::Telemetry(..))
         ));
         assert!(matches!(
-            decode(b"mc/MC-1001/status", b"offline", &m),
+            decode(b"mc/MC-1001/status", b"offline", &m, &none),
             Some(ModuleEvent::Will(_))
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flooding_module_is_limited_before_decoding_but_its_will_passes() {
+        let m = Metrics::default();
+        let limiter = ModuleRateLimiter::new(Some(super::super::rate::RateLimit {
+            per_second: 1.0,
+            burst: 3.0,
+        }));
+        let telemetry = br#"{"seq":1,"readings":{"t":1}}"#;
+        let passed = (0..10)
+            .filter(|_| decode(b"mc/MC-1001/telemetry", telemetry, &m, &limiter).is_some())
+            .count();
+        assert_eq!(passed, 3);
+        assert_eq!(m.rejected("rate_limited"), 7);
+        // Garbage over the limit is dropped as rate-limited, not decoded.
+        assert!(decode(b"mc/MC-1001/telemetry", b"{garbage", &m, &limiter).is_none());
+        assert_eq!(m.rejected("malformed"), 0);
+        assert!(matches!(
+            decode(b"mc/MC-1001/status", b"offline", &m, &limiter),
+            Some(ModuleEvent::Will(_))
+        ));
+        // Other modules are not affected.
+        assert!(decode(b"mc/MC-1002/telemetry", telemetry, &m, &limiter).is_some());
     }
 }

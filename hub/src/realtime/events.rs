@@ -197,6 +197,10 @@ pub struct TelemetryUpdated {
     pub telemetry: BTreeMap<String, f32>,
     /// The module's revision after the change; a gap means the client missed one.
     pub rev: u64,
+    /// Present when several updates were merged for a client that fell behind
+    /// (`realtime::delivery`): the oldest revision merged, so `fromRev..=rev` are all covered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_rev: Option<u64>,
     /// When the hub received it (RFC 3339).
     pub ts: String,
 }

@@ -5,6 +5,7 @@
 //! [`replay`] buffer so that a client that reconnects resumes where it stopped
 //! (`docs/REALTIME.md`).
 
+pub mod delivery;
 pub mod events;
 pub mod replay;
 pub mod rooms;
@@ -22,6 +23,7 @@ use socketioxide::{
 use crate::{
     config::RealtimeConfig, metrics::Metrics, store::Store, web::auth::session_token_from_headers,
 };
+use delivery::{Clients, SlowClientLimits};
 use replay::{Audience, ReplayBounds, ReplayBuffer, ResumePoint, Viewer};
 use rooms::Page;
 
@@ -31,10 +33,11 @@ use rooms::Page;
 pub struct EventsManager {
     io: SocketIo,
     metrics: Metrics,
-    /// The stream: offsets and replay buffer. Held across "assign offset, keep, emit" so that
-    /// every socket receives events in offset order, and while a socket joins its rooms and gets
-    /// what it missed, so that nothing falls between its replay and its live events.
-    stream: Arc<tokio::sync::Mutex<ReplayBuffer>>,
+    /// The stream: offsets, replay buffer and the clients it is delivered to. Held across
+    /// "assign offset, keep, deliver" so that every socket receives events in offset order,
+    /// and while a socket registers and gets what it missed, so that nothing falls between
+    /// its replay and its live events.
+    stream: Arc<tokio::sync::Mutex<Stream>>,
     /// What dashboards are told about reconnecting (`GET /api/realtime/config`).
     client_defaults: ClientDefaults,
 }
@@ -62,6 +65,31 @@ impl ClientDefaults {
     }
 }
 
+/// What the stream lock guards.
+pub struct Stream {
+    /// Offsets and what is kept for resuming clients.
+    pub replay: ReplayBuffer,
+    /// The registered sockets, each served with its own backpressure.
+    clients: Clients,
+}
+
+impl std::ops::Deref for Stream {
+    type Target = ReplayBuffer;
+    fn deref(&self) -> &ReplayBuffer {
+        &self.replay
+    }
+}
+
+impl std::ops::DerefMut for Stream {
+    fn deref_mut(&mut self) -> &mut ReplayBuffer {
+        &mut self.replay
+    }
+}
+
+/// How often clients that are behind are retried (and checked against their limits) when no
+/// event comes to do it.
+const CATCH_UP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl EventsManager {
     /// Wraps a Socket.IO handle; starts a new stream epoch.
     pub fn new(io: SocketIo, metrics: Metrics, config: &RealtimeConfig) -> Self {
@@ -74,11 +102,32 @@ impl EventsManager {
             max_missed: config.replay_max_missed,
             max_missed_bytes: bytes(config.replay_max_missed_bytes),
         };
+        let limits = SlowClientLimits {
+            max_backlog_bytes: bytes(config.slow_client_max_backlog),
+            max_lag: config.slow_client_timeout,
+        };
         Self {
             io,
+            stream: Arc::new(tokio::sync::Mutex::new(Stream {
+                replay: ReplayBuffer::new(epoch, bounds),
+                clients: Clients::new(limits, metrics.clone()),
+            })),
             metrics,
-            stream: Arc::new(tokio::sync::Mutex::new(ReplayBuffer::new(epoch, bounds))),
             client_defaults: ClientDefaults::from_config(config),
+        }
+    }
+
+    /// Retries the clients that are behind until `shutdown` (see [`delivery`]).
+    pub async fn run_catch_up(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(CATCH_UP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = tokio::time::Instant::now();
+            self.stream.lock().await.clients.tick(now);
         }
     }
 
@@ -146,36 +195,13 @@ impl EventsManager {
             }
         };
         let mut stream = self.stream.lock().await;
-        let offset = stream.push(
-            audience,
-            event,
-            payload.clone(),
-            tokio::time::Instant::now(),
-        );
-        let args = (&*payload, offset);
-        let result = match audience {
-            Audience::Everyone => self.io.emit(event, &args).await,
-            Audience::Admins => self.io.to(rooms::ADMINS).emit(event, &args).await,
-            Audience::Page(page) => self.io.to(page.room()).emit(event, &args).await,
-            Audience::User(id) => self.io.to(rooms::user(id)).emit(event, &args).await,
-            Audience::Module { owner } => {
-                self.io
-                    .to(crate::authz::module_audience(owner))
-                    .emit(event, &args)
-                    .await
-            }
-        };
+        let now = tokio::time::Instant::now();
+        let offset = stream.replay.push(audience, event, payload.clone(), now);
+        stream
+            .clients
+            .deliver(audience, event, &payload, offset, now);
         drop(stream);
-        self.record(event, result);
-    }
-
-    fn record(&self, event: &'static str, result: Result<(), socketioxide::BroadcastError>) {
         self.metrics.emitted(event);
-        if let Err(e) = result {
-            // A client whose buffer is full misses this event; it resyncs from the revision gap.
-            self.metrics.emit_errors.inc();
-            tracing::debug!(event, error = %e, "emit failed for some clients");
-        }
     }
 
     /// This process's stream epoch.
@@ -226,6 +252,9 @@ impl EventsManager {
                 tracing::debug!(socket = %socket.id, "client gone before it registered");
                 return;
             }
+            stream
+                .clients
+                .add(socket.clone(), viewer, user.session_hash.clone());
             let missed = if handshake.resumes_someone_else(&user) {
                 Err(replay::NotResumed::EntitlementChanged)
             } else {
@@ -277,13 +306,22 @@ impl EventsManager {
             }
             return;
         }
-        socket.on_disconnect(async |socket: SocketRef| {
+        let events = self.clone();
+        socket.on_disconnect(async move |socket: SocketRef| {
+            events.stream.lock().await.clients.remove(socket.id);
             tracing::info!(socket = %socket.id, "client unregistered");
         });
     }
 
     /// Disconnects every socket opened with the session whose token hashes to `token_hash`.
     pub async fn disconnect_session(&self, token_hash: &str) {
+        // Nothing more reaches them, even those whose buffer is too full for the disconnect
+        // packet (the heartbeat closes those).
+        self.stream
+            .lock()
+            .await
+            .clients
+            .remove_where(|c| c.session_hash == token_hash);
         if let Err(e) = self.io.to(rooms::session(token_hash)).disconnect().await {
             tracing::debug!(error = %e, "could not disconnect some sockets of a session");
         }
@@ -296,6 +334,7 @@ impl EventsManager {
     pub async fn access_changed(&self, user_id: i64) {
         let mut stream = self.stream.lock().await;
         stream.push_barrier(user_id, tokio::time::Instant::now());
+        stream.clients.remove_where(|c| c.viewer.user_id == user_id);
         if let Err(e) = self.io.to(rooms::user(user_id)).disconnect().await {
             tracing::debug!(error = %e, "could not disconnect some sockets of a user");
         }
@@ -315,7 +354,7 @@ impl EventsManager {
     /// Holds the stream as a long emit would: until the guard drops, nothing is emitted and no
     /// socket registers (tests of what happens meanwhile).
     #[doc(hidden)]
-    pub async fn hold_stream(&self) -> tokio::sync::OwnedMutexGuard<ReplayBuffer> {
+    pub async fn hold_stream(&self) -> tokio::sync::OwnedMutexGuard<Stream> {
         self.stream.clone().lock_owned().await
     }
 
@@ -365,6 +404,17 @@ impl EventsManager {
     pub async fn replay_depth(&self) -> (usize, usize) {
         let stream = self.stream.lock().await;
         (stream.len(), stream.bytes())
+    }
+
+    /// Clients behind now, and the entries and payload bytes held for them (`/metrics`).
+    pub async fn slow_clients(&self) -> (usize, usize, usize) {
+        self.stream.lock().await.clients.backlog_depth()
+    }
+
+    /// Sockets events are delivered to (tests: a socket that left must not stay).
+    #[doc(hidden)]
+    pub async fn delivery_clients(&self) -> usize {
+        self.stream.lock().await.clients.len()
     }
 
     /// The users with at least one connected socket.

@@ -115,6 +115,10 @@ struct Scrape {
     resumes: u64,
     tracker_queue: (usize, usize),
     replay: (usize, usize),
+    /// Dashboards behind now, the entries and bytes held for them.
+    slow_clients: (usize, usize, usize),
+    /// Events held for dashboards behind, merged ones, cut-off dashboards, entries dropped.
+    backpressure: [u64; 4],
     /// `None` when the tracker did not answer in time (the gauge is left out, not zero).
     modules_online: Option<usize>,
     /// Users and registered modules; `None` when the database did not answer in time.
@@ -167,6 +171,13 @@ impl Scrape {
             resumes: m.resumes.get(),
             tracker_queue: state.tracker.queue_depth(),
             replay: state.events.replay_depth().await,
+            slow_clients: state.events.slow_clients().await,
+            backpressure: [
+                m.dashboard_events_deferred.get(),
+                m.dashboard_events_coalesced.get(),
+                m.dashboard_slow_cutoffs.get(),
+                m.dashboard_backlog_dropped.get(),
+            ],
             modules_online,
             totals,
             serial: m
@@ -333,7 +344,7 @@ impl Collector for Scrape {
         counter(
             e,
             "mc_emit_errors",
-            "Emits that some socket could not take (its buffer was full): dropped for it.",
+            "Event payloads that did not serialize (not sent; a bug).",
             self.emit_errors,
         )?;
         gauges_by(
@@ -404,6 +415,50 @@ impl Collector for Scrape {
             "mc_replay_buffer_bytes",
             "Bytes of event payload held for replay.",
             int(self.replay.1),
+        )?;
+        // backpressure (realtime::delivery)
+        gauge(
+            e,
+            "mc_dashboard_slow_clients",
+            "Dashboards behind now: their socket buffer is full and their events wait, coalesced.",
+            int(self.slow_clients.0),
+        )?;
+        gauge(
+            e,
+            "mc_dashboard_backlog_entries",
+            "Coalesced events held for dashboards that are behind.",
+            int(self.slow_clients.1),
+        )?;
+        gauge(
+            e,
+            "mc_dashboard_backlog_bytes",
+            "Payload bytes held for dashboards that are behind.",
+            int(self.slow_clients.2),
+        )?;
+        let [deferred, coalesced, cutoffs, dropped] = self.backpressure;
+        counter(
+            e,
+            "mc_dashboard_events_deferred",
+            "Events held for a dashboard that was behind instead of sent at once.",
+            deferred,
+        )?;
+        counter(
+            e,
+            "mc_dashboard_events_coalesced",
+            "Held events merged into (or superseding) an older one of the same module or subject.",
+            coalesced,
+        )?;
+        counter(
+            e,
+            "mc_dashboard_slow_disconnects",
+            "Dashboards disconnected for falling too far behind (they resynchronise on reconnect).",
+            cutoffs,
+        )?;
+        counter(
+            e,
+            "mc_dashboard_backlog_dropped",
+            "Held events dropped with a cut-off dashboard's backlog (its resync recovers them).",
+            dropped,
         )?;
         // serial ports
         if !self.serial.is_empty() {

@@ -91,6 +91,8 @@ impl ServeArgs {
         // Replay, reconnection and WebSocket compression settings (REALTIME_REPLAY_*,
         // REALTIME_*RECONNECT*, REALTIME_WS_DEFLATE).
         config.realtime.apply_env(|k| std::env::var(k).ok())?;
+        // Per-module rate limit (INGEST_MODULE_RATE, INGEST_MODULE_BURST).
+        config.ingest.apply_env(|k| std::env::var(k).ok())?;
         if let Some(v) = self.http {
             config.http = v;
         }

@@ -60,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 use super::{PortRequest, SerialContext};
 use crate::{
     connections::{Link, Presence, SerialRoute, Transport},
-    ingest::ModuleEvent,
+    ingest::{ModuleEvent, rate::Admission},
     liveness,
     metrics::SerialPortMetrics,
     store::ModuleRecord,
@@ -823,6 +823,15 @@ impl LinkSessions {
     }
 
     async fn forward(&mut self, event: ModuleEvent) {
+        if let ModuleEvent::Heartbeat(module, _) | ModuleEvent::Telemetry(module, _) = &event
+            && let Admission::Limited { first } = self.ctx.limiter.admit(module, Instant::now())
+        {
+            self.ctx.metrics.reject("rate_limited");
+            if first {
+                tracing::warn!(port = %self.port, module = %module, "module over its rate limit: dropping its messages (counted as rate_limited)");
+            }
+            return;
+        }
         self.ctx.metrics.messages_ingested.inc();
         self.ctx.metrics.serial_messages_ingested.inc();
         // Fails only when the tracker is gone, i.e. the hub is stopping.
@@ -997,6 +1006,7 @@ mod tests {
             metrics: metrics.clone(),
             connections: connections.clone(),
             heartbeat_timeout,
+            limiter: Default::default(),
         };
         Harness {
             link: on_port("/dev/ttyA", &ctx).0,

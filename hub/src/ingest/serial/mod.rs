@@ -48,6 +48,8 @@ pub struct SerialContext {
     /// The hub's liveness timeout (`--heartbeat-timeout`), which silent sessions expire by
     /// (never sooner than 3 heartbeat intervals: [`link::session_expiry`]).
     pub heartbeat_timeout: Option<Duration>,
+    /// The per-module rate limit, shared with MQTT ingest.
+    pub limiter: super::rate::ModuleRateLimiter,
 }
 
 /// A request for a port task from elsewhere in the hub.

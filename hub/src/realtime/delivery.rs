@@ -1,0 +1,623 @@
+//! Per-client delivery with explicit backpressure (`docs/REALTIME.md`, "Slow clients").
+//!
+//! Every registered socket gets each event its viewer may see, straight into its Socket.IO
+//! buffer (bounded by socketioxide: 128 packets). When that buffer is full — the client stopped
+//! reading, or reads slower than events come — the event goes to the client's [`Backlog`]
+//! instead, and so does every later event for it until the backlog is drained, so that the
+//! client still receives events in stream order. The backlog coalesces: a module's telemetry
+//! deltas merge into one (the latest value of each reading, `fromRev` telling the revisions it
+//! covers), its online/offline flips keep the last one, stats and profile updates keep the
+//! newest. What cannot be merged (a module added or removed, a login) is kept as is.
+//!
+//! A backlog is bounded in bytes and in age ([`SlowClientLimits`]). Past either bound the
+//! client is cut off: its backlog is dropped at once (the hub's memory never grows with a
+//! stuck client), nothing more is sent to it, and it is disconnected as soon as its buffer
+//! takes the disconnect packet (or by the Engine.IO heartbeat, which closes a socket whose
+//! buffer stays full). It reconnects and resynchronises like after any disconnection: replay
+//! from its last offset, or a snapshot. Other clients never wait for a slow one: a send never
+//! blocks, and a slow client costs only its bounded backlog.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use socketioxide::{SendError, extract::SocketRef, socket::Sid};
+use tokio::time::Instant;
+
+use super::{
+    events::{self, TelemetryUpdated},
+    replay::{Audience, Viewer},
+};
+use crate::metrics::Metrics;
+
+/// How far a slow client may fall behind before it is cut off and must resynchronise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowClientLimits {
+    /// Most bytes of events held for one client (payload sizes, after coalescing).
+    pub max_backlog_bytes: usize,
+    /// Longest time a client may stay behind (its buffer full, events held for it).
+    pub max_lag: Duration,
+}
+
+/// The registered sockets and how each is being served.
+pub struct Clients {
+    by_socket: HashMap<Sid, Client>,
+    limits: SlowClientLimits,
+    metrics: Metrics,
+}
+
+/// One registered socket.
+pub struct Client {
+    socket: SocketRef,
+    /// What it may see.
+    pub viewer: Viewer,
+    /// The login session it connected with (a logout disconnects it).
+    pub session_hash: String,
+    state: ClientState,
+}
+
+enum ClientState {
+    /// Its buffer takes events as they come.
+    Live,
+    /// Its buffer was full: events wait here, coalesced, until it drains.
+    Behind(Backlog),
+    /// It fell too far behind: nothing more is sent; it is being disconnected.
+    CutOff,
+}
+
+/// What a send to one socket did.
+enum Sent {
+    Ok,
+    Full,
+    Closed,
+}
+
+fn send<T: serde::Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T) -> Sent {
+    match socket.emit(event, data) {
+        Ok(()) => Sent::Ok,
+        Err(SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => Sent::Full,
+        Err(SendError::Socket(socketioxide::SocketError::Closed)) => Sent::Closed,
+        Err(SendError::Serialize(e)) => {
+            // Payloads were serialized once already: not expected; the event is skipped.
+            tracing::error!(event, error = %e, "event does not encode for a socket");
+            Sent::Ok
+        }
+    }
+}
+
+impl Clients {
+    /// No clients yet.
+    pub fn new(limits: SlowClientLimits, metrics: Metrics) -> Self {
+        Self {
+            by_socket: HashMap::new(),
+            limits,
+            metrics,
+        }
+    }
+
+    /// Starts delivering to `socket` (it joined its rooms under the same stream lock).
+    pub fn add(&mut self, socket: SocketRef, viewer: Viewer, session_hash: String) {
+        self.by_socket.insert(
+            socket.id,
+            Client {
+                socket,
+                viewer,
+                session_hash,
+                state: ClientState::Live,
+            },
+        );
+    }
+
+    /// Stops delivering to a socket that went away.
+    pub fn remove(&mut self, sid: Sid) {
+        self.by_socket.remove(&sid);
+    }
+
+    /// Stops delivering to every client `which` selects (being disconnected).
+    pub fn remove_where(&mut self, which: impl Fn(&Client) -> bool) {
+        self.by_socket.retain(|_, c| !which(c));
+    }
+
+    /// Number of registered clients.
+    pub fn len(&self) -> usize {
+        self.by_socket.len()
+    }
+
+    /// Whether no client is registered.
+    pub fn is_empty(&self) -> bool {
+        self.by_socket.is_empty()
+    }
+
+    /// Clients behind now, and the entries and bytes held for them (`/metrics`).
+    pub fn backlog_depth(&self) -> (usize, usize, usize) {
+        self.by_socket
+            .values()
+            .filter_map(|c| match &c.state {
+                ClientState::Behind(b) => Some(b),
+                _ => None,
+            })
+            .fold((0, 0, 0), |(n, e, b), backlog| {
+                (n + 1, e + backlog.len(), b + backlog.bytes())
+            })
+    }
+
+    /// Sends one event (`payload`, at `offset`) to every client whose viewer `audience`
+    /// admits.
+    pub fn deliver(
+        &mut self,
+        audience: Audience,
+        event: &'static str,
+        payload: &Arc<RawValue>,
+        offset: u64,
+        now: Instant,
+    ) {
+        let mut gone = Vec::new();
+        for (sid, client) in &mut self.by_socket {
+            if !audience.admits(&client.viewer) {
+                continue;
+            }
+            let catch_up = match &mut client.state {
+                ClientState::Live => match send(&client.socket, event, &(&**payload, offset)) {
+                    Sent::Ok => false,
+                    Sent::Full => {
+                        let mut backlog = Backlog::new(now);
+                        backlog.push(event, payload, offset);
+                        self.metrics.dashboard_events_deferred.inc();
+                        tracing::debug!(socket = %sid, "client fell behind: coalescing its events");
+                        client.state = ClientState::Behind(backlog);
+                        false
+                    }
+                    Sent::Closed => {
+                        gone.push(*sid);
+                        false
+                    }
+                },
+                ClientState::Behind(backlog) => {
+                    self.metrics.dashboard_events_deferred.inc();
+                    if backlog.push(event, payload, offset) == Pushed::Coalesced {
+                        self.metrics.dashboard_events_coalesced.inc();
+                    }
+                    true
+                }
+                ClientState::CutOff => false,
+            };
+            if catch_up && client.catch_up(&self.metrics, self.limits, now) == Sent::Closed {
+                gone.push(*sid);
+            }
+        }
+        for sid in gone {
+            self.by_socket.remove(&sid);
+        }
+    }
+
+    /// Sends what waits for clients that are behind, cuts off those past the limits, and
+    /// retries disconnecting those cut off (run on a timer: a client that drains its buffer
+    /// while no event comes must still get its backlog).
+    pub fn tick(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        for (sid, client) in &mut self.by_socket {
+            if !client.socket.connected() {
+                gone.push(*sid);
+                continue;
+            }
+            if client.catch_up(&self.metrics, self.limits, now) == Sent::Closed {
+                gone.push(*sid);
+            }
+        }
+        for sid in gone {
+            self.by_socket.remove(&sid);
+        }
+    }
+}
+
+impl PartialEq for Sent {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+impl Client {
+    /// Sends the backlog in order as far as the buffer takes it; back to live when it is
+    /// empty. Cuts the client off when the backlog is past the limits.
+    fn catch_up(&mut self, metrics: &Metrics, limits: SlowClientLimits, now: Instant) -> Sent {
+        match &mut self.state {
+            ClientState::Live => Sent::Ok,
+            ClientState::CutOff => self.disconnect(),
+            ClientState::Behind(backlog) => {
+                while let Some((offset, pending)) = backlog.first() {
+                    let sent = match pending {
+                        Pending::Event { event, payload } => {
+                            send(&self.socket, event, &(&**payload, offset))
+                        }
+                        Pending::Telemetry(update) => send(
+                            &self.socket,
+                            events::RT_TELEMETRY_UPDATED,
+                            &(update, offset),
+                        ),
+                    };
+                    match sent {
+                        Sent::Ok => backlog.pop_first(),
+                        Sent::Full => break,
+                        Sent::Closed => return Sent::Closed,
+                    }
+                }
+                if backlog.is_empty() {
+                    tracing::debug!(socket = %self.socket.id, "client caught up");
+                    self.state = ClientState::Live;
+                    return Sent::Ok;
+                }
+                let too_big = backlog.bytes() > limits.max_backlog_bytes;
+                let too_old = now.duration_since(backlog.since) > limits.max_lag;
+                if too_big || too_old {
+                    metrics.dashboard_slow_cutoffs.inc();
+                    metrics.dashboard_backlog_dropped.add(backlog.len() as u64);
+                    tracing::warn!(
+                        socket = %self.socket.id,
+                        user_id = self.viewer.user_id,
+                        held = backlog.len(),
+                        bytes = backlog.bytes(),
+                        behind_ms = now.duration_since(backlog.since).as_millis() as u64,
+                        "client too far behind: disconnecting it (it resynchronises when it reconnects)"
+                    );
+                    self.state = ClientState::CutOff;
+                    return self.disconnect();
+                }
+                Sent::Ok
+            }
+        }
+    }
+
+    /// Asks the socket to disconnect; the disconnect packet needs room in its buffer, so this
+    /// is retried until it fits (or the Engine.IO heartbeat closes the socket).
+    fn disconnect(&self) -> Sent {
+        match self.socket.clone().disconnect() {
+            Ok(()) => Sent::Closed,
+            Err(socketioxide::SocketError::Closed) => Sent::Closed,
+            Err(socketioxide::SocketError::InternalChannelFull) => Sent::Ok,
+        }
+    }
+}
+
+/// Whether a pushed event took a new place in the backlog or merged into one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// A new entry.
+    Queued,
+    /// It replaced or merged into an older entry of the same subject.
+    Coalesced,
+}
+
+/// One entry waiting for a client.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    /// An event as it was emitted.
+    Event {
+        /// Its name.
+        event: &'static str,
+        /// Its payload.
+        payload: Arc<RawValue>,
+    },
+    /// Telemetry deltas of one module merged: each reading's latest value, `rev` the newest
+    /// revision and `from_rev` the oldest one merged.
+    Telemetry(TelemetryUpdated),
+}
+
+impl Pending {
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Event { payload, .. } => payload.get().len(),
+            // Close to the JSON size: `"name":value,` per reading plus the fixed fields.
+            Self::Telemetry(t) => {
+                96 + t.module_id.len() + t.telemetry.keys().map(|k| k.len() + 16).sum::<usize>()
+            }
+        }
+    }
+}
+
+/// What an event is about, for coalescing: a later event with the same subject supersedes it
+/// (or merges into it, for telemetry).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Subject {
+    Telemetry(String),
+    Liveness(String),
+    ModuleUpdated(String),
+    Profile(i64),
+    Stats,
+}
+
+/// Events held for one client that is behind, in delivery order, coalesced by subject.
+#[derive(Debug)]
+pub struct Backlog {
+    /// When the client fell behind.
+    since: Instant,
+    /// Entries by the offset of the newest event each holds: sending them in this order keeps
+    /// offsets increasing at the client, and once it has an entry's offset it has everything
+    /// up to it.
+    entries: BTreeMap<u64, Pending>,
+    /// The entry (by offset) of each subject that later events may merge into.
+    subjects: HashMap<Subject, u64>,
+    bytes: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubjectFields {
+    module_id: Option<String>,
+    id: Option<i64>,
+}
+
+impl Backlog {
+    /// Empty; the client fell behind at `since`.
+    pub fn new(since: Instant) -> Self {
+        Self {
+            since,
+            entries: BTreeMap::new(),
+            subjects: HashMap::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes held (payload sizes).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The next entry to send and its offset.
+    pub fn first(&self) -> Option<(u64, &Pending)> {
+        self.entries.first_key_value().map(|(o, p)| (*o, p))
+    }
+
+    /// Removes the entry [`Backlog::first`] returned (it was sent).
+    pub fn pop_first(&mut self) {
+        if let Some((offset, pending)) = self.entries.pop_first() {
+            self.bytes -= pending.bytes();
+            self.subjects.retain(|_, o| *o != offset);
+        }
+    }
+
+    /// Holds one event, merging it with an older one of the same subject.
+    pub fn push(&mut self, event: &'static str, payload: &Arc<RawValue>, offset: u64) -> Pushed {
+        let fields = serde_json::from_str::<SubjectFields>(payload.get()).ok();
+        let module = fields.as_ref().and_then(|f| f.module_id.clone());
+        let subject = match (event, module) {
+            (events::RT_TELEMETRY_UPDATED, Some(m)) => Some(Subject::Telemetry(m)),
+            (events::RT_MODULE_ONLINE | events::RT_MODULE_OFFLINE, Some(m)) => {
+                Some(Subject::Liveness(m))
+            }
+            (events::RT_MODULE_UPDATED, Some(m)) => Some(Subject::ModuleUpdated(m)),
+            (events::RT_MODULE_ADDED | events::RT_MODULE_REMOVED, Some(m)) => {
+                // A new life of the module starts (or it ends): nothing later merges into
+                // what came before.
+                for s in [
+                    Subject::Telemetry(m.clone()),
+                    Subject::Liveness(m.clone()),
+                    Subject::ModuleUpdated(m),
+                ] {
+                    self.subjects.remove(&s);
+                }
+                None
+            }
+            (events::RT_USER_PROFILE_UPDATED, _) => fields.and_then(|f| f.id).map(Subject::Profile),
+            (events::RT_GLOBAL_STATS_UPDATED, _) => Some(Subject::Stats),
+            _ => None,
+        };
+        let mut pending = match event {
+            events::RT_TELEMETRY_UPDATED => {
+                match serde_json::from_str::<TelemetryUpdated>(payload.get()) {
+                    Ok(t) => Pending::Telemetry(t),
+                    Err(_) => Pending::Event {
+                        event,
+                        payload: payload.clone(),
+                    },
+                }
+            }
+            _ => Pending::Event {
+                event,
+                payload: payload.clone(),
+            },
+        };
+        let mut pushed = Pushed::Queued;
+        if let Some(subject) = &subject
+            && let Some(older_offset) = self.subjects.get(subject).copied()
+            && let Some(older) = self.entries.remove(&older_offset)
+        {
+            self.bytes -= older.bytes();
+            pushed = Pushed::Coalesced;
+            if let (Pending::Telemetry(older), Pending::Telemetry(newer)) = (older, &mut pending) {
+                let mut telemetry = older.telemetry;
+                telemetry.append(&mut newer.telemetry);
+                newer.telemetry = telemetry;
+                newer.from_rev = Some(older.from_rev.unwrap_or(older.rev));
+            }
+        }
+        self.bytes += pending.bytes();
+        self.entries.insert(offset, pending);
+        if let Some(subject) = subject {
+            self.subjects.insert(subject, offset);
+        }
+        pushed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn raw(v: serde_json::Value) -> Arc<RawValue> {
+        serde_json::value::to_raw_value(&v).unwrap().into()
+    }
+
+    fn telemetry(module: &str, rev: u64, readings: serde_json::Value) -> Arc<RawValue> {
+        raw(json!({"moduleId": module, "telemetry": readings, "rev": rev, "ts": format!("t{rev}")}))
+    }
+
+    /// (offset, event name, JSON) of every entry, in delivery order.
+    fn drain(backlog: &mut Backlog) -> Vec<(u64, &'static str, serde_json::Value)> {
+        let mut out = Vec::new();
+        while let Some((offset, pending)) = backlog.first() {
+            let (event, value) = match pending {
+                Pending::Event { event, payload } => {
+                    (*event, serde_json::from_str(payload.get()).unwrap())
+                }
+                Pending::Telemetry(t) => (
+                    events::RT_TELEMETRY_UPDATED,
+                    serde_json::to_value(t).unwrap(),
+                ),
+            };
+            out.push((offset, event, value));
+            backlog.pop_first();
+        }
+        assert_eq!(backlog.bytes(), 0, "bytes are accounted back to zero");
+        out
+    }
+
+    #[test]
+    fn telemetry_of_a_module_merges_into_its_latest_values_with_the_revs_covered() {
+        let mut b = Backlog::new(Instant::now());
+        let t = events::RT_TELEMETRY_UPDATED;
+        assert_eq!(
+            b.push(t, &telemetry("A", 5, json!({"t": 1.0, "h": 50.0})), 10),
+            Pushed::Queued
+        );
+        assert_eq!(
+            b.push(t, &telemetry("B", 9, json!({"t": 7.0})), 11),
+            Pushed::Queued
+        );
+        assert_eq!(
+            b.push(t, &telemetry("A", 6, json!({"t": 2.0})), 12),
+            Pushed::Coalesced
+        );
+        assert_eq!(
+            b.push(t, &telemetry("A", 7, json!({"p": 3.0})), 13),
+            Pushed::Coalesced
+        );
+        assert_eq!(b.len(), 2);
+        assert_eq!(
+            drain(&mut b),
+            vec![
+                (
+                    11,
+                    t,
+                    json!({"moduleId": "B", "telemetry": {"t": 7.0}, "rev": 9, "ts": "t9"})
+                ),
+                (
+                    13,
+                    t,
+                    json!({"moduleId": "A", "telemetry": {"t": 2.0, "h": 50.0, "p": 3.0},
+                           "rev": 7, "fromRev": 5, "ts": "t7"})
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn liveness_stats_and_profiles_keep_the_newest_and_the_rest_is_kept_in_order() {
+        let mut b = Backlog::new(Instant::now());
+        let on = raw(json!({"moduleId": "A", "lastSeen": "x"}));
+        let off = raw(json!({"moduleId": "A", "disconnectedAt": "y", "reason": "timeout"}));
+        b.push(events::RT_MODULE_ONLINE, &on, 1);
+        b.push(events::RT_USER_LOGGED_IN, &raw(json!({"id": 1})), 2);
+        assert_eq!(
+            b.push(events::RT_MODULE_OFFLINE, &off, 3),
+            Pushed::Coalesced
+        );
+        b.push(
+            events::RT_GLOBAL_STATS_UPDATED,
+            &raw(json!({"stats": 1})),
+            4,
+        );
+        b.push(events::RT_USER_LOGGED_IN, &raw(json!({"id": 2})), 5);
+        assert_eq!(
+            b.push(
+                events::RT_GLOBAL_STATS_UPDATED,
+                &raw(json!({"stats": 2})),
+                6
+            ),
+            Pushed::Coalesced
+        );
+        b.push(
+            events::RT_USER_PROFILE_UPDATED,
+            &raw(json!({"id": 1, "name": "a"})),
+            7,
+        );
+        b.push(
+            events::RT_USER_PROFILE_UPDATED,
+            &raw(json!({"id": 2, "name": "b"})),
+            8,
+        );
+        b.push(
+            events::RT_USER_PROFILE_UPDATED,
+            &raw(json!({"id": 1, "name": "c"})),
+            9,
+        );
+        let got: Vec<_> = drain(&mut b).into_iter().map(|(o, e, _)| (o, e)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, events::RT_USER_LOGGED_IN),
+                (3, events::RT_MODULE_OFFLINE),
+                (5, events::RT_USER_LOGGED_IN),
+                (6, events::RT_GLOBAL_STATS_UPDATED),
+                (8, events::RT_USER_PROFILE_UPDATED),
+                (9, events::RT_USER_PROFILE_UPDATED),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_module_removed_and_added_again_starts_afresh() {
+        let mut b = Backlog::new(Instant::now());
+        let t = events::RT_TELEMETRY_UPDATED;
+        b.push(t, &telemetry("A", 3, json!({"old": 1.0})), 1);
+        b.push(events::RT_MODULE_REMOVED, &raw(json!({"moduleId": "A"})), 2);
+        b.push(
+            events::RT_MODULE_ADDED,
+            &raw(json!({"moduleId": "A", "name": "n", "type": "k"})),
+            3,
+        );
+        assert_eq!(
+            b.push(t, &telemetry("A", 1, json!({"new": 2.0})), 4),
+            Pushed::Queued
+        );
+        let got = drain(&mut b);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].2["telemetry"], json!({"old": 1.0}));
+        assert_eq!(got[3].2["telemetry"], json!({"new": 2.0}));
+        assert!(got[3].2.get("fromRev").is_none());
+    }
+
+    #[test]
+    fn bytes_follow_what_is_held() {
+        let mut b = Backlog::new(Instant::now());
+        let t = events::RT_TELEMETRY_UPDATED;
+        b.push(t, &telemetry("A", 1, json!({"a": 1.0})), 1);
+        let one = b.bytes();
+        b.push(t, &telemetry("A", 2, json!({"a": 2.0})), 2);
+        assert_eq!(
+            b.bytes(),
+            one,
+            "a merge with the same readings holds the same"
+        );
+        b.push(t, &telemetry("A", 3, json!({"bb": 2.0})), 3);
+        assert!(b.bytes() > one);
+        let event = raw(json!({"id": 1, "name": "someone"}));
+        b.push(events::RT_USER_LOGGED_IN, &event, 4);
+        assert!(b.bytes() >= one + event.get().len());
+    }
+}
