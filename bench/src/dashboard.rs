@@ -128,7 +128,9 @@ impl EventSink {
             return;
         };
         let now = log.now_us();
-        let Ok((_, event)) = serde_json::from_slice::<(String, TelemetryUpdated)>(&text[2..])
+        // `[event, payload, offset]`
+        let Ok((_, event, _)) =
+            serde_json::from_slice::<(String, TelemetryUpdated, u64)>(&text[2..])
         else {
             return;
         };

@@ -20,6 +20,13 @@ pub struct Config {
     /// Largest MQTT packet a module may send, in bytes. Default 8 KiB (a 4 KiB JSON payload
     /// plus topic and headers fits).
     pub max_packet: usize,
+    /// HTTP connections served at once; one more is closed at once (`web::serve`). Default
+    /// 4096.
+    pub http_max_connections: usize,
+    /// An HTTP connection that has not sent a complete request head within this is closed
+    /// (slow or idle clients holding connections). Default 10 s.
+    #[serde(with = "duration")]
+    pub http_header_timeout: Duration,
     /// Lifetime of a login session. Default 7 days.
     #[serde(with = "duration")]
     pub session_ttl: Duration,
@@ -463,6 +470,8 @@ impl Default for Config {
             mqtt: SocketAddr::from(([0, 0, 0, 0], 1883)),
             data_dir: PathBuf::from("./hub-data"),
             max_packet: 8 * 1024,
+            http_max_connections: 4096,
+            http_header_timeout: Duration::from_secs(10),
             session_ttl: Duration::from_secs(7 * 24 * 3600),
             session_idle: crate::store::DEFAULT_SESSION_IDLE,
             liveness: LivenessConfig::default(),
@@ -535,6 +544,26 @@ impl Config {
                 message: format!(
                     "{} bytes; must be between 1 KiB and 16 MiB",
                     self.realtime.max_message
+                ),
+            });
+        }
+        if !(1..=1_000_000).contains(&self.http_max_connections) {
+            return Err(ConfigError::Invalid {
+                setting: "http-max-connections",
+                message: format!(
+                    "{}; must be between 1 and 1,000,000",
+                    self.http_max_connections
+                ),
+            });
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(600))
+            .contains(&self.http_header_timeout)
+        {
+            return Err(ConfigError::Invalid {
+                setting: "http-header-timeout",
+                message: format!(
+                    "{}; must be between 100ms and 10min",
+                    humantime::format_duration(self.http_header_timeout)
                 ),
             });
         }

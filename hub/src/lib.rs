@@ -266,21 +266,17 @@ pub async fn start(
             shutdown.clone(),
         ));
     }
-    let http_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        use axum::serve::ListenerExt;
-        // Small WebSocket frames must not wait for delayed ACKs (see DEPENDENCIES.md).
-        let listener = listeners.http.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    tasks.spawn(web::serve::serve(
+        listeners.http,
+        app,
+        web::serve::ServeLimits {
+            max_connections: config.http_max_connections,
+            header_timeout: config.http_header_timeout,
+        },
+        metrics.clone(),
+        tasks.clone(),
+        shutdown.clone(),
+    ));
 
     let demo = if config.demo.enabled {
         Some(

@@ -8,6 +8,7 @@ mod browser;
 mod c_reference;
 mod commands;
 mod compression;
+mod hostile;
 mod js_clients;
 mod liveness;
 mod mqtt;

@@ -8,7 +8,17 @@ use tokio::{
 
 /// An MQTT CONNECT (`level` 4: 3.1.1, 5: 5.0) with credentials, a clean session and
 /// keep-alive `keep_alive`.
-fn connect_packet(level: u8, id: &str, password: &str, keep_alive: u16) -> Vec<u8> {
+pub(crate) fn connect_packet(level: u8, id: &str, password: &str, keep_alive: u16) -> Vec<u8> {
+    connect_packet_raw(level, id.as_bytes(), password.as_bytes(), keep_alive)
+}
+
+/// [`connect_packet`] with any bytes as client id (= username) and password.
+pub(crate) fn connect_packet_raw(
+    level: u8,
+    id: &[u8],
+    password: &[u8],
+    keep_alive: u16,
+) -> Vec<u8> {
     let field = |out: &mut Vec<u8>, bytes: &[u8]| {
         out.extend((bytes.len() as u16).to_be_bytes());
         out.extend(bytes);
@@ -21,9 +31,9 @@ fn connect_packet(level: u8, id: &str, password: &str, keep_alive: u16) -> Vec<u
     if level == 5 {
         body.push(0); // no properties
     }
-    field(&mut body, id.as_bytes());
-    field(&mut body, id.as_bytes());
-    field(&mut body, password.as_bytes());
+    field(&mut body, id);
+    field(&mut body, id);
+    field(&mut body, password);
     let mut packet = vec![0x10, u8::try_from(body.len()).expect("short CONNECT")];
     packet.extend(body);
     packet

@@ -25,6 +25,10 @@ use crate::{
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest CONNECT accepted (ids, credentials and a will fit easily).
 const MAX_CONNECT_LEN: usize = 8 * 1024;
+/// Connections that have not authenticated yet, at most: each costs a task and a descriptor
+/// for up to [`CONNECT_TIMEOUT`], so a flood of silent connections must not exhaust them; one
+/// more is closed at once and counted (`mqtt_handshake_limit`).
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 /// The keep-alive the internal broker gets for a module that asked for none (0).
 const UPSTREAM_KEEP_ALIVE_FOR_NONE: u16 = u16::MAX;
 
@@ -45,6 +49,8 @@ pub struct Gateway {
     /// Open connections (closable by the registry: token rotation, removal) and the hub-wide
     /// session numbers, which let the tracker recognise stale disconnects and wills.
     pub live: LiveConnections,
+    /// Slots for connections still authenticating ([`MAX_PENDING_HANDSHAKES`]).
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -66,6 +72,7 @@ impl Gateway {
             v5_addr,
             max_packet,
             live,
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
         }
     }
 
@@ -83,13 +90,18 @@ impl Gateway {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = self.handshakes.clone().try_acquire_owned() else {
+                        self.metrics.reject("mqtt_handshake_limit");
+                        tracing::debug!(%peer, "too many connections authenticating: closed");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let gateway = self.clone();
                     let shutdown = shutdown.clone();
                     tasks.spawn(async move {
                         tokio::select! {
                             _ = shutdown.cancelled() => {}
-                            _ = gateway.serve(stream, peer) => {}
+                            _ = gateway.serve(stream, peer, slot) => {}
                         }
                     });
                 }
@@ -102,7 +114,14 @@ impl Gateway {
         }
     }
 
-    async fn serve(&self, mut client: TcpStream, peer: SocketAddr) {
+    /// `handshake` is this connection's slot among those authenticating, given back once it
+    /// has.
+    async fn serve(
+        &self,
+        mut client: TcpStream,
+        peer: SocketAddr,
+        handshake: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let mut buf = BytesMut::with_capacity(1024);
         let connect = match tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -164,6 +183,7 @@ impl Gateway {
                 return;
             }
         };
+        drop(handshake);
         // Identity first, then what it asks for.
         if let Some(will) = &info.will
             && !will_allowed(&info.client_id, will)

@@ -58,7 +58,7 @@ pub async fn claim(
     if !pending.iter().any(|p| p.id == module.as_str()) {
         return Err(ApiError::NotFound);
     }
-    let Json(mut body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(mut body) = body.map_err(ApiError::from)?;
     let Some(fields) = body.as_object_mut() else {
         return Err(ApiError::BadRequest("expected a JSON object".into()));
     };

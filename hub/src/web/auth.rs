@@ -78,7 +78,7 @@ pub async fn login(
     headers: HeaderMap,
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     if req.email.len() > 254 || req.password.len() > 1024 {
         return Err(ApiError::Unauthorized);
     }

@@ -66,7 +66,7 @@ pub async fn send(
     if !crate::authz::can_manage_module(&user, &record) {
         return Err(ApiError::NotFound);
     }
-    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(request) = body.map_err(ApiError::from)?;
     let live = state.tracker.module(&id).await.filter(|l| l.online);
     let Some(live) = live else {
         return Err(ApiError::Conflict("module is offline".into()));

@@ -14,6 +14,8 @@ use serde::Serialize;
 pub enum ApiError {
     /// 400 with a message about the request.
     BadRequest(String),
+    /// 413: the body is over the size limit (2 MiB).
+    PayloadTooLarge(String),
     /// 401: no valid session or wrong credentials.
     Unauthorized,
     /// 403: not allowed (e.g. a foreign origin).
@@ -48,6 +50,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.as_str()),
+            Self::PayloadTooLarge(m) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                m.as_str(),
+            ),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found"),
@@ -89,6 +96,18 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response()
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    /// A body over the limit is 413; anything else wrong with a JSON body (not JSON, not
+    /// UTF-8, the wrong content type, the wrong shape) is 400 with axum's explanation.
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge(e.body_text())
+        } else {
+            Self::BadRequest(e.body_text())
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod modules;
 pub mod ops;
 pub mod origin;
 pub mod realtime;
+pub mod serve;
 pub mod static_files;
 pub mod throttle;
 pub mod users;

@@ -195,7 +195,7 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     body: Result<Json<CreateModule>, JsonRejection>,
 ) -> Result<(StatusCode, Json<WithPassword>), ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     let id = ModuleId::new(&req.id).map_err(|e| ApiError::BadRequest(format!("id: {e}")))?;
     let name = check_name(&req.name)?;
     let kind = check_kind(&req.kind)?;
@@ -258,7 +258,7 @@ pub async fn update(
     body: Result<Json<UpdateModule>, JsonRejection>,
 ) -> Result<Json<ModuleView>, ApiError> {
     let before = managed(&state, &user, &id).await?;
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     let owner_id = match req.owner_id {
         // Reassigning is an admin's act, even to oneself.
         Some(owner) if owner != before.owner_id => {

@@ -129,7 +129,7 @@ pub async fn create(
     body: Result<Json<CreateUser>, JsonRejection>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     require_admin(&user)?;
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     let new = NewUser {
         email: check_email(&req.email)?,
         name: check_name(&req.name)?,
@@ -162,7 +162,7 @@ pub async fn update(
 ) -> Result<Json<UserView>, ApiError> {
     require_admin(&user)?;
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     if id == user.id && (req.disabled == Some(true) || req.is_admin == Some(false)) {
         return Err(ApiError::Conflict(
             "you cannot disable or demote yourself".into(),
@@ -223,7 +223,7 @@ pub async fn update_me(
     CurrentUser(user): CurrentUser,
     body: Result<Json<UpdateMe>, JsonRejection>,
 ) -> Result<Json<User>, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     let password = match (&req.password, &req.current_password) {
         (None, _) => None,
         (Some(_), None) => {
