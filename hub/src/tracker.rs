@@ -178,7 +178,7 @@ impl Tracker {
         (tracker, TrackerHandle { events, queries })
     }
 
-    /// Tells `queue` when a module with queued commands can take them ([`Self::offer_queued`])
+    /// Tells `queue` when a module with queued commands can take them (at its messages)
     /// and drops a removed module's commands.
     pub fn with_command_queue(mut self, queue: CommandQueue) -> Self {
         self.commands = Some(queue);
