@@ -345,6 +345,7 @@ impl Tracker {
     /// without an open session (a leftover of a closed connection) is no such sign.
     fn offer_queued(&self, module: &ModuleId) {
         if let Some(queue) = &self.commands
+            && queue.depth() > 0
             && self.liveness.is_online(module)
         {
             let info = self.modules.get(module);
