@@ -6,12 +6,17 @@
 //! - **MQTT**: encoded the way the module speaks (the encoding of its hello) and published on
 //!   its `mc/<id>/cmd` topic through the hub's broker link; delivery is at most once, nothing is
 //!   retried ([`Delivery::Published`]).
-//! - **no live link** (it just closed, and the tracker has not yet seen it go): published as
-//!   over MQTT only if the tracker says the module came over MQTT; a serial module, or one the
-//!   tracker cannot place, is [`CommandError::Offline`]: a serial module never reads MQTT, so
-//!   a publish would be accepted (202) and lost.
+//! - **no live link** (it just closed, and the tracker has not yet seen it go):
+//!   [`CommandError::Offline`], whatever the transport. Nothing would receive it: a serial
+//!   module never reads MQTT, and the embedded broker keeps no offline queue, so a publish for
+//!   an MQTT module without a connection would be accepted and lost.
 //!
-//! A module that is offline does not get the command: the API refuses it with 409 first.
+//! A command for a module that is offline (or [`CommandError::Offline`]) waits in the hub's
+//! [`queue`] for at most `[commands] queue-ttl`, and [`delivery`] sends it through this same
+//! router once the module is back.
+
+pub mod delivery;
+pub mod queue;
 
 use std::{
     sync::{
@@ -52,8 +57,7 @@ pub enum CommandError {
     /// Too many commands are waiting for this module (or its port).
     #[error("too many commands waiting for this module")]
     Busy,
-    /// No live link carries the module, and it is not an MQTT module (whose broker may still
-    /// deliver): it is going offline.
+    /// No live link carries the module: it is going offline (the command can be queued).
     #[error("the module has no live link")]
     Offline,
 }
@@ -78,45 +82,58 @@ pub struct CommandRouter {
     /// restarted hub must not start again at 1: the first new command could match the last
     /// one a module executed and be acknowledged without being run. Hence a random start.
     next_id: Arc<AtomicU32>,
+    /// Commands waiting for modules that are offline.
+    queue: queue::CommandQueue,
 }
 
 impl CommandRouter {
-    /// Publishes MQTT commands through `link`; finds serial modules in `connections`.
-    pub fn new(link: LinkTx, connections: LiveConnections) -> Self {
+    /// Publishes MQTT commands through `link`; finds serial modules in `connections`; keeps
+    /// commands for offline modules in `queue`.
+    pub fn new(link: LinkTx, connections: LiveConnections, queue: queue::CommandQueue) -> Self {
         Self {
             mqtt: Arc::new(Mutex::new(link)),
             connections,
             next_id: Arc::new(AtomicU32::new(rand::random())),
+            queue,
         }
     }
 
-    /// Sends `action` to `module` (MQTT commands in `encoding`); `tracked` is the transport
-    /// the tracker knows the module by (its latest connection). Returns the command and how
-    /// far it got. For a serial module this waits for its acknowledgement (a few seconds at
-    /// most).
-    pub async fn send(
-        &self,
-        module: &ModuleId,
-        action: CommandAction,
-        encoding: Encoding,
-        tracked: Option<Transport>,
-    ) -> Result<(Command, Delivery), CommandError> {
+    /// The queue of commands for offline modules.
+    pub fn queue(&self) -> &queue::CommandQueue {
+        &self.queue
+    }
+
+    /// A new command: numbered, and checked against the protocol's rules.
+    pub fn command(&self, action: CommandAction) -> Result<Command, CommandError> {
         let command = Command {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             action,
         };
         command.validate()?;
+        Ok(command)
+    }
+
+    /// Sends `command` to `module` (MQTT commands in `encoding`); `tracked` is the transport
+    /// the tracker knows the module by (its latest connection). Returns how far it got. For a
+    /// serial module this waits for its acknowledgement (a few seconds at most).
+    pub async fn deliver(
+        &self,
+        module: &ModuleId,
+        command: Command,
+        encoding: Encoding,
+        tracked: Option<Transport>,
+    ) -> Result<Delivery, CommandError> {
         match route(self.connections.link(module), tracked) {
             Route::Serial(session, route) => {
-                let result = send_serial(&route, session, command.clone()).await?;
-                Ok((command, Delivery::Acknowledged(result)))
+                let result = send_serial(&route, session, command).await?;
+                Ok(Delivery::Acknowledged(result))
             }
             Route::Mqtt => {
                 self.publish(module, &command, encoding)?;
-                Ok((command, Delivery::Published))
+                Ok(Delivery::Published)
             }
             Route::Offline => {
-                tracing::debug!(%module, ?tracked, "command for a module without a live link: refused");
+                tracing::debug!(%module, ?tracked, "command for a module without a live link");
                 Err(CommandError::Offline)
             }
         }
@@ -148,18 +165,18 @@ enum Route {
     Serial(u64, SerialRoute),
     /// Published on the module's MQTT command topic.
     Mqtt,
-    /// Nowhere: the module is going offline.
+    /// Nowhere now: the module is going offline (the command can be queued).
     Offline,
 }
 
 /// The route for a module whose live link is `live` and whose transport the tracker knows as
-/// `tracked`. Without a live link only an MQTT module is published to (delivery over MQTT is
-/// at most once anyway); a serial module never reads MQTT and would silently lose the command.
+/// `tracked`. Without a live link nothing would receive the command: a serial module never
+/// reads MQTT, and the broker keeps nothing for an MQTT module that is not connected.
 fn route(live: Option<(u64, Link)>, tracked: Option<Transport>) -> Route {
     match (live, tracked) {
         (Some((session, Link::Serial(route))), _) => Route::Serial(session, route),
-        (Some((_, Link::Mqtt)), _) | (None, Some(Transport::Mqtt)) => Route::Mqtt,
-        (None, Some(Transport::Serial) | None) => Route::Offline,
+        (Some((_, Link::Mqtt)), _) => Route::Mqtt,
+        (None, _) => Route::Offline,
     }
 }
 
@@ -209,7 +226,7 @@ mod tests {
     use crate::connections::Presence;
 
     #[test]
-    fn without_a_live_link_only_an_mqtt_module_is_published_to() {
+    fn without_a_live_link_nothing_is_published() {
         let (requests, _rx) = mpsc::channel(1);
         let serial = Link::Serial(SerialRoute {
             port: "/dev/ttyA".into(),
@@ -225,8 +242,9 @@ mod tests {
             route(Some((8, Link::Mqtt)), Some(Transport::Serial)),
             Route::Mqtt
         ));
-        assert!(matches!(route(None, Some(Transport::Mqtt)), Route::Mqtt));
-        // The port was lost (or the session closed) and the tracker has not caught up yet.
+        // The connection closed (or the port was lost) and the tracker has not caught up yet:
+        // the broker would drop a publish for a module that is not connected.
+        assert!(matches!(route(None, Some(Transport::Mqtt)), Route::Offline));
         assert!(matches!(
             route(None, Some(Transport::Serial)),
             Route::Offline

@@ -41,6 +41,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Realtime delivery settings.
     pub realtime: RealtimeConfig,
+    /// Commands for modules that are offline: how many wait, and for how long.
+    pub commands: CommandsConfig,
     /// Origins (`scheme://host[:port]`) besides the hub's own that browsers may use for
     /// Socket.IO and state-changing requests. Default none.
     pub allowed_origins: Vec<String>,
@@ -433,6 +435,56 @@ impl IngestConfig {
     }
 }
 
+/// Commands for modules that are offline (`[commands]`): the hub keeps them and sends them when
+/// the module is back, because the embedded broker keeps nothing for a module that is not
+/// connected (`hub/src/commands/queue.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CommandsConfig {
+    /// A queued command not delivered within this long is dropped (and counted): a command is
+    /// meant for now, not for whenever the module comes back. Default 5 min, between 1 s and
+    /// 1 day.
+    #[serde(with = "duration")]
+    pub queue_ttl: Duration,
+    /// Commands that may wait per module; one more is refused with 503. 0 turns queueing off
+    /// (a command for an offline module is refused with 409). Default 16, at most 1024.
+    pub max_queued: usize,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            queue_ttl: Duration::from_secs(5 * 60),
+            max_queued: 16,
+        }
+    }
+}
+
+impl CommandsConfig {
+    /// Checks the TTL and the bound.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+        if !(min..=max).contains(&self.queue_ttl) {
+            return Err(ConfigError::Invalid {
+                setting: "commands.queue-ttl",
+                message: format!(
+                    "{}; must be between {} and {}",
+                    humantime::format_duration(self.queue_ttl),
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            });
+        }
+        if self.max_queued > 1024 {
+            return Err(ConfigError::Invalid {
+                setting: "commands.max-queued",
+                message: format!("{} commands; must be between 0 and 1024", self.max_queued),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Demo mode settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -478,6 +530,7 @@ impl Default for Config {
             deadbands: Deadbands::default(),
             ingest: IngestConfig::default(),
             realtime: RealtimeConfig::default(),
+            commands: CommandsConfig::default(),
             allowed_origins: Vec::new(),
             demo: DemoConfig::default(),
             log_format: LogFormat::Text,
@@ -684,6 +737,7 @@ impl Config {
         }
         self.realtime.validate()?;
         self.ingest.validate()?;
+        self.commands.validate()?;
         self.validate_serial()?;
         let dir_err = |source| ConfigError::DataDir {
             path: self.data_dir.clone(),
@@ -942,6 +996,38 @@ mod tests {
         }
         c.realtime.replay_max_missed_bytes = 1 << 20;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn command_queue_settings_from_file_and_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, "[commands]\nqueue-ttl = \"90s\"\nmax-queued = 4\n").unwrap();
+        let mut c = Config::from_file(&path).unwrap();
+        assert_eq!(c.commands.queue_ttl, Duration::from_secs(90));
+        assert_eq!(c.commands.max_queued, 4);
+        std::fs::write(&path, "[commands]\nmax-queued = 2\n").unwrap();
+        let defaults = Config::from_file(&path).unwrap();
+        assert_eq!(defaults.commands.queue_ttl, Duration::from_secs(300));
+        assert_eq!(Config::default().commands.max_queued, 16);
+        std::fs::write(&path, "[commands]\nqueue-tll = \"1s\"\n").unwrap();
+        let e = Config::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("queue-tll"), "{e}");
+
+        c.data_dir = dir.path().join("data");
+        assert!(c.validate().is_ok());
+        c.commands.max_queued = 0;
+        assert!(c.validate().is_ok(), "0 turns queueing off");
+        for (ttl, max, wrong) in [
+            (Duration::from_millis(999), 16, "commands.queue-ttl"),
+            (Duration::from_secs(24 * 3600 + 1), 16, "commands.queue-ttl"),
+            (Duration::from_secs(60), 1025, "commands.max-queued"),
+        ] {
+            c.commands.queue_ttl = ttl;
+            c.commands.max_queued = max;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(wrong), "{ttl:?} {max}: {e}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!   [`realtime::events`].
 //! - [`web`]: the axum app: login/session, snapshot API, commands, embedded dashboard.
 //! - [`commands`]: hub → module commands, over MQTT (published through the broker) or serial
-//!   (sent by the port task, acknowledged by the module).
+//!   (sent by the port task, acknowledged by the module); queued while a module is offline.
 //! - [`store`]: SQLite (users, sessions, module registry). [`config`]: settings. [`demo`]:
 //!   `hub --demo`. [`metrics`]: counters.
 //!
@@ -157,6 +157,9 @@ pub async fn start(
     let realtime_handle = emitter.clone();
     tasks.spawn(emitter.clone().run_catch_up(shutdown.clone()));
 
+    // Commands for offline modules wait here; the tracker says when their module is back.
+    let (command_queue, queue_signals) =
+        commands::queue::CommandQueue::new(&config.commands, metrics.clone());
     // The tracker owns module state.
     let (tracker, tracker_handle) = Tracker::new(
         config.liveness.clone(),
@@ -165,6 +168,7 @@ pub async fn start(
         emitter,
         metrics.clone(),
     );
+    let tracker = tracker.with_command_queue(command_queue.clone());
     // A hub without its tracker is no hub: if the task ever fails, stop everything (loudly)
     // rather than keep accepting modules whose events go nowhere.
     let tracker_task = tokio::spawn(tracker.run(shutdown.clone()));
@@ -194,7 +198,13 @@ pub async fn start(
         tracing::info_span!("ingest", transport = "mqtt"),
     ));
     let connections = connections::LiveConnections::default();
-    let commands = commands::CommandRouter::new(embedded.link_tx, connections.clone());
+    let commands =
+        commands::CommandRouter::new(embedded.link_tx, connections.clone(), command_queue);
+    tasks.spawn(commands::delivery::run(
+        commands.clone(),
+        queue_signals,
+        shutdown.clone(),
+    ));
     let gateway = Arc::new(broker::gateway::Gateway::new(
         store.clone(),
         tracker_handle.events(),

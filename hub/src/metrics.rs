@@ -75,6 +75,14 @@ pub struct MetricsInner {
     pub client_connect_errors: Counter,
     /// Resuming clients that got their missed events replayed (`resumed: true`).
     pub resumes: Counter,
+    /// Commands for offline modules accepted into the hub's queue (`commands::queue`).
+    pub commands_queued: Counter,
+    /// Queued commands sent once their module was back (published, or acknowledged by a serial
+    /// module).
+    pub commands_delivered_from_queue: Counter,
+    /// Queued commands dropped because their module was not back within `[commands]
+    /// queue-ttl`.
+    pub commands_expired: Counter,
     /// The MQTT ingest task is consuming the broker link (`/readyz`): it stops when the link
     /// is lost, and then no module data arrives over MQTT.
     pub mqtt_ingest_up: AtomicBool,

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    commands::queue::CommandQueue,
     connections::Transport,
     ingest::ModuleEvent,
     liveness::{LivenessChange, LivenessConfig, LivenessTracker, OfflineReason},
@@ -146,6 +147,9 @@ pub struct Tracker {
     batch_window: Duration,
     events_rx: mpsc::Receiver<ModuleEvent>,
     queries_rx: mpsc::Receiver<Query>,
+    /// Commands waiting for offline modules: told when a module can take them, and when a
+    /// module is removed.
+    commands: Option<CommandQueue>,
 }
 
 impl Tracker {
@@ -169,8 +173,16 @@ impl Tracker {
             batch_window,
             events_rx,
             queries_rx,
+            commands: None,
         };
         (tracker, TrackerHandle { events, queries })
+    }
+
+    /// Tells `queue` when a module with queued commands can take them (at its messages)
+    /// and drops a removed module's commands.
+    pub fn with_command_queue(mut self, queue: CommandQueue) -> Self {
+        self.commands = Some(queue);
+        self
     }
 
     /// Runs until shutdown (or until every sender is gone).
@@ -240,6 +252,9 @@ impl Tracker {
                 self.liveness.remove(&module);
                 self.state.remove(&module);
                 self.modules.remove(&module);
+                if let Some(queue) = &self.commands {
+                    queue.forget(&module);
+                }
             }
             ModuleEvent::ConnectAborted { module, session } => {
                 self.liveness.aborted(&module, session);
@@ -275,6 +290,7 @@ impl Tracker {
                 if let Some(change) = self.liveness.seen(&module, Some(announced)) {
                     self.emit_liveness(change).await;
                 }
+                self.offer_queued(&module);
             }
             ModuleEvent::Heartbeat(module, _) => {
                 if self.seen(&module).is_none() {
@@ -283,6 +299,7 @@ impl Tracker {
                 if let Some(change) = self.liveness.seen(&module, None) {
                     self.emit_liveness(change).await;
                 }
+                self.offer_queued(&module);
             }
             ModuleEvent::Telemetry(module, telemetry) => {
                 let Some(info) = self.seen(&module) else {
@@ -292,6 +309,7 @@ impl Tracker {
                 if let Some(change) = self.liveness.seen(&module, None) {
                     self.emit_liveness(change).await;
                 }
+                self.offer_queued(&module);
                 let outcome = self.state.apply(&module, &telemetry);
                 // A leftover message of a closed connection updates the readings, but they stay
                 // marked stale until the module is back.
@@ -320,6 +338,23 @@ impl Tracker {
                     TelemetryOutcome::OutOfOrder => self.metrics.reject("out_of_order_seq"),
                 }
             }
+        }
+    }
+
+    /// `module` spoke on an open connection: the moment it can take its queued commands (why
+    /// this and not CONNACK or the online transition: [`crate::commands::queue`]). A message
+    /// without an open session (a leftover of a closed connection) is no such sign.
+    fn offer_queued(&self, module: &ModuleId) {
+        if let Some(queue) = &self.commands
+            && queue.depth() > 0
+            && self.liveness.is_online(module)
+        {
+            let info = self.modules.get(module);
+            queue.module_ready(
+                module,
+                info.and_then(|i| i.encoding),
+                info.and_then(|i| i.transport),
+            );
         }
     }
 

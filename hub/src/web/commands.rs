@@ -1,4 +1,5 @@
-//! `POST /api/modules/{id}/commands`: send a command to a module the caller may manage.
+//! `POST /api/modules/{id}/commands`: send a command to a module the caller may manage, or
+//! queue it while the module is offline.
 
 use axum::{
     Json,
@@ -9,7 +10,7 @@ use mc_protocol::{CommandAction, Encoding, ModuleId, link::CommandResult};
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, auth::CurrentUser, error::ApiError};
-use crate::commands::{CommandError, Delivery};
+use crate::commands::{CommandError, Delivery, queue::QueueError};
 
 /// Body: `{"action": {"setHeartbeatInterval": {"ms": 1000}}}` or `{"action": "reboot"}`.
 #[derive(Debug, Deserialize)]
@@ -18,7 +19,8 @@ pub struct CommandRequest {
     action: CommandAction,
 }
 
-/// Answer: the command as sent and, when the module acknowledged it (serial), its result.
+/// Answer: the command as sent and, when the module acknowledged it (serial), its result; or,
+/// for a module that is offline, that it was queued and until when it waits.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandSent {
@@ -27,6 +29,12 @@ pub struct CommandSent {
     action: CommandAction,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<CommandOutcome>,
+    /// Waits in the hub's queue until the module is back.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    queued: bool,
+    /// When a queued command is dropped if the module is not back (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
 }
 
 /// What the module said it did with the command.
@@ -52,9 +60,12 @@ impl From<CommandResult> for CommandOutcome {
 }
 
 /// Sends a command: 202 when published over MQTT, 200 with the module's `result` when a serial
-/// module acknowledged it, 504 when it did not; 404 for a module the caller may not see (or
-/// that does not exist), 409 when it is offline (or its link is closing), 400 for an invalid command, 503 when too many
-/// commands are waiting for it.
+/// module acknowledged it, 504 when it did not. A module that is offline (or whose link is
+/// closing) gets it later: 202 with `queued: true` and `expiresAt` (see
+/// [`crate::commands::queue`]); so does an online module that still has queued commands, which
+/// a new one must not overtake. 404 for a module the caller may not see (or that does not
+/// exist), 409 when it is disabled (or queueing is off and it is offline), 400 for an invalid
+/// command, 503 when too many commands are waiting for it.
 pub async fn send(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -67,35 +78,71 @@ pub async fn send(
         return Err(ApiError::NotFound);
     }
     let Json(request) = body.map_err(ApiError::from)?;
+    if record.disabled {
+        // It may not connect: a queued command would run whenever it is enabled again.
+        return Err(ApiError::Conflict("module is disabled".into()));
+    }
+    let command = state.commands.command(request.action).map_err(refusal)?;
+    let queue = state.commands.queue();
     let live = state.tracker.module(&id).await.filter(|l| l.online);
-    let Some(live) = live else {
-        return Err(ApiError::Conflict("module is offline".into()));
-    };
-    let encoding = live.encoding.unwrap_or(Encoding::Native);
-    let (command, delivery) = state
-        .commands
-        .send(&id, request.action, encoding, live.transport)
-        .await
-        .map_err(|e| match e {
-            CommandError::Offline => ApiError::Conflict("module is offline".into()),
-            CommandError::Invalid(e) => ApiError::BadRequest(e.to_string()),
-            CommandError::Link(e) => ApiError::Internal(e),
-            CommandError::NotAcknowledged(_) => {
-                ApiError::Timeout("the module did not acknowledge the command".into())
+    if let Some(live) = live
+        && !queue.is_pending(&id)
+    {
+        let encoding = live.encoding.unwrap_or(Encoding::Native);
+        match state
+            .commands
+            .deliver(&id, command.clone(), encoding, live.transport)
+            .await
+        {
+            Ok(delivery) => {
+                let (status, result) = match delivery {
+                    Delivery::Published => (StatusCode::ACCEPTED, None),
+                    Delivery::Acknowledged(result) => (StatusCode::OK, Some(result.into())),
+                };
+                let sent = CommandSent {
+                    id: command.id,
+                    module_id: id.to_string(),
+                    action: command.action,
+                    result,
+                    queued: false,
+                    expires_at: None,
+                };
+                return Ok((status, Json(sent)));
             }
-            CommandError::Busy => ApiError::Unavailable,
-        })?;
-    let (status, result) = match delivery {
-        Delivery::Published => (StatusCode::ACCEPTED, None),
-        Delivery::Acknowledged(result) => (StatusCode::OK, Some(result.into())),
+            // Its link is closing: queued like for an offline module.
+            Err(CommandError::Offline) => {}
+            Err(e) => return Err(refusal(e)),
+        }
+    }
+    let expires = queue.push(&id, command.clone()).map_err(|e| match e {
+        QueueError::Off => ApiError::Conflict("module is offline".into()),
+        QueueError::Full => ApiError::Unavailable,
+    })?;
+    // It may have come back while this request was on its way: its first message then found
+    // nothing queued. Ask again, so that the command goes now rather than at its next message.
+    if let Some(live) = state.tracker.module(&id).await.filter(|l| l.online) {
+        queue.module_ready(&id, live.encoding, live.transport);
+    }
+    let sent = CommandSent {
+        id: command.id,
+        module_id: id.to_string(),
+        action: command.action,
+        result: None,
+        queued: true,
+        expires_at: Some(crate::realtime::events::timestamp(expires)),
     };
-    Ok((
-        status,
-        Json(CommandSent {
-            id: command.id,
-            module_id: id.to_string(),
-            action: command.action,
-            result,
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(sent)))
+}
+
+/// The HTTP answer to a command that could not be sent.
+fn refusal(e: CommandError) -> ApiError {
+    match e {
+        CommandError::Offline => ApiError::Conflict("module is offline".into()),
+        CommandError::Invalid(e) => ApiError::BadRequest(e.to_string()),
+        CommandError::Link(e) => ApiError::Internal(e),
+        CommandError::NotAcknowledged(_) => {
+            ApiError::Timeout("the module did not acknowledge the command".into())
+        }
+        CommandError::Busy => ApiError::Unavailable,
+    }
 }

@@ -119,6 +119,8 @@ struct Scrape {
     slow_clients: (usize, usize, usize),
     /// Events held for dashboards behind, merged ones, cut-off dashboards, entries dropped.
     backpressure: [u64; 4],
+    /// Commands queued, delivered from the queue, expired; and waiting now.
+    commands: (u64, u64, u64, usize),
     /// `None` when the tracker did not answer in time (the gauge is left out, not zero).
     modules_online: Option<usize>,
     /// Users and registered modules; `None` when the database did not answer in time.
@@ -178,6 +180,12 @@ impl Scrape {
                 m.dashboard_slow_cutoffs.get(),
                 m.dashboard_backlog_dropped.get(),
             ],
+            commands: (
+                m.commands_queued.get(),
+                m.commands_delivered_from_queue.get(),
+                m.commands_expired.get(),
+                state.commands.queue().depth(),
+            ),
             modules_online,
             totals,
             serial: m
@@ -332,6 +340,32 @@ impl Collector for Scrape {
             "mc_tracker_queue_capacity",
             "Module events the tracker's queue holds.",
             int(self.tracker_queue.1),
+        )?;
+        // hub -> modules: commands for offline modules
+        let (queued, delivered, expired, depth) = self.commands;
+        counter(
+            e,
+            "mc_commands_queued",
+            "Commands for offline modules queued in the hub.",
+            queued,
+        )?;
+        counter(
+            e,
+            "mc_commands_delivered_from_queue",
+            "Queued commands sent once their module was back.",
+            delivered,
+        )?;
+        counter(
+            e,
+            "mc_commands_expired",
+            "Queued commands dropped: their module was not back within the queue TTL.",
+            expired,
+        )?;
+        gauge(
+            e,
+            "mc_command_queue_depth",
+            "Commands waiting for their module now.",
+            int(depth),
         )?;
         // hub -> dashboards
         counters_by(
