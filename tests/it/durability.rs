@@ -443,3 +443,186 @@ async fn metrics_text(url: &str) -> (u16, String) {
     let status = response.status().as_u16();
     (status, response.text().await.expect("metrics text"))
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `4m`) at `path` (created). Fails the test loudly when
+    /// the process may not mount (these tests need root or CAP_SYS_ADMIN): never a silent skip.
+    fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).expect("mount point");
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("the mount command runs");
+        assert!(
+            output.status.success(),
+            "cannot mount a tmpfs at {} (this test needs root or CAP_SYS_ADMIN to simulate a \
+             full or read-only disk): {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self {
+            path: path.to_owned(),
+        }
+    }
+
+    /// Remounts it read-only.
+    fn read_only(&self) {
+        let output = std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.path)
+            .output()
+            .expect("the mount command runs");
+        assert!(
+            output.status.success(),
+            "cannot remount {} read-only: {}",
+            self.path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Fills it up with `filler`: every write after this one finds no space.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("filler file");
+        for chunk in [1 << 20, 4096, 512, 1] {
+            let bytes = vec![0u8; chunk];
+            while file.write_all(&bytes).is_ok() {}
+        }
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_data_directory_stops_the_hub_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hub = HubProcess::new(dir.path());
+    let mount = Tmpfs::mount(&hub.data_dir, "8m");
+    let admin = ["user", "add", "--email", ADMIN, "--name", "Admin"];
+    hub.manage(&[&admin[..], &["--password", PASSWORD, "--admin"]].concat())
+        .await;
+    mount.read_only();
+
+    let output = hub
+        .cli(&["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+        .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the hub started: {stderr}");
+    let message = stderr.lines().last().unwrap_or_default();
+    assert!(
+        message.starts_with("error: data directory")
+            && message.contains(&hub.data_dir.display().to_string())
+            && message.contains("Read-only file system"),
+        "unclear message: {stderr}"
+    );
+    // So do the management commands.
+    let output = hub.cli(&["user", "list"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is not writable") && stderr.contains("Read-only file system"),
+        "unclear message: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_507_and_the_realtime_path_keeps_serving() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut hub = HubProcess::new(dir.path());
+    let mount = Tmpfs::mount(&hub.data_dir, "4m");
+    let admin = ["user", "add", "--email", ADMIN, "--name", "Admin"];
+    hub.manage(&[&admin[..], &["--password", PASSWORD, "--admin"]].concat())
+        .await;
+    let id = "MC-4001-DUR";
+    let password = password_of(&hub.manage(&["module", "add", id, "--name", "Full"]).await);
+    hub.start().await;
+    let url = hub.url();
+    let cookie = login(&url, ADMIN, PASSWORD).await.expect("admin logs in");
+    let mut dashboard = Dashboard::connect(&url, Some(&cookie), "modules")
+        .await
+        .expect("dashboard connects");
+    let module = MqttModule::connect(hub.mqtt, id, &password)
+        .await
+        .expect("module connects");
+    module.hello(60_000).await;
+    dashboard.expect("rt_module_online", about(id)).await;
+
+    let filler = mount.fill();
+
+    // API writes answer a clear 507 (the first write that needs new space; a few may still
+    // fit in pages SQLite already holds).
+    let mut refused = None;
+    for i in 0..200 {
+        let body = json!({"id": format!("MC-{:04}-FUL", 5000 + i), "name": "x".repeat(100)});
+        let (status, body) = call(&url, &cookie, "POST", "/api/modules", Some(body))
+            .await
+            .expect("the hub answers");
+        if status != 201 {
+            refused = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = refused.expect("a write on a full disk was refused");
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_storage", "{body}");
+
+    // The realtime path keeps serving: telemetry reaches the dashboard, reads work.
+    for seq in 1..=3u32 {
+        module
+            .telemetry(seq, json!({"temperature": f64::from(seq)}))
+            .await;
+        let update = dashboard.expect("rt_telemetry_updated", about(id)).await;
+        assert_eq!(update["rev"], seq, "{update}");
+    }
+    let (status, _) = call(&url, &cookie, "GET", "/api/modules", None)
+        .await
+        .expect("snapshot");
+    assert_eq!(status, 200);
+    // The state snapshots that could not be saved are counted.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, text) = metrics_text(&url).await;
+        if text.contains(r#"mc_store_errors_total{kind="disk_full"}"#) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no mc_store_errors_total{{kind=\"disk_full\"}}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        module.telemetry(100, json!({"temperature": 100.0})).await;
+    }
+
+    // Space again: writes work again, nothing to restart.
+    std::fs::remove_file(filler).expect("filler removed");
+    let body = json!({"id": "MC-6000-FUL", "name": "After"});
+    let (status, body) = call(&url, &cookie, "POST", "/api/modules", Some(body))
+        .await
+        .expect("the hub answers");
+    assert_eq!(status, 201, "{body}");
+    dashboard.close().await;
+    module.disconnect().await;
+    hub.kill().await;
+    let check = hub.cli(&["db", "check"]).await;
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

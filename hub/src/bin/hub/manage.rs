@@ -222,7 +222,18 @@ mod output {
 async fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    check_writable(data_dir)?;
     Ok(Store::open(data_dir, Config::default().session_ttl).await?)
+}
+
+/// SQLite says only "unable to open database file" about a read-only directory (its WAL and
+/// shared-memory files live there): name the real problem first.
+fn check_writable(data_dir: &Path) -> anyhow::Result<()> {
+    let probe = data_dir.join(".write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("data directory {} is not writable", data_dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
 }
 
 /// Opens the store for a command that reads or changes what exists: a mistyped `--data-dir`
@@ -235,6 +246,7 @@ async fn open_existing_store(data_dir: &Path) -> anyhow::Result<Store> {
             db.display()
         );
     }
+    check_writable(data_dir)?;
     Ok(Store::open(data_dir, Config::default().session_ttl).await?)
 }
 
