@@ -221,6 +221,42 @@ mod tests {
         (dir, store)
     }
 
+    /// The cost of `synchronous = FULL` against NORMAL per commit, on the disk of
+    /// `MC_MEASURE_DIR` (default: the temp dir). Figures in docs/RELIABILITY.md. Run with
+    /// `cargo test -p mc-hub --release synchronous_cost -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement, not a test"]
+    async fn synchronous_cost() {
+        let base = std::env::var_os("MC_MEASURE_DIR").map(std::path::PathBuf::from);
+        for level in [SqliteSynchronous::Normal, SqliteSynchronous::Full] {
+            let dir = match &base {
+                Some(b) => tempfile::tempdir_in(b).unwrap(),
+                None => tempfile::tempdir().unwrap(),
+            };
+            let options = connect_options(&dir.path().join("m.db"), level).unwrap();
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+                .execute(&pool)
+                .await
+                .unwrap();
+            let n = 500u32;
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                sqlx::query("INSERT INTO t (v) VALUES (?)")
+                    .bind("x".repeat(200))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            let per_commit = start.elapsed() / n;
+            println!("synchronous={level:?}: {per_commit:?} per commit ({n} commits)");
+        }
+    }
+
     #[tokio::test]
     async fn users_modules_sessions_round_trip() {
         let (_dir, store) = temp_store().await;
