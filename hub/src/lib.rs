@@ -14,8 +14,8 @@
 //! - [`web`]: the axum app: login/session, snapshot API, commands, embedded dashboard.
 //! - [`commands`]: hub → module commands, over MQTT (published through the broker) or serial
 //!   (sent by the port task, acknowledged by the module); queued while a module is offline.
-//! - [`store`]: SQLite (users, sessions, module registry). [`config`]: settings. [`demo`]:
-//!   `hub --demo`. [`metrics`]: counters.
+//! - [`store`]: SQLite (users, sessions, module registry, module state snapshots).
+//!   [`config`]: settings. [`demo`]: `hub --demo`. [`metrics`]: counters.
 //!
 //! [`start`] takes its listeners and a shutdown token from the caller, so tests bind
 //! `127.0.0.1:0` and run a real hub in one line.
@@ -161,14 +161,27 @@ pub async fn start(
     let (command_queue, queue_signals) =
         commands::queue::CommandQueue::new(&config.commands, metrics.clone());
     // The tracker owns module state.
-    let (tracker, tracker_handle) = Tracker::new(
+    let (mut tracker, tracker_handle) = Tracker::new(
         config.liveness.clone(),
         config.deadbands.clone(),
         config.realtime.batch_window,
         emitter,
         metrics.clone(),
     );
-    let tracker = tracker.with_command_queue(command_queue.clone());
+    tracker = tracker.with_command_queue(command_queue.clone());
+    // Module states: the last known ones come back (stale), changes are saved in batches.
+    let state_store = store::StateStore::open(&config.data_dir).await?;
+    tracker.restore(state_store.load().await?);
+    let (batches, batches_rx) = tokio::sync::mpsc::channel(1);
+    tracker.persist_states(store::DirtyModules::new(batches));
+    tasks.spawn(
+        store::StateWriter {
+            store: state_store,
+            batches: batches_rx,
+            metrics: metrics.clone(),
+        }
+        .run(),
+    );
     // A hub without its tracker is no hub: if the task ever fails, stop everything (loudly)
     // rather than keep accepting modules whose events go nowhere.
     let tracker_task = tokio::spawn(tracker.run(shutdown.clone()));

@@ -87,6 +87,9 @@ pub struct MetricsInner {
     /// is lost, and then no module data arrives over MQTT.
     pub mqtt_ingest_up: AtomicBool,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Failed database writes the hub did not answer to a client (module state snapshots), by
+    /// [`StoreErrorKind`](crate::store::StoreErrorKind) label: `mc_store_errors_total{kind}`.
+    store_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Emits by event name (a handful of names; counted under the stream lock, uncontended).
     emitted: Mutex<BTreeMap<&'static str, u64>>,
     /// Per serial port, by configured path.
@@ -99,6 +102,21 @@ impl MetricsInner {
         if let Ok(mut map) = self.rejected.lock() {
             *map.entry(reason).or_default() += 1;
         }
+    }
+
+    /// Counts a failed background write by kind (`disk_full`, `read_only`, `io`...).
+    pub fn store_error(&self, kind: &'static str) {
+        if let Ok(mut map) = self.store_errors.lock() {
+            *map.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// Failed background writes so far, by kind.
+    pub fn store_errors(&self) -> BTreeMap<&'static str, u64> {
+        self.store_errors
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// Counts one emit of `event` (also in [`MetricsInner::events_emitted`]).

@@ -101,6 +101,25 @@ impl StateCache {
         }
     }
 
+    /// Puts back the last known readings of `module` saved before a restart: marked stale
+    /// until it reports, and its revision continues from `rev` so clients see no step back.
+    /// Readings whose name is no longer valid are dropped.
+    pub fn restore(&mut self, module: &ModuleId, readings: &[(String, f32)], rev: u64) {
+        let readings = readings
+            .iter()
+            .filter_map(|(name, value)| Some((ReadingName::new(name).ok()?, *value)))
+            .collect();
+        self.modules.insert(
+            module.clone(),
+            ModuleState {
+                readings,
+                rev,
+                stale: true,
+                last_seq: None,
+            },
+        );
+    }
+
     /// Forgets `module`.
     pub fn remove(&mut self, module: &ModuleId) {
         self.modules.remove(module);

@@ -19,6 +19,7 @@ use crate::{
     metrics::Metrics,
     realtime::{EventsManager, events},
     state::{Deadbands, StateCache, TelemetryOutcome},
+    store::{DirtyModules, ModuleSnapshot, STATE_FLUSH_INTERVAL, StoredModuleState},
 };
 
 /// Capacity of the event channel into the tracker; a full channel slows transports down
@@ -150,6 +151,8 @@ pub struct Tracker {
     /// Commands waiting for offline modules: told when a module can take them, and when a
     /// module is removed.
     commands: Option<CommandQueue>,
+    /// Modules whose state changed since the last snapshot flush (`None`: not persisted).
+    persisted: Option<DirtyModules>,
 }
 
 impl Tracker {
@@ -174,6 +177,7 @@ impl Tracker {
             events_rx,
             queries_rx,
             commands: None,
+            persisted: None,
         };
         (tracker, TrackerHandle { events, queries })
     }
@@ -183,6 +187,32 @@ impl Tracker {
     pub fn with_command_queue(mut self, queue: CommandQueue) -> Self {
         self.commands = Some(queue);
         self
+    }
+
+    /// Saves module states through `dirty` (see [`crate::store::StateWriter`]).
+    pub fn persist_states(&mut self, dirty: DirtyModules) {
+        self.persisted = Some(dirty);
+    }
+
+    /// Puts back the states saved before a restart: each module is offline with its last
+    /// readings marked stale and its last-seen time, and nothing is emitted (clients saw it go
+    /// offline, or see it offline in their snapshot now): no offline storm at startup. When it
+    /// connects and speaks, the usual online event follows.
+    pub fn restore(&mut self, states: Vec<StoredModuleState>) {
+        for StoredModuleState { snapshot, owner_id } in states {
+            let id = snapshot.module_id;
+            self.state.restore(&id, &snapshot.readings, snapshot.rev);
+            self.modules.insert(
+                id,
+                ModuleInfo {
+                    owner: owner_id,
+                    fw: snapshot.fw,
+                    heartbeat_ms: snapshot.heartbeat_ms,
+                    last_seen: snapshot.last_seen,
+                    ..ModuleInfo::default()
+                },
+            );
+        }
     }
 
     /// Runs until shutdown (or until every sender is gone).
@@ -196,18 +226,21 @@ impl Tracker {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut last_event = tokio::time::Instant::now();
+        let mut flush = tokio::time::interval(STATE_FLUSH_INTERVAL);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Deadlines and queries before events: a steady stream of events must not starve
             // offline detection or snapshot requests (events come in batches, so they still
             // get most of the time under load).
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return self.flush_states_final().await,
                 change = self.liveness.next_change() => self.emit_liveness(change).await,
                 Some(query) = self.queries_rx.recv() => self.answer(query),
+                _ = flush.tick(), if self.persisted.is_some() => self.flush_states(),
                 received = self.events_rx.recv_many(&mut batch, MAX_BATCH) => {
                     if received == 0 {
-                        return;
+                        return self.flush_states_final().await;
                     }
                     let now = tokio::time::Instant::now();
                     let busy = now.duration_since(last_event) < self.batch_window;
@@ -249,6 +282,9 @@ impl Tracker {
                 }
             }
             ModuleEvent::Unregistered(module) => {
+                if let Some(dirty) = &mut self.persisted {
+                    dirty.forget(&module);
+                }
                 self.liveness.remove(&module);
                 self.state.remove(&module);
                 self.modules.remove(&module);
@@ -363,6 +399,9 @@ impl Tracker {
         match self.modules.get_mut(module) {
             Some(info) => {
                 info.last_seen = Some(SystemTime::now());
+                if let Some(dirty) = &mut self.persisted {
+                    dirty.mark(module);
+                }
                 Some(info)
             }
             None => {
@@ -401,6 +440,22 @@ impl Tracker {
                     .emit_to_module_audience(owner, events::RT_MODULE_OFFLINE, &payload)
                     .await;
             }
+        }
+    }
+
+    /// Hands the modules that changed since the last flush to the state writer.
+    fn flush_states(&mut self) {
+        if let Some(dirty) = &mut self.persisted {
+            dirty.flush(|id| snapshot_of(&self.modules, &self.state, id));
+        }
+    }
+
+    /// At shutdown: the last flush, so that a graceful stop loses no state.
+    async fn flush_states_final(&mut self) {
+        if let Some(dirty) = &mut self.persisted {
+            dirty
+                .flush_final(|id| snapshot_of(&self.modules, &self.state, id))
+                .await;
         }
     }
 
@@ -448,4 +503,27 @@ impl Tracker {
             }
         }
     }
+}
+
+/// What the state writer saves of `id` (`None` once it is gone from the tracker).
+fn snapshot_of(
+    modules: &HashMap<ModuleId, ModuleInfo>,
+    state: &StateCache,
+    id: &ModuleId,
+) -> Option<ModuleSnapshot> {
+    let info = modules.get(id)?;
+    let state = state.get(id);
+    Some(ModuleSnapshot {
+        module_id: id.clone(),
+        readings: state.map_or_else(Vec::new, |s| {
+            s.readings
+                .iter()
+                .map(|(n, v)| (n.to_string(), *v))
+                .collect()
+        }),
+        rev: state.map_or(0, |s| s.rev),
+        last_seen: info.last_seen,
+        fw: info.fw.clone(),
+        heartbeat_ms: info.heartbeat_ms,
+    })
 }

@@ -334,6 +334,9 @@ function renderNew(entry, now, names) {
   refs.status.className = online ? 'badge badge-online' : 'badge badge-offline';
   if (!online && data.offlineReason) refs.status.title = s.offlineReason[data.offlineReason] || data.offlineReason;
   if (!online) refs.readings.title = s.staleHint;
+  card.setAttribute('data-stale', stale ? 'true' : 'false');
+  // an offline module's readings are its last known values (kept across hub restarts): say so
+  if (!online && names.length) refs.readings.setAttribute('data-last-known', s.staleHint);
   if (data.fw) refs.fw.firstChild.data = firmwareText(data.fw);
   else refs.fw.hidden = true;
   for (const name of names) {
@@ -385,7 +388,10 @@ function render(entry, now) {
       break;
     }
     card.classList.toggle('is-stale', stale && hasReadings);
+    setAttr(card, 'data-stale', stale ? 'true' : 'false');
     setTitle(refs.readings, !online ? s.staleHint : '');
+    if (!online && hasReadings) setAttr(refs.readings, 'data-last-known', s.staleHint);
+    else if (refs.readings.hasAttribute('data-last-known')) refs.readings.removeAttribute('data-last-known');
     setText(refs.fw, data.fw ? firmwareText(data.fw) : '');
     if (refs.fw.hidden !== !data.fw) refs.fw.hidden = !data.fw;
   }

@@ -57,14 +57,20 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if user.is_some() {
-            sqlx::query(
+            // Best effort: on a full or read-only disk the session still works (reads and the
+            // realtime stream keep serving); it only ages as if unused.
+            if let Err(e) = sqlx::query(
                 "UPDATE sessions SET last_seen_at = ? WHERE token_hash = ? AND last_seen_at < ?",
             )
             .bind(now)
             .bind(&hash)
             .bind(now - 60)
             .execute(&self.pool)
-            .await?;
+            .await
+            {
+                let e = StoreError::from(e);
+                tracing::warn!(error = %e, kind = e.kind().as_str(), "session use not recorded");
+            }
         }
         Ok(user)
     }

@@ -31,6 +31,10 @@ pub enum ApiError {
     /// 504: a module did not answer in time (e.g. a serial module never acknowledged a
     /// command).
     Timeout(String),
+    /// 507: the disk is full, the change was not saved (logged).
+    InsufficientStorage,
+    /// 503: the data directory is read-only, the change was not saved (logged).
+    ReadOnlyStorage,
     /// 500: logged, not explained.
     Internal(String),
 }
@@ -63,6 +67,16 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "temporarily unavailable",
+            ),
+            Self::InsufficientStorage => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                "the hub's disk is full: the change was not saved",
+            ),
+            Self::ReadOnlyStorage => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_read_only",
+                "the hub's data directory is read-only: the change was not saved",
             ),
             Self::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, "timeout", m.as_str()),
             Self::TooManyAttempts(wait) => {
@@ -112,7 +126,20 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
 }
 
 impl From<crate::store::StoreError> for ApiError {
+    /// A full or read-only disk is the operator's to fix, and the client may retry later: it
+    /// gets its own status and code (the detail goes to the log). Anything else is a 500.
     fn from(e: crate::store::StoreError) -> Self {
-        Self::Internal(e.to_string())
+        use crate::store::StoreErrorKind;
+        match e.kind() {
+            StoreErrorKind::DiskFull => {
+                tracing::error!(error = %e, "database write failed: disk full");
+                Self::InsufficientStorage
+            }
+            StoreErrorKind::ReadOnly => {
+                tracing::error!(error = %e, "database write failed: read-only");
+                Self::ReadOnlyStorage
+            }
+            _ => Self::Internal(e.to_string()),
+        }
     }
 }

@@ -102,6 +102,7 @@ struct Scrape {
     emitted_by_event: BTreeMap<&'static str, u64>,
     emit_errors: u64,
     rejected_by_reason: BTreeMap<&'static str, u64>,
+    store_errors: BTreeMap<&'static str, u64>,
     telemetry_unchanged: u64,
     mqtt_connections: u64,
     mqtt_auth_failures: u64,
@@ -160,6 +161,7 @@ impl Scrape {
             emitted_by_event: m.emitted_by_event(),
             emit_errors: m.emit_errors.get(),
             rejected_by_reason: m.rejections(),
+            store_errors: m.store_errors(),
             telemetry_unchanged: m.telemetry_unchanged.get(),
             mqtt_connections: m.mqtt_connections.get(),
             mqtt_auth_failures: m.mqtt_auth_failures.get(),
@@ -292,6 +294,13 @@ impl Collector for Scrape {
             "Inputs refused (malformed, unknown module, ACL, rate...), by reason.",
             "reason",
             self.rejected_by_reason.iter().map(|(r, n)| (*r, *n)),
+        )?;
+        counters_by(
+            e,
+            "mc_store_errors",
+            "Module state snapshots not saved (disk_full, read_only, io...), by kind.",
+            "kind",
+            self.store_errors.iter().map(|(k, n)| (*k, *n)),
         )?;
         counter(
             e,

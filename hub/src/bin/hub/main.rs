@@ -1,7 +1,7 @@
 //! The `hub` binary: parse the command line, set up logging, call the library.
 //!
 //! - this file: `hub [serve]` and its flags;
-//! - [`manage`]: `hub user ...` and `hub module ...`.
+//! - [`manage`]: `hub user ...`, `hub module ...` and `hub db check`.
 
 mod manage;
 
@@ -31,6 +31,9 @@ enum Command {
     /// Manage the module registry.
     #[command(subcommand)]
     Module(manage::ModuleCommand),
+    /// Database maintenance.
+    #[command(subcommand)]
+    Db(manage::DbCommand),
 }
 
 #[derive(Args, Clone, Default)]
@@ -225,6 +228,7 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::User(command)) => manage::user_command(command).await,
         Some(Command::Module(command)) => manage::module_command(command).await,
+        Some(Command::Db(command)) => manage::db_command(command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -128,6 +128,16 @@ pub(crate) enum ModuleCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub(crate) enum DbCommand {
+    /// Check the database: SQLite's integrity_check and foreign_key_check, read-only (safe
+    /// next to a running hub or after a crash). Exit status 0 when both pass, 1 otherwise.
+    Check {
+        #[command(flatten)]
+        manage: ManageArgs,
+    },
+}
+
 /// What `--json` prints, one document per command; field names follow the HTTP API.
 mod output {
     use mc_hub::store::ModuleRecord;
@@ -135,6 +145,15 @@ mod output {
 
     /// A user (`user list` prints an array of these): the same shape as `GET /api/users`.
     pub use mc_hub::web::users::UserView;
+
+    /// `db check`: `integrity` is SQLite's answer (`["ok"]` when sound).
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct DbCheck {
+        pub ok: bool,
+        pub integrity: Vec<String>,
+        pub foreign_keys: Vec<String>,
+    }
 
     /// A registered module (`module list` prints an array of these).
     #[derive(Serialize)]
@@ -203,7 +222,18 @@ mod output {
 async fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    check_writable(data_dir)?;
     Ok(Store::open(data_dir, Config::default().session_ttl).await?)
+}
+
+/// SQLite says only "unable to open database file" about a read-only directory (its WAL and
+/// shared-memory files live there): name the real problem first.
+fn check_writable(data_dir: &Path) -> anyhow::Result<()> {
+    let probe = data_dir.join(".write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("data directory {} is not writable", data_dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
 }
 
 /// Opens the store for a command that reads or changes what exists: a mistyped `--data-dir`
@@ -216,6 +246,7 @@ async fn open_existing_store(data_dir: &Path) -> anyhow::Result<Store> {
             db.display()
         );
     }
+    check_writable(data_dir)?;
     Ok(Store::open(data_dir, Config::default().session_ttl).await?)
 }
 
@@ -526,4 +557,37 @@ pub(crate) async fn module_command(command: ModuleCommand) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+pub(crate) async fn db_command(command: DbCommand) -> anyhow::Result<()> {
+    match command {
+        DbCommand::Check { manage } => {
+            let db = mc_hub::store::database_path(&manage.data_dir);
+            if !db.is_file() {
+                anyhow::bail!(
+                    "no hub database at {} (check --data-dir or HUB_DATA_DIR)",
+                    db.display()
+                );
+            }
+            let report = mc_hub::store::check_database(&manage.data_dir)
+                .await
+                .with_context(|| format!("cannot check {}", db.display()))?;
+            let ok = report.is_ok();
+            if manage.json {
+                print_json(&output::DbCheck {
+                    ok,
+                    integrity: report.integrity,
+                    foreign_keys: report.foreign_keys,
+                })?;
+            } else {
+                for line in report.integrity.iter().chain(&report.foreign_keys) {
+                    println!("{line}");
+                }
+            }
+            if !ok {
+                anyhow::bail!("database check failed: {}", db.display());
+            }
+            Ok(())
+        }
+    }
 }

@@ -1,0 +1,364 @@
+//! Module state snapshots: each module's last known readings, revision, last-seen time and
+//! hello data, so that a restarted hub shows them (marked stale) before the modules report
+//! again.
+//!
+//! The tracker owns the live state; it marks a module *dirty* when it hears from it and hands
+//! the dirty modules' snapshots to one [`StateWriter`] task every [`STATE_FLUSH_INTERVAL`],
+//! which writes them in one transaction. So the hot path (one message) costs a set insert, and
+//! the disk sees one commit per second whatever the message rate. At most one batch waits for
+//! the writer (a channel of one): while the writer is slow the tracker keeps the modules dirty
+//! and sends their newest state next time, so memory stays bounded by the number of modules.
+//!
+//! The writer has its own connection with `synchronous = NORMAL`: a snapshot is worth less than
+//! an fsync per second (it is re-reported by the module), and it survives a process kill as it
+//! is (see the [store docs](super)).
+
+use std::{
+    collections::HashSet,
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use mc_protocol::ModuleId;
+use sqlx::{
+    SqlitePool,
+    sqlite::{SqlitePoolOptions, SqliteSynchronous},
+};
+use tokio::sync::mpsc;
+
+use super::{StoreError, connect_options, database_path, unix_now};
+use crate::metrics::Metrics;
+
+/// How often the tracker hands dirty module states to the writer.
+pub const STATE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A module's state as the tracker hands it to the writer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleSnapshot {
+    /// The module.
+    pub module_id: ModuleId,
+    /// Its readings, in first-seen order (the dashboard's order).
+    pub readings: Vec<(String, f32)>,
+    /// The revision of the readings (clients detect gaps with it; it continues after restart).
+    pub rev: u64,
+    /// When the hub last heard from it.
+    pub last_seen: Option<SystemTime>,
+    /// Firmware version from its last hello.
+    pub fw: Option<String>,
+    /// Heartbeat interval from its last hello, in milliseconds.
+    pub heartbeat_ms: Option<u32>,
+}
+
+/// A snapshot read back at startup, with the owner the registry has for the module now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredModuleState {
+    /// The saved state.
+    pub snapshot: ModuleSnapshot,
+    /// The module's owner (events about it go to them and to admins).
+    pub owner_id: Option<i64>,
+}
+
+/// The snapshot table, over its own connection (see the module docs).
+#[derive(Clone, Debug)]
+pub struct StateStore {
+    pool: SqlitePool,
+}
+
+impl StateStore {
+    /// Opens a connection to the database of `data_dir`, which [`super::Store::open`] has
+    /// created and migrated.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = database_path(data_dir);
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        // NORMAL: snapshots are re-reported by the modules (module docs).
+        let options = connect_options(&path, SqliteSynchronous::Normal)
+            .map_err(open_err)?
+            .create_if_missing(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        Ok(Self { pool })
+    }
+
+    /// Writes `batch` in one transaction. A module removed from the registry in the meantime
+    /// is skipped (its row went with it, by the foreign key), not an error.
+    pub async fn write(&self, batch: &[ModuleSnapshot]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = unix_now();
+        for snapshot in batch {
+            let readings = serde_json::to_string(&snapshot.readings)
+                .map_err(|e| StoreError::Decode(format!("readings: {e}")))?;
+            sqlx::query(
+                "INSERT INTO module_state
+                     (module_id, readings, rev, last_seen_ms, fw, heartbeat_ms, updated_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM modules WHERE id = ?1)
+                 ON CONFLICT (module_id) DO UPDATE SET
+                     readings = excluded.readings, rev = excluded.rev,
+                     last_seen_ms = excluded.last_seen_ms, fw = excluded.fw,
+                     heartbeat_ms = excluded.heartbeat_ms, updated_at = excluded.updated_at",
+            )
+            .bind(snapshot.module_id.as_str())
+            .bind(readings)
+            .bind(i64::try_from(snapshot.rev).unwrap_or(i64::MAX))
+            .bind(snapshot.last_seen.map(unix_millis))
+            .bind(snapshot.fw.as_deref())
+            .bind(snapshot.heartbeat_ms.map(i64::from))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every saved snapshot of a registered module, with its current owner. A row that does
+    /// not decode is logged and skipped: one bad row must not keep the hub from starting.
+    pub async fn load(&self) -> Result<Vec<StoredModuleState>, StoreError> {
+        type Row = (
+            String,
+            String,
+            i64,
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT s.module_id, s.readings, s.rev, s.last_seen_ms, s.fw, s.heartbeat_ms, m.owner_id
+             FROM module_state s JOIN modules m ON m.id = s.module_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut states = Vec::with_capacity(rows.len());
+        for (id, readings, rev, last_seen_ms, fw, heartbeat_ms, owner_id) in rows {
+            let decoded = ModuleId::new(&id)
+                .map_err(|e| format!("module id {id:?}: {e}"))
+                .and_then(|module_id| {
+                    let readings: Vec<(String, f32)> = serde_json::from_str(&readings)
+                        .map_err(|e| format!("readings of {id}: {e}"))?;
+                    Ok(ModuleSnapshot {
+                        module_id,
+                        readings,
+                        rev: u64::try_from(rev).unwrap_or(0),
+                        last_seen: last_seen_ms
+                            .and_then(|ms| u64::try_from(ms).ok())
+                            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+                        fw,
+                        heartbeat_ms: heartbeat_ms.and_then(|ms| u32::try_from(ms).ok()),
+                    })
+                });
+            match decoded {
+                Ok(snapshot) => states.push(StoredModuleState { snapshot, owner_id }),
+                Err(e) => tracing::warn!(error = %e, "skipping a saved module state"),
+            }
+        }
+        Ok(states)
+    }
+
+    /// A connection for tests (e.g. to cap `max_page_count`).
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn unix_millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The task that writes the tracker's batches (see the module docs).
+pub struct StateWriter {
+    /// Where batches are written.
+    pub store: StateStore,
+    /// Batches from the tracker; the task ends when the tracker drops its sender, after the
+    /// last batch (the tracker flushes once more when it stops), so a graceful shutdown loses
+    /// nothing.
+    pub batches: mpsc::Receiver<Vec<ModuleSnapshot>>,
+    /// `mc_store_errors_total{kind}` counts failed batches.
+    pub metrics: Metrics,
+}
+
+impl StateWriter {
+    /// Writes batches until the tracker is gone. A failed batch (disk full, read-only disk) is
+    /// logged and counted, and dropped: the realtime path must not wait for the disk, and the
+    /// next change of those modules writes their then current state.
+    pub async fn run(mut self) {
+        while let Some(batch) = self.batches.recv().await {
+            if let Err(e) = self.store.write(&batch).await {
+                let kind = e.kind();
+                self.metrics.store_error(kind.as_str());
+                tracing::warn!(
+                    error = %e,
+                    kind = kind.as_str(),
+                    modules = batch.len(),
+                    "module state snapshot not saved"
+                );
+            }
+        }
+    }
+}
+
+/// The tracker's side of persistence: which modules changed since the last flush, and the
+/// channel to the [`StateWriter`]. Marking costs one set lookup per message; the set holds each
+/// module at most once, so it is bounded by the number of modules.
+#[derive(Debug)]
+pub struct DirtyModules {
+    dirty: HashSet<ModuleId>,
+    batches: mpsc::Sender<Vec<ModuleSnapshot>>,
+}
+
+impl DirtyModules {
+    /// Sends batches to the writer reading the other end of `batches` (capacity 1: see the
+    /// module docs).
+    pub fn new(batches: mpsc::Sender<Vec<ModuleSnapshot>>) -> Self {
+        Self {
+            dirty: HashSet::new(),
+            batches,
+        }
+    }
+
+    /// `module`'s state changed (a message arrived).
+    pub fn mark(&mut self, module: &ModuleId) {
+        if !self.dirty.contains(module) {
+            self.dirty.insert(module.clone());
+        }
+    }
+
+    /// `module` was unregistered: nothing to write for it.
+    pub fn forget(&mut self, module: &ModuleId) {
+        self.dirty.remove(module);
+    }
+
+    /// Hands the dirty modules' current state (`snapshot`) to the writer, unless it is still
+    /// busy with the previous batch: then they stay dirty for the next flush, and newer state
+    /// replaces what would have waited.
+    pub fn flush(&mut self, snapshot: impl Fn(&ModuleId) -> Option<ModuleSnapshot>) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        match self.batches.try_reserve() {
+            Ok(permit) => permit.send(self.dirty.drain().filter_map(|m| snapshot(&m)).collect()),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                tracing::debug!(
+                    modules = self.dirty.len(),
+                    "state writer busy: flush deferred"
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => self.dirty.clear(),
+        }
+    }
+
+    /// The last flush, at shutdown: waits for the writer to take it.
+    pub async fn flush_final(&mut self, snapshot: impl Fn(&ModuleId) -> Option<ModuleSnapshot>) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        if let Ok(permit) = self.batches.reserve().await {
+            permit.send(self.dirty.drain().filter_map(|m| snapshot(&m)).collect());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewModule, StoreErrorKind, tests::temp_store};
+
+    fn snapshot(id: &str, rev: u64, t: f32) -> ModuleSnapshot {
+        ModuleSnapshot {
+            module_id: ModuleId::new(id).unwrap(),
+            readings: vec![("temperature".into(), t), ("humidity".into(), 40.5)],
+            rev,
+            last_seen: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
+            fw: Some("1.2.3".into()),
+            heartbeat_ms: Some(5000),
+        }
+    }
+
+    async fn register(store: &super::super::Store, id: &str) {
+        store
+            .create_module(NewModule {
+                id: id.parse().unwrap(),
+                name: id.into(),
+                kind: "station".into(),
+                owner_email: None,
+                heartbeat_timeout: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn snapshots_round_trip_and_follow_the_registry() {
+        let (dir, store) = temp_store().await;
+        register(&store, "MC-1").await;
+        register(&store, "MC-2").await;
+        let states = StateStore::open(dir.path()).await.unwrap();
+        states
+            .write(&[snapshot("MC-1", 3, 21.5), snapshot("MC-GONE", 1, 1.0)])
+            .await
+            .unwrap();
+        states.write(&[snapshot("MC-1", 4, 22.25)]).await.unwrap();
+        let loaded = states.load().await.unwrap();
+        assert_eq!(loaded.len(), 1, "unregistered modules are skipped");
+        assert_eq!(loaded[0].snapshot, snapshot("MC-1", 4, 22.25));
+        assert_eq!(loaded[0].owner_id, None);
+
+        store.delete_module(&"MC-1".parse().unwrap()).await.unwrap();
+        assert!(
+            states.load().await.unwrap().is_empty(),
+            "removed with the module"
+        );
+    }
+
+    /// A full database (simulated with `max_page_count`) gives a `DiskFull` error that the
+    /// writer counts; the data already written stays readable.
+    #[tokio::test]
+    async fn a_full_database_is_a_disk_full_error() {
+        let (dir, store) = temp_store().await;
+        for i in 0..50 {
+            register(&store, &format!("MC-{i}")).await;
+        }
+        let states = StateStore::open(dir.path()).await.unwrap();
+        let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
+            .fetch_one(states.pool())
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {pages}"
+        )))
+        .execute(states.pool())
+        .await
+        .unwrap();
+        let batch: Vec<_> = (0..50)
+            .map(|i| {
+                let mut s = snapshot(&format!("MC-{i}"), 1, 1.0);
+                s.readings = (0..32)
+                    .map(|r| (format!("reading-{r}"), r as f32))
+                    .collect();
+                s
+            })
+            .collect();
+        let error = states.write(&batch).await.unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::DiskFull, "{error}");
+
+        let metrics = Metrics::default();
+        let (tx, rx) = mpsc::channel(1);
+        let writer = StateWriter {
+            store: states.clone(),
+            batches: rx,
+            metrics: metrics.clone(),
+        };
+        tx.send(batch).await.unwrap();
+        drop(tx);
+        writer.run().await;
+        assert_eq!(metrics.store_errors().get("disk_full"), Some(&1));
+        assert!(states.load().await.unwrap().is_empty());
+    }
+}
