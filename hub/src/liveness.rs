@@ -371,6 +371,19 @@ impl LivenessTracker {
     pub async fn next_change(&mut self) -> LivenessChange {
         std::future::poll_fn(|cx| self.poll_change(cx)).await
     }
+
+    /// What it holds: modules, pending deadlines, and the longest transition history (the soak
+    /// test checks these stay bounded).
+    #[cfg(test)]
+    fn footprint(&self) -> (usize, usize, usize) {
+        let longest = self
+            .entries
+            .values()
+            .map(|e| e.transitions.len())
+            .max()
+            .unwrap_or(0);
+        (self.entries.len(), self.deadlines.len(), longest)
+    }
 }
 
 #[cfg(test)]
@@ -550,5 +563,202 @@ mod tests {
         } else {
             assert_eq!(change, None, "clients already see it online");
         }
+    }
+
+    /// Soak in simulated time: 1,000 modules for a simulated day (see [`soak`]).
+    #[tokio::test(start_paused = true)]
+    async fn soak_a_day_of_flapping_reconnecting_modules_without_drift_or_growth() {
+        soak(1000, 1).await;
+    }
+
+    /// The long soak (`docs/RELIABILITY.md`): `SOAK_MODULES` modules (default 5,000) for
+    /// `SOAK_DAYS` simulated days (default 7). Run it in release:
+    /// `cargo test --release -p mc-hub --lib soak_long -- --ignored --nocapture`.
+    #[tokio::test(start_paused = true)]
+    #[ignore = "long: minutes of CPU"]
+    async fn soak_long() {
+        let var = |k: &str, default: u64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let started = std::time::Instant::now();
+        let (modules, days) = (var("SOAK_MODULES", 5000) as usize, var("SOAK_DAYS", 7));
+        let report = soak(modules, days).await;
+        println!(
+            "soak: {modules} modules, {days} simulated days in {:.1} s of CPU time: {report}",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// Steady modules, flappers, ones that fall silent, takeovers with late stale disconnects
+    /// and wills, registry churn — checked every simulated minute against a model of who is
+    /// online (no drift), the clients' view (the emitted changes) checked after a quiet period
+    /// every 6 hours, and the tracker's footprint bounded throughout. Returns a summary.
+    async fn soak(modules: usize, days: u64) -> String {
+        const STEP: Duration = Duration::from_secs(10);
+        let steps = days * 24 * 360;
+        let total_modules = modules;
+        // Not a multiple of the step: deadlines never tie with a check.
+        const TIMEOUT: Duration = Duration::from_secs(95);
+        let config = LivenessConfig {
+            heartbeat_timeout: Some(TIMEOUT),
+            ..Default::default()
+        };
+        let hold = config.flap.hold;
+        let mut t = LivenessTracker::new(config);
+
+        #[derive(Default, Clone)]
+        struct Model {
+            session: Option<u64>,
+            /// The session a takeover replaced, whose disconnect (and will) arrive late.
+            stale: Option<u64>,
+            online_until: Option<Instant>,
+            silent_until: Option<Instant>,
+        }
+        impl Model {
+            fn online(&self, now: Instant) -> bool {
+                self.online_until.is_some_and(|u| now < u)
+            }
+        }
+        let ids: Vec<ModuleId> = (0..total_modules).map(|i| id(&format!("MC-{i}-SOAK"))).collect();
+        let mut models = vec![Model::default(); total_modules];
+        // What clients were told, by applying every emitted change in order.
+        let mut seen_by_clients = vec![false; total_modules];
+        let index: HashMap<ModuleId, usize> =
+            ids.iter().cloned().enumerate().map(|(i, m)| (m, i)).collect();
+        let apply = |change: LivenessChange, seen: &mut Vec<bool>| match change {
+            Online(m) => {
+                let i = index[&m];
+                assert!(!seen[i], "{m}: online twice in a row");
+                seen[i] = true;
+            }
+            Offline(m, _) => {
+                let i = index[&m];
+                assert!(seen[i], "{m}: offline twice in a row");
+                seen[i] = false;
+            }
+        };
+        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut chance = move |per_mille: u64| next() % 1000 < per_mille;
+        let mut sessions = 0u64;
+        let mut footprints = Vec::new();
+
+        let mut checks = 0u64;
+        for step in 0..steps {
+            let now = Instant::now();
+            // Every 6 simulated hours, a quiet period: no flapping for longer than the hold.
+            let quiet = step % 2160 >= 2160 - (hold.as_secs() / STEP.as_secs() + 2);
+            for (i, m) in ids.iter().enumerate() {
+                let model = &mut models[i];
+                let class = i % 10;
+                // registry churn: forgotten and registered again
+                if chance(1) && class == 9 {
+                    t.remove(m);
+                    *model = Model::default();
+                    seen_by_clients[i] = false;
+                    continue;
+                }
+                if let Some(old) = model.stale.take() {
+                    assert_eq!(t.disconnected(m, old, OfflineReason::ConnectionLost), None);
+                    assert_eq!(t.will(m), None, "a will while a newer connection is open");
+                }
+                let flapper = class < 2;
+                if model.session.is_none() || (flapper && !quiet && chance(300)) {
+                    match model.session.take() {
+                        Some(s) if flapper => {
+                            if let Some(c) = t.disconnected(m, s, OfflineReason::Disconnect) {
+                                apply(c, &mut seen_by_clients);
+                            }
+                            model.online_until = None;
+                            continue;
+                        }
+                        _ => {
+                            sessions += 1;
+                            t.connected(m, sessions, None);
+                            model.session = Some(sessions);
+                        }
+                    }
+                }
+                if class == 8 && chance(10) {
+                    // takeover: a new connection; the old one's end arrives next step
+                    model.stale = model.session;
+                    sessions += 1;
+                    t.connected(m, sessions, None);
+                    model.session = Some(sessions);
+                }
+                if class == 7 && model.silent_until.is_none() && chance(10) {
+                    model.silent_until = Some(now + Duration::from_secs(200));
+                }
+                if model.silent_until.is_some_and(|u| now >= u) {
+                    model.silent_until = None;
+                }
+                let speaks = (step + i as u64) % 3 == 0 || flapper;
+                if speaks && model.silent_until.is_none() && model.session.is_some() {
+                    if let Some(c) = t.seen(m, None) {
+                        apply(c, &mut seen_by_clients);
+                    }
+                    model.online_until = Some(now + TIMEOUT);
+                }
+                if class == 0 && chance(2) {
+                    // a dropped connection, back at the next step
+                    if let Some(s) = model.session.take()
+                        && let Some(c) = t.disconnected(m, s, OfflineReason::ConnectionLost)
+                    {
+                        apply(c, &mut seen_by_clients);
+                    }
+                    model.online_until = None;
+                }
+            }
+            // Time passes; deadlines fire in order.
+            let end = now + STEP;
+            while let Ok(change) = tokio::time::timeout_at(end, t.next_change()).await {
+                apply(change, &mut seen_by_clients);
+            }
+            let now = Instant::now();
+            if step % 6 == 0 {
+                checks += 1;
+                for (i, m) in ids.iter().enumerate() {
+                    assert_eq!(
+                        t.is_online(m),
+                        models[i].online(now),
+                        "step {step}: {m} drifted from the model"
+                    );
+                }
+            }
+            if step % 2160 == 2159 {
+                for (i, m) in ids.iter().enumerate() {
+                    assert_eq!(t.visible_online(m), t.is_online(m), "step {step}: {m} settled");
+                    assert_eq!(seen_by_clients[i], t.visible_online(m), "step {step}: {m} clients");
+                }
+                let (entries, deadlines, longest) = t.footprint();
+                assert!(entries <= total_modules, "{entries} entries");
+                assert!(deadlines <= 2 * entries, "{deadlines} deadlines");
+                assert!(longest <= FlapDamping::default().max_transitions + 1);
+                footprints.push((entries, deadlines));
+            }
+        }
+        assert_eq!(footprints.len() as u64, days * 4);
+        let c = t.counters();
+        assert!(c.damped > 1000, "the flappers were damped");
+        assert!(c.stale_disconnects > 100 && c.stale_wills > 100);
+        format!(
+            "{checks} model checks of every module passed; {sessions} connections; \
+             {} damped changes, {} stale disconnects, {} stale wills; footprint (modules, \
+             deadlines) at each 6-hour checkpoint: first {:?}, last {:?}, max {:?}",
+            c.damped,
+            c.stale_disconnects,
+            c.stale_wills,
+            footprints.first(),
+            footprints.last(),
+            footprints.iter().max()
+        )
     }
 }
