@@ -17,7 +17,7 @@ use crate::{
 /// Starts a bare broker (router thread + a listener task on the current runtime) with the
 /// hub's router settings; returns its address.
 pub fn start_broker(tasks: &mut JoinSet<()>) -> Result<SocketAddr> {
-    let router = Router::new(0, mc_hub::broker::router_config());
+    let router = Router::new(0, mc_hub::broker::router_config(Default::default()));
     let router_tx = router.spawn();
     // rumqttd cannot bind port 0: reserve a free port first.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;

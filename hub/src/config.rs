@@ -20,6 +20,12 @@ pub struct Config {
     /// Largest MQTT packet a module may send, in bytes. Default 8 KiB (a 4 KiB JSON payload
     /// plus topic and headers fits).
     pub max_packet: usize,
+    /// The embedded broker's log per subscription filter: segment size in bytes (topic +
+    /// payload) and segments kept (`broker::Retention`). The burst MQTT ingest may fall behind
+    /// by, and a bound on memory. Default 1 MiB × 2.
+    pub mqtt_log_segment_bytes: usize,
+    /// See `mqtt-log-segment-bytes`.
+    pub mqtt_log_segments: usize,
     /// HTTP connections served at once; one more is closed at once (`web::serve`). Default
     /// 4096.
     pub http_max_connections: usize,
@@ -522,6 +528,8 @@ impl Default for Config {
             mqtt: SocketAddr::from(([0, 0, 0, 0], 1883)),
             data_dir: PathBuf::from("./hub-data"),
             max_packet: 8 * 1024,
+            mqtt_log_segment_bytes: crate::broker::Retention::default().segment_bytes,
+            mqtt_log_segments: crate::broker::Retention::default().segments,
             http_max_connections: 4096,
             http_header_timeout: Duration::from_secs(10),
             session_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -598,6 +606,21 @@ impl Config {
                     "{} bytes; must be between 1 KiB and 16 MiB",
                     self.realtime.max_message
                 ),
+            });
+        }
+        if !(1024..=1024 * 1024 * 1024).contains(&self.mqtt_log_segment_bytes) {
+            return Err(ConfigError::Invalid {
+                setting: "mqtt-log-segment-bytes",
+                message: format!(
+                    "{} bytes; must be between 1 KiB and 1 GiB",
+                    self.mqtt_log_segment_bytes
+                ),
+            });
+        }
+        if !(1..=64).contains(&self.mqtt_log_segments) {
+            return Err(ConfigError::Invalid {
+                setting: "mqtt-log-segments",
+                message: format!("{}; must be between 1 and 64", self.mqtt_log_segments),
             });
         }
         if !(1..=1_000_000).contains(&self.http_max_connections) {

@@ -194,7 +194,18 @@ pub async fn start(
     });
 
     // MQTT: embedded broker, ingest, gateway.
-    let embedded = broker::start(config.max_packet, store.clone(), &tasks, &shutdown).await?;
+    let retention = broker::Retention {
+        segment_bytes: config.mqtt_log_segment_bytes,
+        segments: config.mqtt_log_segments,
+    };
+    let embedded = broker::start(
+        config.max_packet,
+        retention,
+        store.clone(),
+        &tasks,
+        &shutdown,
+    )
+    .await?;
     // up from now (readiness), down when the task ends (the task's guard)
     metrics
         .mqtt_ingest_up

@@ -622,12 +622,18 @@ mod tests {
                 self.online_until.is_some_and(|u| now < u)
             }
         }
-        let ids: Vec<ModuleId> = (0..total_modules).map(|i| id(&format!("MC-{i}-SOAK"))).collect();
+        let ids: Vec<ModuleId> = (0..total_modules)
+            .map(|i| id(&format!("MC-{i}-SOAK")))
+            .collect();
         let mut models = vec![Model::default(); total_modules];
         // What clients were told, by applying every emitted change in order.
         let mut seen_by_clients = vec![false; total_modules];
-        let index: HashMap<ModuleId, usize> =
-            ids.iter().cloned().enumerate().map(|(i, m)| (m, i)).collect();
+        let index: HashMap<ModuleId, usize> = ids
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, m)| (m, i))
+            .collect();
         let apply = |change: LivenessChange, seen: &mut Vec<bool>| match change {
             Online(m) => {
                 let i = index[&m];
@@ -735,8 +741,16 @@ mod tests {
             }
             if step % 2160 == 2159 {
                 for (i, m) in ids.iter().enumerate() {
-                    assert_eq!(t.visible_online(m), t.is_online(m), "step {step}: {m} settled");
-                    assert_eq!(seen_by_clients[i], t.visible_online(m), "step {step}: {m} clients");
+                    assert_eq!(
+                        t.visible_online(m),
+                        t.is_online(m),
+                        "step {step}: {m} settled"
+                    );
+                    assert_eq!(
+                        seen_by_clients[i],
+                        t.visible_online(m),
+                        "step {step}: {m} clients"
+                    );
                 }
                 let (entries, deadlines, longest) = t.footprint();
                 assert!(entries <= total_modules, "{entries} entries");

@@ -21,6 +21,7 @@ mod replay;
 mod serial;
 mod serial_sim;
 mod simulator;
+mod soak;
 mod stats;
 mod telemetry;
 mod users;

@@ -124,6 +124,8 @@ pub(crate) struct HubProcess {
     /// MQTT, the same port after every restart.
     pub(crate) mqtt: SocketAddr,
     child: Option<Child>,
+    /// More arguments for `hub serve` (e.g. `--config FILE`).
+    pub(crate) serve_args: Vec<String>,
 }
 
 impl HubProcess {
@@ -135,6 +137,7 @@ impl HubProcess {
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             mqtt: SocketAddr::from(([127, 0, 0, 1], free_port())),
             child: None,
+            serve_args: Vec::new(),
         }
     }
 
@@ -180,6 +183,7 @@ impl HubProcess {
                 .arg("--data-dir")
                 .arg(&self.data_dir)
                 .args(["--heartbeat-timeout", "3s"])
+                .args(&self.serve_args)
                 .env(
                     "RUST_LOG",
                     std::env::var("HUB_RUST_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()),
@@ -226,6 +230,11 @@ impl HubProcess {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
+    }
+
+    /// The running hub's process id.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
     }
 
     pub(crate) fn url(&self) -> String {

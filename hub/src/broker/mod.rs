@@ -64,14 +64,39 @@ pub struct EmbeddedBroker {
     pub link_rx: LinkRx,
 }
 
+/// How much the embedded broker keeps of what modules publish: its log of each subscription
+/// filter (the hub's ingest link subscribes to four) holds `segments` segments of
+/// `segment_bytes` (topic + payload bytes). That is the burst the ingest link may fall behind
+/// by without losing messages; it also bounds memory, and more than the bytes suggest: a
+/// stored message keeps alive the read buffer it was cut from (up to 10 KiB per connection
+/// read in rumqttd), which a churn of short connections makes visible (the soak in
+/// `tests/it/soak.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Bytes per log segment (at least 1 KiB).
+    pub segment_bytes: usize,
+    /// Segments kept per filter (at least 1).
+    pub segments: usize,
+}
+
+impl Default for Retention {
+    /// 2 × 1 MiB per filter: ~30,000 small messages of lag, several seconds at field rates.
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1024 * 1024,
+            segments: 2,
+        }
+    }
+}
+
 /// The embedded router's settings (also used by the bench's bare-broker peer, so that the
 /// comparison is like for like).
-pub fn router_config() -> RouterConfig {
+pub fn router_config(retention: Retention) -> RouterConfig {
     RouterConfig {
         max_connections: 100_000,
         max_outgoing_packet_count: 1024,
-        max_segment_size: 4 * 1024 * 1024,
-        max_segment_count: 4,
+        max_segment_size: retention.segment_bytes.max(1024),
+        max_segment_count: retention.segments.max(1),
         custom_segment: None,
         initialized_filters: None,
         shared_subscriptions_strategy: Default::default(),
@@ -87,11 +112,12 @@ fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
 /// gone) and the two internal listeners (tasks on `tasks`, stopped by `shutdown`).
 pub async fn start(
     max_packet: usize,
+    retention: Retention,
     store: Store,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<EmbeddedBroker, BrokerError> {
-    let router_tx = Router::new(0, router_config()).spawn();
+    let router_tx = Router::new(0, router_config(retention)).spawn();
 
     let settings = |name: &str, listen: SocketAddr| {
         let mut connections = ConnectionSettings {

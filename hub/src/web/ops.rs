@@ -118,6 +118,8 @@ struct Scrape {
     replay: (usize, usize),
     /// Dashboards behind now, the entries and bytes held for them.
     slow_clients: (usize, usize, usize),
+    /// Tasks alive on the hub's runtime (a leak shows as growth under steady load).
+    alive_tasks: usize,
     /// Events held for dashboards behind, merged ones, cut-off dashboards, entries dropped.
     backpressure: [u64; 4],
     /// Commands queued, delivered from the queue, expired; and waiting now.
@@ -176,6 +178,9 @@ impl Scrape {
             tracker_queue: state.tracker.queue_depth(),
             replay: state.events.replay_depth().await,
             slow_clients: state.events.slow_clients().await,
+            alive_tasks: tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks(),
             backpressure: [
                 m.dashboard_events_deferred.get(),
                 m.dashboard_events_coalesced.get(),
@@ -549,6 +554,12 @@ impl Collector for Scrape {
                 ports().map(|(n, p)| (n, p.reopens)),
             )?;
         }
+        gauge(
+            e,
+            "mc_tokio_alive_tasks",
+            "Tasks alive on the hub's async runtime.",
+            int(self.alive_tasks),
+        )?;
         // the process (standard names; absent where /proc is not)
         let p = &self.process;
         if let Some(rss) = p.resident_bytes {
