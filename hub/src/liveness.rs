@@ -706,7 +706,7 @@ mod tests {
                 if model.silent_until.is_some_and(|u| now >= u) {
                     model.silent_until = None;
                 }
-                let speaks = (step + i as u64) % 3 == 0 || flapper;
+                let speaks = (step + i as u64).is_multiple_of(3) || flapper;
                 if speaks && model.silent_until.is_none() && model.session.is_some() {
                     if let Some(c) = t.seen(m, None) {
                         apply(c, &mut seen_by_clients);
