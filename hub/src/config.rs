@@ -33,6 +33,10 @@ pub struct Config {
     /// (slow or idle clients holding connections). Default 10 s.
     #[serde(with = "duration")]
     pub http_header_timeout: Duration,
+    /// An HTTP request (its body included) that takes longer is answered 408 (a body sent a
+    /// byte at a time must not hold a connection). Socket.IO is not concerned. Default 30 s.
+    #[serde(with = "duration")]
+    pub http_request_timeout: Duration,
     /// Lifetime of a login session. Default 7 days.
     #[serde(with = "duration")]
     pub session_ttl: Duration,
@@ -199,8 +203,8 @@ pub struct RealtimeConfig {
     /// resynchronises when it reconnects. Default 1 MiB (`REALTIME_SLOW_CLIENT_MAX_BACKLOG`),
     /// between 4 KiB and 1 GiB.
     pub slow_client_max_backlog: u64,
-    /// Longest a dashboard may stay behind (its socket buffer full) before it is disconnected
-    /// the same way. Default 30 s (`REALTIME_SLOW_CLIENT_TIMEOUT`).
+    /// Longest a dashboard behind (its socket buffer full) may take nothing before it is
+    /// disconnected the same way. Default 30 s (`REALTIME_SLOW_CLIENT_TIMEOUT`).
     #[serde(with = "duration")]
     pub slow_client_timeout: Duration,
 }
@@ -532,6 +536,7 @@ impl Default for Config {
             mqtt_log_segments: crate::broker::Retention::default().segments,
             http_max_connections: 4096,
             http_header_timeout: Duration::from_secs(10),
+            http_request_timeout: Duration::from_secs(30),
             session_ttl: Duration::from_secs(7 * 24 * 3600),
             session_idle: crate::store::DEFAULT_SESSION_IDLE,
             liveness: LivenessConfig::default(),
@@ -605,6 +610,17 @@ impl Config {
                 message: format!(
                     "{} bytes; must be between 1 KiB and 16 MiB",
                     self.realtime.max_message
+                ),
+            });
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600))
+            .contains(&self.http_request_timeout)
+        {
+            return Err(ConfigError::Invalid {
+                setting: "http-request-timeout",
+                message: format!(
+                    "{}; must be between 100ms and 1h",
+                    humantime::format_duration(self.http_request_timeout)
                 ),
             });
         }

@@ -278,7 +278,13 @@ pub async fn start(
         config.realtime.max_message,
         config.realtime.ws_deflate,
     );
-    let app = web::app(state, socketio_layer, deflate, origins);
+    let app = web::app(
+        state,
+        socketio_layer,
+        deflate,
+        origins,
+        config.http_request_timeout,
+    );
     let watcher = registry::RegistryWatcher {
         store: store.clone(),
         events: realtime_handle.clone(),

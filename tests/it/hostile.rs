@@ -409,6 +409,7 @@ async fn floods_of_connections_without_login_cost_nothing_lasting() {
     let t = start_hub(|c| {
         c.http_max_connections = 100;
         c.http_header_timeout = Duration::from_secs(1);
+        c.http_request_timeout = Duration::from_secs(1);
     })
     .await;
     let mut victim = Victim::new(&t).await;
@@ -452,6 +453,35 @@ async fn floods_of_connections_without_login_cost_nothing_lasting() {
         }
     }
     assert!(closed, "a request head dribbled forever must be cut");
+    victim.flows().await;
+
+    // So is a body dribbled forever: 408, and the connection is freed.
+    let mut slow = TcpStream::connect(t.hub.http_addr).await.expect("connect");
+    slow.write_all(
+        b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100000\r\n\r\n{",
+    )
+    .await
+    .expect("head");
+    let mut answer = Vec::new();
+    let started = tokio::time::Instant::now();
+    loop {
+        let mut buf = [0u8; 512];
+        tokio::select! {
+            read = slow.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if slow.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }
+        assert!(started.elapsed() < DEADLINE, "a dribbled body must be cut");
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     victim.flows().await;
 
     // 200 WebSocket handshakes without a session: refused, the victim flows meanwhile.

@@ -169,8 +169,8 @@ async fn soak(modules: usize, rounds: usize) -> Vec<Sample> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rounds_of_connect_send_drop_leave_no_tasks_descriptors_or_memory_behind() {
-    let samples = soak(100, 8).await;
-    // Caches and buffers (replay, allocator) fill in the first rounds.
+    let samples = soak(100, 40).await;
+    // Tasks and descriptors: back where they were after every round.
     let warm = samples[2];
     for (round, s) in samples.iter().enumerate().skip(3) {
         assert!(
@@ -185,13 +185,16 @@ async fn rounds_of_connect_send_drop_leave_no_tasks_descriptors_or_memory_behind
             s.fds,
             warm.fds
         );
-        assert!(
-            s.rss_kib <= warm.rss_kib + warm.rss_kib / 5,
-            "round {round}: RSS {} KiB, {} KiB after round 2: {samples:?}",
-            s.rss_kib,
-            warm.rss_kib
-        );
     }
+    // Memory: caches fill first (SQLite's page cache per pooled connection, the allocator's
+    // arenas), then it levels off; a leak grows by the same amount every round. Measured
+    // here: +13 MiB over the first ten rounds, +1.4 MiB over the last ten (1,000 connections).
+    let growth = |from: usize, to: usize| samples[to].rss_kib.saturating_sub(samples[from].rss_kib);
+    let (early, late) = (growth(0, 10), growth(29, 39));
+    assert!(
+        late <= 3 * 1024 && late * 4 <= early,
+        "RSS grew {late} KiB over the last 10 rounds, {early} KiB over the first 10: {samples:?}"
+    );
 }
 
 /// The long real-time soak (`docs/RELIABILITY.md`): `SOAK_MODULES` (default 1,000) modules,

@@ -91,8 +91,11 @@ pub fn decode(
         }
     };
     let module = topic.module;
-    // A last will is the broker's word that the module is gone: never dropped.
-    if topic.kind != TopicKind::Status
+    // A hello always passes: a module that flooded must still introduce itself when it
+    // reconnects (its firmware, interval and encoding). Everything else counts, its status
+    // included: a module may publish there itself, and the gateway reports a lost connection
+    // anyway, will or not.
+    if topic.kind != TopicKind::Hello
         && let Admission::Limited { first } = limiter.admit(&module, tokio::time::Instant::now())
     {
         metrics.reject("rate_limited");
@@ -165,7 +168,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_flooding_module_is_limited_before_decoding_but_its_will_passes() {
+    async fn a_flooding_module_is_limited_before_decoding_but_its_hello_passes() {
         let m = Metrics::default();
         let limiter = ModuleRateLimiter::new(Some(super::super::rate::RateLimit {
             per_second: 1.0,
@@ -180,9 +183,18 @@ mod tests {
         // Garbage over the limit is dropped as rate-limited, not decoded.
         assert!(decode(b"mc/MC-1001/telemetry", b"{garbage", &m, &limiter).is_none());
         assert_eq!(m.rejected("malformed"), 0);
+        // Its status counts too (a flood of `offline` would fill the tracker's queue)...
+        assert!(decode(b"mc/MC-1001/status", b"offline", &m, &limiter).is_none());
+        assert_eq!(m.rejected("rate_limited"), 9);
+        // ...but a hello passes.
         assert!(matches!(
-            decode(b"mc/MC-1001/status", b"offline", &m, &limiter),
-            Some(ModuleEvent::Will(_))
+            decode(
+                b"mc/MC-1001/hello",
+                br#"{"fw":"1.0.0","heartbeatMs":5000}"#,
+                &m,
+                &limiter
+            ),
+            Some(ModuleEvent::Hello(..))
         ));
         // Other modules are not affected.
         assert!(decode(b"mc/MC-1002/telemetry", telemetry, &m, &limiter).is_some());

@@ -2,8 +2,9 @@
 //! `module-burst`). A module that floods — a firmware bug, a stuck loop, a replayed backlog at
 //! line speed — gets its excess dropped and counted (`mc_rejected_total{reason="rate_limited"}`)
 //! before any decoding, so it cannot fill the tracker's queue and delay every other module.
-//! Every message kind counts (a heartbeat flood is a flood); the burst absorbs a hello, a
-//! heartbeat and telemetry arriving together after a reconnect.
+//! Every message kind counts (a heartbeat flood is a flood) except an MQTT hello, which a module
+//! that flooded still needs to introduce itself after a reconnect; the burst absorbs a hello, a
+//! heartbeat and telemetry arriving together.
 //!
 //! The MQTT ingest task and every serial port share one limiter (a module may move between
 //! transports). Buckets of modules that went quiet are pruned, so the map holds only modules
@@ -90,7 +91,8 @@ impl ModuleRateLimiter {
         if now.duration_since(buckets.pruned_at) >= PRUNE_INTERVAL {
             buckets.pruned_at = now;
             // A bucket full again (quiet for burst/rate seconds) is the same as no bucket.
-            let refill = Duration::from_secs_f64(limit.burst / limit.per_second);
+            let refill = Duration::try_from_secs_f64(limit.burst / limit.per_second)
+                .unwrap_or(Duration::MAX);
             buckets
                 .by_module
                 .retain(|_, b| now.duration_since(b.at) < refill);

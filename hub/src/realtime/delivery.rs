@@ -117,9 +117,18 @@ impl Clients {
         self.by_socket.remove(&sid);
     }
 
-    /// Stops delivering to every client `which` selects (being disconnected).
-    pub fn remove_where(&mut self, which: impl Fn(&Client) -> bool) {
-        self.by_socket.retain(|_, c| !which(c));
+    /// Stops delivering to every client `which` selects and disconnects them: at once when
+    /// their buffer takes the disconnect packet, else at every tick until it does (a full
+    /// buffer refuses it, and the client could start reading again before the heartbeat
+    /// notices).
+    pub fn cut_off_where(&mut self, which: impl Fn(&Client) -> bool) {
+        self.by_socket.retain(|_, c| {
+            if !which(c) {
+                return true;
+            }
+            c.state = ClientState::CutOff;
+            c.disconnect() != Sent::Closed
+        });
     }
 
     /// Number of registered clients.
@@ -221,6 +230,11 @@ impl PartialEq for Sent {
 }
 
 impl Client {
+    /// Its socket's id.
+    pub fn sid(&self) -> Sid {
+        self.socket.id
+    }
+
     /// Sends the backlog in order as far as the buffer takes it; back to live when it is
     /// empty. Cuts the client off when the backlog is past the limits.
     fn catch_up(&mut self, metrics: &Metrics, limits: SlowClientLimits, now: Instant) -> Sent {
@@ -240,7 +254,7 @@ impl Client {
                         ),
                     };
                     match sent {
-                        Sent::Ok => backlog.pop_first(),
+                        Sent::Ok => backlog.pop_first(now),
                         Sent::Full => break,
                         Sent::Closed => return Sent::Closed,
                     }
@@ -251,7 +265,7 @@ impl Client {
                     return Sent::Ok;
                 }
                 let too_big = backlog.bytes() > limits.max_backlog_bytes;
-                let too_old = now.duration_since(backlog.since) > limits.max_lag;
+                let too_old = backlog.stalled_for(now) > limits.max_lag;
                 if too_big || too_old {
                     metrics.dashboard_slow_cutoffs.inc();
                     metrics.dashboard_backlog_dropped.add(backlog.len() as u64);
@@ -260,7 +274,7 @@ impl Client {
                         user_id = self.viewer.user_id,
                         held = backlog.len(),
                         bytes = backlog.bytes(),
-                        behind_ms = now.duration_since(backlog.since).as_millis() as u64,
+                        stalled_ms = backlog.stalled_for(now).as_millis() as u64,
                         "client too far behind: disconnecting it (it resynchronises when it reconnects)"
                     );
                     self.state = ClientState::CutOff;
@@ -306,16 +320,24 @@ pub enum Pending {
     Telemetry(TelemetryUpdated),
 }
 
+/// What an entry costs besides its payload (tree node, map entry, reference counts), so that
+/// the byte limit bounds memory, not just payload.
+pub const ENTRY_OVERHEAD: usize = 96;
+
 impl Pending {
     fn bytes(&self) -> usize {
-        match self {
-            Self::Event { payload, .. } => payload.get().len(),
-            // Close to the JSON size: `"name":value,` per reading plus the fixed fields.
-            Self::Telemetry(t) => {
-                96 + t.module_id.len() + t.telemetry.keys().map(|k| k.len() + 16).sum::<usize>()
+        ENTRY_OVERHEAD
+            + match self {
+                Self::Event { payload, .. } => payload.get().len(),
+                Self::Telemetry(t) => telemetry_bytes(t),
             }
-        }
     }
+}
+
+/// Close to the JSON size of a telemetry update: `"name":value,` per reading plus the fixed
+/// fields.
+fn telemetry_bytes(t: &TelemetryUpdated) -> usize {
+    96 + t.module_id.len() + t.telemetry.keys().map(|k| k.len() + 16).sum::<usize>()
 }
 
 /// What an event is about, for coalescing: a later event with the same subject supersedes it
@@ -332,12 +354,16 @@ enum Subject {
 /// Events held for one client that is behind, in delivery order, coalesced by subject.
 #[derive(Debug)]
 pub struct Backlog {
-    /// When the client fell behind.
-    since: Instant,
-    /// Entries by the offset of the newest event each holds: sending them in this order keeps
-    /// offsets increasing at the client, and once it has an entry's offset it has everything
-    /// up to it.
-    entries: BTreeMap<u64, Pending>,
+    /// When the client last took something (or fell behind): the age limit counts from here,
+    /// so a client that drains steadily is not cut off.
+    progress_at: Instant,
+    /// Entries by offset, each with the subject later events may merge into. A full state
+    /// (liveness, module, stats, profile) moves to the offset of the newest event; merged
+    /// telemetry stays at the offset of the oldest update it holds, so that a resume from any
+    /// offset the client got replays every update it might miss (those it already holds come
+    /// again with a revision it knows, and are dropped). Sending in this order keeps offsets
+    /// increasing at the client, and once it has an entry's offset it has everything up to it.
+    entries: BTreeMap<u64, (Pending, Option<Subject>)>,
     /// The entry (by offset) of each subject that later events may merge into.
     subjects: HashMap<Subject, u64>,
     bytes: usize,
@@ -354,7 +380,7 @@ impl Backlog {
     /// Empty; the client fell behind at `since`.
     pub fn new(since: Instant) -> Self {
         Self {
-            since,
+            progress_at: since,
             entries: BTreeMap::new(),
             subjects: HashMap::new(),
             bytes: 0,
@@ -371,22 +397,32 @@ impl Backlog {
         self.entries.is_empty()
     }
 
-    /// Bytes held (payload sizes).
+    /// Bytes held: payload sizes plus [`ENTRY_OVERHEAD`] per entry.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// The next entry to send and its offset.
     pub fn first(&self) -> Option<(u64, &Pending)> {
-        self.entries.first_key_value().map(|(o, p)| (*o, p))
+        self.entries.first_key_value().map(|(o, (p, _))| (*o, p))
     }
 
-    /// Removes the entry [`Backlog::first`] returned (it was sent).
-    pub fn pop_first(&mut self) {
-        if let Some((offset, pending)) = self.entries.pop_first() {
+    /// Removes the entry [`Backlog::first`] returned (it was sent at `now`).
+    pub fn pop_first(&mut self, now: Instant) {
+        if let Some((offset, (pending, subject))) = self.entries.pop_first() {
             self.bytes -= pending.bytes();
-            self.subjects.retain(|_, o| *o != offset);
+            if let Some(subject) = subject
+                && self.subjects.get(&subject) == Some(&offset)
+            {
+                self.subjects.remove(&subject);
+            }
+            self.progress_at = now;
         }
+    }
+
+    /// How long the client has taken nothing.
+    pub fn stalled_for(&self, now: Instant) -> std::time::Duration {
+        now.duration_since(self.progress_at)
     }
 
     /// Holds one event, merging it with an older one of the same subject.
@@ -415,7 +451,7 @@ impl Backlog {
             (events::RT_GLOBAL_STATS_UPDATED, _) => Some(Subject::Stats),
             _ => None,
         };
-        let mut pending = match event {
+        let pending = match event {
             events::RT_TELEMETRY_UPDATED => {
                 match serde_json::from_str::<TelemetryUpdated>(payload.get()) {
                     Ok(t) => Pending::Telemetry(t),
@@ -430,26 +466,43 @@ impl Backlog {
                 payload: payload.clone(),
             },
         };
-        let mut pushed = Pushed::Queued;
-        if let Some(subject) = &subject
-            && let Some(older_offset) = self.subjects.get(subject).copied()
-            && let Some(older) = self.entries.remove(&older_offset)
-        {
-            self.bytes -= older.bytes();
-            pushed = Pushed::Coalesced;
-            if let (Pending::Telemetry(older), Pending::Telemetry(newer)) = (older, &mut pending) {
-                let mut telemetry = older.telemetry;
-                telemetry.append(&mut newer.telemetry);
-                newer.telemetry = telemetry;
-                newer.from_rev = Some(older.from_rev.unwrap_or(older.rev));
+        let Some(subject) = subject else {
+            self.bytes += pending.bytes();
+            self.entries.insert(offset, (pending, None));
+            return Pushed::Queued;
+        };
+        let older = self.subjects.get(&subject).copied();
+        match (older.and_then(|o| self.entries.get_mut(&o)), pending) {
+            // Telemetry merges in place (see `entries`).
+            (Some((Pending::Telemetry(held), _)), Pending::Telemetry(mut newer)) => {
+                self.bytes -= telemetry_bytes(held);
+                let from = held.from_rev.unwrap_or(held.rev);
+                held.telemetry.append(&mut newer.telemetry);
+                held.rev = newer.rev;
+                held.ts = newer.ts;
+                held.from_rev = Some(from);
+                self.bytes += telemetry_bytes(held);
+                Pushed::Coalesced
+            }
+            // A full state replaces the older one and takes the newest place.
+            (Some(_), pending) => {
+                if let Some((old, _)) = older.and_then(|o| self.entries.remove(&o)) {
+                    self.bytes -= old.bytes();
+                }
+                self.bytes += pending.bytes();
+                self.entries
+                    .insert(offset, (pending, Some(subject.clone())));
+                self.subjects.insert(subject, offset);
+                Pushed::Coalesced
+            }
+            (None, pending) => {
+                self.bytes += pending.bytes();
+                self.entries
+                    .insert(offset, (pending, Some(subject.clone())));
+                self.subjects.insert(subject, offset);
+                Pushed::Queued
             }
         }
-        self.bytes += pending.bytes();
-        self.entries.insert(offset, pending);
-        if let Some(subject) = subject {
-            self.subjects.insert(subject, offset);
-        }
-        pushed
     }
 }
 
@@ -481,7 +534,7 @@ mod tests {
                 ),
             };
             out.push((offset, event, value));
-            backlog.pop_first();
+            backlog.pop_first(Instant::now());
         }
         assert_eq!(backlog.bytes(), 0, "bytes are accounted back to zero");
         out
@@ -508,19 +561,20 @@ mod tests {
             Pushed::Coalesced
         );
         assert_eq!(b.len(), 2);
+        // A's updates merged at the place of the oldest (see `Backlog::entries`).
         assert_eq!(
             drain(&mut b),
             vec![
                 (
-                    11,
-                    t,
-                    json!({"moduleId": "B", "telemetry": {"t": 7.0}, "rev": 9, "ts": "t9"})
-                ),
-                (
-                    13,
+                    10,
                     t,
                     json!({"moduleId": "A", "telemetry": {"t": 2.0, "h": 50.0, "p": 3.0},
                            "rev": 7, "fromRev": 5, "ts": "t7"})
+                ),
+                (
+                    11,
+                    t,
+                    json!({"moduleId": "B", "telemetry": {"t": 7.0}, "rev": 9, "ts": "t9"})
                 ),
             ]
         );
@@ -602,6 +656,22 @@ mod tests {
         assert!(got[3].2.get("fromRev").is_none());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_age_limit_counts_from_the_last_progress() {
+        let mut b = Backlog::new(Instant::now());
+        b.push(events::RT_USER_LOGGED_IN, &raw(json!({"id": 1})), 1);
+        b.push(events::RT_USER_LOGGED_IN, &raw(json!({"id": 2})), 2);
+        tokio::time::advance(std::time::Duration::from_secs(20)).await;
+        assert_eq!(b.stalled_for(Instant::now()).as_secs(), 20);
+        b.pop_first(Instant::now());
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        assert_eq!(
+            b.stalled_for(Instant::now()).as_secs(),
+            5,
+            "it took one: progress"
+        );
+    }
+
     #[test]
     fn bytes_follow_what_is_held() {
         let mut b = Backlog::new(Instant::now());
@@ -618,6 +688,6 @@ mod tests {
         assert!(b.bytes() > one);
         let event = raw(json!({"id": 1, "name": "someone"}));
         b.push(events::RT_USER_LOGGED_IN, &event, 4);
-        assert!(b.bytes() >= one + event.get().len());
+        assert!(b.bytes() >= one + event.get().len() + ENTRY_OVERHEAD);
     }
 }

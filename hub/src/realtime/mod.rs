@@ -299,11 +299,15 @@ impl EventsManager {
             missed: missed.unwrap_or_default(),
         };
         if let Err(e) = socket.emit(events::RT_SESSION, &info) {
-            // Without its session the client would wait forever: make it reconnect.
+            // Without its session the client would wait forever: make it reconnect (retried
+            // until its buffer takes the disconnect packet).
             tracing::warn!(socket = %socket.id, error = %e, "could not greet client: disconnecting it");
-            if let Err(e) = socket.clone().disconnect() {
-                tracing::debug!(socket = %socket.id, error = %e, "could not disconnect client");
-            }
+            let sid = socket.id;
+            self.stream
+                .lock()
+                .await
+                .clients
+                .cut_off_where(|c| c.sid() == sid);
             return;
         }
         let events = self.clone();
@@ -321,7 +325,7 @@ impl EventsManager {
             .lock()
             .await
             .clients
-            .remove_where(|c| c.session_hash == token_hash);
+            .cut_off_where(|c| c.session_hash == token_hash);
         if let Err(e) = self.io.to(rooms::session(token_hash)).disconnect().await {
             tracing::debug!(error = %e, "could not disconnect some sockets of a session");
         }
@@ -334,7 +338,9 @@ impl EventsManager {
     pub async fn access_changed(&self, user_id: i64) {
         let mut stream = self.stream.lock().await;
         stream.push_barrier(user_id, tokio::time::Instant::now());
-        stream.clients.remove_where(|c| c.viewer.user_id == user_id);
+        stream
+            .clients
+            .cut_off_where(|c| c.viewer.user_id == user_id);
         if let Err(e) = self.io.to(rooms::user(user_id)).disconnect().await {
             tracing::debug!(error = %e, "could not disconnect some sockets of a user");
         }

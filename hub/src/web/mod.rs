@@ -64,6 +64,7 @@ pub fn app(
     socketio: socketioxide::layer::SocketIoLayer,
     deflate: ws_deflate::WsDeflateLayer,
     origins: origin::OriginPolicy,
+    request_timeout: std::time::Duration,
 ) -> Router {
     Router::new()
         .route("/api/auth/login", post(auth::login))
@@ -100,6 +101,13 @@ pub fn app(
         // `/socket.io/` and answer its POSTs (polling transport) before Socket.IO sees them.
         .fallback(static_files::asset)
         .with_state(state)
+        // A request (its body included) that takes longer than `request_timeout` is answered
+        // 408 and its connection freed: a body sent a byte at a time must not hold a connection slot (`serve`) for
+        // ever. Socket.IO (long polling, upgrades) is answered before this layer.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         // Honours Accept-Encoding (br, gzip), keeps Content-Type, adds `Vary`; skips images and
         // event streams (tower-http's default predicate) and bodies of 512 bytes or less (small
         // JSON answers: the framing and the CPU cost more than they save).
