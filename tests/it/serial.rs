@@ -765,7 +765,7 @@ async fn a_module_that_never_hears_the_accept_stays_offline() {
         !seen.iter().any(|(_, d)| d["moduleId"] == "MC-SER-6"),
         "{seen:?}"
     );
-    let (status, _) =
+    let (status, body) =
         b.t.call(
             &admin,
             "POST",
@@ -773,7 +773,11 @@ async fn a_module_that_never_hears_the_accept_stays_offline() {
             Some(json!({"action": "resendState"})),
         )
         .await;
-    assert_eq!(status, 409, "offline");
+    assert_eq!(
+        (status, &body["queued"]),
+        (202, &json!(true)),
+        "offline: queued {body}"
+    );
 
     // Line repaired: the heartbeat the firmware sends right after the Accept brings it online.
     b.cable.send(0, &heartbeat(1)).await;
@@ -800,11 +804,9 @@ async fn a_command_for_a_serial_module_whose_link_just_ended_is_not_published_ov
             Some(json!({"action": "resendState"})),
         )
         .await;
-    assert_eq!(
-        status, 409,
-        "refused as offline, not published over MQTT: {body}"
-    );
-    assert_eq!(body["error"]["code"], "conflict", "{body}");
+    // Queued for when its link is back, not published over MQTT (it would be lost).
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["queued"], true, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -844,7 +846,7 @@ async fn unplugged_goes_offline_at_once_and_replugged_comes_back_without_a_resta
     let (_, body) = t.call(&admin, "GET", "/api/modules", None).await;
     assert_eq!(body["modules"][0]["online"], false, "{body}");
     assert!(body["modules"][0].get("transport").is_none(), "{body}");
-    let (status, _) = t
+    let (status, queued) = t
         .call(
             &admin,
             "POST",
@@ -852,7 +854,7 @@ async fn unplugged_goes_offline_at_once_and_replugged_comes_back_without_a_resta
             Some(json!({"action": "reboot"})),
         )
         .await;
-    assert_eq!(status, 409, "offline: refused");
+    assert_eq!(status, 202, "offline: queued {queued}");
     eventually("the hub keeps trying to reopen", || {
         port.open_failures.get() >= 1
     })
@@ -874,6 +876,14 @@ async fn unplugged_goes_offline_at_once_and_replugged_comes_back_without_a_resta
         .await;
     cable.online("MC-SER-5").await;
     dash.expect("rt_module_online", about("MC-SER-5")).await;
+    // The command queued while it was unplugged comes down the line now.
+    let (address, Downlink::Command(command)) = cable.next().await else {
+        panic!("expected the queued command");
+    };
+    assert_eq!(address, 0);
+    assert_eq!(json!(command.id), queued["id"]);
+    assert_eq!(command.action, mc_protocol::CommandAction::Reboot);
+    cable.send(0, &ack(command.id, CommandResult::Done)).await;
     cable.telemetry(1, 0b01, &[20.5]).await;
     let update = dash.expect("rt_telemetry_updated", about("MC-SER-5")).await;
     assert_eq!(update["telemetry"], json!({"temperature": 20.5}));
