@@ -9,7 +9,8 @@
 //!
 //! # When a module is ready
 //! The tracker calls [`CommandQueue::module_ready`] at every hello, heartbeat and telemetry of a
-//! module it holds online, not at CONNACK and not at the online transition alone:
+//! module it holds online *and whose current connection said hello*, not at CONNACK and not at
+//! the online transition alone:
 //! - **MQTT**: a module subscribes to `mc/<id>/cmd` after CONNECT, so CONNACK (or the
 //!   gateway's "connected") comes before the module can receive anything. Its first message
 //!   is the robust sign: the module sends SUBSCRIBE before it publishes (`firmware-sim` and the
@@ -17,13 +18,24 @@
 //!   broker's router handles them in order, so when the hub has received a publish of the
 //!   module, the router has its subscription, and a command published now reaches it. Seeing
 //!   the SUBSCRIBE pass the gateway would not be enough: the packet might still be on its way to
-//!   the router when the hub's own publish arrives there through the local link.
+//!   the router when the hub's own publish arrives there through the local link. The message
+//!   must be the *current* connection's, and messages carry no session: when a module's new
+//!   connection replaces an old one, a late heartbeat or telemetry of the old one may reach the
+//!   tracker after the new one's `Connected`, before the new one subscribed. So the tracker
+//!   waits for the hello after the latest `Connected` (the module contract: subscribe, then
+//!   hello first) and offers queued commands from then on
+//!   ([`crate::tracker::LiveModule::ready`]). The web handler's direct sends use the same flag,
+//!   not the damped `online` clients see.
 //! - **serial**: a module is online once a heartbeat follows its accepted hello; its link
 //!   session is in [`crate::connections::LiveConnections`] from the hello on.
-//! - **every message, not only the first**: a command queued while its module's first message
-//!   was being handled (a race the web handler narrows by asking again after queueing), or put
-//!   back because its link failed under it, goes out with the next message at the latest. When
-//!   nothing is queued this costs the tracker one atomic load per message.
+//! - **every message, not only the first**: a command put back because its link failed under
+//!   it goes out with the next message at the latest. When nothing is queued this costs the
+//!   tracker one atomic load per message. A command queued while its module's hello was on its
+//!   way is offered by the web handler asking the tracker after queueing
+//!   ([`crate::tracker::TrackerHandle::offer_queued`]): the tracker task handles both the
+//!   question and the hello, one after the other, and the command is queued before either: if
+//!   the hello comes first the question offers the command, if it comes second it finds it
+//!   queued.
 //!
 //! Sending is [`super::delivery`]'s job; this module only keeps the commands, their order and
 //! their deadlines. It is shared state behind a short synchronous lock (never held across an

@@ -84,7 +84,9 @@ pub async fn send(
     }
     let command = state.commands.command(request.action).map_err(refusal)?;
     let queue = state.commands.queue();
-    let live = state.tracker.module(&id).await.filter(|l| l.online);
+    // Ready, not merely online as clients see it (damped): a module whose new connection has
+    // not said hello yet may not have subscribed, and a command published now would be lost.
+    let live = state.tracker.module(&id).await.filter(|l| l.ready);
     if let Some(live) = live
         && !queue.is_pending(&id)
     {
@@ -118,11 +120,10 @@ pub async fn send(
         QueueError::Off => ApiError::Conflict("module is offline".into()),
         QueueError::Full => ApiError::Unavailable,
     })?;
-    // It may have come back while this request was on its way: its first message then found
-    // nothing queued. Ask again, so that the command goes now rather than at its next message.
-    if let Some(live) = state.tracker.module(&id).await.filter(|l| l.online) {
-        queue.module_ready(&id, live.encoding, live.transport);
-    }
+    // It may have come back while this request was on its way: its hello then found nothing
+    // queued. The tracker (which handles that hello too) offers the command now if the module
+    // is ready, so that it goes now rather than at the module's next message.
+    state.tracker.offer_queued(&id).await;
     let sent = CommandSent {
         id: command.id,
         module_id: id.to_string(),
