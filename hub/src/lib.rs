@@ -216,7 +216,7 @@ pub async fn start(
     ));
     let connections = connections::LiveConnections::default();
     let commands =
-        commands::CommandRouter::new(embedded.link_tx, connections.clone(), command_queue);
+        commands::CommandRouter::new(embedded.link_tx, connections.clone(), command_queue.clone());
     tasks.spawn(commands::delivery::run(
         commands.clone(),
         queue_signals,
@@ -277,6 +277,7 @@ pub async fn start(
         events: realtime_handle.clone(),
         tracker: tracker_handle.clone(),
         connections: connections.clone(),
+        commands: command_queue.clone(),
         notifier: registry_notifier,
     };
     tasks.spawn(watcher.run(shutdown.clone()));

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    commands::queue::CommandQueue,
+    commands::queue::{CommandQueue, Forget},
     connections::Transport,
     ingest::ModuleEvent,
     liveness::{LivenessChange, LivenessConfig, LivenessTracker, OfflineReason},
@@ -307,7 +307,7 @@ impl Tracker {
                 self.state.remove(&module);
                 self.modules.remove(&module);
                 if let Some(queue) = &self.commands {
-                    queue.forget(&module);
+                    queue.forget(&module, Forget::Removed);
                 }
             }
             ModuleEvent::ConnectAborted { module, session } => {

@@ -71,6 +71,15 @@ pub enum QueueError {
     Full,
 }
 
+/// Why a module's queued commands are dropped ([`CommandQueue::forget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forget {
+    /// The module was removed from the registry.
+    Removed,
+    /// The module was disabled.
+    Disabled,
+}
+
 /// A command waiting for its module.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Queued {
@@ -238,8 +247,10 @@ impl CommandQueue {
         self.0.depth.load(Ordering::Relaxed)
     }
 
-    /// Drops every command of `module` (removed from the registry); returns how many.
-    pub fn forget(&self, module: &ModuleId) -> usize {
+    /// Drops (and counts) every command of `module`, which was removed from the registry or
+    /// disabled (`why`, for the log): it must not run them whenever it comes back, maybe much
+    /// later. A delivery running for it stops before its next command. Returns how many.
+    pub fn forget(&self, module: &ModuleId, why: Forget) -> usize {
         let dropped = self
             .state()
             .modules
@@ -247,7 +258,8 @@ impl CommandQueue {
             .map_or(0, |q| q.waiting.len());
         if dropped > 0 {
             self.0.depth.fetch_sub(dropped, Ordering::Relaxed);
-            tracing::info!(%module, dropped, "module removed: its queued commands are dropped");
+            self.0.metrics.commands_dropped.add(dropped as u64);
+            tracing::info!(%module, dropped, ?why, "module gone: its queued commands are dropped");
         }
         dropped
     }
@@ -360,9 +372,16 @@ impl Delivering {
         self.queue.0.metrics.commands_delivered_from_queue.inc();
     }
 
+    /// The last command from [`Delivering::take_next`] was sent and failed for good (never
+    /// acknowledged, or invalid): it is not put back, and it is counted.
+    pub fn failed(&self) {
+        self.queue.0.metrics.commands_failed.inc();
+    }
+
     /// The last command from [`Delivering::take_next`] could not be sent in a way a later
     /// connection may fix (the link ended, the port is busy): it goes back to the front, and
-    /// the delivery ends. Dropped if the module was removed meanwhile.
+    /// the delivery ends. Dropped (and counted with [`CommandQueue::forget`]'s) if the module
+    /// was removed or disabled meanwhile.
     pub fn put_back(mut self, queued: Queued) {
         let queue = self.queue.clone();
         let mut state = queue.state();
@@ -371,6 +390,8 @@ impl Delivering {
         {
             q.waiting.push_front(queued);
             queue.0.depth.fetch_add(1, Ordering::Relaxed);
+        } else {
+            queue.0.metrics.commands_dropped.inc();
         }
         self.finish(&mut state);
     }
@@ -540,17 +561,47 @@ mod tests {
         q.push(&a, command(1)).unwrap();
         q.push(&a, command(2)).unwrap();
         q.push(&b, command(3)).unwrap();
-        assert_eq!(q.forget(&a), 2);
+        assert_eq!(q.forget(&a, Forget::Removed), 2);
         assert_eq!(q.depth(), 1);
         assert!(q.start_delivery(&a).is_none());
 
         // Removed (and queued for again) while a command of the old entry was being sent.
         let mut delivering = q.start_delivery(&b).unwrap();
         let sending = delivering.take_next().unwrap();
-        q.forget(&b);
+        q.forget(&b, Forget::Disabled);
         q.push(&b, command(4)).unwrap();
         delivering.put_back(sending);
         assert_eq!(q.depth(), 1, "the old command is not put back");
         assert_eq!(drain(&q, &b), [4]);
+        assert_eq!(
+            q.0.metrics.commands_dropped.get(),
+            3,
+            "counted, the one being sent too"
+        );
+        assert_eq!(q.forget(&a, Forget::Disabled), 0, "nothing left");
+        assert_eq!(q.0.metrics.commands_dropped.get(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_command_that_failed_for_good_is_counted_and_not_put_back() {
+        let (q, _signals) = queue(60, 16);
+        let m = module("MC-A");
+        q.push(&m, command(1)).unwrap();
+        q.push(&m, command(2)).unwrap();
+        let mut delivering = q.start_delivery(&m).unwrap();
+        assert_eq!(delivering.take_next().map(|c| c.command.id), Some(1));
+        delivering.failed();
+        assert_eq!(delivering.take_next().map(|c| c.command.id), Some(2));
+        delivering.delivered();
+        assert!(delivering.take_next().is_none());
+        let m = &q.0.metrics;
+        assert_eq!(
+            (
+                m.commands_failed.get(),
+                m.commands_delivered_from_queue.get()
+            ),
+            (1, 1)
+        );
+        assert_eq!(q.depth(), 0);
     }
 }

@@ -10,7 +10,10 @@ use mc_protocol::{CommandAction, Encoding, ModuleId, link::CommandResult};
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, auth::CurrentUser, error::ApiError};
-use crate::commands::{CommandError, Delivery, queue::QueueError};
+use crate::commands::{
+    CommandError, Delivery,
+    queue::{Forget, QueueError},
+};
 
 /// Body: `{"action": {"setHeartbeatInterval": {"ms": 1000}}}` or `{"action": "reboot"}`.
 #[derive(Debug, Deserialize)]
@@ -120,6 +123,26 @@ pub async fn send(
         QueueError::Off => ApiError::Conflict("module is offline".into()),
         QueueError::Full => ApiError::Unavailable,
     })?;
+    // Disabled (or removed) since the check above: the registry watcher may have dropped the
+    // module's queue before this command joined it, and it must not wait for a re-enable. (A
+    // change after this read reaches the watcher after the push, which drops it then.) A store
+    // error here leaves the command queued: it was checked once already.
+    match state.store.module(&id).await {
+        Ok(Some(record)) if !record.disabled => {}
+        Ok(record) => {
+            let why = if record.is_some() {
+                Forget::Disabled
+            } else {
+                Forget::Removed
+            };
+            queue.forget(&id, why);
+            return Err(match why {
+                Forget::Disabled => ApiError::Conflict("module is disabled".into()),
+                Forget::Removed => ApiError::NotFound,
+            });
+        }
+        Err(e) => tracing::warn!(module = %id, error = %e, "could not check the module again"),
+    }
     // It may have come back while this request was on its way: its hello then found nothing
     // queued. The tracker (which handles that hello too) offers the command now if the module
     // is ready, so that it goes now rather than at the module's next message.
