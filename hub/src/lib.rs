@@ -172,16 +172,9 @@ pub async fn start(
     // Module states: the last known ones come back (stale), changes are saved in batches.
     let state_store = store::StateStore::open(&config.data_dir).await?;
     tracker.restore(state_store.load().await?);
-    let (batches, batches_rx) = tokio::sync::mpsc::channel(1);
-    tracker.persist_states(store::DirtyModules::new(batches));
-    tasks.spawn(
-        store::StateWriter {
-            store: state_store,
-            batches: batches_rx,
-            metrics: metrics.clone(),
-        }
-        .run(),
-    );
+    let (state_writer, dirty) = store::StateWriter::new(state_store, metrics.clone());
+    tracker.persist_states(dirty);
+    tasks.spawn(state_writer.run());
     // A hub without its tracker is no hub: if the task ever fails, stop everything (loudly)
     // rather than keep accepting modules whose events go nowhere.
     let tracker_task = tokio::spawn(tracker.run(shutdown.clone()));
@@ -223,7 +216,7 @@ pub async fn start(
     ));
     let connections = connections::LiveConnections::default();
     let commands =
-        commands::CommandRouter::new(embedded.link_tx, connections.clone(), command_queue);
+        commands::CommandRouter::new(embedded.link_tx, connections.clone(), command_queue.clone());
     tasks.spawn(commands::delivery::run(
         commands.clone(),
         queue_signals,
@@ -290,6 +283,7 @@ pub async fn start(
         events: realtime_handle.clone(),
         tracker: tracker_handle.clone(),
         connections: connections.clone(),
+        commands: command_queue.clone(),
         notifier: registry_notifier,
     };
     tasks.spawn(watcher.run(shutdown.clone()));

@@ -174,6 +174,11 @@ impl LivenessTracker {
         self.entries.get(module).is_some_and(|e| e.online)
     }
 
+    /// The current connection of `module` (the latest opened and not closed), if any.
+    pub fn session(&self, module: &ModuleId) -> Option<u64> {
+        self.entries.get(module).and_then(|e| e.session)
+    }
+
     /// Whether clients currently see `module` online (after damping).
     pub fn visible_online(&self, module: &ModuleId) -> bool {
         self.entries.get(module).is_some_and(|e| e.emitted_online)

@@ -83,6 +83,13 @@ pub struct MetricsInner {
     /// Queued commands dropped because their module was not back within `[commands]
     /// queue-ttl`.
     pub commands_expired: Counter,
+    /// Queued commands sent and lost: taken from the queue, but the module never acknowledged
+    /// them (a serial module, every attempt timed out) or they were refused as invalid. Not
+    /// retried (the module may have run them).
+    pub commands_failed: Counter,
+    /// Queued commands dropped because their module was disabled or removed: it must not run
+    /// them whenever it is enabled (or registered) again.
+    pub commands_dropped: Counter,
     /// The MQTT ingest task is consuming the broker link (`/readyz`): it stops when the link
     /// is lost, and then no module data arrives over MQTT.
     pub mqtt_ingest_up: AtomicBool,

@@ -1,6 +1,7 @@
 //! Applies registry changes to the running hub, whoever made them (the HTTP API or the `hub` CLI
 //! in another process): events to the right audiences, closed connections for rotated tokens,
-//! disabled and removed modules, closed sockets for disabled or deleted users, tracker updates.
+//! disabled and removed modules, dropped command queues of disabled modules, closed sockets for
+//! disabled or deleted users, tracker updates.
 //!
 //! Changes are read from the change log that SQLite triggers fill in the same transaction as
 //! each change. The HTTP handlers wake the watcher at once; changes from other processes are
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     authz,
+    commands::queue::{CommandQueue, Forget},
     connections::LiveConnections,
     ingest::ModuleEvent,
     realtime::{EventsManager, events},
@@ -47,6 +49,8 @@ pub struct RegistryWatcher {
     pub tracker: TrackerHandle,
     /// Closes module connections.
     pub connections: LiveConnections,
+    /// Drops the queued commands of a disabled module.
+    pub commands: CommandQueue,
     /// Wake-ups from this process.
     pub notifier: RegistryNotifier,
 }
@@ -166,8 +170,12 @@ impl RegistryWatcher {
             }
             ("module_access", Some(id), _) => {
                 let disabled = self.store.module(&id).await?.is_some_and(|r| r.disabled);
-                if disabled && self.connections.close(&id) {
-                    tracing::info!(module = %id, "module disabled: connection closed");
+                if disabled {
+                    if self.connections.close(&id) {
+                        tracing::info!(module = %id, "module disabled: connection closed");
+                    }
+                    // Not kept for when it is enabled again, maybe much later.
+                    self.commands.forget(&id, Forget::Disabled);
                 }
             }
             // Serial links have no token: they stay up.

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    commands::queue::CommandQueue,
+    commands::queue::{CommandQueue, Forget},
     connections::Transport,
     ingest::ModuleEvent,
     liveness::{LivenessChange, LivenessConfig, LivenessTracker, OfflineReason},
@@ -40,6 +40,12 @@ struct ModuleInfo {
     last_seen: Option<SystemTime>,
     /// The transport of its latest connection.
     transport: Option<Transport>,
+    /// The connection (liveness session) on which it last said hello. Equal to the current
+    /// session: its current connection has subscribed to its commands (the module contract:
+    /// subscribe, then hello first), so queued commands can go. Messages carry no session, so
+    /// a late heartbeat or telemetry of a replaced connection, handled after the new one's
+    /// `Connected`, does not count: only a hello after that `Connected` does.
+    greeted: Option<u64>,
 }
 
 /// The live view of one module, for snapshots.
@@ -62,6 +68,10 @@ pub struct LiveModule {
     /// The transport of its latest connection (kept after it closes): the command router
     /// never publishes over MQTT to a module that came over serial.
     pub transport: Option<Transport>,
+    /// It is online and said hello on its current connection: a command sent now reaches it.
+    /// Unlike `online` (damped for clients), false from the moment a new connection opens
+    /// until that connection's hello.
+    pub ready: bool,
 }
 
 /// Counters the tracker keeps, for tests and stats.
@@ -80,6 +90,8 @@ pub struct TrackerCounters {
 enum Query {
     Snapshot(oneshot::Sender<HashMap<ModuleId, LiveModule>>),
     Module(ModuleId, oneshot::Sender<Option<LiveModule>>),
+    /// Offer the module's queued commands if it is ready; answers whether it is.
+    OfferQueued(ModuleId, oneshot::Sender<bool>),
     Counters(oneshot::Sender<TrackerCounters>),
 }
 
@@ -114,14 +126,20 @@ impl TrackerHandle {
             .flatten()
     }
 
-    /// The live view of one module, if it ever connected.
+    /// The live view of one module, if it ever connected; `None` also if the tracker does not
+    /// answer within [`QUERY_TIMEOUT`] (a command handler must not hang on a stuck tracker).
     pub async fn module(&self, id: &ModuleId) -> Option<LiveModule> {
-        let (tx, rx) = oneshot::channel();
-        self.queries
-            .send(Query::Module(id.clone(), tx))
-            .await
-            .ok()?;
-        rx.await.ok().flatten()
+        self.ask(|tx| Query::Module(id.clone(), tx)).await.flatten()
+    }
+
+    /// A command was just queued for `id`: if the module is ready (see [`LiveModule::ready`]),
+    /// its queued commands are offered to the delivery task now rather than at its next
+    /// message. The tracker task handles this and the module's hello one after the other:
+    /// either the hello was first (and this offers), or it comes after and finds the command
+    /// queued.
+    /// Returns whether it was ready (`None`: no answer within [`QUERY_TIMEOUT`]).
+    pub async fn offer_queued(&self, id: &ModuleId) -> Option<bool> {
+        self.ask(|tx| Query::OfferQueued(id.clone(), tx)).await
     }
 
     /// The tracker's counters.
@@ -289,7 +307,7 @@ impl Tracker {
                 self.state.remove(&module);
                 self.modules.remove(&module);
                 if let Some(queue) = &self.commands {
-                    queue.forget(&module);
+                    queue.forget(&module, Forget::Removed);
                 }
             }
             ModuleEvent::ConnectAborted { module, session } => {
@@ -315,9 +333,11 @@ impl Tracker {
                 }
             }
             ModuleEvent::Hello(module, hello, encoding) => {
+                let session = self.liveness.session(&module);
                 let Some(info) = self.seen(&module) else {
                     return;
                 };
+                info.greeted = session;
                 info.encoding = Some(encoding);
                 info.fw = Some(hello.fw.to_string());
                 info.heartbeat_ms = Some(hello.heartbeat_ms);
@@ -377,21 +397,31 @@ impl Tracker {
         }
     }
 
-    /// `module` spoke on an open connection: the moment it can take its queued commands (why
-    /// this and not CONNACK or the online transition: [`crate::commands::queue`]). A message
-    /// without an open session (a leftover of a closed connection) is no such sign.
-    fn offer_queued(&self, module: &ModuleId) {
+    /// `module` spoke: if its current connection said hello, the moment it can take its
+    /// queued commands (why this and not CONNACK or the online transition:
+    /// [`crate::commands::queue`]). A message of a closed or replaced connection is no such
+    /// sign. Returns whether the module is ready.
+    fn offer_queued(&self, module: &ModuleId) -> bool {
+        let Some(info) = self
+            .modules
+            .get(module)
+            .filter(|i| self.is_ready(module, i))
+        else {
+            return false;
+        };
         if let Some(queue) = &self.commands
             && queue.depth() > 0
-            && self.liveness.is_online(module)
         {
-            let info = self.modules.get(module);
-            queue.module_ready(
-                module,
-                info.and_then(|i| i.encoding),
-                info.and_then(|i| i.transport),
-            );
+            queue.module_ready(module, info.encoding, info.transport);
         }
+        true
+    }
+
+    /// Online, and said hello on its current connection (see [`ModuleInfo::greeted`]).
+    fn is_ready(&self, module: &ModuleId, info: &ModuleInfo) -> bool {
+        info.greeted.is_some()
+            && info.greeted == self.liveness.session(module)
+            && self.liveness.is_online(module)
     }
 
     /// Records that `module` spoke; `None` (counted) if it never connected.
@@ -477,6 +507,7 @@ impl Tracker {
             fw: info.fw.clone(),
             encoding: info.encoding,
             transport: info.transport,
+            ready: self.is_ready(id, info),
         }
     }
 
@@ -492,6 +523,9 @@ impl Tracker {
             }
             Query::Module(id, reply) => {
                 let _ = reply.send(self.modules.get(&id).map(|info| self.live_view(&id, info)));
+            }
+            Query::OfferQueued(id, reply) => {
+                let _ = reply.send(self.offer_queued(&id));
             }
             Query::Counters(reply) => {
                 let _ = reply.send(TrackerCounters {
@@ -526,4 +560,176 @@ fn snapshot_of(
         fw: info.fw.clone(),
         heartbeat_ms: info.heartbeat_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use mc_protocol::{
+        Command, CommandAction, FirmwareVersion, Heartbeat, message::Hello, message::Telemetry,
+    };
+
+    use super::*;
+    use crate::{
+        commands::queue::Signal,
+        config::{CommandsConfig, RealtimeConfig},
+        store::ModuleRecord,
+    };
+
+    fn tracker() -> (Tracker, TrackerHandle, CommandQueue, mpsc::Receiver<Signal>) {
+        let (_layer, io) = socketioxide::SocketIo::builder().build_layer();
+        let metrics = Metrics::default();
+        let emitter = EventsManager::new(io, metrics.clone(), &RealtimeConfig::default());
+        let (tracker, handle) = Tracker::new(
+            LivenessConfig::default(),
+            Deadbands::default(),
+            Duration::ZERO,
+            emitter,
+            metrics.clone(),
+        );
+        let config = CommandsConfig {
+            queue_ttl: Duration::from_secs(600),
+            max_queued: 16,
+        };
+        let (queue, signals) = CommandQueue::new(&config, metrics);
+        let tracker = tracker.with_command_queue(queue.clone());
+        (tracker, handle, queue, signals)
+    }
+
+    fn connected(id: &str, session: u64) -> ModuleEvent {
+        ModuleEvent::Connected {
+            record: ModuleRecord::for_tests(id, None),
+            session,
+            transport: Transport::Mqtt,
+        }
+    }
+
+    fn hello(id: &ModuleId) -> ModuleEvent {
+        let hello = Hello {
+            fw: FirmwareVersion::new("1.0.0").unwrap(),
+            heartbeat_ms: 5000,
+        };
+        ModuleEvent::Hello(id.clone(), hello, Encoding::Json)
+    }
+
+    fn heartbeat(id: &ModuleId, seq: u32) -> ModuleEvent {
+        ModuleEvent::Heartbeat(
+            id.clone(),
+            Heartbeat {
+                seq,
+                uptime_ms: u64::from(seq) * 5000,
+            },
+        )
+    }
+
+    fn telemetry(id: &ModuleId, seq: u32) -> ModuleEvent {
+        ModuleEvent::Telemetry(
+            id.clone(),
+            Box::new(Telemetry {
+                seq,
+                readings: Default::default(),
+            }),
+        )
+    }
+
+    /// How many times the queue was told the module is ready since the last call.
+    fn offers(signals: &mut mpsc::Receiver<Signal>) -> usize {
+        std::iter::from_fn(|| signals.try_recv().ok())
+            .filter(|s| matches!(s, Signal::Ready(_)))
+            .count()
+    }
+
+    fn ready(tracker: &Tracker, id: &ModuleId) -> bool {
+        let info = &tracker.modules[id];
+        tracker.live_view(id, info).ready
+    }
+
+    /// Queued commands are offered only once the current connection said hello: not for a late
+    /// message of the connection it replaced, nor on the damped `online` clients see.
+    #[tokio::test(start_paused = true)]
+    async fn queued_commands_wait_for_the_hello_of_the_current_connection() {
+        let (mut tracker, _handle, queue, mut signals) = tracker();
+        let m = ModuleId::new("MC-A").unwrap();
+        tracker.handle(connected("MC-A", 1)).await;
+        assert!(!ready(&tracker, &m), "connected, no hello yet");
+        tracker.handle(hello(&m)).await;
+        assert!(ready(&tracker, &m));
+        queue
+            .push(
+                &m,
+                Command {
+                    id: 1,
+                    action: CommandAction::Reboot,
+                },
+            )
+            .unwrap();
+        tracker.handle(heartbeat(&m, 1)).await;
+        assert_eq!(offers(&mut signals), 1, "ready: offered at its messages");
+
+        // A new connection takes over; late messages of the old one are handled after its
+        // `Connected`, before the new one subscribed and said hello.
+        tracker.handle(connected("MC-A", 2)).await;
+        tracker.handle(heartbeat(&m, 2)).await;
+        tracker.handle(telemetry(&m, 1)).await;
+        assert_eq!(
+            offers(&mut signals),
+            0,
+            "not for the old connection's messages"
+        );
+        let view = tracker.live_view(&m, &tracker.modules[&m]);
+        assert!(view.online && !view.ready, "online for clients, not ready");
+        let (tx, mut rx) = oneshot::channel();
+        tracker.answer(Query::OfferQueued(m.clone(), tx));
+        assert_eq!(rx.try_recv(), Ok(false));
+        assert_eq!(
+            offers(&mut signals),
+            0,
+            "nor for the web handler's question"
+        );
+
+        tracker.handle(hello(&m)).await;
+        assert_eq!(offers(&mut signals), 1, "the new connection's hello");
+        let (tx, mut rx) = oneshot::channel();
+        tracker.answer(Query::OfferQueued(m.clone(), tx));
+        assert_eq!(rx.try_recv(), Ok(true));
+        assert_eq!(offers(&mut signals), 1);
+
+        // A connection that never got through: the one before it is current again, and it
+        // said hello.
+        tracker.handle(connected("MC-A", 3)).await;
+        tracker.handle(heartbeat(&m, 3)).await;
+        assert_eq!(offers(&mut signals), 0);
+        tracker
+            .handle(ModuleEvent::ConnectAborted {
+                module: m.clone(),
+                session: 3,
+            })
+            .await;
+        tracker.handle(heartbeat(&m, 4)).await;
+        assert_eq!(offers(&mut signals), 1);
+
+        // Gone: nothing offered, whatever arrives late.
+        tracker
+            .handle(ModuleEvent::Disconnected {
+                module: m.clone(),
+                session: 2,
+                clean: true,
+            })
+            .await;
+        tracker.handle(telemetry(&m, 2)).await;
+        assert_eq!(offers(&mut signals), 0);
+        assert!(!ready(&tracker, &m));
+    }
+
+    /// A tracker that does not answer (stuck, or busy for longer than a handler may wait)
+    /// gives `None` after [`QUERY_TIMEOUT`], for every query.
+    #[tokio::test(start_paused = true)]
+    async fn queries_give_up_after_the_timeout() {
+        let (_tracker, handle, _queue, _signals) = tracker();
+        let m = ModuleId::new("MC-A").unwrap();
+        let asked = tokio::time::timeout(QUERY_TIMEOUT * 2, async {
+            (handle.module(&m).await, handle.offer_queued(&m).await)
+        })
+        .await;
+        assert_eq!(asked, Ok((None, None)));
+    }
 }

@@ -325,7 +325,7 @@ async fn the_queue_is_bounded_per_module_and_a_disabled_module_gets_nothing() {
     let t = start_hub(|c| c.commands.max_queued = 2).await;
     t.add_user("admin@x.io", true).await;
     t.add_module("MC-2003-STN", None).await;
-    t.add_module("MC-2004-STN", None).await;
+    let pw = t.add_module("MC-2004-STN", None).await;
     let admin = t.login("admin@x.io").await;
     let reboot = json!({"action": "reboot"});
 
@@ -352,19 +352,38 @@ async fn the_queue_is_bounded_per_module_and_a_disabled_module_gets_nothing() {
         [Some(3.0), Some(0.0), Some(0.0), Some(3.0)]
     );
 
-    // A disabled module may not connect: nothing is queued for it.
-    let (status, _) = t
-        .call(
+    // A disabled module may not connect: its queued command is dropped (and counted), and
+    // nothing more is queued for it.
+    let disable = |disabled: bool| {
+        t.call(
             &admin,
             "PATCH",
             "/api/modules/MC-2004-STN",
-            Some(json!({"disabled": true})),
+            Some(json!({ "disabled": disabled })),
         )
-        .await;
-    assert_eq!(status, 200);
+    };
+    assert_eq!(disable(true).await.0, 200);
+    queue_depth_becomes(&t, 2.0).await;
+    assert_eq!(
+        metric(&scrape(&t).await, "mc_commands_dropped_total"),
+        Some(1.0)
+    );
     let (status, body) = post_command(&t, &admin, "MC-2004-STN", reboot).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(queue_metrics(&t).await[0], Some(3.0));
+
+    // Enabled again, it connects: the command queued before it was disabled does not come
+    // back; the first command it receives is a new one.
+    assert_eq!(disable(false).await.0, 200);
+    let mut dash = t.dashboard("admin@x.io").await;
+    let mut m = connect_and_hello(&t, "MC-2004-STN", &pw).await;
+    dash.expect("rt_module_online", about("MC-2004-STN")).await;
+    let (status, fresh) =
+        post_command(&t, &admin, "MC-2004-STN", json!({"action": "resendState"})).await;
+    assert_eq!(status, 202, "{fresh}");
+    assert!(fresh.get("queued").is_none(), "{fresh}");
+    assert_eq!(next_json_command(&mut m).await["id"], fresh["id"]);
+    assert_eq!(t.hub.metrics.commands_delivered_from_queue.get(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use rumqttc::QoS;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::process::HubProcess;
+use crate::process::{HUB_START_DEADLINE, HubProcess};
 
 const ADMIN: &str = "admin@durable.test";
 const PASSWORD: &str = "durable-test-pw";
@@ -519,9 +519,14 @@ async fn a_read_only_data_directory_stops_the_hub_with_a_clear_message() {
         .await;
     mount.read_only();
 
-    let output = hub
-        .cli(&["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
-        .await;
+    // A hub that does start would serve until killed: bounded, and killed on timeout.
+    let serve = hub.cli(&["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
+    let Ok(output) = tokio::time::timeout(HUB_START_DEADLINE, serve).await else {
+        panic!(
+            "the hub started on a read-only data directory: `hub serve` still ran after \
+             {HUB_START_DEADLINE:?} instead of stopping with an error"
+        );
+    };
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the hub started: {stderr}");
     let message = stderr.lines().last().unwrap_or_default();

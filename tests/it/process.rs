@@ -147,6 +147,8 @@ impl HubProcess {
             .args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
+            // A caller that gives up on it (a timeout) must not leave it running.
+            .kill_on_drop(true)
             .output()
             .await
             .expect("hub CLI runs")

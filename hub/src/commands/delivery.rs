@@ -91,8 +91,11 @@ async fn deliver(router: CommandRouter, mut delivering: Delivering, ready: Ready
                 return;
             }
             // The module got it and did not acknowledge it (every attempt timed out), or it
-            // was never valid: sending it again would not help.
-            Err(e) => tracing::warn!(%module, id, error = %e, "queued command dropped"),
+            // was never valid: sending it again would not help (and it may have run).
+            Err(e) => {
+                tracing::warn!(%module, id, error = %e, "queued command failed: dropped");
+                delivering.failed();
+            }
         }
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! # When a module is ready
 //! The tracker calls [`CommandQueue::module_ready`] at every hello, heartbeat and telemetry of a
-//! module it holds online, not at CONNACK and not at the online transition alone:
+//! module it holds online *and whose current connection said hello*, not at CONNACK and not at
+//! the online transition alone:
 //! - **MQTT**: a module subscribes to `mc/<id>/cmd` after CONNECT, so CONNACK (or the
 //!   gateway's "connected") comes before the module can receive anything. Its first message
 //!   is the robust sign: the module sends SUBSCRIBE before it publishes (`firmware-sim` and the
@@ -17,13 +18,24 @@
 //!   broker's router handles them in order, so when the hub has received a publish of the
 //!   module, the router has its subscription, and a command published now reaches it. Seeing
 //!   the SUBSCRIBE pass the gateway would not be enough: the packet might still be on its way to
-//!   the router when the hub's own publish arrives there through the local link.
+//!   the router when the hub's own publish arrives there through the local link. The message
+//!   must be the *current* connection's, and messages carry no session: when a module's new
+//!   connection replaces an old one, a late heartbeat or telemetry of the old one may reach the
+//!   tracker after the new one's `Connected`, before the new one subscribed. So the tracker
+//!   waits for the hello after the latest `Connected` (the module contract: subscribe, then
+//!   hello first) and offers queued commands from then on
+//!   ([`crate::tracker::LiveModule::ready`]). The web handler's direct sends use the same flag,
+//!   not the damped `online` clients see.
 //! - **serial**: a module is online once a heartbeat follows its accepted hello; its link
 //!   session is in [`crate::connections::LiveConnections`] from the hello on.
-//! - **every message, not only the first**: a command queued while its module's first message
-//!   was being handled (a race the web handler narrows by asking again after queueing), or put
-//!   back because its link failed under it, goes out with the next message at the latest. When
-//!   nothing is queued this costs the tracker one atomic load per message.
+//! - **every message, not only the first**: a command put back because its link failed under
+//!   it goes out with the next message at the latest. When nothing is queued this costs the
+//!   tracker one atomic load per message. A command queued while its module's hello was on its
+//!   way is offered by the web handler asking the tracker after queueing
+//!   ([`crate::tracker::TrackerHandle::offer_queued`]): the tracker task handles both the
+//!   question and the hello, one after the other, and the command is queued before either: if
+//!   the hello comes first the question offers the command, if it comes second it finds it
+//!   queued.
 //!
 //! Sending is [`super::delivery`]'s job; this module only keeps the commands, their order and
 //! their deadlines. It is shared state behind a short synchronous lock (never held across an
@@ -57,6 +69,15 @@ pub enum QueueError {
     /// The module already has `max-queued` commands waiting.
     #[error("too many commands waiting for this module")]
     Full,
+}
+
+/// Why a module's queued commands are dropped ([`CommandQueue::forget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forget {
+    /// The module was removed from the registry.
+    Removed,
+    /// The module was disabled.
+    Disabled,
 }
 
 /// A command waiting for its module.
@@ -226,8 +247,10 @@ impl CommandQueue {
         self.0.depth.load(Ordering::Relaxed)
     }
 
-    /// Drops every command of `module` (removed from the registry); returns how many.
-    pub fn forget(&self, module: &ModuleId) -> usize {
+    /// Drops (and counts) every command of `module`, which was removed from the registry or
+    /// disabled (`why`, for the log): it must not run them whenever it comes back, maybe much
+    /// later. A delivery running for it stops before its next command. Returns how many.
+    pub fn forget(&self, module: &ModuleId, why: Forget) -> usize {
         let dropped = self
             .state()
             .modules
@@ -235,7 +258,8 @@ impl CommandQueue {
             .map_or(0, |q| q.waiting.len());
         if dropped > 0 {
             self.0.depth.fetch_sub(dropped, Ordering::Relaxed);
-            tracing::info!(%module, dropped, "module removed: its queued commands are dropped");
+            self.0.metrics.commands_dropped.add(dropped as u64);
+            tracing::info!(%module, dropped, ?why, "module gone: its queued commands are dropped");
         }
         dropped
     }
@@ -348,9 +372,16 @@ impl Delivering {
         self.queue.0.metrics.commands_delivered_from_queue.inc();
     }
 
+    /// The last command from [`Delivering::take_next`] was sent and failed for good (never
+    /// acknowledged, or invalid): it is not put back, and it is counted.
+    pub fn failed(&self) {
+        self.queue.0.metrics.commands_failed.inc();
+    }
+
     /// The last command from [`Delivering::take_next`] could not be sent in a way a later
     /// connection may fix (the link ended, the port is busy): it goes back to the front, and
-    /// the delivery ends. Dropped if the module was removed meanwhile.
+    /// the delivery ends. Dropped (and counted with [`CommandQueue::forget`]'s) if the module
+    /// was removed or disabled meanwhile.
     pub fn put_back(mut self, queued: Queued) {
         let queue = self.queue.clone();
         let mut state = queue.state();
@@ -359,6 +390,8 @@ impl Delivering {
         {
             q.waiting.push_front(queued);
             queue.0.depth.fetch_add(1, Ordering::Relaxed);
+        } else {
+            queue.0.metrics.commands_dropped.inc();
         }
         self.finish(&mut state);
     }
@@ -528,17 +561,47 @@ mod tests {
         q.push(&a, command(1)).unwrap();
         q.push(&a, command(2)).unwrap();
         q.push(&b, command(3)).unwrap();
-        assert_eq!(q.forget(&a), 2);
+        assert_eq!(q.forget(&a, Forget::Removed), 2);
         assert_eq!(q.depth(), 1);
         assert!(q.start_delivery(&a).is_none());
 
         // Removed (and queued for again) while a command of the old entry was being sent.
         let mut delivering = q.start_delivery(&b).unwrap();
         let sending = delivering.take_next().unwrap();
-        q.forget(&b);
+        q.forget(&b, Forget::Disabled);
         q.push(&b, command(4)).unwrap();
         delivering.put_back(sending);
         assert_eq!(q.depth(), 1, "the old command is not put back");
         assert_eq!(drain(&q, &b), [4]);
+        assert_eq!(
+            q.0.metrics.commands_dropped.get(),
+            3,
+            "counted, the one being sent too"
+        );
+        assert_eq!(q.forget(&a, Forget::Disabled), 0, "nothing left");
+        assert_eq!(q.0.metrics.commands_dropped.get(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_command_that_failed_for_good_is_counted_and_not_put_back() {
+        let (q, _signals) = queue(60, 16);
+        let m = module("MC-A");
+        q.push(&m, command(1)).unwrap();
+        q.push(&m, command(2)).unwrap();
+        let mut delivering = q.start_delivery(&m).unwrap();
+        assert_eq!(delivering.take_next().map(|c| c.command.id), Some(1));
+        delivering.failed();
+        assert_eq!(delivering.take_next().map(|c| c.command.id), Some(2));
+        delivering.delivered();
+        assert!(delivering.take_next().is_none());
+        let m = &q.0.metrics;
+        assert_eq!(
+            (
+                m.commands_failed.get(),
+                m.commands_delivered_from_queue.get()
+            ),
+            (1, 1)
+        );
+        assert_eq!(q.depth(), 0);
     }
 }

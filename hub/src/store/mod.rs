@@ -221,6 +221,32 @@ mod tests {
         (dir, store)
     }
 
+    /// The durability levels of the module docs, on every connection: FULL (2) on each of the
+    /// main pool's connections (held at once, so that each is a different one), NORMAL (1) on
+    /// the snapshot writer's.
+    #[tokio::test]
+    async fn the_main_pool_syncs_fully_and_the_snapshot_connection_normally() {
+        let (dir, store) = temp_store().await;
+        let mut held = Vec::new();
+        for _ in 0..store.pool.options().get_max_connections() {
+            let mut conn = store.pool.acquire().await.unwrap();
+            let (level,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(level, 2, "FULL on main pool connection {}", held.len());
+            held.push(conn);
+        }
+        assert_eq!(held.len(), 4);
+        let states = StateStore::open(dir.path()).await.unwrap();
+        assert_eq!(states.pool().options().get_max_connections(), 1);
+        let (level,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(states.pool())
+            .await
+            .unwrap();
+        assert_eq!(level, 1, "NORMAL on the snapshot connection");
+    }
+
     /// The cost of `synchronous = FULL` against NORMAL per commit, on the disk of
     /// `MC_MEASURE_DIR` (default: the temp dir). Figures in docs/RELIABILITY.md. Run with
     /// `cargo test -p mc-hub --release synchronous_cost -- --ignored --nocapture`.

@@ -9,6 +9,14 @@
 //! the writer (a channel of one): while the writer is slow the tracker keeps the modules dirty
 //! and sends their newest state next time, so memory stays bounded by the number of modules.
 //!
+//! A batch that fails (disk full, read-only disk) hands its module ids back ([`Unsaved`]): the
+//! tracker marks them dirty again and sends their then current state once a backoff has passed
+//! (1 s, doubling up to [`MAX_RETRY_BACKOFF`]). Without that, a module that went quiet after a
+//! failed batch would never be written again, and a restart would bring back older readings,
+//! `rev` and last-seen time. The ids go back, not the snapshots: what is retried is always the
+//! newest state, a module removed meanwhile is not resurrected, and the set of ids is bounded by
+//! the number of modules like the dirty set.
+//!
 //! The writer has its own connection with `synchronous = NORMAL`: a snapshot is worth less than
 //! an fsync per second (it is re-reported by the module), and it survives a process kill as it
 //! is (see the [store docs](super)).
@@ -16,6 +24,7 @@
 use std::{
     collections::HashSet,
     path::Path,
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -24,13 +33,16 @@ use sqlx::{
     SqlitePool,
     sqlite::{SqlitePoolOptions, SqliteSynchronous},
 };
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Instant};
 
 use super::{StoreError, connect_options, database_path, unix_now};
 use crate::metrics::Metrics;
 
 /// How often the tracker hands dirty module states to the writer.
 pub const STATE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest wait before modules of failed batches are sent again: a disk that stays full is
+/// tried twice a minute, not every second (each failure is logged and counted).
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A module's state as the tracker hands it to the writer.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,32 +187,105 @@ fn unix_millis(t: SystemTime) -> i64 {
 /// The task that writes the tracker's batches (see the module docs).
 pub struct StateWriter {
     /// Where batches are written.
-    pub store: StateStore,
+    store: StateStore,
     /// Batches from the tracker; the task ends when the tracker drops its sender, after the
     /// last batch (the tracker flushes once more when it stops), so a graceful shutdown loses
     /// nothing.
-    pub batches: mpsc::Receiver<Vec<ModuleSnapshot>>,
+    batches: mpsc::Receiver<Vec<ModuleSnapshot>>,
+    /// Where the modules of a failed batch go back to the tracker.
+    unsaved: Unsaved,
     /// `mc_store_errors_total{kind}` counts failed batches.
-    pub metrics: Metrics,
+    metrics: Metrics,
 }
 
 impl StateWriter {
+    /// A writer to `store` and the tracker's side of it ([`DirtyModules`], for
+    /// [`crate::tracker::Tracker::persist_states`]), joined by a channel of one batch.
+    pub fn new(store: StateStore, metrics: Metrics) -> (Self, DirtyModules) {
+        let (batches, rx) = mpsc::channel(1);
+        let unsaved = Unsaved::default();
+        let writer = Self {
+            store,
+            batches: rx,
+            unsaved: unsaved.clone(),
+            metrics,
+        };
+        let dirty = DirtyModules {
+            dirty: HashSet::new(),
+            batches,
+            unsaved,
+        };
+        (writer, dirty)
+    }
+
     /// Writes batches until the tracker is gone. A failed batch (disk full, read-only disk) is
-    /// logged and counted, and dropped: the realtime path must not wait for the disk, and the
-    /// next change of those modules writes their then current state.
+    /// logged and counted, and its modules go back to the tracker (module docs): the realtime
+    /// path never waits for the disk, and nothing is lost for good once the disk works again.
     pub async fn run(mut self) {
         while let Some(batch) = self.batches.recv().await {
-            if let Err(e) = self.store.write(&batch).await {
-                let kind = e.kind();
-                self.metrics.store_error(kind.as_str());
-                tracing::warn!(
-                    error = %e,
-                    kind = kind.as_str(),
-                    modules = batch.len(),
-                    "module state snapshot not saved"
-                );
+            match self.store.write(&batch).await {
+                Ok(()) => self.unsaved.saved(),
+                Err(e) => {
+                    let kind = e.kind();
+                    self.metrics.store_error(kind.as_str());
+                    let backoff = self
+                        .unsaved
+                        .failed(batch.iter().map(|s| &s.module_id), Instant::now());
+                    tracing::warn!(
+                        error = %e,
+                        kind = kind.as_str(),
+                        modules = batch.len(),
+                        retry_in = ?backoff,
+                        "module state snapshot not saved"
+                    );
+                }
             }
         }
+    }
+}
+
+/// Modules whose snapshot the writer could not save, on their way back to the tracker's dirty
+/// set, and when to try again. Shared by the writer and [`DirtyModules`] behind a short lock
+/// (never held across an `.await`), taken once per batch and once per flush.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Unsaved(Arc<Mutex<UnsavedState>>);
+
+#[derive(Debug, Default)]
+struct UnsavedState {
+    /// To be marked dirty again; each module at most once.
+    modules: HashSet<ModuleId>,
+    /// Batches failed in a row: sets the backoff.
+    failures: u32,
+    /// No batch is sent before this (the disk failed just now).
+    retry_at: Option<Instant>,
+}
+
+impl Unsaved {
+    /// A poisoned lock is taken as is: each change under it is a few set operations.
+    fn lock(&self) -> MutexGuard<'_, UnsavedState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A batch of `modules` failed at `now`: they go back, and the next batch waits for the
+    /// returned backoff.
+    fn failed<'a>(&self, modules: impl Iterator<Item = &'a ModuleId>, now: Instant) -> Duration {
+        let mut state = self.lock();
+        state.modules.extend(modules.cloned());
+        state.failures = state.failures.saturating_add(1);
+        let backoff = STATE_FLUSH_INTERVAL
+            .saturating_mul(1 << state.failures.saturating_sub(1).min(16))
+            .min(MAX_RETRY_BACKOFF);
+        state.retry_at = Some(now + backoff);
+        backoff
+    }
+
+    /// A batch was written: the disk works, no more backoff.
+    fn saved(&self) {
+        let mut state = self.lock();
+        state.failures = 0;
+        state.retry_at = None;
     }
 }
 
@@ -211,18 +296,11 @@ impl StateWriter {
 pub struct DirtyModules {
     dirty: HashSet<ModuleId>,
     batches: mpsc::Sender<Vec<ModuleSnapshot>>,
+    /// Modules of failed batches, merged back into `dirty` at each flush.
+    unsaved: Unsaved,
 }
 
 impl DirtyModules {
-    /// Sends batches to the writer reading the other end of `batches` (capacity 1: see the
-    /// module docs).
-    pub fn new(batches: mpsc::Sender<Vec<ModuleSnapshot>>) -> Self {
-        Self {
-            dirty: HashSet::new(),
-            batches,
-        }
-    }
-
     /// `module`'s state changed (a message arrived).
     pub fn mark(&mut self, module: &ModuleId) {
         if !self.dirty.contains(module) {
@@ -233,13 +311,22 @@ impl DirtyModules {
     /// `module` was unregistered: nothing to write for it.
     pub fn forget(&mut self, module: &ModuleId) {
         self.dirty.remove(module);
+        self.unsaved.lock().modules.remove(module);
+    }
+
+    /// Takes back the modules of failed batches; false while their backoff runs (nothing is
+    /// sent then, everything stays dirty).
+    fn take_unsaved(&mut self, now: Instant) -> bool {
+        let mut unsaved = self.unsaved.lock();
+        self.dirty.extend(unsaved.modules.drain());
+        unsaved.retry_at.is_none_or(|at| now >= at)
     }
 
     /// Hands the dirty modules' current state (`snapshot`) to the writer, unless it is still
-    /// busy with the previous batch: then they stay dirty for the next flush, and newer state
-    /// replaces what would have waited.
+    /// busy with the previous batch or backing off after a failed one: then they stay dirty for
+    /// the next flush, and newer state replaces what would have waited.
     pub fn flush(&mut self, snapshot: impl Fn(&ModuleId) -> Option<ModuleSnapshot>) {
-        if self.dirty.is_empty() {
+        if !self.take_unsaved(Instant::now()) || self.dirty.is_empty() {
             return;
         }
         match self.batches.try_reserve() {
@@ -254,8 +341,10 @@ impl DirtyModules {
         }
     }
 
-    /// The last flush, at shutdown: waits for the writer to take it.
+    /// The last flush, at shutdown: waits for the writer to take it, backoff or not (one last
+    /// try: the disk may work again).
     pub async fn flush_final(&mut self, snapshot: impl Fn(&ModuleId) -> Option<ModuleSnapshot>) {
+        self.take_unsaved(Instant::now());
         if self.dirty.is_empty() {
             return;
         }
@@ -349,16 +438,125 @@ mod tests {
         assert_eq!(error.kind(), StoreErrorKind::DiskFull, "{error}");
 
         let metrics = Metrics::default();
-        let (tx, rx) = mpsc::channel(1);
-        let writer = StateWriter {
-            store: states.clone(),
-            batches: rx,
-            metrics: metrics.clone(),
-        };
-        tx.send(batch).await.unwrap();
-        drop(tx);
+        let (writer, mut dirty) = StateWriter::new(states.clone(), metrics.clone());
+        for s in &batch {
+            dirty.mark(&s.module_id);
+        }
+        dirty
+            .flush_final(|id| batch.iter().find(|s| &s.module_id == id).cloned())
+            .await;
+        drop(dirty);
         writer.run().await;
         assert_eq!(metrics.store_errors().get("disk_full"), Some(&1));
         assert!(states.load().await.unwrap().is_empty());
+    }
+
+    /// A failed batch gives its modules back: they are written once the disk works again, with
+    /// their state of then, although they never speak again.
+    #[tokio::test]
+    async fn the_modules_of_a_failed_batch_are_written_once_the_disk_works_again() {
+        let (dir, store) = temp_store().await;
+        register(&store, "MC-1").await;
+        register(&store, "MC-2").await;
+        let states = StateStore::open(dir.path()).await.unwrap();
+        let metrics = Metrics::default();
+        let (writer, mut dirty) = StateWriter::new(states.clone(), metrics.clone());
+        let writer = tokio::spawn(writer.run());
+        let current = |rev| move |id: &ModuleId| Some(snapshot(id.as_str(), rev, 20.0));
+
+        // The writer's only connection refuses writes (as on a read-only disk): the batch fails.
+        sqlx::query("PRAGMA query_only = ON")
+            .execute(states.pool())
+            .await
+            .unwrap();
+        dirty.mark(&"MC-1".parse().unwrap());
+        dirty.mark(&"MC-2".parse().unwrap());
+        dirty.flush(current(1));
+        for _ in 0..500 {
+            if !metrics.store_errors().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(metrics.store_errors().values().sum::<u64>(), 1);
+
+        // Neither module speaks again; the disk works again. During the backoff they wait in
+        // the dirty set; after it, their state of now is written.
+        sqlx::query("PRAGMA query_only = OFF")
+            .execute(states.pool())
+            .await
+            .unwrap();
+        dirty.flush(current(2));
+        assert_eq!(dirty.dirty.len(), 2, "dirty again");
+        assert_eq!(
+            dirty.batches.capacity(),
+            1,
+            "nothing sent during the backoff"
+        );
+        tokio::time::sleep(STATE_FLUSH_INTERVAL).await;
+        dirty.flush(current(3));
+        assert!(dirty.dirty.is_empty(), "sent after the backoff");
+        drop(dirty);
+        writer.await.unwrap();
+        let mut saved: Vec<_> = states
+            .load()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.snapshot.module_id.to_string(), s.snapshot.rev))
+            .collect();
+        saved.sort();
+        assert_eq!(saved, [("MC-1".into(), 3), ("MC-2".into(), 3)]);
+        assert_eq!(metrics.store_errors().values().sum::<u64>(), 1);
+    }
+
+    /// Backoff after failed batches: 1 s, doubling, at most [`MAX_RETRY_BACKOFF`]; none once a
+    /// batch is written. A module removed meanwhile is not sent again.
+    #[tokio::test(start_paused = true)]
+    async fn failed_batches_back_off_and_a_removed_module_is_not_retried() {
+        let (batches, mut rx) = mpsc::channel(1);
+        let unsaved = Unsaved::default();
+        let mut dirty = DirtyModules {
+            dirty: HashSet::new(),
+            batches,
+            unsaved: unsaved.clone(),
+        };
+        let (a, b): (ModuleId, ModuleId) = ("MC-A".parse().unwrap(), "MC-B".parse().unwrap());
+        let current = |id: &ModuleId| Some(snapshot(id.as_str(), 1, 1.0));
+        let mut sent = || rx.try_recv().map_or(0, |batch| batch.len());
+
+        let delays: Vec<u64> = (0..8)
+            .map(|_| {
+                unsaved
+                    .failed([&a, &b].into_iter(), Instant::now())
+                    .as_secs()
+            })
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        dirty.flush(current);
+        assert_eq!(sent(), 0, "backing off");
+        assert_eq!(dirty.dirty.len(), 2, "the failed modules are dirty again");
+        tokio::time::advance(Duration::from_secs(29)).await;
+        dirty.flush(current);
+        assert_eq!(sent(), 0);
+        dirty.forget(&b);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        dirty.flush(current);
+        assert_eq!(
+            sent(),
+            1,
+            "the backoff is over: the module still registered is sent"
+        );
+
+        unsaved.failed([&a, &b].into_iter(), Instant::now());
+        dirty.forget(&b);
+        unsaved.saved();
+        dirty.flush(current);
+        assert_eq!(sent(), 1, "a written batch ends the backoff");
+        assert_eq!(
+            unsaved.failed([&a].into_iter(), Instant::now()),
+            STATE_FLUSH_INTERVAL,
+            "and starts it over"
+        );
     }
 }

@@ -10,7 +10,10 @@ use mc_protocol::{CommandAction, Encoding, ModuleId, link::CommandResult};
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, auth::CurrentUser, error::ApiError};
-use crate::commands::{CommandError, Delivery, queue::QueueError};
+use crate::commands::{
+    CommandError, Delivery,
+    queue::{Forget, QueueError},
+};
 
 /// Body: `{"action": {"setHeartbeatInterval": {"ms": 1000}}}` or `{"action": "reboot"}`.
 #[derive(Debug, Deserialize)]
@@ -84,7 +87,9 @@ pub async fn send(
     }
     let command = state.commands.command(request.action).map_err(refusal)?;
     let queue = state.commands.queue();
-    let live = state.tracker.module(&id).await.filter(|l| l.online);
+    // Ready, not merely online as clients see it (damped): a module whose new connection has
+    // not said hello yet may not have subscribed, and a command published now would be lost.
+    let live = state.tracker.module(&id).await.filter(|l| l.ready);
     if let Some(live) = live
         && !queue.is_pending(&id)
     {
@@ -118,11 +123,30 @@ pub async fn send(
         QueueError::Off => ApiError::Conflict("module is offline".into()),
         QueueError::Full => ApiError::Unavailable,
     })?;
-    // It may have come back while this request was on its way: its first message then found
-    // nothing queued. Ask again, so that the command goes now rather than at its next message.
-    if let Some(live) = state.tracker.module(&id).await.filter(|l| l.online) {
-        queue.module_ready(&id, live.encoding, live.transport);
+    // Disabled (or removed) since the check above: the registry watcher may have dropped the
+    // module's queue before this command joined it, and it must not wait for a re-enable. (A
+    // change after this read reaches the watcher after the push, which drops it then.) A store
+    // error here leaves the command queued: it was checked once already.
+    match state.store.module(&id).await {
+        Ok(Some(record)) if !record.disabled => {}
+        Ok(record) => {
+            let why = if record.is_some() {
+                Forget::Disabled
+            } else {
+                Forget::Removed
+            };
+            queue.forget(&id, why);
+            return Err(match why {
+                Forget::Disabled => ApiError::Conflict("module is disabled".into()),
+                Forget::Removed => ApiError::NotFound,
+            });
+        }
+        Err(e) => tracing::warn!(module = %id, error = %e, "could not check the module again"),
     }
+    // It may have come back while this request was on its way: its hello then found nothing
+    // queued. The tracker (which handles that hello too) offers the command now if the module
+    // is ready, so that it goes now rather than at the module's next message.
+    state.tracker.offer_queued(&id).await;
     let sent = CommandSent {
         id: command.id,
         module_id: id.to_string(),

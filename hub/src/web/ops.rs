@@ -122,8 +122,8 @@ struct Scrape {
     alive_tasks: usize,
     /// Events held for dashboards behind, merged ones, cut-off dashboards, entries dropped.
     backpressure: [u64; 4],
-    /// Commands queued, delivered from the queue, expired; and waiting now.
-    commands: (u64, u64, u64, usize),
+    /// Commands queued, delivered from the queue, expired, failed, dropped; and waiting now.
+    commands: (u64, u64, u64, u64, u64, usize),
     /// `None` when the tracker did not answer in time (the gauge is left out, not zero).
     modules_online: Option<usize>,
     /// Users and registered modules; `None` when the database did not answer in time.
@@ -191,6 +191,8 @@ impl Scrape {
                 m.commands_queued.get(),
                 m.commands_delivered_from_queue.get(),
                 m.commands_expired.get(),
+                m.commands_failed.get(),
+                m.commands_dropped.get(),
                 state.commands.queue().depth(),
             ),
             modules_online,
@@ -356,7 +358,7 @@ impl Collector for Scrape {
             int(self.tracker_queue.1),
         )?;
         // hub -> modules: commands for offline modules
-        let (queued, delivered, expired, depth) = self.commands;
+        let (queued, delivered, expired, failed, dropped, depth) = self.commands;
         counter(
             e,
             "mc_commands_queued",
@@ -374,6 +376,18 @@ impl Collector for Scrape {
             "mc_commands_expired",
             "Queued commands dropped: their module was not back within the queue TTL.",
             expired,
+        )?;
+        counter(
+            e,
+            "mc_commands_failed",
+            "Queued commands sent that the module never acknowledged (or that were invalid).",
+            failed,
+        )?;
+        counter(
+            e,
+            "mc_commands_dropped",
+            "Queued commands dropped: their module was disabled or removed.",
+            dropped,
         )?;
         gauge(
             e,
