@@ -127,26 +127,9 @@ impl TestHub {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let http = reqwest::Client::new();
-        let url = format!("{}{path}", self.url);
-        let request = match method {
-            "POST" => http.post(url),
-            "PATCH" => http.patch(url),
-            "DELETE" => http.delete(url),
-            "GET" => http.get(url),
-            other => panic!("unsupported method {other}"),
-        };
-        let request = match body {
-            Some(b) => request.json(&b),
-            None => request,
-        };
-        let response = request
-            .header("cookie", cookie)
-            .send()
+        request(&self.url, cookie, method, path, body)
             .await
-            .expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     /// A dashboard socket for `email` on page `modules`.
@@ -176,6 +159,39 @@ impl Drop for TestHub {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// One HTTP request to the hub at `url` with `cookie`: the status and the JSON body (`Null` if
+/// none); `Err` when no answer came within [`DEADLINE`] (e.g. the hub was killed mid-request).
+pub async fn request(
+    url: &str,
+    cookie: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), String> {
+    let http = reqwest::Client::new();
+    let url = format!("{url}{path}");
+    let request = match method {
+        "POST" => http.post(url),
+        "PATCH" => http.patch(url),
+        "DELETE" => http.delete(url),
+        "GET" => http.get(url),
+        other => return Err(format!("unsupported method {other}")),
+    };
+    let request = match body {
+        Some(b) => request.json(&b),
+        None => request,
+    };
+    let response = request
+        .header("cookie", cookie)
+        .timeout(DEADLINE)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
 /// `POST /api/auth/login`; the session cookie on success, the HTTP status otherwise.

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use mc_e2e::{DEADLINE, Dashboard, MqttModule, about, eventually, login};
+use mc_e2e::{DEADLINE, Dashboard, MqttModule, about, eventually, login, request as call};
 use rumqttc::QoS;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -24,38 +24,6 @@ use crate::process::{HUB_START_DEADLINE, HubProcess};
 
 const ADMIN: &str = "admin@durable.test";
 const PASSWORD: &str = "durable-test-pw";
-
-/// One HTTP request; `Err` when no answer came (the hub was killed mid-request).
-async fn call(
-    url: &str,
-    cookie: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Result<(u16, Value), String> {
-    let http = reqwest::Client::new();
-    let url = format!("{url}{path}");
-    let request = match method {
-        "POST" => http.post(url),
-        "PATCH" => http.patch(url),
-        "DELETE" => http.delete(url),
-        "GET" => http.get(url),
-        other => panic!("unsupported method {other}"),
-    };
-    let request = match body {
-        Some(b) => request.json(&b),
-        None => request,
-    };
-    let response = request
-        .header("cookie", cookie)
-        .timeout(DEADLINE)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| e.to_string())?;
-    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
-}
 
 /// What a key (a module id, a user email) must look like after the restart: the state after
 /// its acknowledged writes, or after the one write in flight when the hub died (unknown
@@ -74,6 +42,28 @@ impl Expected {
 
 /// Every write a writer had acknowledged, by key; `None` = absent (deleted, never created).
 type Ledger = Arc<Mutex<BTreeMap<String, Expected>>>;
+
+/// Every key of `ledger` is in `listed` (a JSON array of objects, by `key`) as acknowledged:
+/// `field` is the acknowledged value (absent when deleted), or the in-flight one.
+fn assert_ledger_kept(listed: &Value, key: &str, field: &str, ledger: &Ledger) {
+    let listed: BTreeMap<String, Option<String>> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|item| {
+            let k = item[key].as_str().expect("key").to_owned();
+            (k, item[field].as_str().map(str::to_owned))
+        })
+        .collect();
+    let ledger = ledger.lock().expect("ledger").clone();
+    for (k, expected) in &ledger {
+        let actual = listed.get(k).cloned().flatten();
+        assert!(
+            expected.allows(&actual),
+            "{key} {k}: found {actual:?}, acknowledged {expected:?}"
+        );
+    }
+}
 
 /// Applies one write: `after` is the key's state if it takes effect. Returns the answer, or
 /// `None` (the write recorded as in flight) when the hub did not answer.
@@ -329,44 +319,12 @@ async fn kill_9_loses_no_acknowledged_write() {
         .await
         .expect("snapshot");
     assert_eq!(status, 200, "{snapshot}");
-    let listed: BTreeMap<String, Option<String>> = snapshot["modules"]
-        .as_array()
-        .expect("modules")
-        .iter()
-        .map(|m| {
-            let id = m["moduleId"].as_str().expect("id").to_owned();
-            (id, m["name"].as_str().map(str::to_owned))
-        })
-        .collect();
-    let modules = modules.lock().expect("ledger").clone();
-    for (id, expected) in &modules {
-        let actual = listed.get(id).cloned().flatten();
-        assert!(
-            expected.allows(&actual),
-            "module {id}: found {actual:?}, acknowledged {expected:?}"
-        );
-    }
+    assert_ledger_kept(&snapshot["modules"], "moduleId", "name", &modules);
     let (status, body) = call(&url, &cookie, "GET", "/api/users", None)
         .await
         .expect("users");
     assert_eq!(status, 200, "{body}");
-    let listed: BTreeMap<String, Option<String>> = body["users"]
-        .as_array()
-        .expect("users")
-        .iter()
-        .map(|u| {
-            let email = u["email"].as_str().expect("email").to_owned();
-            (email, u["name"].as_str().map(str::to_owned))
-        })
-        .collect();
-    let users = users.lock().expect("ledger").clone();
-    for (email, expected) in &users {
-        let actual = listed.get(email).cloned().flatten();
-        assert!(
-            expected.allows(&actual),
-            "user {email}: found {actual:?}, acknowledged {expected:?}"
-        );
-    }
+    assert_ledger_kept(&body["users"], "email", "name", &users);
 
     // The modules' last known state, stale and offline, with their last-seen time.
     let q = module_in(&snapshot, quiet);
