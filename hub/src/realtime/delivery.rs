@@ -46,6 +46,10 @@ pub struct SlowClientLimits {
 /// The registered sockets and how each is being served.
 pub struct Clients {
     by_socket: HashMap<Sid, Client>,
+    /// Sockets by user, and the admins' sockets: an event for a module or a user costs what its
+    /// recipients cost, however many other sockets are connected.
+    by_user: HashMap<i64, Vec<Sid>>,
+    admins: std::collections::HashSet<Sid>,
     limits: SlowClientLimits,
     metrics: Metrics,
 }
@@ -94,6 +98,8 @@ impl Clients {
     pub fn new(limits: SlowClientLimits, metrics: Metrics) -> Self {
         Self {
             by_socket: HashMap::new(),
+            by_user: HashMap::new(),
+            admins: std::collections::HashSet::new(),
             limits,
             metrics,
         }
@@ -101,6 +107,13 @@ impl Clients {
 
     /// Starts delivering to `socket` (it joined its rooms under the same stream lock).
     pub fn add(&mut self, socket: SocketRef, viewer: Viewer, session_hash: String) {
+        self.by_user
+            .entry(viewer.user_id)
+            .or_default()
+            .push(socket.id);
+        if viewer.is_admin {
+            self.admins.insert(socket.id);
+        }
         self.by_socket.insert(
             socket.id,
             Client {
@@ -114,7 +127,16 @@ impl Clients {
 
     /// Stops delivering to a socket that went away.
     pub fn remove(&mut self, sid: Sid) {
-        self.by_socket.remove(&sid);
+        let Some(client) = self.by_socket.remove(&sid) else {
+            return;
+        };
+        self.admins.remove(&sid);
+        if let Some(sockets) = self.by_user.get_mut(&client.viewer.user_id) {
+            sockets.retain(|s| *s != sid);
+            if sockets.is_empty() {
+                self.by_user.remove(&client.viewer.user_id);
+            }
+        }
     }
 
     /// Stops delivering to every client `which` selects and disconnects them: at once when
@@ -122,13 +144,18 @@ impl Clients {
     /// buffer refuses it, and the client could start reading again before the heartbeat
     /// notices).
     pub fn cut_off_where(&mut self, which: impl Fn(&Client) -> bool) {
-        self.by_socket.retain(|_, c| {
-            if !which(c) {
-                return true;
+        let mut gone = Vec::new();
+        for (sid, c) in &mut self.by_socket {
+            if which(c) {
+                c.state = ClientState::CutOff;
+                if c.disconnect() == Sent::Closed {
+                    gone.push(*sid);
+                }
             }
-            c.state = ClientState::CutOff;
-            c.disconnect() != Sent::Closed
-        });
+        }
+        for sid in gone {
+            self.remove(sid);
+        }
     }
 
     /// Number of registered clients.
@@ -164,42 +191,37 @@ impl Clients {
         offset: u64,
         now: Instant,
     ) {
+        // The recipients: from the indexes for targeted events, else every socket.
+        let recipients: Vec<Sid> = match audience {
+            Audience::Admins => self.admins.iter().copied().collect(),
+            Audience::User(id) => self.by_user.get(&id).cloned().unwrap_or_default(),
+            Audience::Module { owner } => {
+                let mut sids: Vec<Sid> = self.admins.iter().copied().collect();
+                if let Some(owner) = owner.and_then(|id| self.by_user.get(&id)) {
+                    // an admin owner's sockets are among the admins already
+                    sids.extend(owner.iter().filter(|s| !self.admins.contains(s)));
+                }
+                sids
+            }
+            Audience::Everyone | Audience::Page(_) => self.by_socket.keys().copied().collect(),
+        };
         let mut gone = Vec::new();
-        for (sid, client) in &mut self.by_socket {
+        for sid in recipients {
+            let Some(client) = self.by_socket.get_mut(&sid) else {
+                continue;
+            };
+            // The indexes narrow; the audience decides (one rule: `Audience::admits`).
             if !audience.admits(&client.viewer) {
                 continue;
             }
-            let catch_up = match &mut client.state {
-                ClientState::Live => match send(&client.socket, event, &(&**payload, offset)) {
-                    Sent::Ok => false,
-                    Sent::Full => {
-                        let mut backlog = Backlog::new(now);
-                        backlog.push(event, payload, offset);
-                        self.metrics.dashboard_events_deferred.inc();
-                        tracing::debug!(socket = %sid, "client fell behind: coalescing its events");
-                        client.state = ClientState::Behind(backlog);
-                        false
-                    }
-                    Sent::Closed => {
-                        gone.push(*sid);
-                        false
-                    }
-                },
-                ClientState::Behind(backlog) => {
-                    self.metrics.dashboard_events_deferred.inc();
-                    if backlog.push(event, payload, offset) == Pushed::Coalesced {
-                        self.metrics.dashboard_events_coalesced.inc();
-                    }
-                    true
-                }
-                ClientState::CutOff => false,
-            };
-            if catch_up && client.catch_up(&self.metrics, self.limits, now) == Sent::Closed {
-                gone.push(*sid);
+            if client.deliver(&self.metrics, self.limits, event, payload, offset, now)
+                == Sent::Closed
+            {
+                gone.push(sid);
             }
         }
         for sid in gone {
-            self.by_socket.remove(&sid);
+            self.remove(sid);
         }
     }
 
@@ -218,7 +240,7 @@ impl Clients {
             }
         }
         for sid in gone {
-            self.by_socket.remove(&sid);
+            self.remove(sid);
         }
     }
 }
@@ -230,6 +252,39 @@ impl PartialEq for Sent {
 }
 
 impl Client {
+    /// Sends one event, or holds it in the backlog while the client is behind.
+    fn deliver(
+        &mut self,
+        metrics: &Metrics,
+        limits: SlowClientLimits,
+        event: &'static str,
+        payload: &Arc<RawValue>,
+        offset: u64,
+        now: Instant,
+    ) -> Sent {
+        match &mut self.state {
+            ClientState::Live => match send(&self.socket, event, &(&**payload, offset)) {
+                Sent::Full => {
+                    let mut backlog = Backlog::new(now);
+                    backlog.push(event, payload, offset);
+                    metrics.dashboard_events_deferred.inc();
+                    tracing::debug!(socket = %self.socket.id, "client fell behind: coalescing its events");
+                    self.state = ClientState::Behind(backlog);
+                    Sent::Ok
+                }
+                sent => sent,
+            },
+            ClientState::Behind(backlog) => {
+                metrics.dashboard_events_deferred.inc();
+                if backlog.push(event, payload, offset) == Pushed::Coalesced {
+                    metrics.dashboard_events_coalesced.inc();
+                }
+                self.catch_up(metrics, limits, now)
+            }
+            ClientState::CutOff => Sent::Ok,
+        }
+    }
+
     /// Its socket's id.
     pub fn sid(&self) -> Sid {
         self.socket.id
