@@ -257,13 +257,13 @@ async fn socketio_garbage_and_oversized_frames_close_only_that_socket() {
     let cookie = t.login("admin@x.io").await;
     let huge = format!("42[\"x\",\"{}\"]", "a".repeat(64 * 1024));
     // (frame, whether it is sent after a proper namespace connect, whether the hub closes the
-    // socket: a protocol error closes it; a second connect packet is ignored)
+    // socket: every protocol error closes it)
     let garbage: Vec<(Message, bool, bool)> = vec![
         (Message::text("garbage"), true, true),
         (Message::text("4"), false, true),
         (Message::text("42["), true, true),
         (Message::text("42[\"rt_x\""), false, true),
-        (Message::text("40{not json"), true, false),
+        (Message::text("40{not json"), true, true),
         (Message::text("4{}"), false, true),
         (Message::text("9999999999999999999"), true, true),
         (Message::binary(vec![0xFF; 1024]), false, true),
@@ -276,6 +276,19 @@ async fn socketio_garbage_and_oversized_frames_close_only_that_socket() {
             ws.send(Message::text("40{\"page\":\"modules\"}"))
                 .await
                 .expect("connect packet");
+            // Connected for sure (its session arrived) before the garbage goes.
+            let greeted = tokio::time::timeout(DEADLINE, async {
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.to_text()
+                        .is_ok_and(|t| t.starts_with("42[\"rt_session\""))
+                    {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            assert_eq!(greeted, Ok(true), "{shown}: rt_session");
         }
         let _ = ws.send(message).await;
         victim.flows().await;
