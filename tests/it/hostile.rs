@@ -228,7 +228,7 @@ async fn topic_injection_and_non_utf8_ids_are_refused() {
 }
 
 /// A raw Socket.IO v5 WebSocket, authenticated with `cookie` when given.
-async fn raw_socket(
+pub(crate) async fn raw_socket(
     t: &TestHub,
     cookie: Option<&str>,
 ) -> tokio_tungstenite::WebSocketStream<TcpStream> {

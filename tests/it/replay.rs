@@ -659,3 +659,44 @@ async fn a_dashboard_that_keeps_resuming_sees_what_a_connected_one_sees() {
         assert_eq!(got, want);
     }
 }
+
+/// Rights are read when a socket authenticates and used when it registers (after the stream
+/// lock): a change of rights in between (a barrier for its user) sends it back to reconnect
+/// with the rights it has now, never greeted with the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_whose_rights_changed_while_it_connected_must_reconnect() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let t = start_hub(|c| c.realtime.enable_stats = false).await;
+    let admin_id = t.add_user("admin@x.io", true).await;
+    let cookie = t.login("admin@x.io").await;
+
+    let mut held = t.hub.realtime.hold_stream().await;
+    let mut ws = crate::hostile::raw_socket(&t, Some(&cookie)).await;
+    ws.send(Message::text("40{\"page\":\"admin\"}"))
+        .await
+        .expect("namespace connect");
+    mc_e2e::eventually("authenticated as an admin", || {
+        t.hub.realtime.connected_clients() == 1
+    })
+    .await;
+    // Demoted now, while its registration waits for the stream.
+    held.push_barrier(admin_id, tokio::time::Instant::now());
+    drop(held);
+
+    let outcome = tokio::time::timeout(DEADLINE, async {
+        while let Some(Ok(m)) = ws.next().await {
+            match m {
+                Message::Text(t) if t.starts_with("42[\"rt_session\"") => return "greeted",
+                Message::Text(t) if t.starts_with("41") => return "disconnected",
+                Message::Close(_) => return "disconnected",
+                _ => {}
+            }
+        }
+        "disconnected"
+    })
+    .await;
+    assert_eq!(outcome, Ok("disconnected"));
+    assert_eq!(t.hub.realtime.delivery_clients().await, 0);
+}

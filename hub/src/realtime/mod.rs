@@ -38,6 +38,8 @@ pub struct EventsManager {
     /// and while a socket registers and gets what it missed, so that nothing falls between
     /// its replay and its live events.
     stream: Arc<tokio::sync::Mutex<Stream>>,
+    /// The stream's head, readable without the lock (a socket notes it when it authenticates).
+    head: Arc<std::sync::atomic::AtomicU64>,
     /// What dashboards are told about reconnecting (`GET /api/realtime/config`).
     client_defaults: ClientDefaults,
 }
@@ -112,6 +114,7 @@ impl EventsManager {
                 replay: ReplayBuffer::new(epoch, bounds),
                 clients: Clients::new(limits, metrics.clone()),
             })),
+            head: Arc::default(),
             metrics,
             client_defaults: ClientDefaults::from_config(config),
         }
@@ -197,6 +200,8 @@ impl EventsManager {
         let mut stream = self.stream.lock().await;
         let now = tokio::time::Instant::now();
         let offset = stream.replay.push(audience, event, payload.clone(), now);
+        self.head
+            .store(offset, std::sync::atomic::Ordering::Release);
         stream
             .clients
             .deliver(audience, event, &payload, offset, now);
@@ -250,6 +255,17 @@ impl EventsManager {
             if !socket.connected() {
                 socket.leave_all();
                 tracing::debug!(socket = %socket.id, "client gone before it registered");
+                return;
+            }
+            // Its rights were read when it authenticated; if they changed since (a barrier
+            // for its user came after), it must reconnect to get the current ones.
+            if stream.barrier_after(user.user_id, user.authenticated_at) {
+                socket.leave_all();
+                drop(stream);
+                tracing::info!(socket = %socket.id, user_id = user.user_id, "rights changed while the client connected: disconnecting it");
+                if let Err(e) = socket.clone().disconnect() {
+                    tracing::debug!(socket = %socket.id, error = %e, "could not disconnect client");
+                }
                 return;
             }
             stream
@@ -337,7 +353,9 @@ impl EventsManager {
     /// now. Both under the stream lock: no event reaches those sockets after the barrier.
     pub async fn access_changed(&self, user_id: i64) {
         let mut stream = self.stream.lock().await;
-        stream.push_barrier(user_id, tokio::time::Instant::now());
+        let offset = stream.push_barrier(user_id, tokio::time::Instant::now());
+        self.head
+            .store(offset, std::sync::atomic::Ordering::Release);
         stream
             .clients
             .cut_off_where(|c| c.viewer.user_id == user_id);
@@ -351,10 +369,13 @@ impl EventsManager {
     /// from them): their connected sockets stay and get the events that tell it, but no client
     /// of theirs may resume from before this point.
     pub async fn resume_barrier(&self, user_id: i64) {
-        self.stream
+        let offset = self
+            .stream
             .lock()
             .await
             .push_barrier(user_id, tokio::time::Instant::now());
+        self.head
+            .store(offset, std::sync::atomic::Ordering::Release);
     }
 
     /// Holds the stream as a long emit would: until the guard drops, nothing is emitted and no
@@ -533,16 +554,22 @@ pub struct SocketUser {
     pub page: Page,
     /// SHA-256 of the session token it connected with.
     pub session_hash: String,
+    /// The stream head when its rights were read (a barrier after it means they may be
+    /// stale).
+    pub authenticated_at: u64,
 }
 
 /// Registers the namespace and its handlers: every Socket.IO handler of the hub is here.
 pub fn register_handlers(io: &SocketIo, store: Store, events: EventsManager) {
     let metrics = events.metrics.clone();
+    let head = events.head.clone();
     io.ns(
         "/",
         (async move |socket: SocketRef| events.register(&socket).await).with(
             async move |socket: SocketRef, TryData(auth): TryData<Value>| {
-                let result = authenticate(&store, &socket, auth.ok()).await;
+                // Noted before the rights are read: a barrier pushed meanwhile is after it.
+                let authenticated_at = head.load(std::sync::atomic::Ordering::Acquire);
+                let result = authenticate(&store, &socket, auth.ok(), authenticated_at).await;
                 if let Err(refusal) = &result {
                     metrics.connection_errors.inc();
                     tracing::debug!(socket = %socket.id, %refusal, "client refused");
@@ -557,6 +584,7 @@ async fn authenticate(
     store: &Store,
     socket: &SocketRef,
     auth: Option<Value>,
+    authenticated_at: u64,
 ) -> Result<(), ConnectRefusal> {
     let token = session_token_from_headers(&socket.req_parts().headers)
         .ok_or(ConnectRefusal::Unauthorized)?;
@@ -584,6 +612,7 @@ async fn authenticate(
         is_admin: user.is_admin,
         page,
         session_hash: crate::store::hash_token(&token),
+        authenticated_at,
     });
     socket
         .extensions
@@ -626,6 +655,7 @@ mod tests {
             is_admin,
             page: Page::Modules,
             session_hash: String::new(),
+            authenticated_at: 0,
         };
         assert!(!as_who.resumes_someone_else(&user(7, true)));
         assert!(as_who.resumes_someone_else(&user(7, false)));

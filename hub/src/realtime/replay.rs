@@ -208,6 +208,9 @@ pub struct ReplayBuffer {
     dropped: Watermarks,
     /// The last offset assigned (0: none yet).
     head: u64,
+    /// Each user's latest barrier (kept after it falls out): a socket authenticated before it
+    /// holds rights that may be gone.
+    barriers: HashMap<i64, u64>,
     bounds: ReplayBounds,
 }
 
@@ -220,6 +223,7 @@ impl ReplayBuffer {
             bytes: 0,
             dropped: Watermarks::default(),
             head: 0,
+            barriers: HashMap::new(),
             bounds,
         }
     }
@@ -264,7 +268,14 @@ impl ReplayBuffer {
     /// Records that `user_id`'s entitlement changes now: a client of theirs that stopped
     /// before this point cannot resume. Takes an offset (never sent: clients see a gap).
     pub fn push_barrier(&mut self, user_id: i64, now: Instant) -> u64 {
-        self.keep(Audience::User(user_id), Entry::Barrier, now)
+        let offset = self.keep(Audience::User(user_id), Entry::Barrier, now);
+        self.barriers.insert(user_id, offset);
+        offset
+    }
+
+    /// Whether `user_id`'s entitlement changed after stream offset `offset`.
+    pub fn barrier_after(&self, user_id: i64, offset: u64) -> bool {
+        self.barriers.get(&user_id).is_some_and(|b| *b > offset)
     }
 
     fn keep(&mut self, audience: Audience, entry: Entry, now: Instant) -> u64 {
