@@ -74,6 +74,7 @@ enum ClientState {
 }
 
 /// What a send to one socket did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sent {
     Ok,
     Full,
@@ -191,33 +192,51 @@ impl Clients {
         offset: u64,
         now: Instant,
     ) {
-        // The recipients: from the indexes for targeted events, else every socket.
-        let recipients: Vec<Sid> = match audience {
-            Audience::Admins => self.admins.iter().copied().collect(),
-            Audience::User(id) => self.by_user.get(&id).cloned().unwrap_or_default(),
-            Audience::Module { owner } => {
-                let mut sids: Vec<Sid> = self.admins.iter().copied().collect();
-                if let Some(owner) = owner.and_then(|id| self.by_user.get(&id)) {
-                    // an admin owner's sockets are among the admins already
-                    sids.extend(owner.iter().filter(|s| !self.admins.contains(s)));
-                }
-                sids
-            }
-            Audience::Everyone | Audience::Page(_) => self.by_socket.keys().copied().collect(),
-        };
+        // The recipients: from the indexes for targeted events, else every socket. No list is
+        // built: this runs for every event (the indexes and `by_socket` are separate fields).
         let mut gone = Vec::new();
-        for sid in recipients {
-            let Some(client) = self.by_socket.get_mut(&sid) else {
-                continue;
+        {
+            let Self {
+                by_socket,
+                by_user,
+                admins,
+                limits,
+                metrics,
+            } = self;
+            let owner_sockets = |owner: Option<i64>| {
+                owner
+                    .and_then(|id| by_user.get(&id))
+                    .into_iter()
+                    .flatten()
+                    // an admin owner's sockets are among the admins already
+                    .filter(|s| !admins.contains(*s))
             };
-            // The indexes narrow; the audience decides (one rule: `Audience::admits`).
-            if !audience.admits(&client.viewer) {
-                continue;
-            }
-            if client.deliver(&self.metrics, self.limits, event, payload, offset, now)
-                == Sent::Closed
-            {
-                gone.push(sid);
+            let mut deliver = |sid: Sid, client: &mut Client| {
+                // The indexes narrow; the audience decides (one rule: `Audience::admits`).
+                if audience.admits(&client.viewer)
+                    && client.deliver(metrics, *limits, event, payload, offset, now) == Sent::Closed
+                {
+                    gone.push(sid);
+                }
+            };
+            if let Audience::Everyone | Audience::Page(_) = audience {
+                for (sid, client) in by_socket.iter_mut() {
+                    deliver(*sid, client);
+                }
+            } else {
+                let visit = |sid: &Sid| {
+                    if let Some(client) = by_socket.get_mut(sid) {
+                        deliver(*sid, client);
+                    }
+                };
+                match audience {
+                    Audience::Admins => admins.iter().for_each(visit),
+                    Audience::User(id) => by_user.get(&id).into_iter().flatten().for_each(visit),
+                    Audience::Module { owner } => {
+                        admins.iter().chain(owner_sockets(owner)).for_each(visit)
+                    }
+                    Audience::Everyone | Audience::Page(_) => {}
+                }
             }
         }
         for sid in gone {
@@ -242,12 +261,6 @@ impl Clients {
         for sid in gone {
             self.remove(sid);
         }
-    }
-}
-
-impl PartialEq for Sent {
-    fn eq(&self, other: &Self) -> bool {
-        std::mem::discriminant(self) == std::mem::discriminant(other)
     }
 }
 

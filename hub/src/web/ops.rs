@@ -479,49 +479,51 @@ impl Collector for Scrape {
             int(self.replay.1),
         )?;
         // backpressure (realtime::delivery)
-        gauge(
-            e,
-            "mc_dashboard_slow_clients",
-            "Dashboards behind now: their socket buffer is full and their events wait, coalesced.",
-            int(self.slow_clients.0),
-        )?;
-        gauge(
-            e,
-            "mc_dashboard_backlog_entries",
-            "Coalesced events held for dashboards that are behind.",
-            int(self.slow_clients.1),
-        )?;
-        gauge(
-            e,
-            "mc_dashboard_backlog_bytes",
-            "Payload bytes held for dashboards that are behind.",
-            int(self.slow_clients.2),
-        )?;
+        let (slow, entries, bytes) = self.slow_clients;
+        for (name, help, value) in [
+            (
+                "mc_dashboard_slow_clients",
+                "Dashboards behind now: their socket buffer is full and their events wait, coalesced.",
+                slow,
+            ),
+            (
+                "mc_dashboard_backlog_entries",
+                "Coalesced events held for dashboards that are behind.",
+                entries,
+            ),
+            (
+                "mc_dashboard_backlog_bytes",
+                "Payload bytes held for dashboards that are behind.",
+                bytes,
+            ),
+        ] {
+            gauge(e, name, help, int(value))?;
+        }
         let [deferred, coalesced, cutoffs, dropped] = self.backpressure;
-        counter(
-            e,
-            "mc_dashboard_events_deferred",
-            "Events held for a dashboard that was behind instead of sent at once.",
-            deferred,
-        )?;
-        counter(
-            e,
-            "mc_dashboard_events_coalesced",
-            "Held events merged into (or superseding) an older one of the same module or subject.",
-            coalesced,
-        )?;
-        counter(
-            e,
-            "mc_dashboard_slow_disconnects",
-            "Dashboards disconnected for falling too far behind (they resynchronise on reconnect).",
-            cutoffs,
-        )?;
-        counter(
-            e,
-            "mc_dashboard_backlog_dropped",
-            "Held events dropped with a cut-off dashboard's backlog (its resync recovers them).",
-            dropped,
-        )?;
+        for (name, help, value) in [
+            (
+                "mc_dashboard_events_deferred",
+                "Events held for a dashboard that was behind instead of sent at once.",
+                deferred,
+            ),
+            (
+                "mc_dashboard_events_coalesced",
+                "Held events merged into (or superseding) an older one of the same module or subject.",
+                coalesced,
+            ),
+            (
+                "mc_dashboard_slow_disconnects",
+                "Dashboards disconnected for falling too far behind (they resynchronise on reconnect).",
+                cutoffs,
+            ),
+            (
+                "mc_dashboard_backlog_dropped",
+                "Held events dropped with a cut-off dashboard's backlog (its resync recovers them).",
+                dropped,
+            ),
+        ] {
+            counter(e, name, help, value)?;
+        }
         // serial ports
         if !self.serial.is_empty() {
             let ports = || self.serial.iter().map(|(path, p)| (path.as_str(), p));
