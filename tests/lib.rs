@@ -616,6 +616,14 @@ fn first_value(payload: Payload) -> Value {
     }
 }
 
+/// The value of the sample `series` (`name` or `name{labels}`) in an OpenMetrics text
+/// (`GET /metrics`).
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// True when `v` is about module `id`.
 pub fn about(id: &str) -> impl Fn(&Value) -> bool + '_ {
     move |v| v["moduleId"] == id

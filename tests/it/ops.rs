@@ -2,15 +2,8 @@
 
 use std::time::Duration;
 
-use mc_e2e::{DEADLINE, TestHub, about, start_hub};
+use mc_e2e::{DEADLINE, TestHub, about, metric_sample as sample, start_hub};
 use serde_json::json;
-
-/// The value of the sample `series` (`name` or `name{labels}`) in an OpenMetrics text.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
 
 async fn scrape(t: &TestHub) -> (String, String) {
     let res = reqwest::get(format!("{}/metrics", t.url))

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use mc_e2e::{DEADLINE, Dashboard, MqttModule, login};
+use mc_e2e::{DEADLINE, Dashboard, MqttModule, login, metric_sample as sample};
 use serde_json::{Value, json};
 
 use crate::process::HubProcess;
@@ -22,13 +22,6 @@ struct Sample {
     tasks: u64,
     fds: u64,
     rss_kib: u64,
-}
-
-/// The value of the unlabelled series `name` in an OpenMetrics text.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 async fn metrics(hub: &HubProcess) -> String {
