@@ -1,0 +1,428 @@
+//! The scenarios, each against one freshly started target:
+//!
+//! - **fan-in** / **fan-out**: a load fleet and some consumers; open-loop steps of rising rate
+//!   until a step fails (p99 > 25 ms, loss above `max_loss`, or the generator could not send);
+//!   the last passing rate is the *max sustained* rate. With `refine`, one more step at the
+//!   geometric mean of the last pass and the first failure narrows it.
+//! - **idle + mass offline**: `modules` connections that only said hello (RSS before and after
+//!   = memory per module connection), dropped at once without DISCONNECT; the time until one
+//!   dashboard has all the offline events. Then `idle_dashboards` Socket.IO connections (RSS
+//!   before and after = memory per dashboard).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use hdrhistogram::Histogram;
+
+use crate::{
+    consumers::Consumers,
+    fleet::{IdleFleet, LoadFleet, check_fd_limit},
+    procstat,
+    sink::{Clock, Sink},
+    targets::{self, Kind, Target, Tools},
+};
+
+/// A step passes at or below this p99.
+pub const P99_LIMIT_MS: f64 = 25.0;
+
+/// A fan-in or fan-out scenario.
+#[derive(Debug, Clone)]
+pub struct FanPlan {
+    /// Publishing modules.
+    pub modules: usize,
+    /// Dashboards (plain Mosquitto: always one subscriber).
+    pub dashboards: usize,
+    /// Offered rates, msgs/s in total, ascending.
+    pub rates: Vec<f64>,
+}
+
+/// The idle-capacity and mass-offline scenario.
+#[derive(Debug, Clone)]
+pub struct OfflinePlan {
+    /// Module connections held, then dropped.
+    pub modules: usize,
+    /// Idle dashboards for the per-dashboard memory.
+    pub idle_dashboards: usize,
+}
+
+/// How steps run.
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    /// Load per step.
+    pub duration: Duration,
+    /// Start of each step not sampled for latency.
+    pub warmup: Duration,
+    /// Largest loss (fraction) that still passes.
+    pub max_loss: f64,
+    /// One extra step between the last pass and the first failure.
+    pub refine: bool,
+}
+
+/// One step's numbers.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Offered msgs/s.
+    pub rate: f64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages the generator could not queue, and connections that failed a write.
+    pub dropped: u64,
+    /// Fraction lost at the worst consumer (sequence gaps at measuring consumers, missing
+    /// counts at the others).
+    pub loss: f64,
+    /// Latency at the measuring consumers, merged, µs.
+    pub latency: Histogram<u64>,
+    /// Events delivered to all consumers, per second.
+    pub deliveries_per_s: f64,
+    /// Target CPU seconds over the step (load + drain).
+    pub cpu_s: f64,
+    /// Target RSS at the end, KiB.
+    pub rss_kib: u64,
+    /// Whether the step sustained its rate.
+    pub pass: bool,
+}
+
+impl Step {
+    /// Percentile of latency, ms (NaN without samples).
+    pub fn pct_ms(&self, p: f64) -> f64 {
+        if self.latency.is_empty() {
+            return f64::NAN;
+        }
+        self.latency.value_at_quantile(p / 100.0) as f64 / 1000.0
+    }
+
+    /// Target CPU seconds per 10,000 messages.
+    pub fn cpu_per_10k(&self) -> f64 {
+        if self.sent == 0 {
+            return f64::NAN;
+        }
+        self.cpu_s * 10_000.0 / self.sent as f64
+    }
+}
+
+/// A fan scenario's result for one target.
+#[derive(Debug, Clone)]
+pub struct FanRun {
+    /// Steps in the order run.
+    pub steps: Vec<Step>,
+    /// Peak RSS of the target over the scenario, KiB.
+    pub peak_rss_kib: u64,
+}
+
+impl FanRun {
+    /// The highest passing rate and its step.
+    pub fn max_sustained(&self) -> Option<&Step> {
+        self.steps
+            .iter()
+            .filter(|s| s.pass)
+            .max_by(|a, b| a.rate.total_cmp(&b.rate))
+    }
+}
+
+/// Runs a fan scenario against a fresh `kind`.
+pub async fn fan(
+    kind: Kind,
+    tools: &Tools,
+    plan: &FanPlan,
+    steps: &StepPlan,
+    clock: Clock,
+) -> Result<FanRun> {
+    check_fd_limit(plan.modules + plan.dashboards)?;
+    let mut target = targets::start(kind, tools, plan.modules).await?;
+    let result = fan_on(&mut target, plan, steps, clock).await;
+    target.stop().await;
+    result
+}
+
+async fn fan_on(
+    target: &mut Target,
+    plan: &FanPlan,
+    steps: &StepPlan,
+    clock: Clock,
+) -> Result<FanRun> {
+    let dashboards = if target.kind.has_dashboards() {
+        plan.dashboards
+    } else {
+        1
+    };
+    // The first and the last dashboard measure: the last is the one a broadcast reaches last.
+    let measure = [0, dashboards - 1];
+    let consumers = Consumers::connect(target, clock, dashboards, &measure, plan.modules).await?;
+    let mut fleet = LoadFleet::connect(target.mqtt, &target.creds).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut run = FanRun {
+        steps: Vec::new(),
+        peak_rss_kib: 0,
+    };
+    let mut rates: Vec<f64> = plan.rates.clone();
+    let mut i = 0;
+    while i < rates.len() {
+        let rate = rates[i];
+        let step = step(target, &mut fleet, &consumers, rate, steps, clock).await?;
+        eprintln!(
+            "  {:<14} {:>8.0} msg/s: p50 {:.2} ms, p99 {:.2} ms, loss {:.3} %, cpu {:.2} s/10k, {}",
+            target.kind.name(),
+            rate,
+            step.pct_ms(50.0),
+            step.pct_ms(99.0),
+            step.loss * 100.0,
+            step.cpu_per_10k(),
+            if step.pass { "pass" } else { "FAIL" }
+        );
+        let pass = step.pass;
+        run.steps.push(step);
+        if !pass {
+            let last_pass = run.max_sustained().map(|s| s.rate);
+            if steps.refine
+                && let Some(low) = last_pass
+                && rate / low > 1.3
+            {
+                rates = vec![(low * rate).sqrt().round()];
+                i = 0;
+                continue;
+            }
+            break;
+        }
+        i += 1;
+    }
+    run.peak_rss_kib = procstat::peak_kib(&target.pids());
+    fleet.close().await;
+    consumers.close().await;
+    target.check_alive()?;
+    Ok(run)
+}
+
+/// One open-loop step at `rate`.
+async fn step(
+    target: &Target,
+    fleet: &mut LoadFleet,
+    consumers: &Consumers,
+    rate: f64,
+    plan: &StepPlan,
+    clock: Clock,
+) -> Result<Step> {
+    let pids = target.pids();
+    let counts_before: Vec<u64> = consumers
+        .sinks
+        .iter()
+        .map(|s| Sink::count(&s.telemetry))
+        .collect();
+    let warmup_until = clock.now_us() + plan.warmup.as_micros() as u64;
+    let first = fleet.next_seqs();
+    for s in consumers.measuring() {
+        s.begin_step(&first, warmup_until);
+    }
+    let before = procstat::sample(&pids);
+    let write_errors = fleet
+        .write_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let sent = fleet.open_loop(&clock, rate, plan.duration).await?;
+    drain(consumers, &counts_before, sent.sent).await;
+    let after = procstat::sample(&pids);
+    let last = fleet.last_seqs();
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut loss = 0.0f64;
+    let expected = sent.sent + sent.dropped;
+    for s in consumers.measuring() {
+        let d = s.end_step(&last).context("a measuring sink")?;
+        latency.add(&d.latency)?;
+        loss = loss.max(d.lost as f64 / expected.max(1) as f64);
+    }
+    let mut delivered = 0u64;
+    for (s, before) in consumers.sinks.iter().zip(&counts_before) {
+        let got = Sink::count(&s.telemetry).saturating_sub(*before);
+        delivered += got;
+        if !s.measures() {
+            loss = loss.max(expected.saturating_sub(got) as f64 / expected.max(1) as f64);
+        }
+    }
+    let on_time = sent.elapsed.as_secs_f64() <= plan.duration.as_secs_f64() * 1.05;
+    let mut step = Step {
+        rate,
+        sent: sent.sent,
+        dropped: sent.dropped
+            + fleet
+                .write_errors
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .saturating_sub(write_errors),
+        loss,
+        latency,
+        deliveries_per_s: delivered as f64 / plan.duration.as_secs_f64(),
+        cpu_s: after.cpu_s - before.cpu_s,
+        rss_kib: after.rss_kib,
+        pass: false,
+    };
+    step.pass =
+        step.dropped == 0 && on_time && loss <= plan.max_loss && step.pct_ms(99.0) <= P99_LIMIT_MS;
+    Ok(step)
+}
+
+/// Waits until every consumer has `sent` more events than before, or nothing moved for 500 ms
+/// (at most 5 s).
+async fn drain(consumers: &Consumers, before: &[u64], sent: u64) {
+    let total = |c: &Consumers| -> u64 { c.sinks.iter().map(|s| Sink::count(&s.telemetry)).sum() };
+    let mut last = total(consumers);
+    let mut still = 0;
+    for _ in 0..100 {
+        let done = consumers
+            .sinks
+            .iter()
+            .zip(before)
+            .all(|(s, b)| Sink::count(&s.telemetry) >= b + sent);
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = total(consumers);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+        if still >= 10 {
+            return;
+        }
+    }
+}
+
+/// Idle capacity and mass offline for one target.
+#[derive(Debug, Clone, Default)]
+pub struct OfflineRun {
+    /// Module connections held.
+    pub modules: usize,
+    /// Online events seen before the drop (plain Mosquitto: none, it has no such event).
+    pub online_seen: u64,
+    /// Target RSS with no module connected, KiB.
+    pub rss_base_kib: u64,
+    /// Target RSS with every module connected and idle, KiB.
+    pub rss_idle_kib: u64,
+    /// Offline events (or wills) the dashboard got within the deadline.
+    pub offline_seen: u64,
+    /// From the drop to the last offline event, ms (`None`: not all arrived).
+    pub all_offline_ms: Option<f64>,
+    /// Target CPU seconds from the drop until all offline events arrived.
+    pub drop_cpu_s: f64,
+    /// Idle dashboards connected for the per-dashboard figure (0: not measured).
+    pub dashboards: usize,
+    /// RSS before and after connecting them, KiB.
+    pub rss_dash_before_kib: u64,
+    /// RSS after connecting them, KiB.
+    pub rss_dash_after_kib: u64,
+    /// Peak RSS over the scenario, KiB.
+    pub peak_rss_kib: u64,
+}
+
+impl OfflineRun {
+    /// Bytes of target memory per idle module connection.
+    pub fn per_module_bytes(&self) -> f64 {
+        (self.rss_idle_kib as f64 - self.rss_base_kib as f64) * 1024.0 / self.modules.max(1) as f64
+    }
+
+    /// Bytes of target memory per idle dashboard (NaN when not measured).
+    pub fn per_dashboard_bytes(&self) -> f64 {
+        if self.dashboards == 0 {
+            return f64::NAN;
+        }
+        (self.rss_dash_after_kib as f64 - self.rss_dash_before_kib as f64) * 1024.0
+            / self.dashboards as f64
+    }
+}
+
+/// How long the dashboard may take to hear of every dropped module.
+const OFFLINE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs idle capacity + mass offline against a fresh `kind`.
+pub async fn offline(
+    kind: Kind,
+    tools: &Tools,
+    plan: &OfflinePlan,
+    clock: Clock,
+) -> Result<OfflineRun> {
+    check_fd_limit(plan.modules + plan.idle_dashboards)?;
+    let mut target = targets::start(kind, tools, plan.modules).await?;
+    let result = offline_on(&mut target, plan, clock).await;
+    target.stop().await;
+    result
+}
+
+/// Waits until `f` holds (checked every 20 ms) or `deadline` passes; whether it held.
+async fn wait_for(deadline: Duration, f: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+async fn offline_on(target: &mut Target, plan: &OfflinePlan, clock: Clock) -> Result<OfflineRun> {
+    let pids = target.pids();
+    let n = plan.modules;
+    let watcher = Consumers::connect(target, clock, 1, &[], n).await?;
+    let sink = watcher.sinks.first().context("no consumer")?.clone();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut run = OfflineRun {
+        modules: n,
+        rss_base_kib: procstat::sample(&pids).rss_kib,
+        ..OfflineRun::default()
+    };
+    let fleet = IdleFleet::connect(target.mqtt, &target.creds).await?;
+    if target.kind.has_dashboards() {
+        let all_online = wait_for(Duration::from_secs(60), || {
+            Sink::count(&sink.online) >= n as u64
+        })
+        .await;
+        ensure!(
+            all_online,
+            "only {} of {n} modules came online within 60 s",
+            Sink::count(&sink.online)
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run.online_seen = Sink::count(&sink.online);
+    run.rss_idle_kib = procstat::sample(&pids).rss_kib;
+
+    let cpu_before = procstat::sample(&pids).cpu_s;
+    let offline_before = Sink::count(&sink.offline);
+    let dropped_at = clock.now_us();
+    fleet.drop_all();
+    let all = wait_for(OFFLINE_DEADLINE, || {
+        Sink::count(&sink.offline) >= offline_before + n as u64
+    })
+    .await;
+    run.drop_cpu_s = procstat::sample(&pids).cpu_s - cpu_before;
+    run.offline_seen = Sink::count(&sink.offline) - offline_before;
+    if all {
+        let last = sink
+            .last_offline_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        run.all_offline_ms = Some(last.saturating_sub(dropped_at) as f64 / 1000.0);
+    }
+    eprintln!(
+        "  {:<14} {n} modules: {:.0} B/connection idle; offline {} of {n} in {}",
+        target.kind.name(),
+        run.per_module_bytes(),
+        run.offline_seen,
+        run.all_offline_ms
+            .map_or("— (deadline passed)".into(), |ms| format!("{ms:.0} ms")),
+    );
+
+    if target.kind.has_dashboards() && plan.idle_dashboards > 0 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        run.rss_dash_before_kib = procstat::sample(&pids).rss_kib;
+        let idle = Consumers::connect(target, clock, plan.idle_dashboards, &[], n).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        run.rss_dash_after_kib = procstat::sample(&pids).rss_kib;
+        run.dashboards = plan.idle_dashboards;
+        eprintln!(
+            "  {:<14} {} idle dashboards: {:.0} B/dashboard",
+            target.kind.name(),
+            run.dashboards,
+            run.per_dashboard_bytes()
+        );
+        idle.close().await;
+    }
+    run.peak_rss_kib = procstat::peak_kib(&pids);
+    watcher.close().await;
+    target.check_alive()?;
+    Ok(run)
+}

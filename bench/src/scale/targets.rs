@@ -1,0 +1,570 @@
+//! The systems under test, each started as its own processes on its own free loopback ports,
+//! pinned to the target CPUs (`taskset -c`), with a temp directory removed at the end:
+//!
+//! | target | processes | modules connect to | consumer |
+//! |---|---|---|---|
+//! | `hub` | `hub serve` (embedded broker) | the hub's MQTT port | Socket.IO dashboards |
+//! | `hub-mosquitto` | `mosquitto` + `hub serve --broker mqtt://hub@…` | Mosquitto | Socket.IO dashboards |
+//! | `node-ref` | `node bench/peers/node-ref/server.mjs` (aedes in-process) | its MQTT port | Socket.IO dashboards |
+//! | `mosquitto` | `mosquitto` | Mosquitto | one plain MQTT subscriber (`mc/+/telemetry`, `mc/+/status`) |
+//!
+//! The hub is set up through its own CLI (`hub user add`) and API (`POST /api/modules`, which
+//! hands out each module's token); its per-module rate limit is off (`INGEST_MODULE_RATE=0`:
+//! the fan-out scenario drives a few modules far above 50 msg/s, and neither peer limits) and it
+//! logs warnings only. Mosquitto gets a generated config: password file (the same tokens), an
+//! ACL that lets each module publish only on its own topics, no persistence.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use futures_util::{StreamExt, stream};
+use tokio::{io::AsyncWriteExt, net::TcpStream, process::Command};
+
+use crate::{
+    fleet::{ModuleCred, creds},
+    http,
+    sink::module_id,
+};
+
+/// Dashboard user of every target.
+pub const EMAIL: &str = "bench@bench.local";
+/// Its password.
+pub const PASSWORD: &str = "bench-password";
+/// Username (and password file entry) of the plain subscriber and of the hub on Mosquitto.
+const SUBSCRIBER: &str = "bench-sub";
+const HUB_USER: &str = "hub";
+/// Requests in flight while registering modules through the hub's API.
+const REGISTER_CONCURRENCY: usize = 8;
+
+/// Which system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// mc-hub with its embedded broker.
+    Hub,
+    /// mc-hub consuming from Mosquitto (external-broker mode).
+    HubMosquitto,
+    /// The Node.js reference of the seed design.
+    NodeRef,
+    /// Plain Mosquitto with one MQTT subscriber: the floor for fan-in.
+    Mosquitto,
+}
+
+impl Kind {
+    /// Every target, in report order.
+    pub const ALL: [Kind; 4] = [
+        Kind::Hub,
+        Kind::HubMosquitto,
+        Kind::NodeRef,
+        Kind::Mosquitto,
+    ];
+
+    /// Its name on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Hub => "hub",
+            Kind::HubMosquitto => "hub-mosquitto",
+            Kind::NodeRef => "node-ref",
+            Kind::Mosquitto => "mosquitto",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .with_context(|| {
+                format!("unknown target {s:?} (hub, hub-mosquitto, node-ref, mosquitto)")
+            })
+    }
+
+    /// Whether its consumers are Socket.IO dashboards (else one MQTT subscriber).
+    pub fn has_dashboards(self) -> bool {
+        self != Kind::Mosquitto
+    }
+}
+
+/// Where the programs are, and which CPUs the targets run on.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// The release `hub` binary.
+    pub hub: PathBuf,
+    /// `bench/peers/node-ref` (with `node_modules`).
+    pub node_ref: PathBuf,
+    /// `node`.
+    pub node: PathBuf,
+    /// `mosquitto`.
+    pub mosquitto: PathBuf,
+    /// `mosquitto_passwd`.
+    pub mosquitto_passwd: PathBuf,
+    /// `taskset -c` list for the targets (none: not pinned).
+    pub cpus: Option<String>,
+}
+
+/// How the bench consumes what a target emits.
+#[derive(Debug, Clone)]
+pub enum Consumer {
+    /// Log in, then Socket.IO dashboards with the session cookie.
+    Dashboards {
+        /// HTTP address.
+        http: SocketAddr,
+        /// `mc_session=…`.
+        cookie: String,
+    },
+    /// An MQTT subscriber with these credentials.
+    Subscriber {
+        /// Broker address.
+        addr: SocketAddr,
+        /// Username and client id.
+        user: String,
+        /// Password.
+        password: String,
+    },
+}
+
+/// One started process; killed when dropped.
+struct Process {
+    name: &'static str,
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// The last lines of its log, for error messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Fails with its log if it has exited.
+    fn check_alive(&mut self) -> Result<()> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            bail!(
+                "{} exited ({status}) during setup; its log:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A running target.
+pub struct Target {
+    /// Which one.
+    pub kind: Kind,
+    /// Where modules connect.
+    pub mqtt: SocketAddr,
+    /// Where the bench consumes.
+    pub consumer: Consumer,
+    /// The registered modules (index `i` is `BENCH-i`).
+    pub creds: Vec<ModuleCred>,
+    procs: Vec<Process>,
+    /// Removed on drop (after the processes are killed: fields drop in order).
+    _dir: tempfile::TempDir,
+}
+
+impl Target {
+    /// Pids of its processes (for CPU and memory).
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(Process::pid).collect()
+    }
+
+    /// Fails with a process's log if one has died.
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.procs.iter_mut().try_for_each(Process::check_alive)
+    }
+
+    /// Kills its processes and waits for them.
+    pub async fn stop(mut self) {
+        for p in &mut self.procs {
+            let _ = p.child.kill().await;
+        }
+    }
+}
+
+/// A free loopback port (bound, then released: the target binds it right after).
+fn free_port() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Two distinct free ports.
+fn free_ports() -> Result<(SocketAddr, SocketAddr)> {
+    let a = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let b = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok((a.local_addr()?, b.local_addr()?))
+}
+
+/// A command for `program`, pinned to the target CPUs when asked.
+fn pinned(tools: &Tools, program: &Path) -> Command {
+    match &tools.cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Spawns `cmd` with its output in `dir/<name>.log`.
+fn spawn(name: &'static str, mut cmd: Command, dir: &Path) -> Result<Process> {
+    let log = dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+    let err = out.try_clone()?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("start {name}"))?;
+    Ok(Process { name, child, log })
+}
+
+/// Waits until `addr` accepts TCP connections (and `proc` is still alive).
+async fn wait_listening(p: &mut Process, addr: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        p.check_alive()?;
+        if TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not listen on {addr} within 30 s; its log:\n{}",
+                p.name,
+                p.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts `kind` with `modules` registered modules.
+pub async fn start(kind: Kind, tools: &Tools, modules: usize) -> Result<Target> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("mc-scale-{}.", kind.name()))
+        .tempdir()
+        .context("temp dir")?;
+    match kind {
+        Kind::Hub => start_hub(tools, modules, dir, None).await,
+        Kind::HubMosquitto => {
+            ensure_external_broker_mode(tools).await?;
+            let broker = start_mosquitto(tools, &dir, modules).await?;
+            start_hub(tools, modules, dir, Some(broker)).await
+        }
+        Kind::NodeRef => start_node_ref(tools, modules, dir).await,
+        Kind::Mosquitto => {
+            let broker = start_mosquitto(tools, &dir, modules).await?;
+            Ok(Target {
+                kind,
+                mqtt: broker.addr,
+                consumer: Consumer::Subscriber {
+                    addr: broker.addr,
+                    user: SUBSCRIBER.into(),
+                    password: broker.password.clone(),
+                },
+                creds: broker.creds.clone(),
+                procs: vec![broker.process],
+                _dir: dir,
+            })
+        }
+    }
+}
+
+/// The external-broker mode (`hub serve --broker`) is being added on main; until this hub binary
+/// has it, the `hub-mosquitto` target fails here rather than pretending.
+async fn ensure_external_broker_mode(tools: &Tools) -> Result<()> {
+    let help = Command::new(&tools.hub)
+        .args(["serve", "--help"])
+        .output()
+        .await
+        .with_context(|| format!("run {} serve --help", tools.hub.display()))?;
+    let text = String::from_utf8_lossy(&help.stdout);
+    if !text.contains("--broker") {
+        bail!(
+            "hub-mosquitto needs the hub's external-broker mode (`hub serve --broker \
+             mqtt://USER@HOST:PORT`, password in HUB_BROKER_PASSWORD), which this hub binary \
+             ({}) does not have yet: pull it (`git pull /work/main main`) and rebuild",
+            tools.hub.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs a `hub` CLI command to completion, with `stdin` as its standard input.
+async fn hub_cli(tools: &Tools, args: &[&str], stdin: &str) -> Result<String> {
+    let mut child = Command::new(&tools.hub)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run hub {}", args.join(" ")))?;
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    ensure!(
+        out.status.success(),
+        "hub {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A running Mosquitto and the credentials it knows.
+struct Broker {
+    process: Process,
+    addr: SocketAddr,
+    creds: Vec<ModuleCred>,
+    /// Password of the subscriber and of the hub.
+    password: String,
+}
+
+/// Tokens for targets that do not issue their own (Mosquitto, the Node reference): random
+/// enough that no run reuses another's, which is all a bench needs.
+fn bench_token(i: usize) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("tok-{i:05}-{nanos:09}-{:08x}", std::process::id())
+}
+
+async fn start_mosquitto(tools: &Tools, dir: &tempfile::TempDir, modules: usize) -> Result<Broker> {
+    let addr = free_port()?;
+    let creds = creds(modules, bench_token);
+    let password = bench_token(usize::MAX % 100_000);
+    let passwd = dir.path().join("passwd");
+    let mut lines: String = creds
+        .iter()
+        .map(|c| format!("{}:{}\n", c.id, c.token))
+        .collect();
+    lines.push_str(&format!("{SUBSCRIBER}:{password}\n{HUB_USER}:{password}\n"));
+    std::fs::write(&passwd, lines).context("write the password file")?;
+    let hashed = Command::new(&tools.mosquitto_passwd)
+        .arg("-U")
+        .arg(&passwd)
+        .status()
+        .await
+        .context("run mosquitto_passwd -U")?;
+    ensure!(hashed.success(), "mosquitto_passwd -U failed");
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        format!(
+            "user {SUBSCRIBER}\ntopic read mc/#\n\n\
+             user {HUB_USER}\ntopic read mc/#\ntopic read $share/mc-hub/mc/#\ntopic write mc/+/cmd\n\n\
+             pattern write mc/%u/hello\npattern write mc/%u/heartbeat\n\
+             pattern write mc/%u/telemetry\npattern write mc/%u/status\npattern read mc/%u/cmd\n"
+        ),
+    )?;
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root\nper_listener_settings false\nlistener {port} 127.0.0.1\n\
+             allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\npersistence false\n\
+             max_connections -1\nset_tcp_nodelay true\nmax_queued_messages 100000\n\
+             log_dest stderr\nlog_type error\nlog_type warning\n",
+            port = addr.port(),
+            passwd = passwd.display(),
+            acl = acl.display(),
+        ),
+    )?;
+    let mut cmd = pinned(tools, &tools.mosquitto);
+    cmd.arg("-c").arg(&conf);
+    let mut process = spawn("mosquitto", cmd, dir.path())?;
+    wait_listening(&mut process, addr).await?;
+    Ok(Broker {
+        process,
+        addr,
+        creds,
+        password,
+    })
+}
+
+async fn start_hub(
+    tools: &Tools,
+    modules: usize,
+    dir: tempfile::TempDir,
+    broker: Option<Broker>,
+) -> Result<Target> {
+    let data = dir.path().join("data");
+    let data_arg = data.to_string_lossy().into_owned();
+    hub_cli(
+        tools,
+        &[
+            "user",
+            "add",
+            "--data-dir",
+            &data_arg,
+            "--email",
+            EMAIL,
+            "--name",
+            "Bench",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await?;
+    let (http, mqtt) = free_ports()?;
+    let mut cmd = pinned(tools, &tools.hub);
+    cmd.arg("serve")
+        .arg("--http")
+        .arg(http.to_string())
+        .arg("--mqtt")
+        .arg(mqtt.to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .env("INGEST_MODULE_RATE", "0");
+    if let Some(b) = &broker {
+        cmd.arg("--broker")
+            .arg(format!("mqtt://{HUB_USER}@{}", b.addr))
+            .env("HUB_BROKER_PASSWORD", &b.password);
+    }
+    let mut hub = spawn("hub", cmd, dir.path())?;
+    wait_listening(&mut hub, http).await?;
+    let cookie = mc_bench::dashboard::login(http, EMAIL, PASSWORD)
+        .await
+        .context("log in to the hub")?;
+    let tokens = register_modules(http, &cookie, modules).await?;
+    let creds: Vec<ModuleCred> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, token)| ModuleCred {
+            id: module_id(i),
+            token,
+        })
+        .collect();
+    let (mqtt, mut procs) = match broker {
+        None => (mqtt, vec![hub]),
+        Some(mut b) => {
+            // Mosquitto must know the hub's tokens: rewrite its password file and reload it.
+            reload_passwords(tools, &mut b, &creds, dir.path()).await?;
+            (b.addr, vec![hub, b.process])
+        }
+    };
+    procs.iter_mut().try_for_each(Process::check_alive)?;
+    Ok(Target {
+        kind: if procs.len() == 1 {
+            Kind::Hub
+        } else {
+            Kind::HubMosquitto
+        },
+        mqtt,
+        consumer: Consumer::Dashboards { http, cookie },
+        creds,
+        procs,
+        _dir: dir,
+    })
+}
+
+/// Registers `BENCH-00000..` through `POST /api/modules` (owned by the caller); returns tokens.
+async fn register_modules(http: SocketAddr, cookie: &str, n: usize) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Created {
+        password: String,
+    }
+    let results: Vec<Result<String>> = stream::iter(0..n)
+        .map(|i| async move {
+            let body = format!(r#"{{"id":"{}","name":"Bench {i}"}}"#, module_id(i));
+            let (status, body) = http::post_json(http, "/api/modules", cookie, &body).await?;
+            ensure!(status == 201, "POST /api/modules answered {status}: {body}");
+            let created: Created =
+                serde_json::from_str(&body).context("POST /api/modules: no password")?;
+            Ok(created.password)
+        })
+        .buffered(REGISTER_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn reload_passwords(
+    tools: &Tools,
+    b: &mut Broker,
+    creds: &[ModuleCred],
+    dir: &Path,
+) -> Result<()> {
+    let passwd = dir.join("passwd");
+    let mut lines: String = creds
+        .iter()
+        .map(|c| format!("{}:{}\n", c.id, c.token))
+        .collect();
+    lines.push_str(&format!(
+        "{SUBSCRIBER}:{pw}\n{HUB_USER}:{pw}\n",
+        pw = b.password
+    ));
+    std::fs::write(&passwd, lines)?;
+    let hashed = Command::new(&tools.mosquitto_passwd)
+        .arg("-U")
+        .arg(&passwd)
+        .status()
+        .await?;
+    ensure!(hashed.success(), "mosquitto_passwd -U failed");
+    let hup = Command::new("kill")
+        .args(["-HUP", &b.process.pid().to_string()])
+        .status()
+        .await?;
+    ensure!(hup.success(), "could not signal mosquitto to reload");
+    b.creds = creds.to_vec();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+async fn start_node_ref(tools: &Tools, modules: usize, dir: tempfile::TempDir) -> Result<Target> {
+    let server = tools.node_ref.join("server.mjs");
+    ensure!(
+        tools.node_ref.join("node_modules/aedes").is_dir(),
+        "{}/node_modules is missing: run `npm ci` there (bench/scale/run does)",
+        tools.node_ref.display()
+    );
+    let creds = creds(modules, bench_token);
+    let registry = serde_json::json!({
+        "users": [{ "id": 1, "email": EMAIL, "password": PASSWORD }],
+        "modules": creds.iter().map(|c| serde_json::json!({
+            "id": c.id, "ownerId": 1, "token": c.token,
+        })).collect::<Vec<_>>(),
+    });
+    let registry_path = dir.path().join("registry.json");
+    std::fs::write(&registry_path, registry.to_string())?;
+    let (http, mqtt) = free_ports()?;
+    let mut cmd = pinned(tools, &tools.node);
+    cmd.arg(&server)
+        .arg("--http-port")
+        .arg(http.port().to_string())
+        .arg("--mqtt-port")
+        .arg(mqtt.port().to_string())
+        .arg("--registry")
+        .arg(&registry_path)
+        .current_dir(&tools.node_ref)
+        .env("NODE_ENV", "production");
+    let mut node = spawn("node-ref", cmd, dir.path())?;
+    wait_listening(&mut node, mqtt).await?;
+    wait_listening(&mut node, http).await?;
+    let cookie = mc_bench::dashboard::login(http, EMAIL, PASSWORD)
+        .await
+        .context("log in to node-ref")?;
+    Ok(Target {
+        kind: Kind::NodeRef,
+        mqtt,
+        consumer: Consumer::Dashboards { http, cookie },
+        creds,
+        procs: vec![node],
+        _dir: dir,
+    })
+}
