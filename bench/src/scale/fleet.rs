@@ -233,6 +233,18 @@ pub fn telemetry(topic: &str, seq: u32, sent_at: u32) -> Vec<u8> {
     mqtt::publish_packet(topic, payload.as_bytes())
 }
 
+/// The hard open-file limit of this process (targets inherit it).
+pub fn fd_hard_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(4)?
+        .parse()
+        .ok()
+}
+
 /// Checks that `n` modules fit in this process's open-file limit (with room for the rest).
 pub fn check_fd_limit(n: usize) -> Result<()> {
     let limits = std::fs::read_to_string("/proc/self/limits").context("read /proc/self/limits")?;

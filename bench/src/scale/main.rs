@@ -132,7 +132,7 @@ fn plan(a: &Args) -> Plan {
             dashboards: a.fan_in_dashboards.unwrap_or(if q { 2 } else { 4 }),
             rates: or(
                 &a.fan_in_rates,
-                &[1000.0, 4000.0, 16000.0],
+                &[1000.0, 4000.0, 16000.0, 64000.0],
                 &[1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 40000.0, 80000.0],
             ),
         },
@@ -141,14 +141,11 @@ fn plan(a: &Args) -> Plan {
             dashboards: a.fan_out_dashboards.unwrap_or(if q { 50 } else { 200 }),
             rates: or(
                 &a.fan_out_rates,
-                &[100.0, 400.0, 1600.0],
+                &[100.0, 400.0, 1600.0, 6400.0],
                 &[100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0],
             ),
         },
-        offline: OfflinePlan {
-            modules: a.offline_modules.unwrap_or(if q { 1000 } else { 10_000 }),
-            idle_dashboards: a.idle_dashboards.unwrap_or(if q { 100 } else { 1000 }),
-        },
+        offline: offline_plan(a),
         steps: StepPlan {
             duration: Duration::from_secs_f64(a.step_seconds.unwrap_or(if q { 2.0 } else { 5.0 })),
             warmup: Duration::from_millis(if q { 500 } else { 1000 }),
@@ -157,6 +154,40 @@ fn plan(a: &Args) -> Plan {
         },
         repeat: a.repeat.unwrap_or(if q { 1 } else { 3 }),
         serial_seconds: if q { 2 } else { 5 },
+    }
+}
+
+/// Modules for idle + mass offline: 10,000 (quick: 1,000) unless the open-file limit cannot
+/// hold them in the hub, which keeps three descriptors per MQTT connection (the gateway's two
+/// ends and the embedded broker's side); then the most it can, the same for every target.
+fn offline_plan(a: &Args) -> OfflinePlan {
+    let wanted = if a.quick { 1000 } else { 10_000 };
+    let idle_dashboards = a
+        .idle_dashboards
+        .unwrap_or(if a.quick { 100 } else { 1000 });
+    if let Some(n) = a.offline_modules {
+        return OfflinePlan {
+            modules: n,
+            idle_dashboards,
+            limited_by: None,
+        };
+    }
+    let hard = fleet::fd_hard_limit();
+    let fits = hard.map_or(wanted, |h| {
+        (h.saturating_sub(1024) as usize / 3 / 500 * 500).min(wanted)
+    });
+    OfflinePlan {
+        modules: fits,
+        idle_dashboards,
+        limited_by: (fits < wanted).then(|| {
+            format!(
+                "the open-file limit here is {} (hard; raising it needs CAP_SYS_RESOURCE, which \
+                 this machine does not grant) and the hub holds 3 descriptors per MQTT \
+                 connection (gateway in, gateway out to the embedded broker, the broker's side), \
+                 so {fits} is the most the hub can hold; every target ran with {fits}",
+                hard.unwrap_or(0)
+            )
+        }),
     }
 }
 

@@ -47,6 +47,14 @@ pub fn hwm_kib(pid: u32) -> u64 {
     status_kib(pid, "VmHWM:")
 }
 
+/// Open file descriptors of `pids`, summed (sockets included).
+pub fn fds(pids: &[u32]) -> usize {
+    pids.iter()
+        .filter_map(|p| fs::read_dir(format!("/proc/{p}/fd")).ok())
+        .map(|d| d.count())
+        .sum()
+}
+
 /// A sample over several processes (a target can be two: the hub and Mosquitto).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {

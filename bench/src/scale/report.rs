@@ -182,7 +182,7 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
     );
     let _ = writeln!(
         out,
-        "| target | run | offered msgs/s | sent | not sent | loss % | p50 ms | p99 ms | max ms | deliveries/s | CPU-s / 10k | RSS MiB | |"
+        "| target | run | offered msgs/s | sent | not sent | loss % | p50 ms | p99 ms | max ms | deliveries/s | CPU-s / 10k | RSS MiB | load core % | |"
     );
     let _ = writeln!(
         out,
@@ -194,7 +194,7 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
             for s in &run.steps {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.1} | {} |",
+                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.1} | {:.0} | {} |",
                     kind.name(),
                     i + 1,
                     s.rate,
@@ -207,6 +207,7 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
                     s.deliveries_per_s,
                     num(s.cpu_per_10k(), 3),
                     s.rss_kib as f64 / 1024.0,
+                    s.load_cpu_pct,
                     if s.pass { "pass" } else { "**fail**" }
                 );
             }
@@ -219,6 +220,7 @@ struct OfflineSummary {
     kind: Kind,
     ok: usize,
     per_module: f64,
+    fds: f64,
     per_dashboard: f64,
     all_offline_ms: f64,
     complete: usize,
@@ -235,6 +237,7 @@ fn offline_summaries(runs: &Runs<OfflineRun>) -> Vec<OfflineSummary> {
                 kind: *kind,
                 ok: ok.len(),
                 per_module: median(ok.iter().map(|r| r.per_module_bytes())),
+                fds: median(ok.iter().map(|r| r.fds_per_module())),
                 per_dashboard: median(ok.iter().map(|r| r.per_dashboard_bytes())),
                 // A run that missed the deadline counts as infinitely slow.
                 all_offline_ms: median(ok.iter().map(|r| r.all_offline_ms.unwrap_or(f64::MAX))),
@@ -258,12 +261,15 @@ fn offline_section(out: &mut String, plan: &OfflinePlan, runs: &Runs<OfflineRun>
         "\n### Idle capacity and mass offline: {} module connections, then {} idle dashboards\n",
         plan.modules, plan.idle_dashboards
     );
+    if let Some(why) = &plan.limited_by {
+        let _ = writeln!(out, "Not 10,000 modules: {why}\n");
+    }
     let _ = writeln!(
         out,
-        "| target | B / idle module connection | × node-ref | offline events received (of {}) | all offline after ms (complete runs) | × node-ref | CPU-s for the drop | B / idle dashboard | × node-ref |",
+        "| target | B / idle module connection | × node-ref | fds / connection | offline events received (of {}) | all offline after ms (complete runs) | × node-ref | CPU-s for the drop | B / idle dashboard | × node-ref |",
         plan.modules
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in &sums {
         if s.ok == 0 {
             let _ = writeln!(
@@ -284,10 +290,11 @@ fn offline_section(out: &mut String, plan: &OfflinePlan, runs: &Runs<OfflineRun>
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {} ({}/{}) | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} ({}/{}) | {} | {} | {} | {} |",
             s.kind.name(),
             num(s.per_module, 0),
             node.map_or("–".into(), |n| ratio(s.per_module, n.per_module)),
+            num(s.fds, 1),
             s.offline_seen,
             ms,
             s.complete,

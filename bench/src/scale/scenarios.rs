@@ -22,6 +22,9 @@ use crate::{
     targets::{self, Kind, Target, Tools},
 };
 
+/// Load at the first rate before the first step, not measured.
+const WARMUP: Duration = Duration::from_secs(2);
+
 /// A step passes at or below this p99.
 pub const P99_LIMIT_MS: f64 = 25.0;
 
@@ -43,6 +46,8 @@ pub struct OfflinePlan {
     pub modules: usize,
     /// Idle dashboards for the per-dashboard memory.
     pub idle_dashboards: usize,
+    /// Why `modules` is below the 10,000 the issue asks for, if it is.
+    pub limited_by: Option<String>,
 }
 
 /// How steps run.
@@ -78,6 +83,9 @@ pub struct Step {
     pub cpu_s: f64,
     /// Target RSS at the end, KiB.
     pub rss_kib: u64,
+    /// The bench's own CPU over the step, % of one core: near 100, the load side (generator and
+    /// consumers) may be what limits the step, not the target.
+    pub load_cpu_pct: f64,
     /// Whether the step sustained its rate.
     pub pass: bool,
 }
@@ -150,6 +158,17 @@ async fn fan_on(
     let consumers = Consumers::connect(target, clock, dashboards, &measure, plan.modules).await?;
     let mut fleet = LoadFleet::connect(target.mqtt, &target.creds).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // Warm-up, not measured: the first messages of a fresh process (V8's JIT, first
+    // allocations, the first state snapshot) are nobody's steady state.
+    if let Some(first) = plan.rates.first() {
+        let before: Vec<u64> = consumers
+            .sinks
+            .iter()
+            .map(|s| Sink::count(&s.telemetry))
+            .collect();
+        let sent = fleet.open_loop(&clock, *first, WARMUP).await?;
+        drain(&consumers, &before, sent.sent).await;
+    }
     let mut run = FanRun {
         steps: Vec::new(),
         peak_rss_kib: 0,
@@ -160,13 +179,14 @@ async fn fan_on(
         let rate = rates[i];
         let step = step(target, &mut fleet, &consumers, rate, steps, clock).await?;
         eprintln!(
-            "  {:<14} {:>8.0} msg/s: p50 {:.2} ms, p99 {:.2} ms, loss {:.3} %, cpu {:.2} s/10k, {}",
+            "  {:<14} {:>8.0} msg/s: p50 {:.2} ms, p99 {:.2} ms, loss {:.3} %, cpu {:.2} s/10k, load core {:.0} %, {}",
             target.kind.name(),
             rate,
             step.pct_ms(50.0),
             step.pct_ms(99.0),
             step.loss * 100.0,
             step.cpu_per_10k(),
+            step.load_cpu_pct,
             if step.pass { "pass" } else { "FAIL" }
         );
         let pass = step.pass;
@@ -213,12 +233,17 @@ async fn step(
         s.begin_step(&first, warmup_until);
     }
     let before = procstat::sample(&pids);
+    let own_before = procstat::cpu_seconds(std::process::id());
+    let started = std::time::Instant::now();
     let write_errors = fleet
         .write_errors
         .load(std::sync::atomic::Ordering::Relaxed);
     let sent = fleet.open_loop(&clock, rate, plan.duration).await?;
     drain(consumers, &counts_before, sent.sent).await;
     let after = procstat::sample(&pids);
+    let load_cpu_pct = (procstat::cpu_seconds(std::process::id()) - own_before)
+        / started.elapsed().as_secs_f64()
+        * 100.0;
     let last = fleet.last_seqs();
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut loss = 0.0f64;
@@ -250,6 +275,7 @@ async fn step(
         deliveries_per_s: delivered as f64 / plan.duration.as_secs_f64(),
         cpu_s: after.cpu_s - before.cpu_s,
         rss_kib: after.rss_kib,
+        load_cpu_pct,
         pass: false,
     };
     step.pass =
@@ -293,6 +319,10 @@ pub struct OfflineRun {
     pub rss_base_kib: u64,
     /// Target RSS with every module connected and idle, KiB.
     pub rss_idle_kib: u64,
+    /// Target file descriptors before and with the modules connected.
+    pub fds_base: usize,
+    /// With the modules connected.
+    pub fds_idle: usize,
     /// Offline events (or wills) the dashboard got within the deadline.
     pub offline_seen: u64,
     /// From the drop to the last offline event, ms (`None`: not all arrived).
@@ -313,6 +343,11 @@ impl OfflineRun {
     /// Bytes of target memory per idle module connection.
     pub fn per_module_bytes(&self) -> f64 {
         (self.rss_idle_kib as f64 - self.rss_base_kib as f64) * 1024.0 / self.modules.max(1) as f64
+    }
+
+    /// File descriptors the target holds per module connection.
+    pub fn fds_per_module(&self) -> f64 {
+        (self.fds_idle as f64 - self.fds_base as f64) / self.modules.max(1) as f64
     }
 
     /// Bytes of target memory per idle dashboard (NaN when not measured).
@@ -363,6 +398,7 @@ async fn offline_on(target: &mut Target, plan: &OfflinePlan, clock: Clock) -> Re
     let mut run = OfflineRun {
         modules: n,
         rss_base_kib: procstat::sample(&pids).rss_kib,
+        fds_base: procstat::fds(&pids),
         ..OfflineRun::default()
     };
     let fleet = IdleFleet::connect(target.mqtt, &target.creds).await?;
@@ -380,6 +416,7 @@ async fn offline_on(target: &mut Target, plan: &OfflinePlan, clock: Clock) -> Re
     tokio::time::sleep(Duration::from_secs(2)).await;
     run.online_seen = Sink::count(&sink.online);
     run.rss_idle_kib = procstat::sample(&pids).rss_kib;
+    run.fds_idle = procstat::fds(&pids);
 
     let cpu_before = procstat::sample(&pids).cpu_s;
     let offline_before = Sink::count(&sink.offline);
@@ -398,9 +435,10 @@ async fn offline_on(target: &mut Target, plan: &OfflinePlan, clock: Clock) -> Re
         run.all_offline_ms = Some(last.saturating_sub(dropped_at) as f64 / 1000.0);
     }
     eprintln!(
-        "  {:<14} {n} modules: {:.0} B/connection idle; offline {} of {n} in {}",
+        "  {:<14} {n} modules: {:.0} B and {:.1} fds per connection idle; offline {} of {n} in {}",
         target.kind.name(),
         run.per_module_bytes(),
+        run.fds_per_module(),
         run.offline_seen,
         run.all_offline_ms
             .map_or("— (deadline passed)".into(), |ms| format!("{ms:.0} ms")),
