@@ -4,6 +4,8 @@
 //! Every wait has a generous deadline ([`DEADLINE`]) so tests hold on a loaded 2-core machine;
 //! "nothing happened" is proven with a barrier event, never with a sleep.
 
+pub mod mosquitto;
+
 use std::{net::SocketAddr, time::Duration};
 
 use futures_util::FutureExt;
@@ -45,6 +47,8 @@ pub struct TestHub {
     pub url: String,
     /// Keeps the data directory alive.
     pub dir: tempfile::TempDir,
+    /// The data directory (in `dir` unless the test chose another).
+    data_dir: std::path::PathBuf,
 }
 
 /// Starts a hub; `tweak` adjusts its configuration.
@@ -58,6 +62,7 @@ pub async fn start_hub(tweak: impl FnOnce(&mut Config)) -> TestHub {
         ..Config::default()
     };
     tweak(&mut config);
+    let data_dir = config.data_dir.clone();
     let listeners = Listeners::bind(&config).await.expect("bind");
     let shutdown = CancellationToken::new();
     let hub = mc_hub::start(config, listeners, shutdown.clone())
@@ -69,6 +74,7 @@ pub async fn start_hub(tweak: impl FnOnce(&mut Config)) -> TestHub {
         shutdown,
         url,
         dir,
+        data_dir,
     }
 }
 
@@ -83,6 +89,11 @@ fn init_tracing() {
 }
 
 impl TestHub {
+    /// Its data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.data_dir.clone()
+    }
+
     /// Creates a user with password `password`; returns its id.
     pub async fn add_user(&self, email: &str, admin: bool) -> i64 {
         self.hub

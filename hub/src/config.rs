@@ -13,8 +13,11 @@ use crate::{liveness::LivenessConfig, state::Deadbands};
 pub struct Config {
     /// HTTP + Socket.IO listen address. Default `127.0.0.1:8080`.
     pub http: SocketAddr,
-    /// MQTT listen address (embedded broker). Default `0.0.0.0:1883`.
+    /// MQTT listen address (embedded broker). Default `0.0.0.0:1883`. Not used with an
+    /// external broker (`[broker] url`).
     pub mqtt: SocketAddr,
+    /// An external MQTT broker instead of the embedded one (`broker::external`).
+    pub broker: crate::broker::external::BrokerConfig,
     /// Where the database lives. Default `./hub-data`.
     pub data_dir: PathBuf,
     /// Largest MQTT packet a module may send, in bytes. Default 8 KiB (a 4 KiB JSON payload
@@ -530,6 +533,7 @@ impl Default for Config {
         Self {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             mqtt: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            broker: Default::default(),
             data_dir: PathBuf::from("./hub-data"),
             max_packet: 8 * 1024,
             mqtt_log_segment_bytes: crate::broker::Retention::default().segment_bytes,
@@ -604,6 +608,14 @@ impl Config {
 
     /// Checks values and prepares the data directory (created if missing, must be writable).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.broker.validate()?;
+        if self.demo.enabled && self.broker.url.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "demo",
+                message: "the demo runs on the embedded broker; leave [broker] url unset for it"
+                    .into(),
+            });
+        }
         if !(1024..=16 * 1024 * 1024).contains(&self.realtime.max_message) {
             return Err(ConfigError::Invalid {
                 setting: "realtime.max-message",

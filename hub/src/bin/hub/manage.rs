@@ -21,10 +21,10 @@ use serde::Serialize;
 pub(crate) struct ManageArgs {
     /// Data directory [default: ./hub-data].
     #[arg(long, env = "HUB_DATA_DIR", default_value = "./hub-data")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Print one JSON document on stdout (for scripts) instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// A new password: on the command line, or (kept out of `ps` and shell history) on stdin.
@@ -238,7 +238,7 @@ fn check_writable(data_dir: &Path) -> anyhow::Result<()> {
 
 /// Opens the store for a command that reads or changes what exists: a mistyped `--data-dir`
 /// fails instead of quietly creating an empty database.
-async fn open_existing_store(data_dir: &Path) -> anyhow::Result<Store> {
+pub(crate) async fn open_existing_store(data_dir: &Path) -> anyhow::Result<Store> {
     let db = data_dir.join("hub.db");
     if !db.is_file() {
         anyhow::bail!(
@@ -250,7 +250,7 @@ async fn open_existing_store(data_dir: &Path) -> anyhow::Result<Store> {
     Ok(Store::open(data_dir, Config::default().session_ttl).await?)
 }
 
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
 }
