@@ -4,15 +4,16 @@
 //! | target | processes | modules connect to | consumer |
 //! |---|---|---|---|
 //! | `hub` | `hub serve` (embedded broker) | the hub's MQTT port | Socket.IO dashboards |
-//! | `hub-mosquitto` | `mosquitto` + `hub serve --broker mqtt://hub@…` | Mosquitto | Socket.IO dashboards |
+//! | `hub-mosquitto` | `mosquitto` + `hub serve --broker mqtt://mc-hub@…` | Mosquitto | Socket.IO dashboards |
 //! | `node-ref` | `node bench/peers/node-ref/server.mjs` (aedes in-process) | its MQTT port | Socket.IO dashboards |
 //! | `mosquitto` | `mosquitto` | Mosquitto | one plain MQTT subscriber (`mc/+/telemetry`, `mc/+/status`) |
 //!
 //! The hub is set up through its own CLI (`hub user add`) and API (`POST /api/modules`, which
 //! hands out each module's token); its per-module rate limit is off (`INGEST_MODULE_RATE=0`:
 //! the fan-out scenario drives a few modules far above 50 msg/s, and neither peer limits) and it
-//! logs warnings only. Mosquitto gets a generated config: password file (the same tokens), an
-//! ACL that lets each module publish only on its own topics, no persistence.
+//! logs warnings only. Behind Mosquitto, the hub writes Mosquitto's password and ACL files
+//! itself (`hub export mosquitto-acl`); plain Mosquitto gets the same rules from the bench
+//! (`mosquitto_passwd`, an ACL of the export's shape). Both run the hub's example Mosquitto settings.
 
 use std::{
     net::SocketAddr,
@@ -35,9 +36,10 @@ use crate::{
 pub const EMAIL: &str = "bench@bench.local";
 /// Its password.
 pub const PASSWORD: &str = "bench-password";
-/// Username (and password file entry) of the plain subscriber and of the hub on Mosquitto.
+/// Username of the plain subscriber on Mosquitto.
 const SUBSCRIBER: &str = "bench-sub";
-const HUB_USER: &str = "hub";
+/// Username of the hub on Mosquitto.
+const HUB_USER: &str = "mc-hub";
 /// Requests in flight while registering modules through the hub's API.
 const REGISTER_CONCURRENCY: usize = 8;
 
@@ -258,24 +260,26 @@ pub async fn start(kind: Kind, tools: &Tools, modules: usize) -> Result<Target> 
         .tempdir()
         .context("temp dir")?;
     match kind {
-        Kind::Hub => start_hub(tools, modules, dir, None).await,
+        Kind::Hub => start_hub(tools, modules, dir, false).await,
         Kind::HubMosquitto => {
             ensure_external_broker_mode(tools).await?;
-            let broker = start_mosquitto(tools, &dir, modules).await?;
-            start_hub(tools, modules, dir, Some(broker)).await
+            start_hub(tools, modules, dir, true).await
         }
         Kind::NodeRef => start_node_ref(tools, modules, dir).await,
         Kind::Mosquitto => {
-            let broker = start_mosquitto(tools, &dir, modules).await?;
+            let creds = creds(modules, bench_token);
+            let password = bench_token(99_999);
+            write_bench_auth(tools, dir.path(), &creds, &password).await?;
+            let broker = start_mosquitto(tools, dir.path()).await?;
             Ok(Target {
                 kind,
                 mqtt: broker.addr,
                 consumer: Consumer::Subscriber {
                     addr: broker.addr,
                     user: SUBSCRIBER.into(),
-                    password: broker.password.clone(),
+                    password,
                 },
-                creds: broker.creds.clone(),
+                creds,
                 procs: vec![broker.process],
                 _dir: dir,
             })
@@ -283,8 +287,8 @@ pub async fn start(kind: Kind, tools: &Tools, modules: usize) -> Result<Target> 
     }
 }
 
-/// The external-broker mode (`hub serve --broker`) is being added on main; until this hub binary
-/// has it, the `hub-mosquitto` target fails here rather than pretending.
+/// The external-broker mode (`hub serve --broker`); a hub binary without it fails the
+/// `hub-mosquitto` target here rather than pretending.
 async fn ensure_external_broker_mode(tools: &Tools) -> Result<()> {
     let help = Command::new(&tools.hub)
         .args(["serve", "--help"])
@@ -296,7 +300,7 @@ async fn ensure_external_broker_mode(tools: &Tools) -> Result<()> {
         bail!(
             "hub-mosquitto needs the hub's external-broker mode (`hub serve --broker \
              mqtt://USER@HOST:PORT`, password in HUB_BROKER_PASSWORD), which this hub binary \
-             ({}) does not have yet: pull it (`git pull /work/main main`) and rebuild",
+             ({}) does not have: pull it (`git pull /work/main main`) and rebuild",
             tools.hub.display()
         );
     }
@@ -304,9 +308,15 @@ async fn ensure_external_broker_mode(tools: &Tools) -> Result<()> {
 }
 
 /// Runs a `hub` CLI command to completion, with `stdin` as its standard input.
-async fn hub_cli(tools: &Tools, args: &[&str], stdin: &str) -> Result<String> {
+async fn hub_cli(
+    tools: &Tools,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> Result<String> {
     let mut child = Command::new(&tools.hub)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -325,13 +335,10 @@ async fn hub_cli(tools: &Tools, args: &[&str], stdin: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A running Mosquitto and the credentials it knows.
+/// A running Mosquitto.
 struct Broker {
     process: Process,
     addr: SocketAddr,
-    creds: Vec<ModuleCred>,
-    /// Password of the subscriber and of the hub.
-    password: String,
 }
 
 /// Tokens for targets that do not issue their own (Mosquitto, the Node reference): random
@@ -343,16 +350,23 @@ fn bench_token(i: usize) -> String {
     format!("tok-{i:05}-{nanos:09}-{:08x}", std::process::id())
 }
 
-async fn start_mosquitto(tools: &Tools, dir: &tempfile::TempDir, modules: usize) -> Result<Broker> {
-    let addr = free_port()?;
-    let creds = creds(modules, bench_token);
-    let password = bench_token(usize::MAX % 100_000);
-    let passwd = dir.path().join("passwd");
+/// Plain Mosquitto's `passwd` and `acl` in `dir`, in the form `hub export mosquitto-acl`
+/// writes (`hub/src/broker/mosquitto.rs`): a block per module (its own upstream topics, its own
+/// `cmd`), and the subscriber with the hub's rules. The same ACL shape matters: Mosquitto checks
+/// every delivery against the reader's rules, and patterns would cost the floor more than the
+/// hub's per-user rules cost the hub.
+async fn write_bench_auth(
+    tools: &Tools,
+    dir: &Path,
+    creds: &[ModuleCred],
+    password: &str,
+) -> Result<()> {
+    let passwd = dir.join("passwd");
     let mut lines: String = creds
         .iter()
         .map(|c| format!("{}:{}\n", c.id, c.token))
         .collect();
-    lines.push_str(&format!("{SUBSCRIBER}:{password}\n{HUB_USER}:{password}\n"));
+    lines.push_str(&format!("{SUBSCRIBER}:{password}\n"));
     std::fs::write(&passwd, lines).context("write the password file")?;
     let hashed = Command::new(&tools.mosquitto_passwd)
         .arg("-U")
@@ -361,46 +375,77 @@ async fn start_mosquitto(tools: &Tools, dir: &tempfile::TempDir, modules: usize)
         .await
         .context("run mosquitto_passwd -U")?;
     ensure!(hashed.success(), "mosquitto_passwd -U failed");
-    let acl = dir.path().join("acl");
-    std::fs::write(
-        &acl,
-        format!(
-            "user {SUBSCRIBER}\ntopic read mc/#\n\n\
-             user {HUB_USER}\ntopic read mc/#\ntopic read $share/mc-hub/mc/#\ntopic write mc/+/cmd\n\n\
-             pattern write mc/%u/hello\npattern write mc/%u/heartbeat\n\
-             pattern write mc/%u/telemetry\npattern write mc/%u/status\npattern read mc/%u/cmd\n"
-        ),
-    )?;
-    let conf = dir.path().join("mosquitto.conf");
+    let mut acl = format!(
+        "user {SUBSCRIBER}\ntopic read mc/+/hello\ntopic read mc/+/heartbeat\n\
+         topic read mc/+/telemetry\ntopic read mc/+/status\ntopic write mc/+/cmd\n\n"
+    );
+    for c in creds {
+        let id = &c.id;
+        acl.push_str(&format!(
+            "user {id}\ntopic write mc/{id}/hello\ntopic write mc/{id}/heartbeat\n\
+             topic write mc/{id}/telemetry\ntopic write mc/{id}/status\ntopic read mc/{id}/cmd\n\n"
+        ));
+    }
+    std::fs::write(dir.join("acl"), acl).context("write the ACL file")?;
+    Ok(())
+}
+
+/// Starts Mosquitto on a free port with `dir/passwd` and `dir/acl`. The settings are those of
+/// the hub's example config (`hub export mosquitto-acl`) plus Nagle off, for both Mosquitto
+/// targets, so that plain Mosquitto is at its best as the floor.
+async fn start_mosquitto(tools: &Tools, dir: &Path) -> Result<Broker> {
+    let addr = free_port()?;
+    let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
         format!(
             "user root\nper_listener_settings false\nlistener {port} 127.0.0.1\n\
              allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\npersistence false\n\
-             max_connections -1\nset_tcp_nodelay true\nmax_queued_messages 100000\n\
-             log_dest stderr\nlog_type error\nlog_type warning\n",
+             max_queued_messages 100000\nmax_inflight_messages 1000\nmax_connections -1\n\
+             set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
             port = addr.port(),
-            passwd = passwd.display(),
-            acl = acl.display(),
+            passwd = dir.join("passwd").display(),
+            acl = dir.join("acl").display(),
         ),
     )?;
     let mut cmd = pinned(tools, &tools.mosquitto);
     cmd.arg("-c").arg(&conf);
-    let mut process = spawn("mosquitto", cmd, dir.path())?;
+    let mut process = spawn("mosquitto", cmd, dir)?;
     wait_listening(&mut process, addr).await?;
-    Ok(Broker {
-        process,
-        addr,
-        creds,
-        password,
-    })
+    Ok(Broker { process, addr })
 }
 
+/// `hub export mosquitto-acl` into `dir` (the hub's own password and ACL files for Mosquitto).
+async fn export_acl(tools: &Tools, data: &str, dir: &Path, password: &str) -> Result<()> {
+    let out = dir.to_string_lossy();
+    hub_cli(
+        tools,
+        &[
+            "export",
+            "mosquitto-acl",
+            "--out",
+            &out,
+            "--hub-user",
+            HUB_USER,
+            "--data-dir",
+            data,
+        ],
+        &[("HUB_BROKER_PASSWORD", password)],
+        "",
+    )
+    .await?;
+    Ok(())
+}
+
+/// The hub, with its embedded broker or (`external`) behind Mosquitto, set up as an operator
+/// would: `hub user add`, then modules through the API; for Mosquitto, `hub export
+/// mosquitto-acl` before the start (the hub's account) and after the modules (their tokens),
+/// each followed by a (re)load of Mosquitto.
 async fn start_hub(
     tools: &Tools,
     modules: usize,
     dir: tempfile::TempDir,
-    broker: Option<Broker>,
+    external: bool,
 ) -> Result<Target> {
     let data = dir.path().join("data");
     let data_arg = data.to_string_lossy().into_owned();
@@ -417,9 +462,17 @@ async fn start_hub(
             "Bench",
             "--password-stdin",
         ],
+        &[],
         &format!("{PASSWORD}\n"),
     )
     .await?;
+    let broker_password = bench_token(99_998);
+    let broker = if external {
+        export_acl(tools, &data_arg, dir.path(), &broker_password).await?;
+        Some(start_mosquitto(tools, dir.path()).await?)
+    } else {
+        None
+    };
     let (http, mqtt) = free_ports()?;
     let mut cmd = pinned(tools, &tools.hub);
     cmd.arg("serve")
@@ -434,7 +487,7 @@ async fn start_hub(
     if let Some(b) = &broker {
         cmd.arg("--broker")
             .arg(format!("mqtt://{HUB_USER}@{}", b.addr))
-            .env("HUB_BROKER_PASSWORD", &b.password);
+            .env("HUB_BROKER_PASSWORD", &broker_password);
     }
     let mut hub = spawn("hub", cmd, dir.path())?;
     wait_listening(&mut hub, http).await?;
@@ -450,21 +503,22 @@ async fn start_hub(
             token,
         })
         .collect();
-    let (mqtt, mut procs) = match broker {
-        None => (mqtt, vec![hub]),
-        Some(mut b) => {
-            // Mosquitto must know the hub's tokens: rewrite its password file and reload it.
-            reload_passwords(tools, &mut b, &creds, dir.path()).await?;
-            (b.addr, vec![hub, b.process])
+    let (kind, mqtt, mut procs) = match broker {
+        None => (Kind::Hub, mqtt, vec![hub]),
+        Some(b) => {
+            export_acl(tools, &data_arg, dir.path(), &broker_password).await?;
+            let hup = Command::new("kill")
+                .args(["-HUP", &b.process.pid().to_string()])
+                .status()
+                .await?;
+            ensure!(hup.success(), "could not signal Mosquitto to reload");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            (Kind::HubMosquitto, b.addr, vec![hub, b.process])
         }
     };
     procs.iter_mut().try_for_each(Process::check_alive)?;
     Ok(Target {
-        kind: if procs.len() == 1 {
-            Kind::Hub
-        } else {
-            Kind::HubMosquitto
-        },
+        kind,
         mqtt,
         consumer: Consumer::Dashboards { http, cookie },
         creds,
@@ -492,38 +546,6 @@ async fn register_modules(http: SocketAddr, cookie: &str, n: usize) -> Result<Ve
         .collect()
         .await;
     results.into_iter().collect()
-}
-
-async fn reload_passwords(
-    tools: &Tools,
-    b: &mut Broker,
-    creds: &[ModuleCred],
-    dir: &Path,
-) -> Result<()> {
-    let passwd = dir.join("passwd");
-    let mut lines: String = creds
-        .iter()
-        .map(|c| format!("{}:{}\n", c.id, c.token))
-        .collect();
-    lines.push_str(&format!(
-        "{SUBSCRIBER}:{pw}\n{HUB_USER}:{pw}\n",
-        pw = b.password
-    ));
-    std::fs::write(&passwd, lines)?;
-    let hashed = Command::new(&tools.mosquitto_passwd)
-        .arg("-U")
-        .arg(&passwd)
-        .status()
-        .await?;
-    ensure!(hashed.success(), "mosquitto_passwd -U failed");
-    let hup = Command::new("kill")
-        .args(["-HUP", &b.process.pid().to_string()])
-        .status()
-        .await?;
-    ensure!(hup.success(), "could not signal mosquitto to reload");
-    b.creds = creds.to_vec();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok(())
 }
 
 async fn start_node_ref(tools: &Tools, modules: usize, dir: tempfile::TempDir) -> Result<Target> {
