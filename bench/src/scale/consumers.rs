@@ -1,7 +1,10 @@
 //! The receiving side of a target: Socket.IO dashboards (the bench's raw WebSocket client from
 //! `mc_bench::dashboard`), or, for plain Mosquitto, one MQTT subscriber. Each has a [`Sink`].
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use anyhow::{Context, Result};
 use futures_util::{StreamExt, stream};
@@ -22,8 +25,28 @@ const CONNECT_CONCURRENCY: usize = 32;
 pub struct Consumers {
     /// One sink per consumer, in connection order.
     pub sinks: Vec<Arc<Sink>>,
+    /// Per consumer: whether its connection is still open (the target may cut off a dashboard
+    /// that fell behind; the bench's client does not reconnect by itself).
+    open: Vec<Arc<AtomicBool>>,
+    consumer: Consumer,
     stop: CancellationToken,
     tasks: JoinSet<()>,
+}
+
+/// Runs a dashboard until it closes, then marks it closed.
+fn spawn_dashboard(
+    tasks: &mut JoinSet<()>,
+    d: Dashboard,
+    sink: Arc<Sink>,
+    stop: CancellationToken,
+) -> Arc<AtomicBool> {
+    let open = Arc::new(AtomicBool::new(true));
+    let flag = open.clone();
+    tasks.spawn(async move {
+        d.run(sink, stop).await;
+        flag.store(false, Ordering::Relaxed);
+    });
+    open
 }
 
 impl Consumers {
@@ -39,6 +62,7 @@ impl Consumers {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut sinks = Vec::new();
+        let mut open = Vec::new();
         match &target.consumer {
             Consumer::Dashboards { http, cookie } => {
                 let dashboards: Vec<Result<Dashboard>> = stream::iter(0..count)
@@ -49,7 +73,12 @@ impl Consumers {
                 for (i, d) in dashboards.into_iter().enumerate() {
                     let d = d.with_context(|| format!("dashboard {i} of {count}"))?;
                     let sink = Arc::new(Sink::new(clock, measure.contains(&i).then_some(modules))?);
-                    tasks.spawn(d.run(sink.clone(), stop.child_token()));
+                    open.push(spawn_dashboard(
+                        &mut tasks,
+                        d,
+                        sink.clone(),
+                        stop.child_token(),
+                    ));
                     sinks.push(sink);
                 }
             }
@@ -73,7 +102,10 @@ impl Consumers {
                 let sink = Arc::new(Sink::new(clock, Some(modules))?);
                 let s = sink.clone();
                 let stop = stop.child_token();
+                let flag = Arc::new(AtomicBool::new(true));
+                open.push(flag.clone());
                 tasks.spawn(async move {
+                    let _closed = Closed(flag);
                     let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, stream);
                     loop {
                         let packet = tokio::select! {
@@ -100,7 +132,45 @@ impl Consumers {
                 sinks.push(sink);
             }
         }
-        Ok(Self { sinks, stop, tasks })
+        Ok(Self {
+            sinks,
+            open,
+            consumer: target.consumer.clone(),
+            stop,
+            tasks,
+        })
+    }
+
+    /// Consumers whose connection has closed.
+    pub fn closed(&self) -> usize {
+        self.open
+            .iter()
+            .filter(|o| !o.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Reconnects closed dashboards, keeping their sinks (counts go on); returns how many.
+    pub async fn reconnect_closed(&mut self) -> Result<usize> {
+        let Consumer::Dashboards { http, cookie } = &self.consumer else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for (i, open) in self.open.iter_mut().enumerate() {
+            if open.load(Ordering::Relaxed) {
+                continue;
+            }
+            let d = Dashboard::connect(*http, cookie, "modules")
+                .await
+                .with_context(|| format!("reconnect dashboard {i}"))?;
+            *open = spawn_dashboard(
+                &mut self.tasks,
+                d,
+                self.sinks[i].clone(),
+                self.stop.child_token(),
+            );
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// The sinks that measure latency and gaps.
@@ -112,5 +182,14 @@ impl Consumers {
     pub async fn close(mut self) {
         self.stop.cancel();
         self.tasks.shutdown().await;
+    }
+}
+
+/// Marks a consumer closed when its task ends, however it ends.
+struct Closed(Arc<AtomicBool>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }

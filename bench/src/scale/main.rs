@@ -101,6 +101,10 @@ struct Args {
     /// Where the report and the plot go.
     #[arg(long, default_value = "target/scale-bench")]
     out: PathBuf,
+    /// Smoke check: fail unless every fan run delivered its first step (loss ≤ 1 %, latency
+    /// sampled), whatever the latency; for the test command, where speed is not the question.
+    #[arg(long)]
+    require_delivery: bool,
 }
 
 const SCENARIOS: [&str; 4] = ["fan-in", "fan-out", "offline", "serial"];
@@ -267,7 +271,17 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    rt.block_on(run(args, pin, machine))
+    rt.block_on(async {
+        // On SIGINT or SIGTERM the run is dropped, and with it every target: their processes
+        // are killed (`kill_on_drop`) and their temp directories removed.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        tokio::select! {
+            r = run(args, pin, machine) => r,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            _ = term.recv() => bail!("terminated"),
+        }
+    })
 }
 
 async fn run(args: Args, pin: bool, machine: String) -> Result<()> {
@@ -299,7 +313,11 @@ async fn run(args: Args, pin: bool, machine: String) -> Result<()> {
         mosquitto_passwd: which("mosquitto_passwd")?,
         cpus: pin.then(|| args.target_cpus.clone()),
     };
-    if !tools.hub.is_file() {
+    let needs_hub = kinds
+        .iter()
+        .any(|k| matches!(k, Kind::Hub | Kind::HubMosquitto))
+        || (scenarios.iter().any(|s| s == "serial") && kinds.contains(&Kind::Hub));
+    if needs_hub && !tools.hub.is_file() {
         bail!(
             "{} not found: build it first (cargo build --release -p mc-hub --bin hub)",
             tools.hub.display()
@@ -335,6 +353,23 @@ async fn run(args: Args, pin: bool, machine: String) -> Result<()> {
                 }
             }
             runs.push((*kind, reps));
+        }
+        if args.require_delivery {
+            for (kind, reps) in &runs {
+                for run in reps.iter().filter_map(|r| r.as_ref().ok()) {
+                    match run.steps.first() {
+                        Some(s) if s.loss <= 0.01 && !s.latency.is_empty() => {}
+                        Some(s) => failures.push(format!(
+                            "{name}/{}: the first step ({:.0} msgs/s) lost {:.1} % ({} latency samples)",
+                            kind.name(),
+                            s.rate,
+                            s.loss * 100.0,
+                            s.latency.len()
+                        )),
+                        None => failures.push(format!("{name}/{}: no step ran", kind.name())),
+                    }
+                }
+            }
         }
         fan.push(FanResults {
             name,

@@ -176,13 +176,13 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
     }
     let _ = writeln!(
         out,
-        "\nEvery step ({} msgs/s offered in total, round-robin over the modules; pass = p99 ≤ {P99_LIMIT_MS} ms, loss ≤ {} %, nothing dropped by the generator):\n",
+        "\nEvery step ({} msgs/s offered in total, round-robin over the modules; pass = p99 ≤ {P99_LIMIT_MS} ms, loss ≤ {} %, nothing dropped by the generator, no consumer cut off; after a failed step the target gets 3 s to settle and cut-off dashboards are reconnected):\n",
         r.name,
         steps.max_loss * 100.0
     );
     let _ = writeln!(
         out,
-        "| target | run | offered msgs/s | sent | not sent | loss % | p50 ms | p99 ms | max ms | deliveries/s | CPU-s / 10k | RSS MiB | load core % | |"
+        "| target | run | offered msgs/s | sent | not sent | loss % | p50 ms | p99 ms | max ms | deliveries/s | CPU-s / 10k | RSS MiB | load core % | consumers cut off | |"
     );
     let _ = writeln!(
         out,
@@ -194,7 +194,7 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
             for s in &run.steps {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.1} | {:.0} | {} |",
+                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.1} | {:.0} | {} | {} |",
                     kind.name(),
                     i + 1,
                     s.rate,
@@ -208,6 +208,7 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
                     num(s.cpu_per_10k(), 3),
                     s.rss_kib as f64 / 1024.0,
                     s.load_cpu_pct,
+                    s.cut_off,
                     if s.pass { "pass" } else { "**fail**" }
                 );
             }

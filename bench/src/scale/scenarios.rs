@@ -2,8 +2,8 @@
 //!
 //! - **fan-in** / **fan-out**: a load fleet and some consumers; open-loop steps of rising rate
 //!   until a step fails (p99 > 25 ms, loss above `max_loss`, or the generator could not send);
-//!   the last passing rate is the *max sustained* rate. With `refine`, one more step at the
-//!   geometric mean of the last pass and the first failure narrows it.
+//!   the highest passing rate is the *max sustained* rate. With `refine`, up to two more steps
+//!   at the geometric mean of the highest pass and the lowest failure above it narrow it.
 //! - **idle + mass offline**: `modules` connections that only said hello (RSS before and after
 //!   = memory per module connection), dropped at once without DISCONNECT; the time until one
 //!   dashboard has all the offline events. Then `idle_dashboards` Socket.IO connections (RSS
@@ -21,6 +21,13 @@ use crate::{
     sink::{Clock, Sink},
     targets::{self, Kind, Target, Tools},
 };
+
+/// Extra steps between the last pass and the first failure (full runs).
+const MAX_REFINEMENTS: usize = 2;
+/// Refine while the first failure is more than this many times the last pass.
+const REFINE_RATIO: f64 = 1.3;
+/// Pause after a failed step.
+const SETTLE: Duration = Duration::from_secs(3);
 
 /// Load at the first rate before the first step, not measured.
 const WARMUP: Duration = Duration::from_secs(2);
@@ -86,6 +93,9 @@ pub struct Step {
     /// The bench's own CPU over the step, % of one core: near 100, the load side (generator and
     /// consumers) may be what limits the step, not the target.
     pub load_cpu_pct: f64,
+    /// Consumers the target disconnected during the step (the hub cuts off a dashboard that
+    /// stays behind; they are reconnected before the next step).
+    pub cut_off: usize,
     /// Whether the step sustained its rate.
     pub pass: bool,
 }
@@ -155,7 +165,8 @@ async fn fan_on(
     };
     // The first and the last dashboard measure: the last is the one a broadcast reaches last.
     let measure = [0, dashboards - 1];
-    let consumers = Consumers::connect(target, clock, dashboards, &measure, plan.modules).await?;
+    let mut consumers =
+        Consumers::connect(target, clock, dashboards, &measure, plan.modules).await?;
     let mut fleet = LoadFleet::connect(target.mqtt, &target.creds).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Warm-up, not measured: the first messages of a fresh process (V8's JIT, first
@@ -173,43 +184,89 @@ async fn fan_on(
         steps: Vec::new(),
         peak_rss_kib: 0,
     };
-    let mut rates: Vec<f64> = plan.rates.clone();
-    let mut i = 0;
-    while i < rates.len() {
-        let rate = rates[i];
-        let step = step(target, &mut fleet, &consumers, rate, steps, clock).await?;
-        eprintln!(
-            "  {:<14} {:>8.0} msg/s: p50 {:.2} ms, p99 {:.2} ms, loss {:.3} %, cpu {:.2} s/10k, load core {:.0} %, {}",
-            target.kind.name(),
-            rate,
-            step.pct_ms(50.0),
-            step.pct_ms(99.0),
-            step.loss * 100.0,
-            step.cpu_per_10k(),
-            step.load_cpu_pct,
-            if step.pass { "pass" } else { "FAIL" }
-        );
-        let pass = step.pass;
-        run.steps.push(step);
+    for rate in &plan.rates {
+        let pass = run_step(
+            target,
+            &mut fleet,
+            &mut consumers,
+            &mut run,
+            *rate,
+            steps,
+            clock,
+        )
+        .await?;
         if !pass {
-            let last_pass = run.max_sustained().map(|s| s.rate);
-            if steps.refine
-                && let Some(low) = last_pass
-                && rate / low > 1.3
-            {
-                rates = vec![(low * rate).sqrt().round()];
-                i = 0;
-                continue;
-            }
             break;
         }
-        i += 1;
+    }
+    // Bisect (geometrically) between the highest pass and the lowest failure above it.
+    for _ in 0..if steps.refine { MAX_REFINEMENTS } else { 0 } {
+        let Some(low) = run.max_sustained().map(|s| s.rate) else {
+            break;
+        };
+        let Some(high) = run
+            .steps
+            .iter()
+            .filter(|s| !s.pass && s.rate > low)
+            .map(|s| s.rate)
+            .min_by(f64::total_cmp)
+        else {
+            break;
+        };
+        if high / low <= REFINE_RATIO {
+            break;
+        }
+        let rate = (low * high).sqrt().round();
+        run_step(
+            target,
+            &mut fleet,
+            &mut consumers,
+            &mut run,
+            rate,
+            steps,
+            clock,
+        )
+        .await?;
     }
     run.peak_rss_kib = procstat::peak_kib(&target.pids());
     fleet.close().await;
     consumers.close().await;
     target.check_alive()?;
     Ok(run)
+}
+
+/// Runs one step into `run` and reports it; whether it passed.
+async fn run_step(
+    target: &Target,
+    fleet: &mut LoadFleet,
+    consumers: &mut Consumers,
+    run: &mut FanRun,
+    rate: f64,
+    steps: &StepPlan,
+    clock: Clock,
+) -> Result<bool> {
+    // A failed step may leave the target busy and dashboards cut off: let it settle, and bring
+    // every dashboard back, so that each step starts from the same state.
+    if run.steps.last().is_some_and(|s| !s.pass) {
+        tokio::time::sleep(SETTLE).await;
+    }
+    consumers.reconnect_closed().await?;
+    let step = step(target, fleet, consumers, rate, steps, clock).await?;
+    eprintln!(
+        "  {:<14} {:>8.0} msg/s: p50 {:.2} ms, p99 {:.2} ms, loss {:.3} %, cpu {:.2} s/10k, load core {:.0} %, cut off {}, {}",
+        target.kind.name(),
+        rate,
+        step.pct_ms(50.0),
+        step.pct_ms(99.0),
+        step.loss * 100.0,
+        step.cpu_per_10k(),
+        step.load_cpu_pct,
+        step.cut_off,
+        if step.pass { "pass" } else { "FAIL" }
+    );
+    let pass = step.pass;
+    run.steps.push(step);
+    Ok(pass)
 }
 
 /// One open-loop step at `rate`.
@@ -276,6 +333,7 @@ async fn step(
         cpu_s: after.cpu_s - before.cpu_s,
         rss_kib: after.rss_kib,
         load_cpu_pct,
+        cut_off: consumers.closed(),
         pass: false,
     };
     step.pass =
