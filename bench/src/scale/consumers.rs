@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     mqtt,
     sink::{Clock, Sink, module_index},
-    targets::{Consumer, Target},
+    targets::Consumer,
 };
 
 /// Dashboards connecting at once.
@@ -50,10 +50,10 @@ fn spawn_dashboard(
 }
 
 impl Consumers {
-    /// Connects `count` consumers to `target` (a subscriber target always gets one); those
-    /// whose index is in `measure` parse telemetry of `modules` modules for latency and gaps.
+    /// Connects `count` consumers of `consumer` (a subscriber: always one); those whose index
+    /// is in `measure` parse telemetry of `modules` modules for latency and gaps.
     pub async fn connect(
-        target: &Target,
+        consumer: &Consumer,
         clock: Clock,
         count: usize,
         measure: &[usize],
@@ -63,7 +63,7 @@ impl Consumers {
         let mut tasks = JoinSet::new();
         let mut sinks = Vec::new();
         let mut open = Vec::new();
-        match &target.consumer {
+        match consumer {
             Consumer::Dashboards { http, cookie } => {
                 let dashboards: Vec<Result<Dashboard>> = stream::iter(0..count)
                     .map(|_| Dashboard::connect(*http, cookie, "modules"))
@@ -135,7 +135,7 @@ impl Consumers {
         Ok(Self {
             sinks,
             open,
-            consumer: target.consumer.clone(),
+            consumer: consumer.clone(),
             stop,
             tasks,
         })

@@ -195,6 +195,27 @@ fn offline_plan(a: &Args) -> OfflinePlan {
     }
 }
 
+/// Runs a scenario, and once more if a target process died under it (on a shared machine,
+/// another engineer's test cleanup can stop our Mosquitto); the retry is noted in the report.
+async fn retry_if_died<T, F, Fut>(notes: &mut Vec<String>, label: &str, f: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    match f().await {
+        Err(e) if format!("{e:#}").contains(" exited (") => {
+            let first = format!("{e:#}");
+            let first = first.lines().next().unwrap_or_default();
+            eprintln!("  {label}: a target process died ({first}); running it again");
+            notes.push(format!(
+                "{label}: a target process died during the run ({first}); it was run again"
+            ));
+            f().await
+        }
+        r => r,
+    }
+}
+
 /// Pins this process (and so every thread it starts later) to `cpus`.
 fn pin_self(cpus: &str) -> Result<()> {
     let status = Command::new("taskset")
@@ -326,6 +347,8 @@ async fn run(args: Args, pin: bool, machine: String) -> Result<()> {
     let clock = Clock::new();
     let has = |s: &str| scenarios.iter().any(|x| x == s);
     let mut failures = Vec::new();
+    let mut notes = Vec::new();
+    let tools_have_broker_mode = targets::has_external_broker_mode(&tools).await;
 
     let mut fan = Vec::new();
     for (name, fplan) in [("fan-in", &plan.fan_in), ("fan-out", &plan.fan_out)] {
@@ -341,14 +364,19 @@ async fn run(args: Args, pin: bool, machine: String) -> Result<()> {
             let mut reps = Vec::new();
             for rep in 0..plan.repeat {
                 eprintln!("{name} #{}: {}", rep + 1, kind.name());
-                let r = scenarios::fan(*kind, &tools, fplan, &plan.steps, clock).await;
+                let r = retry_if_died(
+                    &mut notes,
+                    &format!("{name} #{} {}", rep + 1, kind.name()),
+                    || scenarios::fan(*kind, &tools, fplan, &plan.steps, clock),
+                )
+                .await;
                 if let Err(e) = &r {
                     eprintln!("  {} failed: {e:#}", kind.name());
                     failures.push(format!("{name}/{}: {e:#}", kind.name()));
                 }
                 let failed = r.is_err();
                 reps.push(r.map_err(|e| format!("{e:#}")));
-                if failed && *kind == Kind::HubMosquitto {
+                if failed && *kind == Kind::HubMosquitto && !tools_have_broker_mode {
                     break; // its mode is missing: repeating says nothing more
                 }
             }
@@ -384,14 +412,19 @@ async fn run(args: Args, pin: bool, machine: String) -> Result<()> {
             let mut reps = Vec::new();
             for rep in 0..plan.repeat {
                 eprintln!("idle + mass offline #{}: {}", rep + 1, kind.name());
-                let r = scenarios::offline(*kind, &tools, &plan.offline, clock).await;
+                let r = retry_if_died(
+                    &mut notes,
+                    &format!("offline #{} {}", rep + 1, kind.name()),
+                    || scenarios::offline(*kind, &tools, &plan.offline, clock),
+                )
+                .await;
                 if let Err(e) = &r {
                     eprintln!("  {} failed: {e:#}", kind.name());
                     failures.push(format!("offline/{}: {e:#}", kind.name()));
                 }
                 let failed = r.is_err();
                 reps.push(r.map_err(|e| format!("{e:#}")));
-                if failed && *kind == Kind::HubMosquitto {
+                if failed && *kind == Kind::HubMosquitto && !tools_have_broker_mode {
                     break;
                 }
             }
@@ -427,6 +460,7 @@ async fn run(args: Args, pin: bool, machine: String) -> Result<()> {
         fan,
         offline,
         serial,
+        notes,
     };
     let markdown = report::markdown(&report);
     println!("{markdown}");

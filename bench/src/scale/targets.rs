@@ -32,8 +32,11 @@ use crate::{
     sink::module_id,
 };
 
-/// Dashboard user of every target.
+/// Dashboard user of every target: owns every module.
 pub const EMAIL: &str = "bench@bench.local";
+/// A second user, owning nothing: its dashboards are the idle ones (no module event reaches
+/// them, so they do not change what the first user's dashboards measure).
+pub const IDLE_EMAIL: &str = "idle@bench.local";
 /// Its password.
 pub const PASSWORD: &str = "bench-password";
 /// Username of the plain subscriber on Mosquitto.
@@ -152,7 +155,7 @@ impl Process {
     fn check_alive(&mut self) -> Result<()> {
         if let Ok(Some(status)) = self.child.try_wait() {
             bail!(
-                "{} exited ({status}) during setup; its log:\n{}",
+                "{} exited ({status}); its log:\n{}",
                 self.name,
                 self.log_tail()
             );
@@ -169,6 +172,8 @@ pub struct Target {
     pub mqtt: SocketAddr,
     /// Where the bench consumes.
     pub consumer: Consumer,
+    /// Dashboards of a user who owns no module (none for plain Mosquitto).
+    pub idle_consumer: Option<Consumer>,
     /// The registered modules (index `i` is `BENCH-i`).
     pub creds: Vec<ModuleCred>,
     procs: Vec<Process>,
@@ -279,6 +284,7 @@ pub async fn start(kind: Kind, tools: &Tools, modules: usize) -> Result<Target> 
                     user: SUBSCRIBER.into(),
                     password,
                 },
+                idle_consumer: None,
                 creds,
                 procs: vec![broker.process],
                 _dir: dir,
@@ -287,16 +293,19 @@ pub async fn start(kind: Kind, tools: &Tools, modules: usize) -> Result<Target> 
     }
 }
 
-/// The external-broker mode (`hub serve --broker`); a hub binary without it fails the
-/// `hub-mosquitto` target here rather than pretending.
-async fn ensure_external_broker_mode(tools: &Tools) -> Result<()> {
-    let help = Command::new(&tools.hub)
+/// Whether this hub binary has the external-broker mode (`hub serve --broker`).
+pub async fn has_external_broker_mode(tools: &Tools) -> bool {
+    Command::new(&tools.hub)
         .args(["serve", "--help"])
         .output()
         .await
-        .with_context(|| format!("run {} serve --help", tools.hub.display()))?;
-    let text = String::from_utf8_lossy(&help.stdout);
-    if !text.contains("--broker") {
+        .is_ok_and(|help| String::from_utf8_lossy(&help.stdout).contains("--broker"))
+}
+
+/// A hub binary without the external-broker mode fails the `hub-mosquitto` target here rather
+/// than pretending.
+async fn ensure_external_broker_mode(tools: &Tools) -> Result<()> {
+    if !has_external_broker_mode(tools).await {
         bail!(
             "hub-mosquitto needs the hub's external-broker mode (`hub serve --broker \
              mqtt://USER@HOST:PORT`, password in HUB_BROKER_PASSWORD), which this hub binary \
@@ -466,6 +475,23 @@ async fn start_hub(
         &format!("{PASSWORD}\n"),
     )
     .await?;
+    hub_cli(
+        tools,
+        &[
+            "user",
+            "add",
+            "--data-dir",
+            &data_arg,
+            "--email",
+            IDLE_EMAIL,
+            "--name",
+            "Idle",
+            "--password-stdin",
+        ],
+        &[],
+        &format!("{PASSWORD}\n"),
+    )
+    .await?;
     let broker_password = bench_token(99_998);
     let broker = if external {
         export_acl(tools, &data_arg, dir.path(), &broker_password).await?;
@@ -492,6 +518,9 @@ async fn start_hub(
     let mut hub = spawn("hub", cmd, dir.path())?;
     wait_listening(&mut hub, http).await?;
     let cookie = mc_bench::dashboard::login(http, EMAIL, PASSWORD)
+        .await
+        .context("log in to the hub")?;
+    let idle_cookie = mc_bench::dashboard::login(http, IDLE_EMAIL, PASSWORD)
         .await
         .context("log in to the hub")?;
     let tokens = register_modules(http, &cookie, modules).await?;
@@ -521,6 +550,10 @@ async fn start_hub(
         kind,
         mqtt,
         consumer: Consumer::Dashboards { http, cookie },
+        idle_consumer: Some(Consumer::Dashboards {
+            http,
+            cookie: idle_cookie,
+        }),
         creds,
         procs,
         _dir: dir,
@@ -557,7 +590,10 @@ async fn start_node_ref(tools: &Tools, modules: usize, dir: tempfile::TempDir) -
     );
     let creds = creds(modules, bench_token);
     let registry = serde_json::json!({
-        "users": [{ "id": 1, "email": EMAIL, "password": PASSWORD }],
+        "users": [
+            { "id": 1, "email": EMAIL, "password": PASSWORD },
+            { "id": 2, "email": IDLE_EMAIL, "password": PASSWORD },
+        ],
         "modules": creds.iter().map(|c| serde_json::json!({
             "id": c.id, "ownerId": 1, "token": c.token,
         })).collect::<Vec<_>>(),
@@ -581,10 +617,17 @@ async fn start_node_ref(tools: &Tools, modules: usize, dir: tempfile::TempDir) -
     let cookie = mc_bench::dashboard::login(http, EMAIL, PASSWORD)
         .await
         .context("log in to node-ref")?;
+    let idle_cookie = mc_bench::dashboard::login(http, IDLE_EMAIL, PASSWORD)
+        .await
+        .context("log in to node-ref")?;
     Ok(Target {
         kind: Kind::NodeRef,
         mqtt,
         consumer: Consumer::Dashboards { http, cookie },
+        idle_consumer: Some(Consumer::Dashboards {
+            http,
+            cookie: idle_cookie,
+        }),
         creds,
         procs: vec![node],
         _dir: dir,
