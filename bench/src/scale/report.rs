@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use crate::{
     plot::{Panel, Series},
-    scenarios::{FanPlan, FanRun, OfflinePlan, OfflineRun, P99_LIMIT_MS, StepPlan},
+    scenarios::{FanPlan, FanRun, OfflinePlan, OfflineRun, P99_LIMIT_MS, Step, StepPlan},
     targets::Kind,
 };
 
@@ -176,6 +176,48 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
             node.map_or("–".into(), |n| ratio(s.peak_rss_mib, n.peak_rss_mib)),
         );
     }
+    if let Some(rate) = common_rate(r) {
+        let _ = writeln!(
+            out,
+            "\nAt {rate:.0} msgs/s, the highest planned rate every target sustained in every run (medians):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| target | p50 ms | p99 ms | CPU-s / 10k msgs | CPU × mosquitto | CPU × node-ref |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        let rows: Vec<(Kind, f64, f64, f64)> = r
+            .runs
+            .iter()
+            .map(|(kind, runs)| {
+                let steps: Vec<&Step> = runs
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok())
+                    .filter_map(|r| passed_at(r, rate))
+                    .collect();
+                (
+                    *kind,
+                    median(steps.iter().map(|s| s.pct_ms(50.0))),
+                    median(steps.iter().map(|s| s.pct_ms(99.0))),
+                    median(steps.iter().map(|s| s.cpu_per_10k())),
+                )
+            })
+            .filter(|row| row.3.is_finite())
+            .collect();
+        let cpu_of = |k: Kind| rows.iter().find(|r| r.0 == k).map_or(f64::NAN, |r| r.3);
+        for (kind, p50, p99, cpu) in &rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                kind.name(),
+                num(*p50, 2),
+                num(*p99, 2),
+                num(*cpu, 3),
+                ratio(*cpu, cpu_of(Kind::Mosquitto)),
+                ratio(*cpu, cpu_of(Kind::NodeRef)),
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "\nEvery step ({} msgs/s offered in total, round-robin over the modules; pass = p99 ≤ {P99_LIMIT_MS} ms, loss ≤ {} %, nothing dropped by the generator, no consumer cut off; a failed step is tried once more, and the rate passes if either try does; after a failed step the target gets 3 s to settle and cut-off dashboards are reconnected):\n",
@@ -188,7 +230,7 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for (kind, runs) in &r.runs {
         for (i, run) in runs.iter().enumerate() {
@@ -220,6 +262,29 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
             }
         }
     }
+}
+
+/// The step of `run` that passed at `rate`, if one did.
+fn passed_at(run: &FanRun, rate: f64) -> Option<&Step> {
+    run.steps.iter().find(|s| s.pass && s.rate == rate)
+}
+
+/// The highest planned rate that every run of every target that ran passed.
+pub fn common_rate(r: &FanResults) -> Option<f64> {
+    let runs: Vec<&FanRun> = r
+        .runs
+        .iter()
+        .flat_map(|(_, runs)| runs.iter().filter_map(|r| r.as_ref().ok()))
+        .collect();
+    if runs.is_empty() {
+        return None;
+    }
+    r.plan
+        .rates
+        .iter()
+        .copied()
+        .filter(|rate| runs.iter().all(|run| passed_at(run, *rate).is_some()))
+        .max_by(f64::total_cmp)
 }
 
 /// Medians of one target's idle/offline repeats.
@@ -355,36 +420,67 @@ fn targets_section(out: &mut String, r: &Report) {
             );
             let mosq = find(&sums, Kind::Mosquitto);
             let hm = find(&sums, Kind::HubMosquitto);
-            let overhead = |a: &FanSummary, m: &FanSummary| 1.0 - a.sustained / m.sustained;
-            let _ = writeln!(
-                out,
-                "| hub overhead over plain Mosquitto fan-in ≤ 20 % (hub-mosquitto vs mosquitto, sustained msgs/s) | {} | {} |",
-                match (hm, mosq) {
-                    (Some(h), Some(m)) => format!(
-                        "{} vs {} msgs/s: overhead {:.0} %",
-                        num(h.sustained, 0),
-                        num(m.sustained, 0),
-                        overhead(h, m) * 100.0
-                    ),
-                    (None, _) => format!(
-                        "hub-mosquitto did not run ({}){}",
+            let cpu_at = |kind: Kind, rate: f64| {
+                let runs = f.runs.iter().find(|(k, _)| *k == kind).map(|(_, r)| r);
+                median(
+                    runs.into_iter()
+                        .flatten()
+                        .filter_map(|r| r.as_ref().ok())
+                        .filter_map(|r| passed_at(r, rate))
+                        .map(|s| s.cpu_per_10k()),
+                )
+            };
+            let measured = match (hm, mosq) {
+                (Some(h), Some(m)) => {
+                    let throughput = 1.0 - h.sustained / m.sustained;
+                    let cpu = common_rate(f).map(|rate| {
+                        (
+                            rate,
+                            cpu_at(Kind::HubMosquitto, rate) / cpu_at(Kind::Mosquitto, rate) - 1.0,
+                        )
+                    });
+                    let verdict = verdict(Some(throughput <= 0.2));
+                    let cpu_text = cpu.map_or(String::new(), |(rate, c)| {
+                        format!(
+                            "; CPU per message at {rate:.0} msgs/s (hub + Mosquitto vs Mosquitto + nothing): **{:+.0} %**",
+                            c * 100.0
+                        )
+                    });
+                    (
+                        format!(
+                            "throughput: {} vs {} msgs/s, {}{cpu_text}{}",
+                            num(h.sustained, 0),
+                            num(m.sustained, 0),
+                            if throughput <= 0.0 {
+                                "no throughput overhead".to_owned()
+                            } else {
+                                format!("overhead {:.0} %", throughput * 100.0)
+                            },
+                            if throughput < -0.2 {
+                                " (the hub behind Mosquitto sustains more than the plain subscriber through the same Mosquitto: the floor is limited outside Mosquitto, see the notes in BENCHMARKS.md)"
+                            } else {
+                                ""
+                            }
+                        ),
+                        format!("{verdict} for throughput"),
+                    )
+                }
+                (None, _) => (
+                    format!(
+                        "hub-mosquitto did not run ({})",
                         sums.iter()
                             .find(|s| s.kind == Kind::HubMosquitto)
                             .and_then(|s| s.errors.first())
                             .map_or("not selected".into(), |e| first_line(e)),
-                        match (hub, mosq) {
-                            (Some(h), Some(m)) => format!(
-                                "; for reference, the hub with its embedded broker: {} vs {} msgs/s ({})",
-                                num(h.sustained, 0),
-                                num(m.sustained, 0),
-                                ratio(h.sustained, m.sustained)
-                            ),
-                            _ => String::new(),
-                        }
                     ),
-                    (Some(_), None) => "mosquitto did not run".into(),
-                },
-                verdict(hm.zip(mosq).map(|(h, m)| overhead(h, m) <= 0.2))
+                    "not measured".to_owned(),
+                ),
+                (Some(_), None) => ("mosquitto did not run".into(), "not measured".to_owned()),
+            };
+            let _ = writeln!(
+                out,
+                "| hub overhead over plain Mosquitto fan-in ≤ 20 % (hub-mosquitto vs mosquitto) | {} | {} |",
+                measured.0, measured.1
             );
         }
     }
@@ -405,8 +501,10 @@ fn targets_section(out: &mut String, r: &Report) {
             }),
             if plan.modules >= 10_000 {
                 verdict(hub.map(|h| h.all_offline_ms <= 1000.0))
+            } else if plan.limited_by.is_some() {
+                "not measured at 10,000 (open-file limit, see below)"
             } else {
-                "not measured at 10,000 (quick run)"
+                "not measured at 10,000"
             }
         );
         let mem = hub.zip(node);
