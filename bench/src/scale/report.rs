@@ -176,48 +176,7 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
             node.map_or("–".into(), |n| ratio(s.peak_rss_mib, n.peak_rss_mib)),
         );
     }
-    if let Some(rate) = common_rate(r) {
-        let _ = writeln!(
-            out,
-            "\nAt {rate:.0} msgs/s, the highest planned rate every target sustained in every run (medians):\n"
-        );
-        let _ = writeln!(
-            out,
-            "| target | p50 ms | p99 ms | CPU-s / 10k msgs | CPU × mosquitto | CPU × node-ref |"
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-        let rows: Vec<(Kind, f64, f64, f64)> = r
-            .runs
-            .iter()
-            .map(|(kind, runs)| {
-                let steps: Vec<&Step> = runs
-                    .iter()
-                    .filter_map(|r| r.as_ref().ok())
-                    .filter_map(|r| passed_at(r, rate))
-                    .collect();
-                (
-                    *kind,
-                    median(steps.iter().map(|s| s.pct_ms(50.0))),
-                    median(steps.iter().map(|s| s.pct_ms(99.0))),
-                    median(steps.iter().map(|s| s.cpu_per_10k())),
-                )
-            })
-            .filter(|row| row.3.is_finite())
-            .collect();
-        let cpu_of = |k: Kind| rows.iter().find(|r| r.0 == k).map_or(f64::NAN, |r| r.3);
-        for (kind, p50, p99, cpu) in &rows {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} |",
-                kind.name(),
-                num(*p50, 2),
-                num(*p99, 2),
-                num(*cpu, 3),
-                ratio(*cpu, cpu_of(Kind::Mosquitto)),
-                ratio(*cpu, cpu_of(Kind::NodeRef)),
-            );
-        }
-    }
+    by_rate_section(out, r);
     let _ = writeln!(
         out,
         "\nEvery step ({} msgs/s offered in total, round-robin over the modules; pass = p99 ≤ {P99_LIMIT_MS} ms, loss ≤ {} %, nothing dropped by the generator, no consumer cut off; a failed step is tried once more, and the rate passes if either try does; after a failed step the target gets 3 s to settle and cut-off dashboards are reconnected):\n",
@@ -264,16 +223,56 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
     }
 }
 
+/// Per planned rate and target: CPU-s per 10k messages, RSS and p99, medians over the runs
+/// that passed that rate (a cell is empty where none did): the targets compared at equal load.
+fn by_rate_section(out: &mut String, r: &FanResults) {
+    let cell = |kind: Kind, rate: f64, f: &dyn Fn(&Step) -> f64| {
+        let runs = r.runs.iter().find(|(k, _)| *k == kind).map(|(_, r)| r);
+        median(
+            runs.into_iter()
+                .flatten()
+                .filter_map(|r| r.as_ref().ok())
+                .filter_map(|r| passed_at(r, rate))
+                .map(f),
+        )
+    };
+    type Metric<'a> = (&'a str, usize, &'a dyn Fn(&Step) -> f64);
+    let metrics: [Metric; 3] = [
+        ("CPU-s per 10k messages", 3, &|s: &Step| s.cpu_per_10k()),
+        ("RSS MiB", 1, &|s: &Step| s.rss_kib as f64 / 1024.0),
+        ("p99 ms", 2, &|s: &Step| s.pct_ms(99.0)),
+    ];
+    for (name, digits, f) in metrics {
+        let _ = writeln!(
+            out,
+            "\n{name} at each planned rate (median over the runs that sustained it; – none did):\n"
+        );
+        let header: Vec<String> = r.plan.rates.iter().map(|v| format!("{v:.0}")).collect();
+        let _ = writeln!(out, "| target | {} |", header.join(" | "));
+        let _ = writeln!(out, "|---|{}", "---:|".repeat(header.len()));
+        for (kind, _) in &r.runs {
+            let cells: Vec<String> = r
+                .plan
+                .rates
+                .iter()
+                .map(|rate| num(cell(*kind, *rate, f), digits))
+                .collect();
+            let _ = writeln!(out, "| {} | {} |", kind.name(), cells.join(" | "));
+        }
+    }
+}
+
 /// The step of `run` that passed at `rate`, if one did.
 fn passed_at(run: &FanRun, rate: f64) -> Option<&Step> {
     run.steps.iter().find(|s| s.pass && s.rate == rate)
 }
 
-/// The highest planned rate that every run of every target that ran passed.
-pub fn common_rate(r: &FanResults) -> Option<f64> {
+/// The highest planned rate that every run of each of `kinds` passed.
+pub fn common_rate(r: &FanResults, kinds: &[Kind]) -> Option<f64> {
     let runs: Vec<&FanRun> = r
         .runs
         .iter()
+        .filter(|(k, _)| kinds.contains(k))
         .flat_map(|(_, runs)| runs.iter().filter_map(|r| r.as_ref().ok()))
         .collect();
     if runs.is_empty() {
@@ -408,15 +407,28 @@ fn targets_section(out: &mut String, r: &Report) {
             verdict(ok)
         );
         if f.name == "fan-in" {
-            let mem = hub.zip(node).map(|(h, n)| (h.peak_rss_mib, n.peak_rss_mib));
+            let rss_at = |kind: Kind, rate: f64| {
+                let runs = f.runs.iter().find(|(k, _)| *k == kind).map(|(_, r)| r);
+                median(
+                    runs.into_iter()
+                        .flatten()
+                        .filter_map(|r| r.as_ref().ok())
+                        .filter_map(|r| passed_at(r, rate))
+                        .map(|s| s.rss_kib as f64 / 1024.0),
+                )
+            };
+            let mem = common_rate(f, &[Kind::Hub, Kind::NodeRef])
+                .map(|rate| (rate, rss_at(Kind::Hub, rate), rss_at(Kind::NodeRef, rate)));
             let _ = writeln!(
                 out,
-                "| ≤ 0.25× node-ref memory (fan-in peak RSS) | {} | {} |",
-                mem.map_or("–".into(), |(h, n)| format!(
-                    "hub {h:.1} MiB vs node-ref {n:.1} MiB: **{}**",
-                    ratio(h, n)
+                "| ≤ 0.25× node-ref memory (fan-in, RSS at the same load) | {} | {} |",
+                mem.map_or("–".into(), |(rate, h, n)| format!(
+                    "at {rate:.0} msgs/s: hub {h:.1} MiB vs node-ref {n:.1} MiB: **{}** (peak over all steps: {} vs {} MiB)",
+                    ratio(h, n),
+                    hub.map_or("–".into(), |h| num(h.peak_rss_mib, 1)),
+                    node.map_or("–".into(), |n| num(n.peak_rss_mib, 1)),
                 )),
-                verdict(mem.map(|(h, n)| h <= 0.25 * n))
+                verdict(mem.map(|(_, h, n)| h <= 0.25 * n))
             );
             let mosq = find(&sums, Kind::Mosquitto);
             let hm = find(&sums, Kind::HubMosquitto);
@@ -433,7 +445,7 @@ fn targets_section(out: &mut String, r: &Report) {
             let measured = match (hm, mosq) {
                 (Some(h), Some(m)) => {
                     let throughput = 1.0 - h.sustained / m.sustained;
-                    let cpu = common_rate(f).map(|rate| {
+                    let cpu = common_rate(f, &[Kind::HubMosquitto, Kind::Mosquitto]).map(|rate| {
                         (
                             rate,
                             cpu_at(Kind::HubMosquitto, rate) / cpu_at(Kind::Mosquitto, rate) - 1.0,
