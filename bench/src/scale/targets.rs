@@ -273,7 +273,7 @@ pub async fn start(kind: Kind, tools: &Tools, modules: usize) -> Result<Target> 
         Kind::NodeRef => start_node_ref(tools, modules, dir).await,
         Kind::Mosquitto => {
             let creds = creds(modules, bench_token);
-            let password = bench_token(99_999);
+            let password = bench_secret("subscriber");
             write_bench_auth(tools, dir.path(), &creds, &password).await?;
             let broker = start_mosquitto(tools, dir.path()).await?;
             Ok(Target {
@@ -353,10 +353,15 @@ struct Broker {
 /// Tokens for targets that do not issue their own (Mosquitto, the Node reference): random
 /// enough that no run reuses another's, which is all a bench needs.
 fn bench_token(i: usize) -> String {
+    bench_secret(&format!("{i:05}"))
+}
+
+/// A password for the bench's own accounts (the subscriber, the hub on Mosquitto).
+fn bench_secret(label: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!("tok-{i:05}-{nanos:09}-{:08x}", std::process::id())
+    format!("tok-{label}-{nanos:09}-{:08x}", std::process::id())
 }
 
 /// Plain Mosquitto's `passwd` and `acl` in `dir`, in the form `hub export mosquitto-acl`
@@ -492,7 +497,7 @@ async fn start_hub(
         &format!("{PASSWORD}\n"),
     )
     .await?;
-    let broker_password = bench_token(99_998);
+    let broker_password = bench_secret("hub");
     let broker = if external {
         export_acl(tools, &data_arg, dir.path(), &broker_password).await?;
         Some(start_mosquitto(tools, dir.path()).await?)
