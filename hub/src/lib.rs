@@ -136,7 +136,8 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningHub, HubError> {
     config.validate()?;
-    let store = Store::open(&config.data_dir, config.session_ttl)
+    let database = config.database();
+    let store = Store::connect(&database, config.session_ttl)
         .await?
         .with_session_idle(config.session_idle);
     let metrics = Metrics::default();
@@ -170,7 +171,7 @@ pub async fn start(
     );
     tracker = tracker.with_command_queue(command_queue.clone());
     // Module states: the last known ones come back (stale), changes are saved in batches.
-    let state_store = store::StateStore::open(&config.data_dir).await?;
+    let state_store = store::StateStore::connect(&database).await?;
     tracker.restore(state_store.load().await?);
     let (state_writer, dirty) = store::StateWriter::new(state_store, metrics.clone());
     tracker.persist_states(dirty);

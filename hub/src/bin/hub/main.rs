@@ -47,6 +47,10 @@ struct ServeArgs {
     /// Data directory [default: ./hub-data].
     #[arg(long, env = "HUB_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Database URL: `postgres://user:password@host:port/db` (a database several hubs may
+    /// share) or `sqlite://PATH` [default: SQLite at <data-dir>/hub.db].
+    #[arg(long, env = "HUB_DATABASE", value_name = "URL")]
+    database: Option<mc_hub::store::Database>,
     /// Liveness timeout for every module, e.g. `2s` [default: 3 × announced interval, else 15s].
     #[arg(long, env = "HUB_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Option<Duration>,
@@ -104,6 +108,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.data_dir {
             config.data_dir = v;
+        }
+        if let Some(v) = self.database {
+            config.database = Some(v);
         }
         if let Some(v) = self.heartbeat_timeout {
             config.liveness.heartbeat_timeout = Some(v);
