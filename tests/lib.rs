@@ -1,6 +1,11 @@
 //! Test harness for end-to-end tests: a real hub on ephemeral loopback ports with a temporary
 //! data directory, real MQTT clients for modules, real Socket.IO clients for dashboards.
 //!
+//! `MC_TEST_DATABASE=postgres` runs every hub these tests start on PostgreSQL instead of
+//! SQLite: a fresh database per hub on one throwaway server per test process
+//! ([`mc_hub::store::postgres_server`]); `scripts/test` runs the tests about the registry,
+//! accounts, access and durability that way too.
+//!
 //! Every wait has a generous deadline ([`DEADLINE`]) so tests hold on a loaded 2-core machine;
 //! "nothing happened" is proven with a barrier event, never with a sleep.
 
@@ -9,7 +14,7 @@ use std::{net::SocketAddr, time::Duration};
 use futures_util::FutureExt;
 use mc_hub::{
     Config, Listeners, RunningHub,
-    store::{NewModule, NewUser},
+    store::{Database, NewModule, NewUser, postgres_server::PostgresServer},
 };
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
@@ -45,19 +50,49 @@ pub struct TestHub {
     pub url: String,
     /// Keeps the data directory alive.
     pub dir: tempfile::TempDir,
+    /// The hub's database (SQLite in `dir`, or PostgreSQL: [`test_database`]).
+    pub database: Database,
+}
+
+/// The variable that chooses the database of the hubs tests start: `postgres` or `sqlite`
+/// (the default).
+pub const TEST_DATABASE_VAR: &str = "MC_TEST_DATABASE";
+
+/// True when the tests run their hubs on PostgreSQL (`MC_TEST_DATABASE=postgres`). Panics on
+/// any value other than `postgres`, `sqlite` or none: a typo must not quietly test SQLite.
+pub fn on_postgres() -> bool {
+    match std::env::var(TEST_DATABASE_VAR).as_deref() {
+        Err(_) | Ok("" | "sqlite") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("{TEST_DATABASE_VAR}={other:?}: expected sqlite or postgres"),
+    }
+}
+
+/// The database for a new hub whose data directory is `data_dir`: SQLite there, or a fresh
+/// PostgreSQL database when [`on_postgres`] (the test fails if the server cannot start).
+pub async fn test_database(data_dir: &std::path::Path) -> Database {
+    if on_postgres() {
+        PostgresServer::fresh_database().await
+    } else {
+        Database::in_data_dir(data_dir)
+    }
 }
 
 /// Starts a hub; `tweak` adjusts its configuration.
 pub async fn start_hub(tweak: impl FnOnce(&mut Config)) -> TestHub {
     init_tracing();
     let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let database = on_postgres().then_some(test_database(&data_dir).await);
     let mut config = Config {
         http: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().join("data"),
+        data_dir,
+        database,
         ..Config::default()
     };
     tweak(&mut config);
+    let database = config.database();
     let listeners = Listeners::bind(&config).await.expect("bind");
     let shutdown = CancellationToken::new();
     let hub = mc_hub::start(config, listeners, shutdown.clone())
@@ -69,6 +104,7 @@ pub async fn start_hub(tweak: impl FnOnce(&mut Config)) -> TestHub {
         shutdown,
         url,
         dir,
+        database,
     }
 }
 

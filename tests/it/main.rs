@@ -14,6 +14,7 @@ mod js_clients;
 mod liveness;
 mod mqtt;
 mod ops;
+mod postgres;
 mod process;
 mod registry;
 mod rejects;
