@@ -7,6 +7,8 @@ use mc_e2e::{MqttModule, about, start_hub};
 use mc_hub::store::postgres_server::PostgresServer;
 use serde_json::json;
 
+use crate::process::hub_binary;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hubs_on_one_postgres_database_share_the_registry() {
     let database = PostgresServer::fresh_database().await;
@@ -102,4 +104,61 @@ async fn two_hubs_on_one_postgres_database_share_the_registry() {
     admin_on_a_dash
         .expect("rt_module_removed", about("MC-PG-1"))
         .await;
+}
+
+/// The `hub` CLI finds the database as `hub serve` does (`--database`, `HUB_DATABASE`, the
+/// config file's `database`), and `hub db check` checks a PostgreSQL database: 0 when sound,
+/// 1 with the findings for a database without the hub's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_uses_the_configured_postgres_database_and_checks_it() {
+    let database = PostgresServer::fresh_database().await;
+    let url = database.postgres_url().expect("a PostgreSQL URL").to_owned();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, format!("database = \"{url}\"\n")).expect("config file");
+    let data_dir = dir.path().join("not-used");
+    let cli = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut command = tokio::process::Command::new(hub_binary());
+        command
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env_remove("HUB_DATABASE")
+            .env_remove("HUB_CONFIG")
+            .kill_on_drop(true);
+        if let Some((k, v)) = env {
+            command.env(k, v);
+        }
+        async move { command.output().await.expect("hub CLI runs") }
+    };
+    let config_arg = config.to_str().expect("utf-8 path");
+
+    let add = ["user", "add", "--email", "ada@x.io", "--name", "Ada"];
+    let out = cli(
+        &[&add[..], &["--password", "pw", "--config", config_arg]].concat(),
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let out = cli(&["user", "list", "--json"], Some(("HUB_DATABASE", &url))).await;
+    assert!(out.status.success(), "{out:?}");
+    let users: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(users[0]["email"], "ada@x.io", "{users}");
+    let out = cli(&["db", "check", "--json", "--database", &url], None).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (out.status.code(), &report),
+        (
+            Some(0),
+            &json!({"ok": true, "integrity": ["ok"], "foreignKeys": []})
+        )
+    );
+    assert!(!data_dir.exists(), "no SQLite database was created");
+
+    let empty = PostgresServer::fresh_database().await;
+    let empty_url = empty.postgres_url().expect("a PostgreSQL URL");
+    let out = cli(&["db", "check", "--database", empty_url], None).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("no hub schema"), "{stdout}");
 }

@@ -39,6 +39,9 @@ pub(crate) fn hub_binary() -> PathBuf {
             "mc-hub",
             "--bin",
             "hub",
+            // The features the tests build mc-hub with: its library is then compiled once.
+            "--features",
+            "test-postgres",
             "--message-format=json-render-diagnostics",
         ]);
         if !cfg!(debug_assertions) {
