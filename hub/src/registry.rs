@@ -1,11 +1,12 @@
-//! Applies registry changes to the running hub, whoever made them (the HTTP API or the `hub` CLI
-//! in another process): events to the right audiences, closed connections for rotated tokens,
+//! Applies registry changes to the running hub, whoever made them (the HTTP API, the `hub` CLI
+//! in another process, or another hub on the same PostgreSQL database): events to the right audiences, closed connections for rotated tokens,
 //! disabled and removed modules, dropped command queues of disabled modules, closed sockets for
 //! disabled or deleted users, tracker updates.
 //!
-//! Changes are read from the change log that SQLite triggers fill in the same transaction as
-//! each change. The HTTP handlers wake the watcher at once; changes from other processes are
-//! picked up within [`POLL_INTERVAL`].
+//! Changes are read from the change log that database triggers fill in the same transaction as
+//! each change (on PostgreSQL, in commit order, so that several hubs on one database each apply
+//! every change: `store::changes`). The HTTP handlers wake the watcher at once; changes from
+//! other processes are picked up within [`POLL_INTERVAL`].
 
 use std::{sync::Arc, time::Duration};
 

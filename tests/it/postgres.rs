@@ -112,7 +112,10 @@ async fn two_hubs_on_one_postgres_database_share_the_registry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_uses_the_configured_postgres_database_and_checks_it() {
     let database = PostgresServer::fresh_database().await;
-    let url = database.postgres_url().expect("a PostgreSQL URL").to_owned();
+    let url = database
+        .postgres_url()
+        .expect("a PostgreSQL URL")
+        .to_owned();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("hub.toml");
     std::fs::write(&config, format!("database = \"{url}\"\n")).expect("config file");

@@ -137,7 +137,15 @@ mod tests {
         assert!(store.delete_module(&id).await.unwrap());
 
         let changes = store.changes_after(0, 100).await.unwrap();
-        let log: Vec<(&str, Option<&str>, Option<i64>, Option<i64>, Option<i64>)> = changes
+        /// Kind, module, user, owner before and after.
+        type Logged<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let log: Vec<Logged> = changes
             .iter()
             .map(|c| {
                 (
