@@ -9,6 +9,8 @@
 //! Every wait has a generous deadline ([`DEADLINE`]) so tests hold on a loaded 2-core machine;
 //! "nothing happened" is proven with a barrier event, never with a sleep.
 
+pub mod mosquitto;
+
 use std::{net::SocketAddr, time::Duration};
 
 use futures_util::FutureExt;
@@ -50,6 +52,8 @@ pub struct TestHub {
     pub url: String,
     /// Keeps the data directory alive.
     pub dir: tempfile::TempDir,
+    /// The data directory (in `dir` unless the test chose another).
+    data_dir: std::path::PathBuf,
     /// The hub's database (SQLite in `dir`, or PostgreSQL: [`test_database`]).
     pub database: Database,
 }
@@ -93,6 +97,7 @@ pub async fn start_hub(tweak: impl FnOnce(&mut Config)) -> TestHub {
     };
     tweak(&mut config);
     let database = config.database();
+    let data_dir = config.data_dir.clone();
     let listeners = Listeners::bind(&config).await.expect("bind");
     let shutdown = CancellationToken::new();
     let hub = mc_hub::start(config, listeners, shutdown.clone())
@@ -105,6 +110,7 @@ pub async fn start_hub(tweak: impl FnOnce(&mut Config)) -> TestHub {
         url,
         dir,
         database,
+        data_dir,
     }
 }
 
@@ -119,6 +125,11 @@ fn init_tracing() {
 }
 
 impl TestHub {
+    /// Its data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.data_dir.clone()
+    }
+
     /// Creates a user with password `password`; returns its id.
     pub async fn add_user(&self, email: &str, admin: bool) -> i64 {
         self.hub

@@ -468,6 +468,22 @@ impl ModuleTask {
     /// write it; drops the socket if that takes too long.
     async fn close_cleanly(&self, mut session: Session) {
         if session.connected {
+            // A clean DISCONNECT discards the will, so say `offline` first: the embedded
+            // broker's gateway sees the DISCONNECT anyway, but a hub behind an external
+            // broker learns of it only from this (else only by its timeout).
+            let said = timeout(
+                DISCONNECT_TIMEOUT,
+                session.client.publish(
+                    self.topics.status.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    STATUS_OFFLINE,
+                ),
+            )
+            .await;
+            if !matches!(said, Ok(Ok(()))) {
+                debug!(module = %self.id(), "could not say offline before disconnecting");
+            }
             let sent = timeout(DISCONNECT_TIMEOUT, session.client.disconnect()).await;
             if matches!(sent, Ok(Ok(())))
                 && timeout(DISCONNECT_TIMEOUT, &mut session.poller)

@@ -71,11 +71,28 @@ pub enum Delivery {
     Acknowledged(CommandResult),
 }
 
+/// Where MQTT commands are published.
+#[derive(Clone)]
+pub enum MqttOut {
+    /// The hub's link into its embedded broker. `LinkTx::try_publish` needs `&mut`; it never
+    /// blocks, so a plain mutex is enough.
+    Embedded(Arc<Mutex<LinkTx>>),
+    /// The hub's client of an external broker (`broker::external`), at QoS 1: the broker
+    /// acknowledges it, then delivers it at the QoS the module subscribed with.
+    External(rumqttc::v5::AsyncClient),
+}
+
+impl From<LinkTx> for MqttOut {
+    fn from(link: LinkTx) -> Self {
+        Self::Embedded(Arc::new(Mutex::new(link)))
+    }
+}
+
 /// Sends commands to modules over their transport; cheap to clone.
 #[derive(Clone)]
 pub struct CommandRouter {
-    /// `LinkTx::try_publish` needs `&mut`; it never blocks, so a plain mutex is enough.
-    mqtt: Arc<Mutex<LinkTx>>,
+    /// MQTT commands go out here.
+    mqtt: MqttOut,
     /// Who is connected how.
     connections: LiveConnections,
     /// Command ids. Modules de-duplicate by id (a retransmission carries the same one), so a
@@ -89,9 +106,13 @@ pub struct CommandRouter {
 impl CommandRouter {
     /// Publishes MQTT commands through `link`; finds serial modules in `connections`; keeps
     /// commands for offline modules in `queue`.
-    pub fn new(link: LinkTx, connections: LiveConnections, queue: queue::CommandQueue) -> Self {
+    pub fn new(
+        mqtt: impl Into<MqttOut>,
+        connections: LiveConnections,
+        queue: queue::CommandQueue,
+    ) -> Self {
         Self {
-            mqtt: Arc::new(Mutex::new(link)),
+            mqtt: mqtt.into(),
             connections,
             next_id: Arc::new(AtomicU32::new(rand::random())),
             queue,
@@ -147,12 +168,22 @@ impl CommandRouter {
     ) -> Result<(), CommandError> {
         let payload = codec::encode(command, encoding)?;
         let topic = ModuleTopic::new(module.clone(), TopicKind::Cmd).to_string();
-        let mut link = self
-            .mqtt
-            .lock()
-            .map_err(|_| CommandError::Link("poisoned".into()))?;
-        link.try_publish(topic, payload)
-            .map_err(|e| CommandError::Link(e.to_string()))?;
+        match &self.mqtt {
+            MqttOut::Embedded(link) => link
+                .lock()
+                .map_err(|_| CommandError::Link("poisoned".into()))?
+                .try_publish(topic, payload)
+                .map(drop)
+                .map_err(|e| CommandError::Link(e.to_string()))?,
+            MqttOut::External(client) => client
+                .try_publish(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .map_err(|e| CommandError::Link(e.to_string()))?,
+        }
         tracing::info!(%module, id = command.id, action = ?command.action, "command published");
         Ok(())
     }

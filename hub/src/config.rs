@@ -13,8 +13,11 @@ use crate::{liveness::LivenessConfig, state::Deadbands, store::Database};
 pub struct Config {
     /// HTTP + Socket.IO listen address. Default `127.0.0.1:8080`.
     pub http: SocketAddr,
-    /// MQTT listen address (embedded broker). Default `0.0.0.0:1883`.
+    /// MQTT listen address (embedded broker). Default `0.0.0.0:1883`. Not used with an
+    /// external broker (`[broker] url`).
     pub mqtt: SocketAddr,
+    /// An external MQTT broker instead of the embedded one (`broker::external`).
+    pub broker: crate::broker::external::BrokerConfig,
     /// Where the SQLite database lives (`hub.db`). Default `./hub-data`.
     pub data_dir: PathBuf,
     /// The database, as a URL: `postgres://user:password@host:port/db` for a PostgreSQL
@@ -535,6 +538,7 @@ impl Default for Config {
         Self {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             mqtt: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            broker: Default::default(),
             data_dir: PathBuf::from("./hub-data"),
             database: None,
             max_packet: 8 * 1024,
@@ -619,6 +623,14 @@ impl Config {
     /// Checks values and prepares the SQLite database's directory (created if missing, must be
     /// writable); a PostgreSQL database needs no directory.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.broker.validate()?;
+        if self.demo.enabled && self.broker.url.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "demo",
+                message: "the demo runs on the embedded broker; leave [broker] url unset for it"
+                    .into(),
+            });
+        }
         if !(1024..=16 * 1024 * 1024).contains(&self.realtime.max_message) {
             return Err(ConfigError::Invalid {
                 setting: "realtime.max-message",

@@ -76,12 +76,12 @@ pub enum HubError {
     Demo(String),
 }
 
-/// The hub's two listening sockets, bound before start so that callers (tests) can use port 0.
+/// The hub's listening sockets, bound before start so that callers (tests) can use port 0.
 pub struct Listeners {
     /// HTTP + Socket.IO.
     pub http: TcpListener,
-    /// MQTT.
-    pub mqtt: TcpListener,
+    /// MQTT, for the embedded broker (none with an external broker).
+    pub mqtt: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -94,7 +94,10 @@ impl Listeners {
         };
         Ok(Self {
             http: bind("HTTP", config.http).await?,
-            mqtt: bind("MQTT", config.mqtt).await?,
+            mqtt: match config.broker.url {
+                Some(_) => None,
+                None => Some(bind("MQTT", config.mqtt).await?),
+            },
         })
     }
 }
@@ -103,7 +106,8 @@ impl Listeners {
 pub struct RunningHub {
     /// Where HTTP listens.
     pub http_addr: SocketAddr,
-    /// Where MQTT listens.
+    /// Where modules connect over MQTT: the embedded broker's listener, or the external
+    /// broker (its first address).
     pub mqtt_addr: SocketAddr,
     /// The database.
     pub store: Store,
@@ -143,7 +147,7 @@ pub async fn start(
     let metrics = Metrics::default();
     let tasks = TaskTracker::new();
     let http_addr = local_addr(&listeners.http, "HTTP")?;
-    let mqtt_addr = local_addr(&listeners.mqtt, "MQTT")?;
+    let external = config.broker.external()?;
 
     // Realtime: Socket.IO handlers and the events manager.
     let (socketio_layer, io) = SocketIo::builder()
@@ -187,52 +191,56 @@ pub async fn start(
         stop_all.cancel();
     });
 
-    // MQTT: embedded broker, ingest, gateway.
-    let retention = broker::Retention {
-        segment_bytes: config.mqtt_log_segment_bytes,
-        segments: config.mqtt_log_segments,
-    };
-    let embedded = broker::start(
-        config.max_packet,
-        retention,
-        store.clone(),
-        &tasks,
-        &shutdown,
-    )
-    .await?;
-    // up from now (readiness), down when the task ends (the task's guard)
-    metrics
-        .mqtt_ingest_up
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // MQTT: the embedded broker behind its gateway, or an external broker.
     let limiter = ingest::rate::ModuleRateLimiter::new(config.ingest.rate_limit());
-    tasks.spawn(tracing::Instrument::instrument(
-        ingest::mqtt::run(
-            embedded.link_rx,
-            tracker_handle.events(),
-            metrics.clone(),
-            limiter.clone(),
-            shutdown.clone(),
-        ),
-        tracing::info_span!("ingest", transport = "mqtt"),
-    ));
     let connections = connections::LiveConnections::default();
+    let (mqtt_out, mqtt_addr) = match (&external, listeners.mqtt) {
+        (Some(url), _) => {
+            let ingest = broker::external::ExternalIngest {
+                events: tracker_handle.events(),
+                metrics: metrics.clone(),
+                limiter: limiter.clone(),
+                store: store.clone(),
+                connections: connections.clone(),
+            };
+            let client = broker::external::start(&config.broker, url, ingest, &tasks, &shutdown)?;
+            let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], url.port)));
+            (commands::MqttOut::External(client), addr)
+        }
+        (None, Some(mqtt_listener)) => {
+            let mqtt_addr = local_addr(&mqtt_listener, "MQTT")?;
+            let embedded = start_embedded(
+                &config,
+                &store,
+                &metrics,
+                &tracker_handle,
+                &limiter,
+                &connections,
+                mqtt_listener,
+                &tasks,
+                &shutdown,
+            )
+            .await?;
+            (embedded, mqtt_addr)
+        }
+        (None, None) => {
+            return Err(HubError::Config(config::ConfigError::Invalid {
+                setting: "mqtt",
+                message: "no MQTT listener was bound for the embedded broker".into(),
+            }));
+        }
+    };
     let commands =
-        commands::CommandRouter::new(embedded.link_tx, connections.clone(), command_queue.clone());
+        commands::CommandRouter::new(mqtt_out, connections.clone(), command_queue.clone());
     tasks.spawn(commands::delivery::run(
         commands.clone(),
         queue_signals,
         shutdown.clone(),
     ));
-    let gateway = Arc::new(broker::gateway::Gateway::new(
-        store.clone(),
-        tracker_handle.events(),
-        metrics.clone(),
-        embedded.v4_addr,
-        embedded.v5_addr,
-        config.max_packet,
-        connections.clone(),
-    ));
-    tasks.spawn(gateway.run(listeners.mqtt, tasks.clone(), shutdown.clone()));
 
     // Serial: one task per port, opened (and reopened) in the background.
     let serial = ingest::serial::SerialContext {
@@ -337,6 +345,53 @@ pub async fn start(
         connections,
         tasks,
     })
+}
+
+/// The embedded broker, its ingest link and the gateway in front of it; returns where
+/// commands are published.
+#[allow(clippy::too_many_arguments)]
+async fn start_embedded(
+    config: &Config,
+    store: &Store,
+    metrics: &Metrics,
+    tracker: &TrackerHandle,
+    limiter: &ingest::rate::ModuleRateLimiter,
+    connections: &connections::LiveConnections,
+    listener: TcpListener,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<commands::MqttOut, HubError> {
+    let retention = broker::Retention {
+        segment_bytes: config.mqtt_log_segment_bytes,
+        segments: config.mqtt_log_segments,
+    };
+    let embedded =
+        broker::start(config.max_packet, retention, store.clone(), tasks, shutdown).await?;
+    // up from now (readiness), down when the task ends (the task's guard)
+    metrics
+        .mqtt_ingest_up
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tasks.spawn(tracing::Instrument::instrument(
+        ingest::mqtt::run(
+            embedded.link_rx,
+            tracker.events(),
+            metrics.clone(),
+            limiter.clone(),
+            shutdown.clone(),
+        ),
+        tracing::info_span!("ingest", transport = "mqtt"),
+    ));
+    let gateway = Arc::new(broker::gateway::Gateway::new(
+        store.clone(),
+        tracker.events(),
+        metrics.clone(),
+        embedded.v4_addr,
+        embedded.v5_addr,
+        config.max_packet,
+        connections.clone(),
+    ));
+    tasks.spawn(gateway.run(listener, tasks.clone(), shutdown.clone()));
+    Ok(embedded.link_tx.into())
 }
 
 fn local_addr(listener: &TcpListener, what: &'static str) -> Result<SocketAddr, HubError> {

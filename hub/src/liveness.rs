@@ -144,6 +144,13 @@ struct Entry {
     offline_reason: Option<OfflineReason>,
 }
 
+impl Entry {
+    /// This module's timeout (see [`timeout`]).
+    fn timeout(&self, config: &LivenessConfig) -> Duration {
+        timeout(self.own_timeout, config.heartbeat_timeout, self.announced)
+    }
+}
+
 /// The liveness state of every module; see the module docs.
 #[derive(Debug)]
 pub struct LivenessTracker {
@@ -151,6 +158,9 @@ pub struct LivenessTracker {
     entries: HashMap<ModuleId, Entry>,
     deadlines: DelayQueue<(ModuleId, Deadline)>,
     counters: LivenessCounters,
+    /// Timeouts are held: the hub cannot hear modules right now (see
+    /// [`hold_timeouts`](Self::hold_timeouts)).
+    held: bool,
 }
 
 impl LivenessTracker {
@@ -161,6 +171,7 @@ impl LivenessTracker {
             entries: HashMap::new(),
             deadlines: DelayQueue::new(),
             counters: LivenessCounters::default(),
+            held: false,
         }
     }
 
@@ -208,11 +219,7 @@ impl LivenessTracker {
         if announced.is_some() {
             entry.announced = announced;
         }
-        let timeout = timeout(
-            entry.own_timeout,
-            self.config.heartbeat_timeout,
-            entry.announced,
-        );
+        let timeout = entry.timeout(&self.config);
         match &entry.silence_key {
             Some(key) => self.deadlines.reset_at(key, now + timeout),
             None => {
@@ -266,6 +273,27 @@ impl LivenessTracker {
             return None;
         }
         self.go_offline(module, OfflineReason::Will)
+    }
+
+    /// The hub cannot hear modules for now (its external broker link is down): silence then
+    /// proves nothing, so no module goes offline by timeout until
+    /// [`release_timeouts`](Self::release_timeouts). Wills and disconnects still count.
+    pub fn hold_timeouts(&mut self) {
+        self.held = true;
+    }
+
+    /// The hub hears modules again: every online module gets a full timeout from now to speak
+    /// (without this, a link outage longer than the timeouts would end in an offline storm of
+    /// modules that never went away).
+    pub fn release_timeouts(&mut self) {
+        self.held = false;
+        let now = Instant::now();
+        for entry in self.entries.values().filter(|e| e.online) {
+            if let Some(key) = &entry.silence_key {
+                self.deadlines
+                    .reset_at(key, now + entry.timeout(&self.config));
+            }
+        }
     }
 
     /// Forgets `module` (unregistered).
@@ -357,6 +385,14 @@ impl LivenessTracker {
                 Deadline::Silence => {
                     entry.silence_key = None;
                     if !entry.online {
+                        continue;
+                    }
+                    if self.held {
+                        let at = Instant::now() + entry.timeout(&self.config);
+                        entry.silence_key = Some(
+                            self.deadlines
+                                .insert_at((module.clone(), Deadline::Silence), at),
+                        );
                         continue;
                     }
                     self.transition(&module, false, Some(OfflineReason::Timeout), Instant::now())
@@ -507,6 +543,35 @@ mod tests {
         // A will with no open connection is believed.
         t.disconnected(&m, 2, OfflineReason::ConnectionLost);
         assert_eq!(t.will(&m), None, "already offline: nothing more to say");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_timeouts_wait_for_the_link_and_then_give_a_full_timeout() {
+        let mut t = tracker();
+        let (a, b) = (id("MC-A"), id("MC-B"));
+        for (m, session) in [(&a, 1), (&b, 2)] {
+            t.connected(m, session, None);
+            t.seen(m, Some(Duration::from_secs(5)));
+        }
+        // The broker link goes down: a minute of silence takes nobody offline...
+        t.hold_timeouts();
+        assert_eq!(change_within(&mut t, Duration::from_secs(60)).await, None);
+        assert!(t.is_online(&a) && t.is_online(&b));
+        // ...but a will still does.
+        assert_eq!(
+            t.disconnected(&b, 2, OfflineReason::Will),
+            Some(Offline(b.clone(), OfflineReason::Will))
+        );
+        // Back: a full timeout (3 × 5 s) from now, not from the last message.
+        t.release_timeouts();
+        assert_eq!(
+            change_within(&mut t, Duration::from_millis(14_900)).await,
+            None
+        );
+        assert_eq!(
+            change_within(&mut t, Duration::from_millis(200)).await,
+            Some(Offline(a, OfflineReason::Timeout))
+        );
     }
 
     #[tokio::test(start_paused = true)]

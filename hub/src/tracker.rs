@@ -332,6 +332,21 @@ impl Tracker {
                     self.emit_liveness(change).await;
                 }
             }
+            ModuleEvent::Ended { module, session } => {
+                if let Some(change) =
+                    self.liveness
+                        .disconnected(&module, session, OfflineReason::Will)
+                {
+                    self.emit_liveness(change).await;
+                }
+            }
+            ModuleEvent::BrokerLink { up } => {
+                if up {
+                    self.liveness.release_timeouts();
+                } else {
+                    self.liveness.hold_timeouts();
+                }
+            }
             ModuleEvent::Hello(module, hello, encoding) => {
                 let session = self.liveness.session(&module);
                 let Some(info) = self.seen(&module) else {

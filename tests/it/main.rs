@@ -9,6 +9,7 @@ mod c_reference;
 mod commands;
 mod compression;
 mod durability;
+mod external_broker;
 mod hostile;
 mod js_clients;
 mod liveness;

@@ -13,7 +13,9 @@
 //! proper CONNACK refusals, routes by protocol level to one port, restricts each module to its
 //! own topics, and reports each connection's start and end to the tracker.
 
+pub mod external;
 pub mod gateway;
+pub mod mosquitto;
 pub mod packet;
 
 use std::{net::SocketAddr, time::Duration};

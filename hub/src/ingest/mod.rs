@@ -5,6 +5,7 @@
 pub mod mqtt;
 pub mod rate;
 pub mod serial;
+pub mod sessions;
 
 use mc_protocol::{Encoding, Heartbeat, Hello, ModuleId, Telemetry};
 
@@ -49,6 +50,20 @@ pub enum ModuleEvent {
     Telemetry(ModuleId, Box<Telemetry>),
     /// Its last will (`offline` on `mc/<id>/status`).
     Will(ModuleId),
+    /// Behind an external broker: the session `session` (inferred, [`sessions`]) ended with
+    /// the module's will, or its own `offline` before a clean disconnect.
+    Ended {
+        /// Whose.
+        module: ModuleId,
+        /// Which session.
+        session: u64,
+    },
+    /// Behind an external broker: the hub's link to it went down or came back. While it is
+    /// down the hub hears nothing, so silence proves nothing: liveness timeouts are held.
+    BrokerLink {
+        /// Whether the link is up (consuming) now.
+        up: bool,
+    },
     /// Its registry entry changed (owner, timeout...).
     Registered(ModuleRecord),
     /// It was removed from the registry: forget it.

@@ -5,6 +5,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::{Store, StoreError, unix_now, with_pool};
+use crate::broker::mosquitto::password_hash;
 
 /// A registered module.
 #[derive(Debug, Clone)]
@@ -23,6 +24,9 @@ pub struct ModuleRecord {
     pub heartbeat_timeout_ms: Option<u64>,
     /// A disabled module may not connect.
     pub disabled: bool,
+    /// Its token hashed for a Mosquitto password file (`broker::mosquitto`); `None` for a
+    /// token created before the hub wrote these.
+    mosquitto_hash: Option<String>,
 }
 
 impl ModuleRecord {
@@ -37,7 +41,19 @@ impl ModuleRecord {
             token_hash: String::new(),
             heartbeat_timeout_ms: None,
             disabled: false,
+            mosquitto_hash: None,
         }
+    }
+
+    /// Sets the Mosquitto hash, for unit tests elsewhere in the crate.
+    #[cfg(test)]
+    pub(crate) fn set_mosquitto_hash_for_tests(&mut self, hash: Option<String>) {
+        self.mosquitto_hash = hash;
+    }
+
+    /// The token hashed for a Mosquitto password file, if the current token has one.
+    pub fn mosquitto_hash(&self) -> Option<&str> {
+        self.mosquitto_hash.as_deref()
     }
 
     /// Constant-time comparison of `token`'s hash with the stored one.
@@ -104,6 +120,7 @@ struct Row {
     token_hash: String,
     heartbeat_timeout_ms: Option<i64>,
     disabled: bool,
+    mosquitto_hash: Option<String>,
 }
 
 impl TryFrom<Row> for ModuleRecord {
@@ -119,6 +136,7 @@ impl TryFrom<Row> for ModuleRecord {
             token_hash: r.token_hash,
             heartbeat_timeout_ms: r.heartbeat_timeout_ms.map(|v| v.max(0) as u64),
             disabled: r.disabled,
+            mosquitto_hash: r.mosquitto_hash,
         })
     }
 }
@@ -126,7 +144,7 @@ impl TryFrom<Row> for ModuleRecord {
 /// The columns [`Row`] reads, for `concat!` (queries stay static strings).
 macro_rules! columns {
     () => {
-        "id, name, type, owner_id, token_hash, heartbeat_timeout_ms, disabled"
+        "id, name, type, owner_id, token_hash, heartbeat_timeout_ms, disabled, mosquitto_hash"
     };
 }
 
@@ -146,13 +164,14 @@ impl Store {
             None => None,
         };
         let token = new_token();
+        let mosquitto_hash = password_hash(&token);
         // Registering a module also settles its pending entry, in the same transaction.
         let result = with_pool!(&self.pool, p => async {
             let mut tx = p.begin().await?;
             let row = sqlx::query_as::<_, Row>(concat!(
-                "INSERT INTO modules
-                    (id, name, type, owner_id, token_hash, heartbeat_timeout_ms, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+                "INSERT INTO modules (id, name, type, owner_id, token_hash, mosquitto_hash,
+                                      heartbeat_timeout_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
                 columns!()
             ))
             .bind(new.id.as_str())
@@ -160,6 +179,7 @@ impl Store {
             .bind(&new.kind)
             .bind(owner_id)
             .bind(hash_token(&token))
+            .bind(&mosquitto_hash)
             .bind(new.heartbeat_timeout.map(|d| d.as_millis().min(i64::MAX as u128) as i64))
             .bind(unix_now())
             .fetch_one(&mut *tx)
@@ -185,9 +205,11 @@ impl Store {
     /// connections.
     pub async fn rotate_module_token(&self, id: &ModuleId) -> Result<String, StoreError> {
         let token = new_token();
+        let mosquitto_hash = password_hash(&token);
         with_pool!(&self.pool, p => {
-            sqlx::query("UPDATE modules SET token_hash = $1 WHERE id = $2")
+            sqlx::query("UPDATE modules SET token_hash = $1, mosquitto_hash = $2 WHERE id = $3")
                 .bind(hash_token(&token))
+                .bind(&mosquitto_hash)
                 .bind(id.as_str())
                 .execute(p)
                 .await

@@ -1,8 +1,10 @@
 //! The `hub` binary: parse the command line, set up logging, call the library.
 //!
 //! - this file: `hub [serve]` and its flags;
-//! - [`manage`]: `hub user ...`, `hub module ...` and `hub db check`.
+//! - [`manage`]: `hub user ...`, `hub module ...` and `hub db check`;
+//! - [`export`]: `hub export mosquitto-acl`.
 
+mod export;
 mod manage;
 
 use std::{path::PathBuf, time::Duration};
@@ -34,6 +36,9 @@ enum Command {
     /// Database maintenance.
     #[command(subcommand)]
     Db(manage::DbCommand),
+    /// Configuration for other systems, generated from the registry.
+    #[command(subcommand)]
+    Export(export::ExportCommand),
 }
 
 #[derive(Args, Clone, Default)]
@@ -44,6 +49,10 @@ struct ServeArgs {
     /// MQTT listen address [default: 0.0.0.0:1883].
     #[arg(long, env = "HUB_MQTT")]
     mqtt: Option<std::net::SocketAddr>,
+    /// External MQTT broker, `mqtt://[USER@]HOST[:PORT]` (password: HUB_BROKER_PASSWORD or
+    /// `[broker] password-file`), instead of the embedded one [default: embedded].
+    #[arg(long, env = "HUB_BROKER", value_name = "URL")]
+    broker: Option<String>,
     /// Data directory [default: ./hub-data].
     #[arg(long, env = "HUB_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -100,11 +109,16 @@ impl ServeArgs {
         config.realtime.apply_env(|k| std::env::var(k).ok())?;
         // Per-module rate limit (INGEST_MODULE_RATE, INGEST_MODULE_BURST).
         config.ingest.apply_env(|k| std::env::var(k).ok())?;
+        // The external broker's password (HUB_BROKER_PASSWORD).
+        config.broker.apply_env(|k| std::env::var(k).ok());
         if let Some(v) = self.http {
             config.http = v;
         }
         if let Some(v) = self.mqtt {
             config.mqtt = v;
+        }
+        if let Some(v) = self.broker {
+            config.broker.url = Some(v);
         }
         if let Some(v) = self.data_dir {
             config.data_dir = v;
@@ -236,6 +250,7 @@ async fn main() -> std::process::ExitCode {
         Some(Command::User(command)) => manage::user_command(command).await,
         Some(Command::Module(command)) => manage::module_command(command).await,
         Some(Command::Db(command)) => manage::db_command(command).await,
+        Some(Command::Export(command)) => export::export_command(command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

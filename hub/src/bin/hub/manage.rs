@@ -35,7 +35,7 @@ pub(crate) struct ManageArgs {
     config: Option<PathBuf>,
     /// Print one JSON document on stdout (for scripts) instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// A new password: on the command line, or (kept out of `ps` and shell history) on stdin.
@@ -287,7 +287,7 @@ fn check_writable(data_dir: &Path) -> anyhow::Result<()> {
 /// Opens the store for a command that reads or changes what exists: a mistyped `--data-dir`
 /// fails instead of quietly creating an empty database. (A PostgreSQL database must exist
 /// anyway: a mistyped name fails to connect.)
-async fn open_existing_store(manage: &ManageArgs) -> anyhow::Result<Store> {
+pub(crate) async fn open_existing_store(manage: &ManageArgs) -> anyhow::Result<Store> {
     let database = manage.database()?;
     if let Database::Sqlite(db) = &database {
         if !db.is_file() {
@@ -301,7 +301,7 @@ async fn open_existing_store(manage: &ManageArgs) -> anyhow::Result<Store> {
     connect(&database).await
 }
 
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
 }
