@@ -189,3 +189,74 @@ mod tests {
         assert!(store.changes_after(0, 100).await.unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+mod commit_order {
+    use std::time::Duration;
+
+    use crate::store::{
+        NewModule, Store,
+        tests::{Backend, TestDb, backend_tests},
+    };
+
+    backend_tests!(a_reader_following_the_log_misses_no_concurrent_change);
+
+    /// What every hub's watcher relies on: reading "changes after the last `seq` seen" while
+    /// other processes write never skips a change (a change committed late with a smaller
+    /// `seq` would be skipped for good). Two writers on their own pools, a reader polling.
+    async fn a_reader_following_the_log_misses_no_concurrent_change(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let open = || Store::connect(&db.database, Duration::from_secs(60));
+        let (reader, a, b) = (
+            open().await.unwrap(),
+            open().await.unwrap(),
+            open().await.unwrap(),
+        );
+        let writer = |store: Store, prefix: &'static str| {
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    store
+                        .create_module(NewModule {
+                            id: format!("MC-{prefix}-{i}").parse().unwrap(),
+                            name: "x".into(),
+                            kind: "station".into(),
+                            owner_email: None,
+                            heartbeat_timeout: None,
+                        })
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let writers = [writer(a, "A"), writer(b, "B")];
+        let mut seen = Vec::new();
+        let mut last = 0;
+        while writers.iter().any(|w| !w.is_finished()) {
+            for change in reader.changes_after(last, 1000).await.unwrap() {
+                last = change.seq;
+                seen.push(change.seq);
+            }
+            tokio::task::yield_now().await;
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        seen.extend(
+            reader
+                .changes_after(last, 1000)
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| c.seq),
+        );
+        let all: Vec<i64> = reader
+            .changes_after(0, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(all.len(), 80);
+        assert_eq!(seen, all, "the reader skipped changes");
+    }
+}

@@ -348,3 +348,34 @@ fn free_port() -> Result<u16, String> {
         .map(|a| a.port())
         .map_err(|e| format!("no free loopback port: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An owned server answers, and is gone (process and directory) once dropped.
+    #[tokio::test]
+    async fn a_server_serves_and_is_stopped_on_drop() {
+        let server = PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = PgConnection::connect(&server.url("postgres"))
+            .await
+            .unwrap();
+        let (one,): (i32,) = sqlx::query_as("SELECT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+        conn.close().await.unwrap();
+        let dir = lock(&server.dir)
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap();
+        let port = server.port;
+        drop(server);
+        assert!(!dir.exists(), "directory removed");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "nothing listens on {port} any more"
+        );
+    }
+}
