@@ -53,6 +53,8 @@ pub struct RegistryWatcher {
     pub commands: CommandQueue,
     /// Wake-ups from this process.
     pub notifier: RegistryNotifier,
+    /// Cluster mode: a removed module's shared state is forgotten.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl RegistryWatcher {
@@ -99,6 +101,9 @@ impl RegistryWatcher {
     }
 
     async fn apply(&self, change: RegistryChange) -> Result<(), StoreError> {
+        // Every hub of a cluster applies each change (its local effects: connections, tracker,
+        // queue); its events reach clients once, from whichever hub publishes first.
+        let emitter = self.events.once(format!("reg:{}", change.seq));
         let module = change
             .module_id
             .as_deref()
@@ -114,7 +119,7 @@ impl RegistryWatcher {
                     kind: record.kind,
                     user_id: record.owner_id,
                 };
-                self.events
+                emitter
                     .emit_to_module_audience(record.owner_id, events::RT_MODULE_ADDED, &added)
                     .await;
             }
@@ -134,7 +139,7 @@ impl RegistryWatcher {
                         .into_iter()
                         .flatten()
                     {
-                        self.events.resume_barrier(user).await;
+                        emitter.resume_barrier(user).await;
                     }
                 }
                 let updated = events::ModuleUpdated {
@@ -142,7 +147,7 @@ impl RegistryWatcher {
                     name: record.name.clone(),
                     kind: record.kind.clone(),
                 };
-                self.events
+                emitter
                     .emit_to_module_audience(record.owner_id, events::RT_MODULE_UPDATED, &updated)
                     .await;
                 if let Some(former) = change
@@ -163,7 +168,7 @@ impl RegistryWatcher {
                         module_id: record.id.to_string(),
                         user_id: Some(former),
                     };
-                    self.events
+                    emitter
                         .emit_to_user(former, events::RT_MODULE_REMOVED, &removed)
                         .await;
                 }
@@ -186,6 +191,11 @@ impl RegistryWatcher {
             }
             ("module_removed", Some(id), _) => {
                 self.connections.close(&id);
+                if let Some(cluster) = &self.cluster
+                    && let Err(e) = crate::cluster::live::forget(cluster, &id).await
+                {
+                    tracing::warn!(module = %id, error = %e, "cannot forget the removed module's shared state");
+                }
                 let _ = self
                     .tracker
                     .events()
@@ -195,7 +205,7 @@ impl RegistryWatcher {
                     module_id: id.to_string(),
                     user_id: change.owner_before,
                 };
-                self.events
+                emitter
                     .emit_to_module_audience(
                         change.owner_before,
                         events::RT_MODULE_REMOVED,
@@ -212,7 +222,7 @@ impl RegistryWatcher {
                     name: user.name,
                     email: user.email,
                 };
-                self.events
+                emitter
                     .emit_to_admins_and_user(user.id, events::RT_USER_PROFILE_UPDATED, &event)
                     .await;
             }
@@ -220,7 +230,7 @@ impl RegistryWatcher {
             // that they reconnect (or not) with the rights they have now, and with a snapshot:
             // no client of theirs resumes across the change.
             ("user_access" | "user_deleted", _, Some(user_id)) => {
-                self.events.access_changed(user_id).await;
+                emitter.access_changed(user_id).await;
             }
             (kind, _, _) => tracing::debug!(kind, "registry change without effect"),
         }

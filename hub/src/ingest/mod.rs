@@ -58,6 +58,11 @@ pub enum ModuleEvent {
         /// Which session.
         session: u64,
     },
+    /// Cluster mode: this hub now owns the module, which clients see as its shared state says
+    /// (`cluster::live`): adopt it without emitting anything (ignored if already known).
+    Adopted(ModuleId, Box<crate::cluster::live::SharedLive>),
+    /// Cluster mode: the members changed; let go (silently) of modules owned elsewhere now.
+    OwnersChanged,
     /// Behind an external broker: the hub's link to it went down or came back. While it is
     /// down the hub hears nothing, so silence proves nothing: liveness timeouts are held.
     BrokerLink {

@@ -55,6 +55,9 @@ pub struct InferredSessions {
     metrics: Metrics,
     /// When each module's last session ended by its will.
     ended: HashMap<ModuleId, Instant>,
+    /// Cluster mode: a module whose session opens here may have been another hub's: its
+    /// shared state goes to the tracker first ([`ModuleEvent::Adopted`]).
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl InferredSessions {
@@ -65,7 +68,14 @@ impl InferredSessions {
             connections,
             metrics,
             ended: HashMap::new(),
+            cluster: None,
         }
+    }
+
+    /// Cluster mode (see the field).
+    pub fn with_cluster(mut self, cluster: Option<crate::cluster::Cluster>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// The events `event` stands for, in order: a `Connected` before it when it opens a
@@ -90,7 +100,10 @@ impl InferredSessions {
             Inference::Open => match self.open(&module).await {
                 Some(connected) => {
                     self.ended.remove(&module);
-                    vec![connected, event]
+                    match self.adoption(&module).await {
+                        Some(adopted) => vec![adopted, connected, event],
+                        None => vec![connected, event],
+                    }
                 }
                 None => Vec::new(),
             },
@@ -104,6 +117,19 @@ impl InferredSessions {
         match self.connections.link(module) {
             Some((session, Link::Mqtt)) => Some(session),
             _ => None,
+        }
+    }
+
+    /// Cluster mode: the module's shared state, for the tracker to adopt if it does not track
+    /// the module yet (it ignores it otherwise).
+    async fn adoption(&self, module: &ModuleId) -> Option<ModuleEvent> {
+        let cluster = self.cluster.as_ref()?;
+        match crate::cluster::live::one(cluster, module).await {
+            Ok(shared) => shared.map(|s| ModuleEvent::Adopted(module.clone(), Box::new(s))),
+            Err(e) => {
+                tracing::warn!(%module, error = %e, "cannot read the module's shared state; it starts afresh here");
+                None
+            }
         }
     }
 

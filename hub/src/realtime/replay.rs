@@ -273,6 +273,45 @@ impl ReplayBuffer {
         offset
     }
 
+    /// Cluster mode: the shared stream's epoch and head as this hub joins; nothing before
+    /// `head` can be replayed here except what [`push_at`](Self::push_at) adds next.
+    pub fn start_at(&mut self, epoch: String, head: u64) {
+        self.epoch = epoch;
+        self.head = head;
+        self.dropped.everyone = self.dropped.everyone.max(head);
+    }
+
+    /// Cluster mode: keeps an entry whose offset the shared stream assigned; false if this hub
+    /// already has it. Offsets skipped on the way (entries trimmed before this hub read them)
+    /// count as dropped for everyone: no client resumes across them.
+    pub fn push_at(&mut self, offset: u64, audience: Audience, entry: Entry, now: Instant) -> bool {
+        if offset <= self.head {
+            return false;
+        }
+        if offset > self.head + 1 {
+            self.dropped.everyone = self.dropped.everyone.max(offset - 1);
+        }
+        self.head = offset - 1;
+        let barrier = match (&entry, audience) {
+            (Entry::Barrier, Audience::User(user)) => Some(user),
+            _ => None,
+        };
+        let offset = self.keep(audience, entry, now);
+        if let Some(user) = barrier {
+            self.barriers.insert(user, offset);
+        }
+        true
+    }
+
+    /// Cluster mode: an entry that takes an offset but is neither sent nor kept (a session's
+    /// end): the head moves past it, nothing counts as dropped.
+    pub fn skip_to(&mut self, offset: u64) {
+        if offset > self.head + 1 {
+            self.dropped.everyone = self.dropped.everyone.max(offset - 1);
+        }
+        self.head = self.head.max(offset);
+    }
+
     /// Whether `user_id`'s entitlement changed after stream offset `offset`.
     pub fn barrier_after(&self, user_id: i64, offset: u64) -> bool {
         self.barriers.get(&user_id).is_some_and(|b| *b > offset)
