@@ -336,7 +336,18 @@ pub async fn start(
             metrics.clone(),
         )),
         metrics: metrics.clone(),
+        remote_commands: cluster.clone().map(cluster::commands::RemoteCommands::new),
     };
+    if let Some(remote) = state.remote_commands.clone() {
+        let for_peers = state.clone();
+        tasks.spawn(cluster::commands::serve(
+            remote,
+            move |module, action| {
+                web::commands::execute_for_peer(for_peers.clone(), module, action)
+            },
+            shutdown.clone(),
+        ));
+    }
     let origins = web::origin::OriginPolicy {
         allowed: Arc::new(config.allowed_origins.clone()),
         metrics: metrics.clone(),
@@ -360,6 +371,7 @@ pub async fn start(
         commands: command_queue.clone(),
         notifier: registry_notifier,
         cluster: cluster.clone(),
+        metrics: metrics.clone(),
     };
     tasks.spawn(watcher.run(shutdown.clone()));
     if config.realtime.enable_stats {

@@ -55,6 +55,8 @@ pub struct RegistryWatcher {
     pub notifier: RegistryNotifier,
     /// Cluster mode: a removed module's shared state is forgotten.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Counts applied changes.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl RegistryWatcher {
@@ -95,6 +97,7 @@ impl RegistryWatcher {
             };
             for change in changes {
                 self.apply(change).await?;
+                self.metrics.registry_changes_applied.inc();
             }
             last = newest;
         }

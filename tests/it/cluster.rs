@@ -292,3 +292,161 @@ async fn three_hubs_share_the_modules_and_survive_one_being_killed() {
     stop.cancel();
     let _ = tokio::time::timeout(DEADLINE, sim.stopped()).await;
 }
+
+/// Two hubs; every user-facing behaviour that crosses them: registry events once, per-user
+/// targeting, commands for a module the other hub owns, logout and rights changes reaching
+/// sockets on the other hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_happens_on_one_hub_reaches_the_clients_of_the_other_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let redis = Redis::start(dir.path()).await;
+    let broker_port = free_port();
+    let a = in_process_hub("hub-a", &data_dir, broker_port, &redis).await;
+    let admin_id = a.add_user("admin@x.io", true).await;
+    let alice_id = a.add_user("alice@x.io", false).await;
+    let bob_id = a.add_user("bob@x.io", false).await;
+    let pw_1 = a.add_module("MC-6001-CLU", Some("alice@x.io")).await;
+    let pw_2 = a.add_module("MC-6002-CLU", Some("bob@x.io")).await;
+    let files = dir.path().join("mosquitto");
+    std::fs::create_dir_all(&files).expect("mosquitto dir");
+    let export = std::process::Command::new(crate::process::hub_binary())
+        .args(["export", "mosquitto-acl", "--out"])
+        .arg(&files)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env("HUB_BROKER_PASSWORD", HUB_PASSWORD)
+        .output()
+        .expect("hub export runs");
+    assert!(export.status.success(), "{export:?}");
+    let mosquitto = Mosquitto::start(
+        &files,
+        &files.join("passwd"),
+        &files.join("acl"),
+        broker_port,
+    )
+    .await;
+    let b = in_process_hub("hub-b", &data_dir, broker_port, &redis).await;
+    ready(&a.url).await;
+    ready(&b.url).await;
+    let _ = admin_id;
+
+    let admin_cookie = a.login("admin@x.io").await;
+    let mut admin = Dashboard::connect(&a.url, Some(&admin_cookie), "modules")
+        .await
+        .expect("admin on A");
+    // Alice logs in on A, her dashboard runs on B (the session is in the shared database).
+    let alice_cookie = a.login("alice@x.io").await;
+    let mut alice = Dashboard::connect(&b.url, Some(&alice_cookie), "modules")
+        .await
+        .expect("alice on B");
+    let bob_cookie = b.login("bob@x.io").await;
+    let mut bob = Dashboard::connect(&b.url, Some(&bob_cookie), "modules")
+        .await
+        .expect("bob on B");
+
+    let mut m1 = mc_e2e::MqttModule::connect(mosquitto.addr, "MC-6001-CLU", &pw_1)
+        .await
+        .expect("module 1");
+    m1.client
+        .subscribe("mc/MC-6001-CLU/cmd", rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let m2 = mc_e2e::MqttModule::connect(mosquitto.addr, "MC-6002-CLU", &pw_2)
+        .await
+        .expect("module 2");
+    m1.hello(1000).await;
+    m2.hello(1000).await;
+    m2.telemetry(1, json!({"t": 1.0})).await;
+    m1.telemetry(1, json!({"t": 2.0})).await;
+    // Alice sees her module's events, never Bob's.
+    let seen = alice
+        .until("rt_telemetry_updated", mc_e2e::about("MC-6001-CLU"))
+        .await;
+    assert!(
+        !seen.iter().any(|(_, v)| v["moduleId"] == "MC-6002-CLU"),
+        "alice saw bob's module: {seen:?}"
+    );
+    bob.expect("rt_telemetry_updated", mc_e2e::about("MC-6002-CLU"))
+        .await;
+
+    // A module registered through hub B: one rt_module_added on each dashboard that may see
+    // it, whichever hub it is on (each hub applies the change; one publishes the event).
+    let applied = |hub: &TestHub| hub.hub.metrics.registry_changes_applied.get();
+    let (a_before, b_before) = (applied(&a), applied(&b));
+    let (status, body) = b
+        .call(
+            &admin_cookie,
+            "POST",
+            "/api/modules",
+            Some(json!({"id": "MC-6003-CLU", "name": "third", "ownerId": alice_id})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let added = alice
+        .until("rt_module_added", |v| v["moduleId"] == "MC-6003-CLU")
+        .await;
+    assert_eq!(
+        added.iter().filter(|(e, _)| e == "rt_module_added").count(),
+        1
+    );
+    // Both hubs have applied the change (published their copy or found it taken)...
+    mc_e2e::eventually("both hubs applied the new module", || {
+        applied(&a) > a_before && applied(&b) > b_before
+    })
+    .await;
+    // ...and each then emits a login event through its own relay, behind any copy of its own:
+    // once both logins arrived, a second rt_module_added would have too.
+    let _ = a.login("admin@x.io").await;
+    let _ = b.login("admin@x.io").await;
+    let mut logins = 0;
+    let mut added_copies = 0;
+    while logins < 2 {
+        let (event, data) = admin.next().await;
+        match event.as_str() {
+            // Not the logins of earlier (alice's and bob's).
+            "rt_user_logged_in" if data["email"] == "admin@x.io" => logins += 1,
+            "rt_module_added" if data["moduleId"] == "MC-6003-CLU" => added_copies += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        added_copies, 1,
+        "rt_module_added reached the admin {added_copies} times"
+    );
+
+    // Commands through either hub reach the module, whichever hub owns it.
+    for hub in [&a, &b] {
+        let (status, body) = hub
+            .call(
+                &alice_cookie,
+                "POST",
+                "/api/modules/MC-6001-CLU/commands",
+                Some(json!({"action": "reboot"})),
+            )
+            .await;
+        assert_eq!(status, 202, "{}: {body}", hub.url);
+        assert_ne!(body["queued"], true, "{body}");
+        let (topic, payload) = m1.next_publish().await;
+        assert_eq!(topic, "mc/MC-6001-CLU/cmd");
+        assert!(String::from_utf8_lossy(&payload).contains(&body["id"].to_string()));
+    }
+
+    // Alice logs out through hub A: her dashboard on hub B is disconnected.
+    let (status, _) = a
+        .call(&alice_cookie, "POST", "/api/auth/logout", None)
+        .await;
+    assert!(status < 300, "logout: {status}");
+    alice.expect("close", |_| true).await;
+    // Bob is disabled through hub A: his dashboard on hub B is disconnected.
+    let (status, body) = a
+        .call(
+            &admin_cookie,
+            "PATCH",
+            &format!("/api/users/{bob_id}"),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    bob.expect("close", |_| true).await;
+}

@@ -26,6 +26,7 @@
 //!   in the same script as its events; snapshots (`GET /api/modules`) read it, new owners adopt
 //!   from it.
 
+pub mod commands;
 pub mod forward;
 pub mod live;
 pub mod membership;
