@@ -19,6 +19,7 @@ pub struct Redis {
     pub addr: SocketAddr,
     child: Child,
     log: PathBuf,
+    dir: PathBuf,
 }
 
 fn binary() -> PathBuf {
@@ -38,27 +39,46 @@ fn binary() -> PathBuf {
     panic!("redis-server not found: install Debian's `redis-server` package (scripts/test does)");
 }
 
+fn spawn(port: u16, dir: &Path, log: &Path) -> Child {
+    Command::new(binary())
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--logfile"])
+        .arg(log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts")
+}
+
 impl Redis {
     /// Starts redis-server with its files in `dir` and waits until it answers.
     pub async fn start(dir: &Path) -> Self {
         let port = free_port();
         let log = dir.join("redis.log");
-        let child = Command::new(binary())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .args(["--logfile"])
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
         let mut r = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
+            child: spawn(port, dir, &log),
             log,
+            dir: dir.to_owned(),
         };
+        r.wait().await;
+        r
+    }
+
+    /// Kills it (SIGKILL: everything it held is lost, as it keeps nothing on disk) and starts
+    /// it again on the same port.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.addr.port(), &self.dir, &self.log);
+        self.wait().await;
+    }
+
+    async fn wait(&mut self) {
+        let r = self;
         let deadline = tokio::time::Instant::now() + DEADLINE;
         while TcpStream::connect(r.addr).await.is_err() {
             if let Ok(Some(status)) = r.child.try_wait() {
@@ -73,7 +93,6 @@ impl Redis {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        r
     }
 
     /// `redis://127.0.0.1:PORT`.

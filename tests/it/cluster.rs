@@ -450,3 +450,86 @@ async fn what_happens_on_one_hub_reaches_the_clients_of_the_other_once() {
     assert_eq!(status, 200, "{body}");
     bob.expect("close", |_| true).await;
 }
+
+/// Redis restarts empty (no persistence): the stream starts over under a new epoch, every
+/// dashboard is disconnected and comes back to a snapshot, and events flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_the_stream_makes_every_dashboard_resynchronise() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let mut redis = Redis::start(dir.path()).await;
+    let broker_port = free_port();
+    let a = in_process_hub("hub-a", &data_dir, broker_port, &redis).await;
+    a.add_user("admin@x.io", true).await;
+    let pw = a.add_module("MC-7001-CLU", None).await;
+    let files = dir.path().join("mosquitto");
+    std::fs::create_dir_all(&files).expect("mosquitto dir");
+    let export = std::process::Command::new(crate::process::hub_binary())
+        .args(["export", "mosquitto-acl", "--out"])
+        .arg(&files)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env("HUB_BROKER_PASSWORD", HUB_PASSWORD)
+        .output()
+        .expect("hub export runs");
+    assert!(export.status.success(), "{export:?}");
+    let mosquitto = Mosquitto::start(
+        &files,
+        &files.join("passwd"),
+        &files.join("acl"),
+        broker_port,
+    )
+    .await;
+    let b = in_process_hub("hub-b", &data_dir, broker_port, &redis).await;
+    ready(&a.url).await;
+    ready(&b.url).await;
+    let module = mc_e2e::MqttModule::connect(mosquitto.addr, "MC-7001-CLU", &pw)
+        .await
+        .expect("module");
+    module.hello(1000).await;
+    let mut dashes = [admin_dashboard(&a.url).await, admin_dashboard(&b.url).await];
+    module.telemetry(1, json!({"t": 1.0})).await;
+    let mut last = Vec::new();
+    for dash in &mut dashes {
+        let r = dash
+            .expect_received("rt_telemetry_updated", mc_e2e::about("MC-7001-CLU"))
+            .await;
+        last.push((dash.session()["epoch"].clone(), r.offset.expect("offset")));
+    }
+
+    redis.restart().await;
+    for dash in &mut dashes {
+        dash.expect("close", |_| true).await;
+    }
+    for (url, (epoch, offset)) in [&a.url, &b.url].into_iter().zip(last) {
+        let cookie = login(url, "admin@x.io", "password")
+            .await
+            .expect("admin logs in");
+        let mut back = Dashboard::connect_auth(
+            url,
+            Some(&cookie),
+            json!({"page": "modules", "resume": {"epoch": epoch, "offset": offset}}),
+        )
+        .await
+        .expect("reconnects");
+        assert_eq!(back.session()["resumed"], false, "{}", back.session());
+        assert_ne!(back.session()["epoch"], epoch);
+        let mut seq = 2;
+        // Readings keep coming (a few sent, in case the first went while hubs rejoined).
+        let got = tokio::time::timeout(DEADLINE, async {
+            loop {
+                module.telemetry(seq, json!({"t": f64::from(seq)})).await;
+                seq += 1;
+                if let Ok((event, data)) =
+                    tokio::time::timeout(Duration::from_millis(500), back.next()).await
+                    && event == "rt_telemetry_updated"
+                    && data["moduleId"] == "MC-7001-CLU"
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(got.is_ok(), "{url}: no telemetry after Redis restarted");
+    }
+}

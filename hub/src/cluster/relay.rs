@@ -287,6 +287,26 @@ pub fn parse_audience(code: &str) -> Option<Audience> {
     })
 }
 
+/// How often the consumer checks that the stream's epoch is still its own.
+const EPOCH_CHECK: Duration = Duration::from_secs(1);
+
+/// If the stream's epoch changed (or vanished: a new one is made), starts this hub over on it
+/// and returns the new head.
+async fn check_epoch(
+    cluster: &Cluster,
+    events: &EventsManager,
+) -> Result<Option<u64>, redis::RedisError> {
+    let current: Option<String> = cluster.conn().get(cluster.keys.epoch()).await?;
+    let ours = events.epoch().await;
+    if current.as_deref() == Some(ours.as_str()) {
+        return Ok(None);
+    }
+    let (epoch, head) = epoch_and_head(cluster).await?;
+    tracing::warn!(%epoch, head, "the shared event stream started over (Redis lost it?): every dashboard resynchronises");
+    events.restart_shared(epoch, head).await;
+    Ok(Some(head))
+}
+
 /// One entry read back from the stream.
 #[derive(Debug)]
 pub struct Incoming {
@@ -406,6 +426,7 @@ pub async fn consume(
         .block(READ_BLOCK_MS)
         .count(MAX_BATCH * 4);
     let keys = [cluster.keys.events()];
+    let mut epoch_checked = tokio::time::Instant::now();
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -427,6 +448,17 @@ pub async fn consume(
                 }
             },
         };
+        // Redis may have lost the stream (a restart without persistence, a flush): then the
+        // epoch key is gone or new, and offsets start again at 1, which this hub, past them,
+        // would never read. Checked once a second.
+        if epoch_checked.elapsed() >= EPOCH_CHECK {
+            epoch_checked = tokio::time::Instant::now();
+            match check_epoch(&cluster, &events).await {
+                Ok(Some(head)) => from = head,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot check the stream's epoch"),
+            }
+        }
         let ids = [format!("0-{from}")];
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -172,6 +172,21 @@ impl EventsManager {
         last
     }
 
+    /// Cluster mode: the shared stream started over (Redis lost it, a new epoch): every client
+    /// is cut off and reconnects to a snapshot, since no offset of the old epoch means
+    /// anything now.
+    pub async fn restart_shared(&self, epoch: String, head: u64) {
+        let mut stream = self.stream.lock().await;
+        stream.replay.start_over(epoch, head);
+        stream.clients.cut_off_where(|_| true);
+        if let Some(ns) = self.io.of("/")
+            && let Err(e) = ns.disconnect().await
+        {
+            tracing::debug!(error = %e, "could not disconnect some sockets");
+        }
+        self.head.store(head, std::sync::atomic::Ordering::Release);
+    }
+
     /// Cluster mode: entries read back from the shared stream, in offset order: kept for
     /// replay and delivered to this hub's sockets, barriers and session ends applied here.
     pub async fn apply_shared(&self, entries: Vec<crate::cluster::relay::Incoming>) {
