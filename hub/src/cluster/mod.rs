@@ -252,3 +252,36 @@ impl Cluster {
             .is_none_or(|owner| *owner == *self.instance)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_cluster_config_is_valid() {
+        let config: crate::Config =
+            toml::from_str(include_str!("../../../deploy/hub.toml")).expect("deploy/hub.toml parses");
+        assert!(config.broker.validate().is_ok());
+        assert!(config.cluster.validate(config.broker.url.is_some()).is_ok());
+        assert_eq!(config.cluster.instance.as_deref(), Some("mc-hub-1"));
+    }
+
+    #[test]
+    fn a_cluster_needs_an_external_broker_and_sane_settings() {
+        let with = |f: fn(&mut ClusterConfig)| {
+            let mut c = ClusterConfig {
+                redis: Some("redis://127.0.0.1:6379".into()),
+                ..Default::default()
+            };
+            f(&mut c);
+            c
+        };
+        assert!(with(|_| {}).validate(true).is_ok());
+        assert!(with(|_| {}).validate(false).is_err(), "no external broker");
+        assert!(with(|c| c.redis = Some("http://x".into())).validate(true).is_err());
+        assert!(with(|c| c.instance = Some("a b".into())).validate(true).is_err());
+        assert!(with(|c| c.stream_capacity = 1).validate(true).is_err());
+        assert!(with(|c| c.prefix = String::new()).validate(true).is_err());
+        assert!(ClusterConfig::default().validate(false).is_ok(), "off");
+    }
+}
