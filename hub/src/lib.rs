@@ -175,6 +175,7 @@ pub async fn start(
         None => None,
     };
     let mut emitter = realtime::EventsManager::new(io.clone(), metrics.clone(), &config.realtime);
+    let mut consume_from = None;
     if let Some(cluster) = &cluster {
         let relay = cluster::relay::start_publisher(cluster, metrics.clone(), &tasks, &shutdown);
         emitter = emitter.with_relay(relay);
@@ -185,12 +186,7 @@ pub async fn start(
             .await
             .map_err(cluster::ClusterError::from)?;
         let from = emitter.join_shared(epoch, head, backfill).await;
-        tasks.spawn(cluster::relay::consume(
-            cluster.clone(),
-            emitter.clone(),
-            from,
-            shutdown.clone(),
-        ));
+        consume_from = Some(from);
     }
     realtime::register_handlers(&io, store.clone(), emitter.clone());
     let events = emitter.clone();
@@ -227,6 +223,16 @@ pub async fn start(
     tasks.spawn(state_writer.run());
     // A hub without its tracker is no hub: if the task ever fails, stop everything (loudly)
     // rather than keep accepting modules whose events go nowhere.
+    // The shared stream's consumer starts once the tracker can hear of a lost stream.
+    if let (Some(cluster), Some(from)) = (&cluster, consume_from) {
+        tasks.spawn(cluster::relay::consume(
+            cluster.clone(),
+            realtime_handle.clone(),
+            tracker_handle.events(),
+            from,
+            shutdown.clone(),
+        ));
+    }
     let tracker_task = tokio::spawn(tracker.run(shutdown.clone()));
     let stop_all = shutdown.clone();
     tasks.spawn(async move {
@@ -370,7 +376,6 @@ pub async fn start(
         connections: connections.clone(),
         commands: command_queue.clone(),
         notifier: registry_notifier,
-        cluster: cluster.clone(),
         metrics: metrics.clone(),
     };
     tasks.spawn(watcher.run(shutdown.clone()));

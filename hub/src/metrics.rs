@@ -51,6 +51,8 @@ pub struct MetricsInner {
     /// Cluster mode: module events another hub had already published (two hubs briefly
     /// believed they owned the module), refused by the relay's guard (`cluster::relay`).
     pub cluster_guard_rejections: Counter,
+    /// Cluster mode: events Redis refused to take (the publishing script failed): dropped.
+    pub cluster_publish_errors: Counter,
     /// Events held for a dashboard that was behind (its socket buffer full) instead of sent
     /// at once (`realtime::delivery`).
     pub dashboard_events_deferred: Counter,

@@ -53,8 +53,6 @@ pub struct RegistryWatcher {
     pub commands: CommandQueue,
     /// Wake-ups from this process.
     pub notifier: RegistryNotifier,
-    /// Cluster mode: a removed module's shared state is forgotten.
-    pub cluster: Option<crate::cluster::Cluster>,
     /// Counts applied changes.
     pub metrics: crate::metrics::Metrics,
 }
@@ -194,11 +192,6 @@ impl RegistryWatcher {
             }
             ("module_removed", Some(id), _) => {
                 self.connections.close(&id);
-                if let Some(cluster) = &self.cluster
-                    && let Err(e) = crate::cluster::live::forget(cluster, &id).await
-                {
-                    tracing::warn!(module = %id, error = %e, "cannot forget the removed module's shared state");
-                }
                 let _ = self
                     .tracker
                     .events()

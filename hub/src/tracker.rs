@@ -15,7 +15,7 @@ use crate::{
     cluster::{
         Cluster,
         live::SharedLive,
-        relay::{Guard, ModuleChange},
+        relay::{Guard, Kind, ModuleChange},
     },
     commands::queue::{CommandQueue, Forget},
     connections::Transport,
@@ -349,6 +349,19 @@ impl Tracker {
     }
 
     async fn handle(&mut self, event: ModuleEvent) {
+        // Cluster mode: a module another hub owns now (views converging, a message forwarded
+        // on an older view) is not this hub's to track: taking it would make two deciders.
+        if let Some((cluster, _)) = &self.cluster
+            && let Some(module) = event.module()
+            && !matches!(
+                event,
+                ModuleEvent::Unregistered(_) | ModuleEvent::Registered(_)
+            )
+            && !cluster.owns(module.as_str())
+        {
+            self.metrics.reject("not_owner");
+            return;
+        }
         match event {
             ModuleEvent::Connected {
                 record,
@@ -371,9 +384,21 @@ impl Tracker {
             }
             ModuleEvent::Adopted(id, shared) => self.adopt(id, *shared),
             ModuleEvent::OwnersChanged => self.release_others(),
+            ModuleEvent::RepublishShared => self.republish_shared().await,
             ModuleEvent::Unregistered(module) => {
                 if let Some(dirty) = &mut self.persisted {
                     dirty.forget(&module);
+                }
+                // Its shared state goes behind this hub's last entries about it (every hub
+                // sends this: the owner's is the one that counts).
+                if let Some((_, dirty)) = &mut self.cluster {
+                    dirty.remove(&module);
+                    let change = ModuleChange {
+                        id: module.to_string(),
+                        guard: Guard::None,
+                        state: None,
+                    };
+                    self.emitter.publish_state(Kind::Forget, change).await;
                 }
                 self.liveness.remove(&module);
                 self.state.remove(&module);
@@ -472,7 +497,7 @@ impl Tracker {
                             from_rev: None,
                             ts: events::timestamp(SystemTime::now()),
                         };
-                        let change = self.shared_change(&module, Guard::Rev(diff.rev));
+                        let change = self.cluster_change(&module, Guard::Rev(diff.rev));
                         self.emitter
                             .emit_module_change(
                                 owner,
@@ -575,10 +600,21 @@ impl Tracker {
             self.liveness.remove(id);
             self.state.remove(id);
             self.modules.remove(id);
+            // Its hello goes to the new owner now: commands queued here would only expire.
+            if let Some(queue) = &self.commands {
+                queue.forget(id, Forget::HandedOver);
+            }
         }
         if !gone.is_empty() {
             tracing::info!(modules = gone.len(), "modules handed over to other hubs");
         }
+    }
+
+    /// Cluster mode: the module's shared state now, for the relay (`guard`: when to publish
+    /// it); none without a cluster (nothing to build on the single-hub path).
+    fn cluster_change(&self, id: &ModuleId, guard: Guard) -> Option<ModuleChange> {
+        self.cluster.as_ref()?;
+        Some(self.shared_change(id, guard))
     }
 
     /// The module's shared state now, for the relay (`guard`: when to publish it).
@@ -613,6 +649,21 @@ impl Tracker {
         }
     }
 
+    /// Cluster mode: after Redis lost the shared state, every module this hub owns publishes
+    /// its full state again (online flag and revision included).
+    async fn republish_shared(&mut self) {
+        let ids: Vec<ModuleId> = self.modules.keys().cloned().collect();
+        for id in &ids {
+            let guard = Guard::Reset {
+                rev: self.state.get(id).map_or(0, |s| s.rev),
+                online: self.liveness.visible_online(id),
+            };
+            let change = self.shared_change(id, guard);
+            self.emitter.publish_state(Kind::StateOnly, change).await;
+        }
+        tracing::info!(modules = ids.len(), "shared module states published again");
+    }
+
     /// Cluster mode: publishes the shared state of modules that spoke without changing
     /// anything clients are told of (last seen, firmware), once per flush interval.
     async fn flush_shared(&mut self) {
@@ -623,7 +674,7 @@ impl Tracker {
         for id in modules {
             if self.modules.contains_key(&id) {
                 let change = self.shared_change(&id, Guard::None);
-                self.emitter.publish_state(change).await;
+                self.emitter.publish_state(Kind::StateOnly, change).await;
             }
         }
     }
@@ -660,7 +711,7 @@ impl Tracker {
                     fw: info.fw,
                     heartbeat_ms: info.heartbeat_ms,
                 };
-                let change = self.shared_change(&module, Guard::Online(true));
+                let change = self.cluster_change(&module, Guard::Online(true));
                 self.emitter
                     .emit_module_change(info.owner, events::RT_MODULE_ONLINE, &payload, change)
                     .await;
@@ -674,7 +725,7 @@ impl Tracker {
                     disconnected_at: events::timestamp(SystemTime::now()),
                     reason,
                 };
-                let change = self.shared_change(&module, Guard::Online(false));
+                let change = self.cluster_change(&module, Guard::Online(false));
                 self.emitter
                     .emit_module_change(owner, events::RT_MODULE_OFFLINE, &payload, change)
                     .await;

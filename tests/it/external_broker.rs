@@ -217,7 +217,10 @@ async fn modules_behind_mosquitto_reach_dashboards_and_the_exported_acl_holds() 
         .to_owned();
     export(&t, files.path());
     mosquitto.reload().await;
-    eventually("the connection with the rotated token is closed", || b_old.is_closed()).await;
+    eventually("the connection with the rotated token is closed", || {
+        b_old.is_closed()
+    })
+    .await;
     assert!(
         MqttModule::connect(mosquitto.addr, "MC-1002-STN", &pw_b)
             .await

@@ -72,7 +72,8 @@ pub struct BrokerConfig {
     /// Shared-subscription group. Default `mc-hub`.
     pub share_group: String,
     /// How long the broker keeps the hub's session (and QoS 1 messages for it) while the hub
-    /// is away. Default 5 min.
+    /// is away. Default 5 min. In a cluster the hubs use no persistent session (the others take
+    /// the messages while one is away).
     #[serde(with = "crate::config::duration")]
     pub session_expiry: Duration,
     /// MQTT keep-alive of the hub's connection. Default 15 s.
@@ -300,13 +301,20 @@ pub fn start(
     tasks: &tokio_util::task::TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<AsyncClient, ConfigError> {
+    // One hub: a persistent session keeps what arrives while it restarts. Several hubs: none,
+    // since brokers go on handing a shared subscription's messages to a member whose session
+    // lives on, and a dead hub's share would wait for it instead of reaching the others.
+    let in_cluster = ingest.cluster.is_some();
+    let expiry = if in_cluster {
+        0
+    } else {
+        config.session_expiry.as_secs().min(u32::MAX as u64) as u32
+    };
     let mut options = MqttOptions::new(config.client_id(), url.host.clone(), url.port);
     options
         .set_keep_alive(config.keep_alive)
-        .set_clean_start(false)
-        .set_session_expiry_interval(Some(
-            config.session_expiry.as_secs().min(u32::MAX as u64) as u32
-        ))
+        .set_clean_start(in_cluster)
+        .set_session_expiry_interval(Some(expiry))
         .set_credentials(
             url.username.clone(),
             config.resolve_password()?.unwrap_or_default(),
@@ -372,6 +380,14 @@ async fn run(
         let (topic, payload) = tokio::select! {
             _ = shutdown.cancelled() => break,
             Some((topic, payload)) = async { forwarded.as_mut()?.recv().await }, if forwarded.is_some() => {
+                // Sent on another hub's view of the members; on this one's, a third hub owns
+                // it (views converge within a refresh): not ours to decide.
+                if let Some((cluster, _)) = &forwarder
+                    && owner_elsewhere(cluster, &topic).is_some()
+                {
+                    metrics.reject("not_owner");
+                    continue;
+                }
                 (topic, payload)
             }
             polled = polled.recv() => match polled {

@@ -107,13 +107,23 @@ impl RemoteCommands {
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(id, tx);
         }
+        // However this ends (an answer, a timeout, the HTTP request dropped), the entry goes.
+        struct Pending<'a>(&'a Mutex<HashMap<u64, oneshot::Sender<Reply>>>, u64);
+        impl Drop for Pending<'_> {
+            fn drop(&mut self) {
+                if let Ok(mut pending) = self.0.lock() {
+                    pending.remove(&self.1);
+                }
+            }
+        }
+        let _pending = Pending(&self.pending, id);
         let request = Request {
             id,
             reply_to: self.cluster.instance.to_string(),
             module: module.to_string(),
             action,
         };
-        let outcome = async {
+        async {
             let text = serde_json::to_string(&request).unwrap_or_default();
             let receivers: u64 = self
                 .cluster
@@ -128,11 +138,7 @@ impl RemoteCommands {
                 .map_err(|_| AskError::Timeout)?
                 .map_err(|_| AskError::Timeout)
         }
-        .await;
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(&id);
-        }
-        outcome
+        .await
     }
 
     fn settle(&self, reply: Reply) {

@@ -259,8 +259,8 @@ mod tests {
 
     #[test]
     fn the_shipped_cluster_config_is_valid() {
-        let config: crate::Config =
-            toml::from_str(include_str!("../../../deploy/hub.toml")).expect("deploy/hub.toml parses");
+        let config: crate::Config = toml::from_str(include_str!("../../../deploy/hub.toml"))
+            .expect("deploy/hub.toml parses");
         assert!(config.broker.validate().is_ok());
         assert!(config.cluster.validate(config.broker.url.is_some()).is_ok());
         assert_eq!(config.cluster.instance.as_deref(), Some("mc-hub-1"));
@@ -278,8 +278,16 @@ mod tests {
         };
         assert!(with(|_| {}).validate(true).is_ok());
         assert!(with(|_| {}).validate(false).is_err(), "no external broker");
-        assert!(with(|c| c.redis = Some("http://x".into())).validate(true).is_err());
-        assert!(with(|c| c.instance = Some("a b".into())).validate(true).is_err());
+        assert!(
+            with(|c| c.redis = Some("http://x".into()))
+                .validate(true)
+                .is_err()
+        );
+        assert!(
+            with(|c| c.instance = Some("a b".into()))
+                .validate(true)
+                .is_err()
+        );
         assert!(with(|c| c.stream_capacity = 1).validate(true).is_err());
         assert!(with(|c| c.prefix = String::new()).validate(true).is_err());
         assert!(ClusterConfig::default().validate(false).is_ok(), "off");

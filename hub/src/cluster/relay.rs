@@ -58,6 +58,9 @@ pub enum Kind {
     },
     /// Only the module's shared state changes (no stream entry).
     StateOnly,
+    /// The module was removed: its shared state goes (queued behind the owner's last entries,
+    /// so none of them brings it back).
+    Forget,
 }
 
 /// When a module entry may be published (see the module docs).
@@ -69,6 +72,14 @@ pub enum Guard {
     Rev(u64),
     /// Only if the module's shared online flag differs.
     Online(bool),
+    /// Always, and the revision and online flag are set as given (the shared state is being
+    /// rebuilt after Redis lost it).
+    Reset {
+        /// The readings' revision.
+        rev: u64,
+        /// Online as clients see it.
+        online: bool,
+    },
 }
 
 /// One entry for the publisher.
@@ -102,6 +113,14 @@ pub struct ModuleChange {
 const PUBLISH_SCRIPT: &str = r#"
 local cap = tonumber(ARGV[1])
 local refused = 0
+-- The next offset: after both the counter and the stream's last entry, so that a counter
+-- Redis lost (eviction, a partial restore) never makes XADD fail for ever.
+local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if top[1] then
+  local last = tonumber(string.match(top[1][1], '^0%-(%d+)$') or '0')
+  if last > seq then seq = last end
+end
 local i = 2
 while i <= #ARGV do
   local kind, module, gtype, gval, state = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
@@ -111,8 +130,13 @@ while i <= #ARGV do
   if once ~= '' then
     ok = redis.call('SET', KEYS[6] .. once, '1', 'NX', 'PX', 600000) ~= false
   end
-  if ok and gtype == 'rev' then
-    local cur = tonumber(redis.call('HGET', KEYS[4], module) or '0')
+  if ok and kind == 'forget' then
+    redis.call('HDEL', KEYS[3], module)
+    redis.call('HDEL', KEYS[4], module)
+    redis.call('HDEL', KEYS[5], module)
+    ok = false
+  elseif ok and gtype == 'rev' then
+    local cur = tonumber(redis.call('HGET', KEYS[4], module) or '0') or 0
     if cur >= tonumber(gval) then ok = false; refused = refused + 1
     else redis.call('HSET', KEYS[4], module, gval) end
   elseif ok and gtype == 'on' then
@@ -121,16 +145,24 @@ while i <= #ARGV do
     if cur == want then ok = false; refused = refused + 1
     elseif want then redis.call('HSET', KEYS[5], module, '1')
     else redis.call('HDEL', KEYS[5], module) end
+  elseif ok and gtype == 'reset' then
+    local rev, on = string.match(gval, '^(%d+):([01])$')
+    if rev then
+      redis.call('HSET', KEYS[4], module, rev)
+      if on == '1' then redis.call('HSET', KEYS[5], module, '1')
+      else redis.call('HDEL', KEYS[5], module) end
+    end
   end
   if ok then
     if state ~= '' then redis.call('HSET', KEYS[3], module, state) end
     if kind ~= 'state' then
-      local seq = redis.call('INCR', KEYS[2])
+      seq = seq + 1
       redis.call('XADD', KEYS[1], 'MAXLEN', '~', cap, '0-' .. seq,
         'k', kind, 'a', aud, 'e', ev, 'p', payload)
     end
   end
 end
+redis.call('SET', KEYS[2], seq)
 return refused
 "#;
 
@@ -203,6 +235,15 @@ async fn publish_loop(
                     }
                     break;
                 }
+                // The script itself failed (a bad value in Redis, a bug): a retry would fail the
+                // same way, so the batch is dropped, loudly, rather than stall the hub. Redis
+                // unreachable, loading, out of memory...: retried (the queue then slows the
+                // producers).
+                Err(e) if e.code() == Some("ERR") => {
+                    metrics.cluster_publish_errors.add(batch.len() as u64);
+                    tracing::error!(error = %e, entries = batch.len(), "Redis refused a batch of events; dropped");
+                    break;
+                }
                 Err(e) => {
                     if failures == 0 {
                         tracing::error!(error = %e, entries = batch.len(), "cannot publish events to Redis; retrying");
@@ -232,6 +273,7 @@ fn push_args(call: &mut redis::ScriptInvocation<'_>, entry: &Outgoing) {
         }
         Kind::SessionEnded { token_hash } => format!("ses:{token_hash}"),
         Kind::StateOnly => "state".to_owned(),
+        Kind::Forget => "forget".to_owned(),
     };
     let (module, gtype, gval, state) = match &entry.module {
         Some(m) => {
@@ -239,6 +281,7 @@ fn push_args(call: &mut redis::ScriptInvocation<'_>, entry: &Outgoing) {
                 Guard::None => ("", String::new()),
                 Guard::Rev(rev) => ("rev", rev.to_string()),
                 Guard::Online(on) => ("on", if on { "1" } else { "0" }.to_owned()),
+                Guard::Reset { rev, online } => ("reset", format!("{rev}:{}", u8::from(online))),
             };
             (m.id.as_str(), t, v, m.state.as_deref().unwrap_or(""))
         }
@@ -295,15 +338,38 @@ const EPOCH_CHECK: Duration = Duration::from_secs(1);
 async fn check_epoch(
     cluster: &Cluster,
     events: &EventsManager,
+    tracker: &tokio::sync::mpsc::Sender<crate::ingest::ModuleEvent>,
 ) -> Result<Option<u64>, redis::RedisError> {
-    let current: Option<String> = cluster.conn().get(cluster.keys.epoch()).await?;
+    let (current, seq): (Option<String>, Option<u64>) = redis::pipe()
+        .get(cluster.keys.epoch())
+        .get(cluster.keys.seq())
+        .query_async(&mut cluster.conn())
+        .await?;
     let ours = events.epoch().await;
-    if current.as_deref() == Some(ours.as_str()) {
+    let behind = seq.unwrap_or(0) < events.head().await;
+    if current.as_deref() == Some(ours.as_str()) && !behind {
         return Ok(None);
+    }
+    if behind && current.as_deref() == Some(ours.as_str()) {
+        // Redis came back from an older snapshot: same epoch, offsets this hub already saw.
+        // A new epoch (only if no other hub made one meanwhile).
+        let fresh = format!("{:032x}", rand::random::<u128>());
+        let _: i64 = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end return 1",
+        )
+        .key(cluster.keys.epoch())
+        .arg(&ours)
+        .arg(fresh)
+        .invoke_async(&mut cluster.conn())
+        .await?;
     }
     let (epoch, head) = epoch_and_head(cluster).await?;
     tracing::warn!(%epoch, head, "the shared event stream started over (Redis lost it?): every dashboard resynchronises");
     events.restart_shared(epoch, head).await;
+    // What Redis lost of the modules' shared state comes back from their owners.
+    let _ = tracker
+        .send(crate::ingest::ModuleEvent::RepublishShared)
+        .await;
     Ok(Some(head))
 }
 
@@ -417,6 +483,7 @@ pub async fn backfill(cluster: &Cluster, count: usize) -> Result<Vec<Incoming>, 
 pub async fn consume(
     cluster: Cluster,
     events: EventsManager,
+    tracker: tokio::sync::mpsc::Sender<crate::ingest::ModuleEvent>,
     mut from: u64,
     shutdown: CancellationToken,
 ) {
@@ -453,7 +520,7 @@ pub async fn consume(
         // would never read. Checked once a second.
         if epoch_checked.elapsed() >= EPOCH_CHECK {
             epoch_checked = tokio::time::Instant::now();
-            match check_epoch(&cluster, &events).await {
+            match check_epoch(&cluster, &events, &tracker).await {
                 Ok(Some(head)) => from = head,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot check the stream's epoch"),
@@ -467,11 +534,23 @@ pub async fn consume(
         match read {
             Ok(reply) => {
                 failures = 0;
-                let entries: Vec<Incoming> = reply
+                let raw: Vec<redis::streams::StreamId> = reply
                     .into_iter()
                     .flat_map(|r| r.keys)
                     .flat_map(|k| k.ids)
-                    .filter_map(|e| match parse_entry(&e) {
+                    .collect();
+                // Past every entry read, parsed or not (one this hub cannot read, from a newer
+                // hub, must not be read again and again).
+                if let Some(last) = raw
+                    .iter()
+                    .rev()
+                    .find_map(|e| e.id.strip_prefix("0-")?.parse::<u64>().ok())
+                {
+                    from = from.max(last);
+                }
+                let entries: Vec<Incoming> = raw
+                    .iter()
+                    .filter_map(|e| match parse_entry(e) {
                         Ok(entry) => Some(entry),
                         Err(why) => {
                             tracing::warn!(why, "skipped stream entry");
@@ -479,9 +558,6 @@ pub async fn consume(
                         }
                     })
                     .collect();
-                if let Some(last) = entries.last() {
-                    from = last.offset;
-                }
                 if !entries.is_empty() {
                     events.apply_shared(entries).await;
                 }

@@ -242,7 +242,7 @@ impl EventsManager {
                         }
                     }
                 }
-                Kind::StateOnly => {}
+                Kind::StateOnly | Kind::Forget => {}
             }
         }
         self.head
@@ -250,17 +250,17 @@ impl EventsManager {
     }
 
     /// An event about a module whose shared state `change` describes (cluster mode: published
-    /// only if the guard holds, with the state, in one step). Without a cluster, a plain emit
-    /// to the module's audience.
+    /// only if the guard holds, with the state, in one step). Without a cluster (or a change),
+    /// a plain emit to the module's audience.
     pub async fn emit_module_change<T: Serialize + ?Sized>(
         &self,
         owner: Option<i64>,
         event: &'static str,
         data: &T,
-        change: crate::cluster::relay::ModuleChange,
+        change: Option<crate::cluster::relay::ModuleChange>,
     ) {
         let audience = Audience::Module { owner };
-        let Some(relay) = &self.relay else {
+        let (Some(relay), Some(change)) = (&self.relay, change) else {
             return self.emit(audience, event, data).await;
         };
         let Some(payload) = self.serialize(event, data) else {
@@ -277,12 +277,17 @@ impl EventsManager {
             .await;
     }
 
-    /// Cluster mode: a module's shared state changed without an event (last seen, firmware).
-    pub async fn publish_state(&self, change: crate::cluster::relay::ModuleChange) {
+    /// Cluster mode: a module's shared state changed without an event (last seen, firmware;
+    /// `Kind::StateOnly`), or goes with the module (`Kind::Forget`).
+    pub async fn publish_state(
+        &self,
+        kind: crate::cluster::relay::Kind,
+        change: crate::cluster::relay::ModuleChange,
+    ) {
         if let Some(relay) = &self.relay {
             relay
                 .publish(crate::cluster::relay::Outgoing {
-                    kind: crate::cluster::relay::Kind::StateOnly,
+                    kind,
                     audience: Audience::Everyone,
                     event: None,
                     module: Some(change),

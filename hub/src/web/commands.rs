@@ -195,7 +195,7 @@ async fn execute(
             queue.forget(&id, why);
             return Err(match why {
                 Forget::Disabled => ApiError::Conflict("module is disabled".into()),
-                Forget::Removed => ApiError::NotFound,
+                Forget::Removed | Forget::HandedOver => ApiError::NotFound,
             });
         }
         Err(e) => tracing::warn!(module = %id, error = %e, "could not check the module again"),

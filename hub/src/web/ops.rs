@@ -102,6 +102,7 @@ struct Scrape {
     emitted_by_event: BTreeMap<&'static str, u64>,
     emit_errors: u64,
     cluster_guard_rejections: u64,
+    cluster_publish_errors: u64,
     registry_changes_applied: u64,
     rejected_by_reason: BTreeMap<&'static str, u64>,
     store_errors: BTreeMap<&'static str, u64>,
@@ -165,6 +166,7 @@ impl Scrape {
             emitted_by_event: m.emitted_by_event(),
             emit_errors: m.emit_errors.get(),
             cluster_guard_rejections: m.cluster_guard_rejections.get(),
+            cluster_publish_errors: m.cluster_publish_errors.get(),
             registry_changes_applied: m.registry_changes_applied.get(),
             rejected_by_reason: m.rejections(),
             store_errors: m.store_errors(),
@@ -418,6 +420,12 @@ impl Collector for Scrape {
             "mc_cluster_guard_rejections",
             "Cluster mode: module events refused because another hub had published them.",
             self.cluster_guard_rejections,
+        )?;
+        counter(
+            e,
+            "mc_cluster_publish_errors",
+            "Cluster mode: events Redis refused (the publishing script failed), dropped.",
+            self.cluster_publish_errors,
         )?;
         counter(
             e,
