@@ -10,6 +10,7 @@
 //! "nothing happened" is proven with a barrier event, never with a sleep.
 
 pub mod mosquitto;
+pub mod redis;
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -18,6 +18,8 @@ pub struct Config {
     pub mqtt: SocketAddr,
     /// An external MQTT broker instead of the embedded one (`broker::external`).
     pub broker: crate::broker::external::BrokerConfig,
+    /// Several hubs as one, on Redis (`cluster`).
+    pub cluster: crate::cluster::ClusterConfig,
     /// Where the SQLite database lives (`hub.db`). Default `./hub-data`.
     pub data_dir: PathBuf,
     /// The database, as a URL: `postgres://user:password@host:port/db` for a PostgreSQL
@@ -539,6 +541,7 @@ impl Default for Config {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             mqtt: SocketAddr::from(([0, 0, 0, 0], 1883)),
             broker: Default::default(),
+            cluster: Default::default(),
             data_dir: PathBuf::from("./hub-data"),
             database: None,
             max_packet: 8 * 1024,
@@ -624,6 +627,13 @@ impl Config {
     /// writable); a PostgreSQL database needs no directory.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.broker.validate()?;
+        self.cluster.validate(self.broker.url.is_some())?;
+        if self.cluster.redis.is_some() && !self.serial.is_empty() {
+            return Err(ConfigError::Invalid {
+                setting: "serial",
+                message: "serial ports are served by a hub on its own; in a cluster, modules reach the hubs through the MQTT broker".into(),
+            });
+        }
         if self.demo.enabled && self.broker.url.is_some() {
             return Err(ConfigError::Invalid {
                 setting: "demo",

@@ -201,7 +201,11 @@ async fn modules_behind_mosquitto_reach_dashboards_and_the_exported_acl_holds() 
         .await;
     assert_eq!(offline["reason"], "will");
 
-    // Token rotation: after a new export and a reload, the old token no longer works.
+    // Token rotation: after a new export and a reload, the old token no longer works, and a
+    // connection made with it is closed by Mosquitto.
+    let b_old = MqttModule::connect(mosquitto.addr, "MC-1002-STN", &pw_b)
+        .await
+        .expect("B connects again with its current token");
     let (status, body) = t
         .call(&cookie, "POST", "/api/modules/MC-1002-STN/token", None)
         .await;
@@ -213,6 +217,10 @@ async fn modules_behind_mosquitto_reach_dashboards_and_the_exported_acl_holds() 
         .to_owned();
     export(&t, files.path());
     mosquitto.reload().await;
+    eventually("the connection with the rotated token is closed", || {
+        b_old.is_closed()
+    })
+    .await;
     assert!(
         MqttModule::connect(mosquitto.addr, "MC-1002-STN", &pw_b)
             .await

@@ -6,6 +6,7 @@ mod backpressure;
 mod bad_input;
 mod browser;
 mod c_reference;
+mod cluster;
 mod commands;
 mod compression;
 mod durability;

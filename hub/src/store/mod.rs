@@ -119,13 +119,15 @@ pub enum StoreError {
 /// space, remount the data directory read-write, or read the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreErrorKind {
-    /// `SQLITE_FULL` or `ENOSPC`: the disk (or `max_page_count`) is full.
+    /// `SQLITE_FULL`, SQLSTATE `53100` or `ENOSPC`: the disk (or `max_page_count`) is full.
     DiskFull,
-    /// `SQLITE_READONLY` or `EROFS`: the database or its directory cannot be written.
+    /// `SQLITE_READONLY`, SQLSTATE `25006` (a read-only transaction: a standby) or `EROFS`:
+    /// the database or its directory cannot be written.
     ReadOnly,
-    /// `SQLITE_IOERR`: the operating system failed a read or write.
+    /// `SQLITE_IOERR` or SQLSTATE class `58`: the operating system failed a read or write.
     Io,
-    /// `SQLITE_BUSY`/`SQLITE_LOCKED` after the busy timeout.
+    /// `SQLITE_BUSY`/`SQLITE_LOCKED` after the busy timeout; on PostgreSQL a serialization
+    /// failure, a deadlock, a lock timeout, or a server out of connections or starting.
     Busy,
     /// Anything else (a bug, corruption, a constraint).
     Other,

@@ -53,6 +53,13 @@ struct ServeArgs {
     /// `[broker] password-file`), instead of the embedded one [default: embedded].
     #[arg(long, env = "HUB_BROKER", value_name = "URL")]
     broker: Option<String>,
+    /// Redis of a cluster of hubs, `redis://HOST[:PORT][/DB]` (needs --broker) [default: a hub
+    /// on its own].
+    #[arg(long, env = "HUB_REDIS", value_name = "URL")]
+    redis: Option<String>,
+    /// This hub's name in the cluster (unique, stable) [default: the broker client id].
+    #[arg(long, env = "HUB_INSTANCE")]
+    instance: Option<String>,
     /// Data directory [default: ./hub-data].
     #[arg(long, env = "HUB_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -119,6 +126,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.broker {
             config.broker.url = Some(v);
+        }
+        if let Some(v) = self.redis {
+            config.cluster.redis = Some(v);
+        }
+        if let Some(v) = self.instance {
+            config.cluster.instance = Some(v);
         }
         if let Some(v) = self.data_dir {
             config.data_dir = v;
