@@ -83,12 +83,18 @@ pub async fn test_database(data_dir: &std::path::Path) -> Database {
     }
 }
 
-/// Starts a hub; `tweak` adjusts its configuration.
+/// Starts a hub; `tweak` adjusts its configuration. On PostgreSQL ([`on_postgres`]) each hub
+/// gets a fresh database: a test that restarts a hub on the same data sets `c.database` to the
+/// first hub's [`TestHub::database`] as well as `c.data_dir`.
 pub async fn start_hub(tweak: impl FnOnce(&mut Config)) -> TestHub {
     init_tracing();
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
-    let database = on_postgres().then_some(test_database(&data_dir).await);
+    let database = if on_postgres() {
+        Some(test_database(&data_dir).await)
+    } else {
+        None
+    };
     let mut config = Config {
         http: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
