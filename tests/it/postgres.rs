@@ -158,6 +158,18 @@ async fn the_cli_uses_the_configured_postgres_database_and_checks_it() {
     );
     assert!(!data_dir.exists(), "no SQLite database was created");
 
+    // A bad or unreachable URL is an error that never repeats the password.
+    for bad in [
+        "postgres://hub:s3cret@127.0.0.1:port/db",
+        "postgres://hub:s3cret@127.0.0.1:1/db",
+    ] {
+        let out = cli(&["user", "list"], Some(("HUB_DATABASE", bad))).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
+
     let empty = PostgresServer::fresh_database().await;
     let empty_url = empty.postgres_url().expect("a PostgreSQL URL");
     let out = cli(&["db", "check", "--database", empty_url], None).await;

@@ -66,7 +66,7 @@ struct ServeArgs {
     /// Database URL: `postgres://user:password@host:port/db` (a database several hubs may
     /// share) or `sqlite://PATH` [default: SQLite at <data-dir>/hub.db].
     #[arg(long, env = "HUB_DATABASE", value_name = "URL")]
-    database: Option<mc_hub::store::Database>,
+    database: Option<String>,
     /// Liveness timeout for every module, e.g. `2s` [default: 3 × announced interval, else 15s].
     #[arg(long, env = "HUB_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Option<Duration>,
@@ -137,7 +137,7 @@ impl ServeArgs {
             config.data_dir = v;
         }
         if let Some(v) = self.database {
-            config.database = Some(v);
+            config.database = Some(manage::parse_database(&v)?);
         }
         if let Some(v) = self.heartbeat_timeout {
             config.liveness.heartbeat_timeout = Some(v);

@@ -29,7 +29,7 @@ pub(crate) struct ManageArgs {
     /// Database URL: `postgres://user:password@host:port/db` or `sqlite://PATH` [default:
     /// SQLite at <data-dir>/hub.db].
     #[arg(long, env = "HUB_DATABASE", value_name = "URL")]
-    database: Option<Database>,
+    database: Option<String>,
     /// The hub's TOML configuration file, for its `database` and `data-dir`.
     #[arg(long, env = "HUB_CONFIG")]
     config: Option<PathBuf>,
@@ -241,10 +241,17 @@ impl ManageArgs {
             config.data_dir = dir.clone();
         }
         if let Some(database) = &self.database {
-            config.database = Some(database.clone());
+            config.database = Some(parse_database(database)?);
         }
         Ok(config.database())
     }
+}
+
+/// `--database`/`HUB_DATABASE`, parsed here rather than by clap: clap's error would repeat
+/// the value, password included, on stderr (and into the service's log).
+pub(crate) fn parse_database(url: &str) -> anyhow::Result<Database> {
+    url.parse()
+        .map_err(|e| anyhow::anyhow!("invalid --database (HUB_DATABASE): {e}"))
 }
 
 /// Opens the store for a command that creates things: a fresh SQLite file is fine (set up
