@@ -57,9 +57,9 @@ impl PostgresServer {
         Self::start_with(|command| command.spawn())
     }
 
-    fn start_with(
-        spawn: impl FnOnce(&mut Command) -> std::io::Result<Child>,
-    ) -> Result<Self, String> {
+    /// `initdb`, then the postmaster, started by `spawn` (the shared server sets its
+    /// parent-death signal there) on a free port; another port if that one was taken meanwhile.
+    fn start_with(spawn: impl Fn(&mut Command) -> std::io::Result<Child>) -> Result<Self, String> {
         let bin = bindir()?;
         let dir = tempfile::Builder::new()
             .prefix("mc-hub-pg-")
@@ -90,72 +90,56 @@ impl PostgresServer {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        let port = free_port()?;
-        let log = std::fs::File::create(dir.path().join("postgres.log"))
-            .map_err(|e| format!("cannot create the PostgreSQL log: {e}"))?;
-        if let Some((uid, gid)) = owner {
-            let _ = std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid));
-        }
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("cannot share the PostgreSQL log: {e}"))?;
-        let mut postgres = Command::new(bin.join("postgres"));
-        postgres
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", dir.path().display()))
-            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
-            .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        as_server_user(&mut postgres, owner);
-        let child = spawn(&mut postgres)
-            .map_err(|e| format!("cannot start {}: {e}", bin.join("postgres").display()))?;
-        let server = Self {
-            child: Mutex::new(child),
-            port,
-            dir: Mutex::new(Some(dir)),
-        };
-        server.wait_ready(&bin)?;
-        Ok(server)
-    }
-
-    /// Waits until the server accepts connections (`pg_isready`), or fails with its log.
-    fn wait_ready(&self, bin: &Path) -> Result<(), String> {
-        let deadline = Instant::now() + START_DEADLINE;
+        let log_path = dir.path().join("postgres.log");
+        let mut attempt = 0;
         loop {
-            if let Ok(Some(status)) = lock(&self.child).try_wait() {
-                return Err(format!(
-                    "postgres exited at start ({status}): {}",
-                    self.log()
-                ));
+            attempt += 1;
+            let port = free_port()?;
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(|e| format!("cannot open the PostgreSQL log: {e}"))?;
+            if let Some((uid, gid)) = owner {
+                let _ = std::os::unix::fs::chown(&log_path, Some(uid), Some(gid));
             }
-            let ready = Command::new(bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .args(["-U", SUPERUSER, "-d", "postgres"])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                return Ok(());
+            let log_err = log
+                .try_clone()
+                .map_err(|e| format!("cannot share the PostgreSQL log: {e}"))?;
+            let mut postgres = Command::new(bin.join("postgres"));
+            postgres
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+                .arg("-c")
+                .arg(format!("unix_socket_directories={}", dir.path().display()))
+                .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+                .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"])
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err);
+            as_server_user(&mut postgres, owner);
+            let mut child = spawn(&mut postgres)
+                .map_err(|e| format!("cannot start {}: {e}", bin.join("postgres").display()))?;
+            match wait_ready(&mut child, port, &bin, &log_path) {
+                Ok(()) => {
+                    return Ok(Self {
+                        child: Mutex::new(child),
+                        port,
+                        dir: Mutex::new(Some(dir)),
+                    });
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    // Another process took the free port between our check and the bind.
+                    if attempt < 3 && e.contains("already in use") {
+                        continue;
+                    }
+                    return Err(e);
+                }
             }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "postgres did not accept connections within {START_DEADLINE:?}: {}",
-                    self.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    fn log(&self) -> String {
-        lock(&self.dir)
-            .as_ref()
-            .and_then(|d| std::fs::read_to_string(d.path().join("postgres.log")).ok())
-            .unwrap_or_default()
     }
 
     /// The process-wide server, started on first use; stopped when the process exits.
@@ -264,6 +248,32 @@ impl Drop for PostgresServer {
 extern "C" fn stop_shared() {
     if let Some(Ok(server)) = SHARED.get() {
         server.stop();
+    }
+}
+
+/// Waits until the server on `port` accepts connections (`pg_isready`), or fails with its log.
+fn wait_ready(child: &mut Child, port: u16, bin: &Path, log: &Path) -> Result<(), String> {
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("postgres exited at start ({status}): {}", log()));
+        }
+        let ready = Command::new(bin.join("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-U", SUPERUSER, "-d", "postgres"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "postgres did not accept connections within {START_DEADLINE:?}: {}",
+                log()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
