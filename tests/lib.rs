@@ -33,7 +33,13 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// Waits until `condition` holds, failing the test with `what` after [`DEADLINE`]. For state
 /// that other connections update asynchronously (counters), where no event marks the moment.
 pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    eventually_within(what, DEADLINE, condition).await
+}
+
+/// [`eventually`] with another deadline, for conditions that take many round trips (a phase of
+/// sustained writes), where [`DEADLINE`] leaves too small a margin on a loaded machine.
+pub async fn eventually_within(what: &str, within: Duration, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
     while !condition() {
         assert!(
             tokio::time::Instant::now() < deadline,
