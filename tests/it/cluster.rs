@@ -16,6 +16,7 @@ use mc_e2e::{
     redis::Redis,
     start_hub,
 };
+use mc_hub::store::Database;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -24,10 +25,53 @@ use crate::process::HubProcess;
 const HUB_PASSWORD: &str = "hub-secret";
 const MODULES: usize = 9;
 
-async fn in_process_hub(name: &str, data_dir: &Path, broker: u16, redis: &Redis) -> TestHub {
-    let (name, data_dir, redis) = (name.to_owned(), data_dir.to_owned(), redis.url());
+/// The hubs' shared database: one SQLite file, or one PostgreSQL database
+/// (`MC_TEST_DATABASE=postgres`, as a deployment of several hubs would use).
+struct Shared {
+    data_dir: std::path::PathBuf,
+    database: Database,
+}
+
+impl Shared {
+    async fn new(dir: &Path) -> Self {
+        let data_dir = dir.join("data");
+        let database = mc_e2e::test_database(&data_dir).await;
+        Self { data_dir, database }
+    }
+
+    /// `--data-dir` and, on PostgreSQL, `--database` for the hub binary.
+    fn args(&self) -> Vec<String> {
+        let mut args = vec!["--data-dir".into(), self.data_dir.display().to_string()];
+        if let Database::Postgres(url) = &self.database {
+            args.extend(["--database".into(), url.clone()]);
+        }
+        args
+    }
+
+    /// `hub export mosquitto-acl` (the real CLI) into `out`.
+    fn export(&self, out: &Path) {
+        std::fs::create_dir_all(out).expect("mosquitto dir");
+        let export = std::process::Command::new(crate::process::hub_binary())
+            .args(["export", "mosquitto-acl", "--out"])
+            .arg(out)
+            .args(self.args())
+            .env("HUB_BROKER_PASSWORD", HUB_PASSWORD)
+            .output()
+            .expect("hub export runs");
+        assert!(export.status.success(), "{export:?}");
+    }
+}
+
+async fn in_process_hub(name: &str, shared: &Shared, broker: u16, redis: &Redis) -> TestHub {
+    let (name, data_dir, database, redis) = (
+        name.to_owned(),
+        shared.data_dir.clone(),
+        shared.database.clone(),
+        redis.url(),
+    );
     start_hub(move |c| {
         c.data_dir = data_dir;
+        c.database = Some(database);
         c.broker.url = Some(format!("mqtt://mc-hub@127.0.0.1:{broker}"));
         c.broker.password = Some(HUB_PASSWORD.into());
         c.broker.client_id = Some(name.clone());
@@ -131,12 +175,12 @@ async fn watch(hub: &str, dash: &mut Dashboard, seen: &mut Seen, done: impl Fn(&
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hubs_share_the_modules_and_survive_one_being_killed() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data_dir = dir.path().join("data");
+    let shared = Shared::new(dir.path()).await;
     let redis = Redis::start(dir.path()).await;
     let broker_port = free_port();
 
     // Hub A creates the accounts (one database for all: SQLite here, PostgreSQL in production).
-    let a = in_process_hub("hub-a", &data_dir, broker_port, &redis).await;
+    let a = in_process_hub("hub-a", &shared, broker_port, &redis).await;
     a.add_user("admin@x.io", true).await;
     let mut credentials = Vec::new();
     for i in 0..MODULES {
@@ -148,16 +192,7 @@ async fn three_hubs_share_the_modules_and_survive_one_being_killed() {
         });
     }
     let files = dir.path().join("mosquitto");
-    std::fs::create_dir_all(&files).expect("mosquitto dir");
-    let export = std::process::Command::new(crate::process::hub_binary())
-        .args(["export", "mosquitto-acl", "--out"])
-        .arg(&files)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .env("HUB_BROKER_PASSWORD", HUB_PASSWORD)
-        .output()
-        .expect("hub export runs");
-    assert!(export.status.success(), "{export:?}");
+    shared.export(&files);
     let mosquitto = Mosquitto::start(
         &files,
         &files.join("passwd"),
@@ -167,7 +202,7 @@ async fn three_hubs_share_the_modules_and_survive_one_being_killed() {
     .await;
 
     // Hub B in this process, hub C as its own process (to be killed with SIGKILL).
-    let b = in_process_hub("hub-b", &data_dir, broker_port, &redis).await;
+    let b = in_process_hub("hub-b", &shared, broker_port, &redis).await;
     let password_file = dir.path().join("hub-password");
     std::fs::write(&password_file, HUB_PASSWORD).expect("password file");
     let config = dir.path().join("hub-c.toml");
@@ -181,7 +216,11 @@ async fn three_hubs_share_the_modules_and_survive_one_being_killed() {
     )
     .expect("hub-c config");
     let mut c = HubProcess::new(dir.path()).await;
-    c.data_dir = data_dir.clone();
+    c.data_dir = shared.data_dir.clone();
+    c.postgres = match &shared.database {
+        Database::Postgres(_) => Some(shared.database.clone()),
+        Database::Sqlite(_) => None,
+    };
     c.serve_args = vec!["--config".into(), config.display().to_string()];
     c.start().await;
     let url_c = format!("http://{}", c.http);
@@ -299,26 +338,17 @@ async fn three_hubs_share_the_modules_and_survive_one_being_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_happens_on_one_hub_reaches_the_clients_of_the_other_once() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data_dir = dir.path().join("data");
+    let shared = Shared::new(dir.path()).await;
     let redis = Redis::start(dir.path()).await;
     let broker_port = free_port();
-    let a = in_process_hub("hub-a", &data_dir, broker_port, &redis).await;
+    let a = in_process_hub("hub-a", &shared, broker_port, &redis).await;
     let admin_id = a.add_user("admin@x.io", true).await;
     let alice_id = a.add_user("alice@x.io", false).await;
     let bob_id = a.add_user("bob@x.io", false).await;
     let pw_1 = a.add_module("MC-6001-CLU", Some("alice@x.io")).await;
     let pw_2 = a.add_module("MC-6002-CLU", Some("bob@x.io")).await;
     let files = dir.path().join("mosquitto");
-    std::fs::create_dir_all(&files).expect("mosquitto dir");
-    let export = std::process::Command::new(crate::process::hub_binary())
-        .args(["export", "mosquitto-acl", "--out"])
-        .arg(&files)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .env("HUB_BROKER_PASSWORD", HUB_PASSWORD)
-        .output()
-        .expect("hub export runs");
-    assert!(export.status.success(), "{export:?}");
+    shared.export(&files);
     let mosquitto = Mosquitto::start(
         &files,
         &files.join("passwd"),
@@ -326,7 +356,7 @@ async fn what_happens_on_one_hub_reaches_the_clients_of_the_other_once() {
         broker_port,
     )
     .await;
-    let b = in_process_hub("hub-b", &data_dir, broker_port, &redis).await;
+    let b = in_process_hub("hub-b", &shared, broker_port, &redis).await;
     ready(&a.url).await;
     ready(&b.url).await;
     let _ = admin_id;
@@ -401,7 +431,12 @@ async fn what_happens_on_one_hub_reaches_the_clients_of_the_other_once() {
     let _ = b.login("admin@x.io").await;
     let mut logins = 0;
     let mut added_copies = 0;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
     while logins < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the two logins never reached the admin"
+        );
         let (event, data) = admin.next().await;
         match event.as_str() {
             // Not the logins of earlier (alice's and bob's).
@@ -456,23 +491,14 @@ async fn what_happens_on_one_hub_reaches_the_clients_of_the_other_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_losing_the_stream_makes_every_dashboard_resynchronise() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data_dir = dir.path().join("data");
+    let shared = Shared::new(dir.path()).await;
     let mut redis = Redis::start(dir.path()).await;
     let broker_port = free_port();
-    let a = in_process_hub("hub-a", &data_dir, broker_port, &redis).await;
+    let a = in_process_hub("hub-a", &shared, broker_port, &redis).await;
     a.add_user("admin@x.io", true).await;
     let pw = a.add_module("MC-7001-CLU", None).await;
     let files = dir.path().join("mosquitto");
-    std::fs::create_dir_all(&files).expect("mosquitto dir");
-    let export = std::process::Command::new(crate::process::hub_binary())
-        .args(["export", "mosquitto-acl", "--out"])
-        .arg(&files)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .env("HUB_BROKER_PASSWORD", HUB_PASSWORD)
-        .output()
-        .expect("hub export runs");
-    assert!(export.status.success(), "{export:?}");
+    shared.export(&files);
     let mosquitto = Mosquitto::start(
         &files,
         &files.join("passwd"),
@@ -480,7 +506,7 @@ async fn redis_losing_the_stream_makes_every_dashboard_resynchronise() {
         broker_port,
     )
     .await;
-    let b = in_process_hub("hub-b", &data_dir, broker_port, &redis).await;
+    let b = in_process_hub("hub-b", &shared, broker_port, &redis).await;
     ready(&a.url).await;
     ready(&b.url).await;
     let module = mc_e2e::MqttModule::connect(mosquitto.addr, "MC-7001-CLU", &pw)
