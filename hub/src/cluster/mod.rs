@@ -264,6 +264,10 @@ mod tests {
         assert!(config.broker.validate().is_ok());
         assert!(config.cluster.validate(config.broker.url.is_some()).is_ok());
         assert_eq!(config.cluster.instance.as_deref(), Some("mc-hub-1"));
+        assert!(matches!(
+            config.database,
+            Some(crate::store::Database::Postgres(_))
+        ));
     }
 
     #[test]
