@@ -67,6 +67,12 @@ pub async fn login(http: SocketAddr, email: &str, password: &str) -> Result<Stri
         .context("login response has no mc_session cookie")
 }
 
+/// Receives every Socket.IO text message a [`Dashboard`] reads (pings excepted).
+pub trait TextSink: Send + Sync + 'static {
+    /// One Engine.IO text message, e.g. `42["rt_telemetry_updated",{...},7]`.
+    fn on_text(&self, text: &[u8]);
+}
+
 /// Counts what one dashboard received; the latency dashboard also samples latencies.
 pub struct EventSink {
     /// `rt_telemetry_updated` events received.
@@ -115,7 +121,9 @@ impl EventSink {
     pub fn count(&self) -> u64 {
         self.telemetry_events.load(Ordering::Relaxed)
     }
+}
 
+impl TextSink for EventSink {
     fn on_text(&self, text: &[u8]) {
         if !text.starts_with(&self.prefix) {
             if text.starts_with(b"42") && !self.ignored.iter().any(|p| text.starts_with(p)) {
@@ -217,7 +225,7 @@ impl Dashboard {
     }
 
     /// Reads events into `sink` until `stop` or the connection ends.
-    pub async fn run(mut self, sink: Arc<EventSink>, stop: CancellationToken) {
+    pub async fn run<S: TextSink>(mut self, sink: Arc<S>, stop: CancellationToken) {
         loop {
             let text = tokio::select! {
                 _ = stop.cancelled() => return,

@@ -100,6 +100,12 @@ pub struct Latencies {
     samples: Mutex<Vec<u32>>,
 }
 
+impl Default for Latencies {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Latencies {
     /// Samples nothing until [`Latencies::warmup_until_us`] is set.
     pub fn new() -> Self {

@@ -16,8 +16,6 @@
 //! or more the hub side is pinned to CPU 0 and everything else to CPU 1 (`taskset -p` per
 //! thread), so the load generator does not steal the hub's core.
 
-mod dashboard;
-mod load;
 mod peer;
 mod routing;
 mod serial;
@@ -40,6 +38,8 @@ use mc_hub::{
 use mc_protocol::{ModuleId, Readings, Telemetry};
 use tokio::{runtime::Handle, task::JoinSet};
 use tokio_util::sync::CancellationToken;
+
+use mc_bench::{dashboard, load};
 
 use dashboard::{Dashboard, EventSink};
 use load::{Credentials, Latencies, SendLog};
