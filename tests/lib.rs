@@ -1,17 +1,23 @@
 //! Test harness for end-to-end tests: a real hub on ephemeral loopback ports with a temporary
 //! data directory, real MQTT clients for modules, real Socket.IO clients for dashboards.
 //!
+//! `MC_TEST_DATABASE=postgres` runs every hub these tests start on PostgreSQL instead of
+//! SQLite: a fresh database per hub on one throwaway server per test process
+//! ([`mc_hub::store::postgres_server`]); `scripts/test` runs the tests about the registry,
+//! accounts, access and durability that way too.
+//!
 //! Every wait has a generous deadline ([`DEADLINE`]) so tests hold on a loaded 2-core machine;
 //! "nothing happened" is proven with a barrier event, never with a sleep.
 
 pub mod mosquitto;
+pub mod redis;
 
 use std::{net::SocketAddr, time::Duration};
 
 use futures_util::FutureExt;
 use mc_hub::{
     Config, Listeners, RunningHub,
-    store::{NewModule, NewUser},
+    store::{Database, NewModule, NewUser, postgres_server::PostgresServer},
 };
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
@@ -27,7 +33,13 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// Waits until `condition` holds, failing the test with `what` after [`DEADLINE`]. For state
 /// that other connections update asynchronously (counters), where no event marks the moment.
 pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    eventually_within(what, DEADLINE, condition).await
+}
+
+/// [`eventually`] with another deadline, for conditions that take many round trips (a phase of
+/// sustained writes), where [`DEADLINE`] leaves too small a margin on a loaded machine.
+pub async fn eventually_within(what: &str, within: Duration, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
     while !condition() {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -49,19 +61,55 @@ pub struct TestHub {
     pub dir: tempfile::TempDir,
     /// The data directory (in `dir` unless the test chose another).
     data_dir: std::path::PathBuf,
+    /// The hub's database (SQLite in `dir`, or PostgreSQL: [`test_database`]).
+    pub database: Database,
 }
 
-/// Starts a hub; `tweak` adjusts its configuration.
+/// The variable that chooses the database of the hubs tests start: `postgres` or `sqlite`
+/// (the default).
+pub const TEST_DATABASE_VAR: &str = "MC_TEST_DATABASE";
+
+/// True when the tests run their hubs on PostgreSQL (`MC_TEST_DATABASE=postgres`). Panics on
+/// any value other than `postgres`, `sqlite` or none: a typo must not quietly test SQLite.
+pub fn on_postgres() -> bool {
+    match std::env::var(TEST_DATABASE_VAR).as_deref() {
+        Err(_) | Ok("" | "sqlite") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("{TEST_DATABASE_VAR}={other:?}: expected sqlite or postgres"),
+    }
+}
+
+/// The database for a new hub whose data directory is `data_dir`: SQLite there, or a fresh
+/// PostgreSQL database when [`on_postgres`] (the test fails if the server cannot start).
+pub async fn test_database(data_dir: &std::path::Path) -> Database {
+    if on_postgres() {
+        PostgresServer::fresh_database().await
+    } else {
+        Database::in_data_dir(data_dir)
+    }
+}
+
+/// Starts a hub; `tweak` adjusts its configuration. On PostgreSQL ([`on_postgres`]) each hub
+/// gets a fresh database: a test that restarts a hub on the same data sets `c.database` to the
+/// first hub's [`TestHub::database`] as well as `c.data_dir`.
 pub async fn start_hub(tweak: impl FnOnce(&mut Config)) -> TestHub {
     init_tracing();
     let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let database = if on_postgres() {
+        Some(test_database(&data_dir).await)
+    } else {
+        None
+    };
     let mut config = Config {
         http: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().join("data"),
+        data_dir,
+        database,
         ..Config::default()
     };
     tweak(&mut config);
+    let database = config.database();
     let data_dir = config.data_dir.clone();
     let listeners = Listeners::bind(&config).await.expect("bind");
     let shutdown = CancellationToken::new();
@@ -74,6 +122,7 @@ pub async fn start_hub(tweak: impl FnOnce(&mut Config)) -> TestHub {
         shutdown,
         url,
         dir,
+        database,
         data_dir,
     }
 }

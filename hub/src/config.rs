@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{liveness::LivenessConfig, state::Deadbands};
+use crate::{liveness::LivenessConfig, state::Deadbands, store::Database};
 
 /// Everything the hub can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,8 +18,15 @@ pub struct Config {
     pub mqtt: SocketAddr,
     /// An external MQTT broker instead of the embedded one (`broker::external`).
     pub broker: crate::broker::external::BrokerConfig,
-    /// Where the database lives. Default `./hub-data`.
+    /// Several hubs as one, on Redis (`cluster`).
+    pub cluster: crate::cluster::ClusterConfig,
+    /// Where the SQLite database lives (`hub.db`). Default `./hub-data`.
     pub data_dir: PathBuf,
+    /// The database, as a URL: `postgres://user:password@host:port/db` for a PostgreSQL
+    /// database several hubs may share (it must exist; the hub creates its tables), or
+    /// `sqlite://PATH`. Default none: SQLite at `<data-dir>/hub.db`. `--database`,
+    /// `HUB_DATABASE`.
+    pub database: Option<Database>,
     /// Largest MQTT packet a module may send, in bytes. Default 8 KiB (a 4 KiB JSON payload
     /// plus topic and headers fits).
     pub max_packet: usize,
@@ -534,7 +541,9 @@ impl Default for Config {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             mqtt: SocketAddr::from(([0, 0, 0, 0], 1883)),
             broker: Default::default(),
+            cluster: Default::default(),
             data_dir: PathBuf::from("./hub-data"),
+            database: None,
             max_packet: 8 * 1024,
             mqtt_log_segment_bytes: crate::broker::Retention::default().segment_bytes,
             mqtt_log_segments: crate::broker::Retention::default().segments,
@@ -602,13 +611,29 @@ impl Config {
         })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            // TOML's message quotes the offending line, which may be a database URL.
+            message: crate::store::database::redact_passwords(&e.to_string()),
         })
     }
 
-    /// Checks values and prepares the data directory (created if missing, must be writable).
+    /// The database the hub uses: [`Config::database`], else SQLite in the data directory.
+    pub fn database(&self) -> Database {
+        self.database
+            .clone()
+            .unwrap_or_else(|| Database::in_data_dir(&self.data_dir))
+    }
+
+    /// Checks values and prepares the SQLite database's directory (created if missing, must be
+    /// writable); a PostgreSQL database needs no directory.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.broker.validate()?;
+        self.cluster.validate(self.broker.url.is_some())?;
+        if self.cluster.redis.is_some() && !self.serial.is_empty() {
+            return Err(ConfigError::Invalid {
+                setting: "serial",
+                message: "serial ports are served by a hub on its own; in a cluster, modules reach the hubs through the MQTT broker".into(),
+            });
+        }
         if self.demo.enabled && self.broker.url.is_some() {
             return Err(ConfigError::Invalid {
                 setting: "demo",
@@ -790,12 +815,19 @@ impl Config {
         self.ingest.validate()?;
         self.commands.validate()?;
         self.validate_serial()?;
+        let dir = match self.database() {
+            Database::Postgres(_) => return Ok(()),
+            Database::Sqlite(path) => match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+                _ => PathBuf::from("."),
+            },
+        };
         let dir_err = |source| ConfigError::DataDir {
-            path: self.data_dir.clone(),
+            path: dir.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.data_dir).map_err(dir_err)?;
-        let probe = self.data_dir.join(".write-test");
+        std::fs::create_dir_all(&dir).map_err(dir_err)?;
+        let probe = dir.join(".write-test");
         std::fs::write(&probe, b"ok").map_err(dir_err)?;
         let _ = std::fs::remove_file(probe);
         Ok(())
@@ -1107,5 +1139,59 @@ mod tests {
                 .to_string()
                 .contains("session-ttl")
         );
+    }
+
+    #[test]
+    fn the_database_is_sqlite_in_the_data_dir_unless_a_url_says_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        let c = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.database(),
+            Database::Sqlite(dir.path().join("data").join("hub.db"))
+        );
+
+        std::fs::write(
+            &path,
+            "database = \"postgres://hub:pw@db.internal:5432/mc\"\n",
+        )
+        .unwrap();
+        let mut c = Config::from_file(&path).unwrap();
+        assert_eq!(
+            c.database().postgres_url(),
+            Some("postgres://hub:pw@db.internal:5432/mc")
+        );
+        // No data directory is created for PostgreSQL (it may not be writable at all).
+        c.data_dir = dir.path().join("unused");
+        assert!(c.validate().is_ok());
+        assert!(!c.data_dir.exists());
+
+        let file = dir.path().join("elsewhere").join("registry.db");
+        std::fs::write(
+            &path,
+            format!("database = \"sqlite://{}\"\n", file.display()),
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.database(), Database::Sqlite(file.clone()));
+        assert!(c.validate().is_ok());
+        assert!(file.parent().unwrap().is_dir(), "its directory is prepared");
+
+        for bad in [
+            "database = \"mysql://hub@db/mc\"\n",
+            "database = \"postgres://hub:pw@db:port/mc\"\n",
+            "database = \"hub.db\"\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let e = Config::from_file(&path).unwrap_err().to_string();
+            assert!(
+                e.contains("database") && e.contains("expected"),
+                "{bad}: {e}"
+            );
+            assert!(!e.contains("pw@"), "the password is not repeated: {e}");
+        }
     }
 }

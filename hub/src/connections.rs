@@ -243,6 +243,14 @@ impl LiveConnections {
         }
     }
 
+    /// Forgets (without closing) every connection for which `keep` is false: in cluster mode,
+    /// the inferred MQTT sessions of modules another hub owns now.
+    pub fn retain(&self, keep: impl Fn(&ModuleId, &Link) -> bool) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.retain(|module, entry| keep(module, &entry.link));
+        }
+    }
+
     /// The module's current connection: its session and link.
     pub fn link(&self, module: &ModuleId) -> Option<(u64, Link)> {
         let map = self.inner.lock().ok()?;

@@ -22,6 +22,7 @@
 
 pub mod authz;
 pub mod broker;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod connections;
@@ -71,6 +72,9 @@ pub enum HubError {
     /// The embedded broker did not start.
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
+    /// The cluster (Redis) cannot be joined.
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
     /// Demo setup failed.
     #[error("demo setup failed: {0}")]
     Demo(String),
@@ -140,7 +144,10 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningHub, HubError> {
     config.validate()?;
-    let store = Store::open(&config.data_dir, config.session_ttl)
+    let database = config.database();
+    // The URL's password is masked (`Database`'s Display).
+    tracing::info!(%database, "opening the database");
+    let store = Store::connect(&database, config.session_ttl)
         .await?
         .with_session_idle(config.session_idle);
     let metrics = Metrics::default();
@@ -155,7 +162,35 @@ pub async fn start(
         .ws_max_message_size(config.realtime.max_message)
         .ws_max_frame_size(config.realtime.max_message)
         .build_layer();
-    let emitter = realtime::EventsManager::new(io.clone(), metrics.clone(), &config.realtime);
+    // A cluster: join it first (membership, the shared event stream).
+    let cluster = match &config.cluster.redis {
+        Some(_) => {
+            let instance = config
+                .cluster
+                .instance
+                .clone()
+                .unwrap_or_else(|| config.broker.client_id());
+            let cluster = cluster::Cluster::join(&config.cluster, instance).await?;
+            tasks.spawn(cluster::membership::run(cluster.clone(), shutdown.clone()));
+            tracing::info!(instance = %cluster.instance, members = ?cluster.members().list(), "joined the cluster");
+            Some(cluster)
+        }
+        None => None,
+    };
+    let mut emitter = realtime::EventsManager::new(io.clone(), metrics.clone(), &config.realtime);
+    let mut consume_from = None;
+    if let Some(cluster) = &cluster {
+        let relay = cluster::relay::start_publisher(cluster, metrics.clone(), &tasks, &shutdown);
+        emitter = emitter.with_relay(relay);
+        let (epoch, head) = cluster::relay::epoch_and_head(cluster)
+            .await
+            .map_err(cluster::ClusterError::from)?;
+        let backfill = cluster::relay::backfill(cluster, config.realtime.replay_capacity)
+            .await
+            .map_err(cluster::ClusterError::from)?;
+        let from = emitter.join_shared(epoch, head, backfill).await;
+        consume_from = Some(from);
+    }
     realtime::register_handlers(&io, store.clone(), emitter.clone());
     let events = emitter.clone();
     let realtime_handle = emitter.clone();
@@ -173,14 +208,34 @@ pub async fn start(
         metrics.clone(),
     );
     tracker = tracker.with_command_queue(command_queue.clone());
-    // Module states: the last known ones come back (stale), changes are saved in batches.
-    let state_store = store::StateStore::open(&config.data_dir).await?;
-    tracker.restore(state_store.load().await?);
+    let tracker_handle = match &cluster {
+        Some(cluster) => {
+            tracker = tracker.with_cluster(cluster.clone());
+            tracker_handle.with_shared(cluster.clone())
+        }
+        None => tracker_handle,
+    };
+    // Module states: the last known ones come back (stale), changes are saved in batches. In
+    // a cluster, modules are adopted from the shared state instead.
+    let state_store = store::StateStore::connect(&database).await?;
+    if cluster.is_none() {
+        tracker.restore(state_store.load().await?);
+    }
     let (state_writer, dirty) = store::StateWriter::new(state_store, metrics.clone());
     tracker.persist_states(dirty);
     tasks.spawn(state_writer.run());
     // A hub without its tracker is no hub: if the task ever fails, stop everything (loudly)
     // rather than keep accepting modules whose events go nowhere.
+    // The shared stream's consumer starts once the tracker can hear of a lost stream.
+    if let (Some(cluster), Some(from)) = (&cluster, consume_from) {
+        tasks.spawn(cluster::relay::consume(
+            cluster.clone(),
+            realtime_handle.clone(),
+            tracker_handle.events(),
+            from,
+            shutdown.clone(),
+        ));
+    }
     let tracker_task = tokio::spawn(tracker.run(shutdown.clone()));
     let stop_all = shutdown.clone();
     tasks.spawn(async move {
@@ -195,12 +250,32 @@ pub async fn start(
     let connections = connections::LiveConnections::default();
     let (mqtt_out, mqtt_addr) = match (&external, listeners.mqtt) {
         (Some(url), _) => {
+            let cluster_ingest = cluster.as_ref().map(|cluster| {
+                let (inbox_tx, inbox) = tokio::sync::mpsc::channel(4096);
+                tasks.spawn(cluster::forward::receive(
+                    cluster.clone(),
+                    inbox_tx,
+                    shutdown.clone(),
+                ));
+                tasks.spawn(cluster::live::follow_ownership(
+                    cluster.clone(),
+                    tracker_handle.events(),
+                    connections.clone(),
+                    shutdown.clone(),
+                ));
+                broker::external::ClusterIngest {
+                    cluster: cluster.clone(),
+                    forwarder: cluster::forward::Forwarder::start(cluster, &tasks, &shutdown),
+                    inbox,
+                }
+            });
             let ingest = broker::external::ExternalIngest {
                 events: tracker_handle.events(),
                 metrics: metrics.clone(),
                 limiter: limiter.clone(),
                 store: store.clone(),
                 connections: connections.clone(),
+                cluster: cluster_ingest,
             };
             let client = broker::external::start(&config.broker, url, ingest, &tasks, &shutdown)?;
             let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
@@ -270,7 +345,18 @@ pub async fn start(
             metrics.clone(),
         )),
         metrics: metrics.clone(),
+        remote_commands: cluster.clone().map(cluster::commands::RemoteCommands::new),
     };
+    if let Some(remote) = state.remote_commands.clone() {
+        let for_peers = state.clone();
+        tasks.spawn(cluster::commands::serve(
+            remote,
+            move |module, action| {
+                web::commands::execute_for_peer(for_peers.clone(), module, action)
+            },
+            shutdown.clone(),
+        ));
+    }
     let origins = web::origin::OriginPolicy {
         allowed: Arc::new(config.allowed_origins.clone()),
         metrics: metrics.clone(),
@@ -293,6 +379,7 @@ pub async fn start(
         connections: connections.clone(),
         commands: command_queue.clone(),
         notifier: registry_notifier,
+        metrics: metrics.clone(),
     };
     tasks.spawn(watcher.run(shutdown.clone()));
     if config.realtime.enable_stats {

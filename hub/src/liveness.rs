@@ -275,6 +275,36 @@ impl LivenessTracker {
         self.go_offline(module, OfflineReason::Will)
     }
 
+    /// Cluster mode: takes over `module` from another hub, as clients see it (`online`),
+    /// without a transition: nothing to emit. Online, it gets a full timeout from now to speak
+    /// (it then needs a connection, as any module). Ignored if already tracked.
+    pub fn adopt(
+        &mut self,
+        module: &ModuleId,
+        online: bool,
+        own_timeout: Option<Duration>,
+        announced: Option<Duration>,
+    ) {
+        if self.entries.contains_key(module) {
+            return;
+        }
+        let mut entry = Entry {
+            online,
+            emitted_online: online,
+            own_timeout,
+            announced,
+            ..Entry::default()
+        };
+        if online {
+            let at = Instant::now() + entry.timeout(&self.config);
+            entry.silence_key = Some(
+                self.deadlines
+                    .insert_at((module.clone(), Deadline::Silence), at),
+            );
+        }
+        self.entries.insert(module.clone(), entry);
+    }
+
     /// The hub cannot hear modules for now (its external broker link is down): silence then
     /// proves nothing, so no module goes offline by timeout until
     /// [`release_timeouts`](Self::release_timeouts). Wills and disconnects still count.

@@ -45,6 +45,14 @@ pub struct MetricsInner {
     pub events_emitted: Counter,
     /// Event payloads that did not serialize (a bug: the event was not sent).
     pub emit_errors: Counter,
+    /// Registry changes (the change log) this hub has applied: its events published, its local
+    /// effects done (`registry::RegistryWatcher`).
+    pub registry_changes_applied: Counter,
+    /// Cluster mode: module events another hub had already published (two hubs briefly
+    /// believed they owned the module), refused by the relay's guard (`cluster::relay`).
+    pub cluster_guard_rejections: Counter,
+    /// Cluster mode: events Redis refused to take (the publishing script failed): dropped.
+    pub cluster_publish_errors: Counter,
     /// Events held for a dashboard that was behind (its socket buffer full) instead of sent
     /// at once (`realtime::delivery`).
     pub dashboard_events_deferred: Counter,

@@ -1,11 +1,12 @@
-//! Applies registry changes to the running hub, whoever made them (the HTTP API or the `hub` CLI
-//! in another process): events to the right audiences, closed connections for rotated tokens,
+//! Applies registry changes to the running hub, whoever made them (the HTTP API, the `hub` CLI
+//! in another process, or another hub on the same PostgreSQL database): events to the right audiences, closed connections for rotated tokens,
 //! disabled and removed modules, dropped command queues of disabled modules, closed sockets for
 //! disabled or deleted users, tracker updates.
 //!
-//! Changes are read from the change log that SQLite triggers fill in the same transaction as
-//! each change. The HTTP handlers wake the watcher at once; changes from other processes are
-//! picked up within [`POLL_INTERVAL`].
+//! Changes are read from the change log that database triggers fill in the same transaction as
+//! each change (on PostgreSQL, in commit order, so that several hubs on one database each apply
+//! every change: `store::changes`). The HTTP handlers wake the watcher at once; changes from
+//! other processes are picked up within [`POLL_INTERVAL`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -53,6 +54,8 @@ pub struct RegistryWatcher {
     pub commands: CommandQueue,
     /// Wake-ups from this process.
     pub notifier: RegistryNotifier,
+    /// Counts applied changes.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl RegistryWatcher {
@@ -93,12 +96,16 @@ impl RegistryWatcher {
             };
             for change in changes {
                 self.apply(change).await?;
+                self.metrics.registry_changes_applied.inc();
             }
             last = newest;
         }
     }
 
     async fn apply(&self, change: RegistryChange) -> Result<(), StoreError> {
+        // Every hub of a cluster applies each change (its local effects: connections, tracker,
+        // queue); its events reach clients once, from whichever hub publishes first.
+        let emitter = self.events.once(format!("reg:{}", change.seq));
         let module = change
             .module_id
             .as_deref()
@@ -114,7 +121,7 @@ impl RegistryWatcher {
                     kind: record.kind,
                     user_id: record.owner_id,
                 };
-                self.events
+                emitter
                     .emit_to_module_audience(record.owner_id, events::RT_MODULE_ADDED, &added)
                     .await;
             }
@@ -134,7 +141,7 @@ impl RegistryWatcher {
                         .into_iter()
                         .flatten()
                     {
-                        self.events.resume_barrier(user).await;
+                        emitter.resume_barrier(user).await;
                     }
                 }
                 let updated = events::ModuleUpdated {
@@ -142,7 +149,7 @@ impl RegistryWatcher {
                     name: record.name.clone(),
                     kind: record.kind.clone(),
                 };
-                self.events
+                emitter
                     .emit_to_module_audience(record.owner_id, events::RT_MODULE_UPDATED, &updated)
                     .await;
                 if let Some(former) = change
@@ -163,7 +170,7 @@ impl RegistryWatcher {
                         module_id: record.id.to_string(),
                         user_id: Some(former),
                     };
-                    self.events
+                    emitter
                         .emit_to_user(former, events::RT_MODULE_REMOVED, &removed)
                         .await;
                 }
@@ -195,7 +202,7 @@ impl RegistryWatcher {
                     module_id: id.to_string(),
                     user_id: change.owner_before,
                 };
-                self.events
+                emitter
                     .emit_to_module_audience(
                         change.owner_before,
                         events::RT_MODULE_REMOVED,
@@ -212,7 +219,7 @@ impl RegistryWatcher {
                     name: user.name,
                     email: user.email,
                 };
-                self.events
+                emitter
                     .emit_to_admins_and_user(user.id, events::RT_USER_PROFILE_UPDATED, &event)
                     .await;
             }
@@ -220,7 +227,7 @@ impl RegistryWatcher {
             // that they reconnect (or not) with the rights they have now, and with a snapshot:
             // no client of theirs resumes across the change.
             ("user_access" | "user_deleted", _, Some(user_id)) => {
-                self.events.access_changed(user_id).await;
+                emitter.access_changed(user_id).await;
             }
             (kind, _, _) => tracing::debug!(kind, "registry change without effect"),
         }

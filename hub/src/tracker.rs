@@ -3,7 +3,7 @@
 //! for snapshots over a channel, so no lock is ever shared.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, SystemTime},
 };
 
@@ -12,6 +12,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    cluster::{
+        Cluster,
+        live::SharedLive,
+        relay::{Guard, Kind, ModuleChange},
+    },
     commands::queue::{CommandQueue, Forget},
     connections::Transport,
     ingest::ModuleEvent,
@@ -40,6 +45,8 @@ struct ModuleInfo {
     last_seen: Option<SystemTime>,
     /// The transport of its latest connection.
     transport: Option<Transport>,
+    /// Its own liveness timeout from the registry (milliseconds).
+    timeout_ms: Option<u64>,
     /// The connection (liveness session) on which it last said hello. Equal to the current
     /// session: its current connection has subscribed to its commands (the module contract:
     /// subscribe, then hello first), so queued commands can go. Messages carry no session, so
@@ -100,9 +107,18 @@ enum Query {
 pub struct TrackerHandle {
     events: mpsc::Sender<ModuleEvent>,
     queries: mpsc::Sender<Query>,
+    /// Cluster mode: every module's shared state, for what this hub's tracker does not own.
+    shared: Option<Cluster>,
 }
 
 impl TrackerHandle {
+    /// Cluster mode: snapshots and counters cover every module of the cluster (the shared
+    /// state), the local tracker's own modules first (it knows more: whether each is ready).
+    pub fn with_shared(mut self, cluster: Cluster) -> Self {
+        self.shared = Some(cluster);
+        self
+    }
+
     /// Where transports send module events.
     pub fn events(&self) -> mpsc::Sender<ModuleEvent> {
         self.events.clone()
@@ -111,7 +127,21 @@ impl TrackerHandle {
     /// The live view of every module that ever connected; `None` if the tracker does not
     /// answer within [`QUERY_TIMEOUT`].
     pub async fn snapshot(&self) -> Option<HashMap<ModuleId, LiveModule>> {
-        self.ask(Query::Snapshot).await
+        let local = self.ask(Query::Snapshot).await?;
+        let Some(cluster) = &self.shared else {
+            return Some(local);
+        };
+        let shared = tokio::time::timeout(QUERY_TIMEOUT, crate::cluster::live::all(cluster))
+            .await
+            .ok()?
+            .map_err(|e| tracing::warn!(error = %e, "cannot read shared module states"))
+            .ok()?;
+        let mut all: HashMap<ModuleId, LiveModule> = shared
+            .into_iter()
+            .map(|(id, live)| (id, live.to_live()))
+            .collect();
+        all.extend(local);
+        Some(all)
     }
 
     async fn ask<T>(&self, query: impl FnOnce(oneshot::Sender<T>) -> Query) -> Option<T> {
@@ -129,7 +159,16 @@ impl TrackerHandle {
     /// The live view of one module, if it ever connected; `None` also if the tracker does not
     /// answer within [`QUERY_TIMEOUT`] (a command handler must not hang on a stuck tracker).
     pub async fn module(&self, id: &ModuleId) -> Option<LiveModule> {
-        self.ask(|tx| Query::Module(id.clone(), tx)).await.flatten()
+        if let Some(local) = self.ask(|tx| Query::Module(id.clone(), tx)).await.flatten() {
+            return Some(local);
+        }
+        let cluster = self.shared.as_ref()?;
+        tokio::time::timeout(QUERY_TIMEOUT, crate::cluster::live::one(cluster, id))
+            .await
+            .ok()?
+            .ok()
+            .flatten()
+            .map(|live| live.to_live())
     }
 
     /// A command was just queued for `id`: if the module is ready (see [`LiveModule::ready`]),
@@ -144,7 +183,15 @@ impl TrackerHandle {
 
     /// The tracker's counters.
     pub async fn counters(&self) -> Option<TrackerCounters> {
-        self.ask(Query::Counters).await
+        let mut counters = self.ask(Query::Counters).await?;
+        if let Some(cluster) = &self.shared {
+            counters.online_modules =
+                tokio::time::timeout(QUERY_TIMEOUT, crate::cluster::live::online_count(cluster))
+                    .await
+                    .ok()?
+                    .ok()?;
+        }
+        Some(counters)
     }
 
     /// Module events waiting for the tracker, and how many its queue holds (`/metrics`).
@@ -171,6 +218,9 @@ pub struct Tracker {
     commands: Option<CommandQueue>,
     /// Modules whose state changed since the last snapshot flush (`None`: not persisted).
     persisted: Option<DirtyModules>,
+    /// Cluster mode: which modules this hub owns, and the modules whose shared state
+    /// (last seen, firmware) changed without an event since the last flush.
+    cluster: Option<(Cluster, HashSet<ModuleId>)>,
 }
 
 impl Tracker {
@@ -196,14 +246,29 @@ impl Tracker {
             queries_rx,
             commands: None,
             persisted: None,
+            cluster: None,
         };
-        (tracker, TrackerHandle { events, queries })
+        (
+            tracker,
+            TrackerHandle {
+                events,
+                queries,
+                shared: None,
+            },
+        )
     }
 
     /// Tells `queue` when a module with queued commands can take them (at its messages)
     /// and drops a removed module's commands.
     pub fn with_command_queue(mut self, queue: CommandQueue) -> Self {
         self.commands = Some(queue);
+        self
+    }
+
+    /// Cluster mode: tracks only the modules this hub owns, publishes their shared state
+    /// (`cluster::live`), adopts modules from it.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some((cluster, HashSet::new()));
         self
     }
 
@@ -255,7 +320,10 @@ impl Tracker {
                 _ = shutdown.cancelled() => return self.flush_states_final().await,
                 change = self.liveness.next_change() => self.emit_liveness(change).await,
                 Some(query) = self.queries_rx.recv() => self.answer(query),
-                _ = flush.tick(), if self.persisted.is_some() => self.flush_states(),
+                _ = flush.tick(), if self.persisted.is_some() || self.cluster.is_some() => {
+                    self.flush_states();
+                    self.flush_shared().await;
+                }
                 received = self.events_rx.recv_many(&mut batch, MAX_BATCH) => {
                     if received == 0 {
                         return self.flush_states_final().await;
@@ -281,6 +349,19 @@ impl Tracker {
     }
 
     async fn handle(&mut self, event: ModuleEvent) {
+        // Cluster mode: a module another hub owns now (views converging, a message forwarded
+        // on an older view) is not this hub's to track: taking it would make two deciders.
+        if let Some((cluster, _)) = &self.cluster
+            && let Some(module) = event.module()
+            && !matches!(
+                event,
+                ModuleEvent::Unregistered(_) | ModuleEvent::Registered(_)
+            )
+            && !cluster.owns(module.as_str())
+        {
+            self.metrics.reject("not_owner");
+            return;
+        }
         match event {
             ModuleEvent::Connected {
                 record,
@@ -292,16 +373,32 @@ impl Tracker {
                 self.state.restart_sequence(&record.id);
                 let info = self.modules.entry(record.id.clone()).or_default();
                 info.owner = record.owner_id;
+                info.timeout_ms = record.heartbeat_timeout_ms;
                 info.transport = Some(transport);
             }
             ModuleEvent::Registered(record) => {
                 if let Some(info) = self.modules.get_mut(&record.id) {
                     info.owner = record.owner_id;
+                    info.timeout_ms = record.heartbeat_timeout_ms;
                 }
             }
+            ModuleEvent::Adopted(id, shared) => self.adopt(id, *shared),
+            ModuleEvent::OwnersChanged => self.release_others(),
+            ModuleEvent::RepublishShared => self.republish_shared().await,
             ModuleEvent::Unregistered(module) => {
                 if let Some(dirty) = &mut self.persisted {
                     dirty.forget(&module);
+                }
+                // Its shared state goes behind this hub's last entries about it (every hub
+                // sends this: the owner's is the one that counts).
+                if let Some((_, dirty)) = &mut self.cluster {
+                    dirty.remove(&module);
+                    let change = ModuleChange {
+                        id: module.to_string(),
+                        guard: Guard::None,
+                        state: None,
+                    };
+                    self.emitter.publish_state(Kind::Forget, change).await;
                 }
                 self.liveness.remove(&module);
                 self.state.remove(&module);
@@ -400,8 +497,14 @@ impl Tracker {
                             from_rev: None,
                             ts: events::timestamp(SystemTime::now()),
                         };
+                        let change = self.cluster_change(&module, Guard::Rev(diff.rev));
                         self.emitter
-                            .emit_to_module_audience(owner, events::RT_TELEMETRY_UPDATED, &payload)
+                            .emit_module_change(
+                                owner,
+                                events::RT_TELEMETRY_UPDATED,
+                                &payload,
+                                change,
+                            )
                             .await;
                     }
                     TelemetryOutcome::Unchanged => self.metrics.telemetry_unchanged.inc(),
@@ -439,6 +542,143 @@ impl Tracker {
             && self.liveness.is_online(module)
     }
 
+    /// Cluster mode: takes over a module another hub owned, as clients see it (its shared
+    /// state): nothing is emitted. An online one gets a full timeout from now to speak to its
+    /// new owner. Ignored if this hub already tracks it (its own state is newer).
+    fn adopt(&mut self, id: ModuleId, shared: SharedLive) {
+        if self.modules.contains_key(&id) {
+            return;
+        }
+        self.liveness.adopt(
+            &id,
+            shared.online,
+            shared.timeout_ms.map(Duration::from_millis),
+            shared
+                .heartbeat_ms
+                .map(|ms| Duration::from_millis(u64::from(ms))),
+        );
+        let readings: Vec<(String, f32)> = shared
+            .readings
+            .iter()
+            .map(|(n, v)| (n.clone(), *v))
+            .collect();
+        self.state.restore(&id, &readings, shared.rev);
+        self.state.set_stale(&id, shared.stale);
+        tracing::debug!(module = %id, online = shared.online, rev = shared.rev, "module adopted");
+        self.modules.insert(
+            id,
+            ModuleInfo {
+                owner: shared.owner,
+                encoding: shared.encoding(),
+                fw: shared.fw.clone(),
+                heartbeat_ms: shared.heartbeat_ms,
+                timeout_ms: shared.timeout_ms,
+                last_seen: shared.last_seen(),
+                transport: Some(Transport::Mqtt),
+                greeted: None,
+            },
+        );
+    }
+
+    /// Cluster mode: forgets, without a word to clients, the modules another hub owns now
+    /// (their new owner adopts them from the shared state).
+    fn release_others(&mut self) {
+        let Some((cluster, dirty)) = &mut self.cluster else {
+            return;
+        };
+        let gone: Vec<ModuleId> = self
+            .modules
+            .keys()
+            .filter(|id| !cluster.owns(id.as_str()))
+            .cloned()
+            .collect();
+        for id in &gone {
+            dirty.remove(id);
+            if let Some(persisted) = &mut self.persisted {
+                persisted.forget(id);
+            }
+            self.liveness.remove(id);
+            self.state.remove(id);
+            self.modules.remove(id);
+            // Its hello goes to the new owner now: commands queued here would only expire.
+            if let Some(queue) = &self.commands {
+                queue.forget(id, Forget::HandedOver);
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(modules = gone.len(), "modules handed over to other hubs");
+        }
+    }
+
+    /// Cluster mode: the module's shared state now, for the relay (`guard`: when to publish
+    /// it); none without a cluster (nothing to build on the single-hub path).
+    fn cluster_change(&self, id: &ModuleId, guard: Guard) -> Option<ModuleChange> {
+        self.cluster.as_ref()?;
+        Some(self.shared_change(id, guard))
+    }
+
+    /// The module's shared state now, for the relay (`guard`: when to publish it).
+    fn shared_change(&self, id: &ModuleId, guard: Guard) -> ModuleChange {
+        let info = self.modules.get(id);
+        let state = self.state.get(id);
+        let live = SharedLive {
+            online: self.liveness.visible_online(id),
+            owner: info.and_then(|i| i.owner),
+            last_seen_ms: info
+                .and_then(|i| i.last_seen)
+                .map(crate::cluster::live::millis),
+            readings: state
+                .map(|s| {
+                    s.readings
+                        .iter()
+                        .map(|(n, v)| (n.to_string(), *v))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            rev: state.map_or(0, |s| s.rev),
+            stale: state.is_some_and(|s| s.stale),
+            fw: info.and_then(|i| i.fw.clone()),
+            heartbeat_ms: info.and_then(|i| i.heartbeat_ms),
+            timeout_ms: info.and_then(|i| i.timeout_ms),
+            json: info.and_then(|i| i.encoding).map(|e| e == Encoding::Json),
+        };
+        ModuleChange {
+            id: id.to_string(),
+            guard,
+            state: serde_json::to_string(&live).ok(),
+        }
+    }
+
+    /// Cluster mode: after Redis lost the shared state, every module this hub owns publishes
+    /// its full state again (online flag and revision included).
+    async fn republish_shared(&mut self) {
+        let ids: Vec<ModuleId> = self.modules.keys().cloned().collect();
+        for id in &ids {
+            let guard = Guard::Reset {
+                rev: self.state.get(id).map_or(0, |s| s.rev),
+                online: self.liveness.visible_online(id),
+            };
+            let change = self.shared_change(id, guard);
+            self.emitter.publish_state(Kind::StateOnly, change).await;
+        }
+        tracing::info!(modules = ids.len(), "shared module states published again");
+    }
+
+    /// Cluster mode: publishes the shared state of modules that spoke without changing
+    /// anything clients are told of (last seen, firmware), once per flush interval.
+    async fn flush_shared(&mut self) {
+        let Some((_, dirty)) = &mut self.cluster else {
+            return;
+        };
+        let modules: Vec<ModuleId> = dirty.drain().collect();
+        for id in modules {
+            if self.modules.contains_key(&id) {
+                let change = self.shared_change(&id, Guard::None);
+                self.emitter.publish_state(Kind::StateOnly, change).await;
+            }
+        }
+    }
+
     /// Records that `module` spoke; `None` (counted) if it never connected.
     fn seen(&mut self, module: &ModuleId) -> Option<&mut ModuleInfo> {
         match self.modules.get_mut(module) {
@@ -446,6 +686,9 @@ impl Tracker {
                 info.last_seen = Some(SystemTime::now());
                 if let Some(dirty) = &mut self.persisted {
                     dirty.mark(module);
+                }
+                if let Some((_, shared)) = &mut self.cluster {
+                    shared.insert(module.clone());
                 }
                 Some(info)
             }
@@ -468,8 +711,9 @@ impl Tracker {
                     fw: info.fw,
                     heartbeat_ms: info.heartbeat_ms,
                 };
+                let change = self.cluster_change(&module, Guard::Online(true));
                 self.emitter
-                    .emit_to_module_audience(info.owner, events::RT_MODULE_ONLINE, &payload)
+                    .emit_module_change(info.owner, events::RT_MODULE_ONLINE, &payload, change)
                     .await;
             }
             LivenessChange::Offline(module, reason) => {
@@ -481,8 +725,9 @@ impl Tracker {
                     disconnected_at: events::timestamp(SystemTime::now()),
                     reason,
                 };
+                let change = self.cluster_change(&module, Guard::Online(false));
                 self.emitter
-                    .emit_to_module_audience(owner, events::RT_MODULE_OFFLINE, &payload)
+                    .emit_module_change(owner, events::RT_MODULE_OFFLINE, &payload, change)
                     .await;
             }
         }

@@ -89,7 +89,7 @@ struct Setup<'a> {
 impl World {
     async fn start(setup: Setup<'_>) -> Arc<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut hub = HubProcess::new(dir.path());
+        let mut hub = HubProcess::new(dir.path()).await;
         for (email, admin) in setup.users {
             let name = email.split('@').next().unwrap_or(email);
             let mut args = vec![

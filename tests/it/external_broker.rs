@@ -35,15 +35,24 @@ fn rand_suffix() -> u64 {
 
 /// Runs `hub export mosquitto-acl` (the real CLI) against the hub's database into `out`.
 fn export(t: &TestHub, out: &Path) -> serde_json::Value {
-    export_from(&t.data_dir(), out)
+    export_from(&t.data_dir(), &t.database, out)
 }
 
-fn export_from(data_dir: &Path, out: &Path) -> serde_json::Value {
+fn export_from(
+    data_dir: &Path,
+    database: &mc_hub::store::Database,
+    out: &Path,
+) -> serde_json::Value {
+    let database_args: Vec<String> = match database {
+        mc_hub::store::Database::Postgres(url) => vec!["--database".into(), url.clone()],
+        mc_hub::store::Database::Sqlite(_) => Vec::new(),
+    };
     let output = std::process::Command::new(crate::process::hub_binary())
         .args(["export", "mosquitto-acl", "--json", "--out"])
         .arg(out)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(database_args)
         .env("HUB_BROKER_PASSWORD", HUB_PASSWORD)
         .output()
         .expect("hub export runs");
@@ -201,7 +210,11 @@ async fn modules_behind_mosquitto_reach_dashboards_and_the_exported_acl_holds() 
         .await;
     assert_eq!(offline["reason"], "will");
 
-    // Token rotation: after a new export and a reload, the old token no longer works.
+    // Token rotation: after a new export and a reload, the old token no longer works, and a
+    // connection made with it is closed by Mosquitto.
+    let b_old = MqttModule::connect(mosquitto.addr, "MC-1002-STN", &pw_b)
+        .await
+        .expect("B connects again with its current token");
     let (status, body) = t
         .call(&cookie, "POST", "/api/modules/MC-1002-STN/token", None)
         .await;
@@ -213,6 +226,10 @@ async fn modules_behind_mosquitto_reach_dashboards_and_the_exported_acl_holds() 
         .to_owned();
     export(&t, files.path());
     mosquitto.reload().await;
+    eventually("the connection with the rotated token is closed", || {
+        b_old.is_closed()
+    })
+    .await;
     assert!(
         MqttModule::connect(mosquitto.addr, "MC-1002-STN", &pw_b)
             .await
@@ -319,6 +336,7 @@ async fn a_cut_broker_link_or_a_hub_restart_is_no_offline_storm() {
     dash.close().await;
     t.shutdown.cancel();
     let http = t.hub.http_addr;
+    let database = t.database.clone();
     eventually("the first hub has stopped serving", || {
         std::net::TcpStream::connect(http).is_err()
     })
@@ -327,6 +345,7 @@ async fn a_cut_broker_link_or_a_hub_restart_is_no_offline_storm() {
     let url = format!("mqtt://mc-hub@{}", link.addr);
     let t2 = start_hub(move |c| {
         c.data_dir = data_dir;
+        c.database = Some(database);
         c.broker.url = Some(url);
         c.broker.password = Some(HUB_PASSWORD.into());
         c.broker.client_id = Some(client_id);
@@ -334,23 +353,40 @@ async fn a_cut_broker_link_or_a_hub_restart_is_no_offline_storm() {
     })
     .await;
     ready(&t2).await;
+    let admin = t2.login("admin@x.io").await;
     let mut dash = t2.dashboard("admin@x.io").await;
-    let mut back = std::collections::HashSet::new();
     let connected: Vec<&str> = credentials
         .iter()
         .map(|c| c.id.as_str())
         .filter(|id| *id != credentials[1].id.as_str())
         .collect();
-    while back.len() < connected.len() {
+    // Every connected module reports through the new hub (it may have come online before this
+    // dashboard connected), and none is reported offline meanwhile.
+    let mut reporting = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while reporting.len() < connected.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "modules not reporting through the restarted hub: {reporting:?}"
+        );
         let (event, data) = dash.next().await;
         let id = data["moduleId"].as_str().unwrap_or_default().to_owned();
         assert_ne!(
             event, "rt_module_offline",
             "a restarted hub reported {id} offline"
         );
-        if event == "rt_module_online" && connected.contains(&id.as_str()) {
-            back.insert(id);
+        if event == "rt_telemetry_updated" && connected.contains(&id.as_str()) {
+            reporting.insert(id);
         }
+    }
+    let (status, body) = t2.call(&admin, "GET", "/api/modules", None).await;
+    assert_eq!(status, 200, "{body}");
+    for id in &connected {
+        let module = body["modules"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["moduleId"] == **id))
+            .unwrap_or_else(|| panic!("{id} missing from {body}"));
+        assert_eq!(module["online"], true, "{module}");
     }
     stop.cancel();
     let _ = tokio::time::timeout(DEADLINE, sim.stopped()).await;

@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use mc_hub::store::Database;
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -38,6 +39,9 @@ pub(crate) fn hub_binary() -> PathBuf {
             "mc-hub",
             "--bin",
             "hub",
+            // The features the tests build mc-hub with: its library is then compiled once.
+            "--features",
+            "test-postgres",
             "--message-format=json-render-diagnostics",
         ]);
         if !cfg!(debug_assertions) {
@@ -118,6 +122,9 @@ pub(crate) struct HubProcess {
     bin: PathBuf,
     /// The data directory, kept across restarts.
     pub(crate) data_dir: PathBuf,
+    /// The PostgreSQL database (`--database`) when the tests run on PostgreSQL
+    /// (`mc_e2e::on_postgres`); SQLite in `data_dir` otherwise.
+    pub(crate) postgres: Option<Database>,
     log: PathBuf,
     /// HTTP + Socket.IO, the same port after every restart.
     pub(crate) http: SocketAddr,
@@ -129,10 +136,17 @@ pub(crate) struct HubProcess {
 }
 
 impl HubProcess {
-    pub(crate) fn new(dir: &Path) -> Self {
+    pub(crate) async fn new(dir: &Path) -> Self {
+        let data_dir = dir.join("data");
+        let postgres = if mc_e2e::on_postgres() {
+            Some(mc_e2e::test_database(&data_dir).await)
+        } else {
+            None
+        };
         Self {
             bin: hub_binary(),
-            data_dir: dir.join("data"),
+            data_dir,
+            postgres,
             log: dir.join("hub.log"),
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             mqtt: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -141,12 +155,29 @@ impl HubProcess {
         }
     }
 
-    /// Runs `hub ARGS --data-dir DIR` and returns what it did, whatever its exit status.
+    /// The hub's database.
+    pub(crate) fn database(&self) -> Database {
+        self.postgres
+            .clone()
+            .unwrap_or_else(|| Database::in_data_dir(&self.data_dir))
+    }
+
+    /// `--database URL` when on PostgreSQL.
+    fn database_args(&self) -> Vec<String> {
+        match self.postgres.as_ref().and_then(Database::postgres_url) {
+            Some(url) => vec!["--database".into(), url.into()],
+            None => Vec::new(),
+        }
+    }
+
+    /// Runs `hub ARGS --data-dir DIR [--database URL]` and returns what it did, whatever its
+    /// exit status.
     pub(crate) async fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(&self.bin)
             .args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(self.database_args())
             // A caller that gives up on it (a timeout) must not leave it running.
             .kill_on_drop(true)
             .output()
@@ -184,6 +215,7 @@ impl HubProcess {
                 .arg(self.mqtt.to_string())
                 .arg("--data-dir")
                 .arg(&self.data_dir)
+                .args(self.database_args())
                 .args(["--heartbeat-timeout", "3s"])
                 .args(&self.serve_args)
                 .env(

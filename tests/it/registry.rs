@@ -351,12 +351,9 @@ async fn changes_made_outside_the_hub_take_effect() {
     let mut admin = t.dashboard("admin@x.io").await;
     let mut alice = t.dashboard("alice@x.io").await;
     // A second, independent handle on the same database, as the CLI has.
-    let cli = Store::open(
-        &t.dir.path().join("data"),
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .expect("open");
+    let cli = Store::connect(&t.database, std::time::Duration::from_secs(3600))
+        .await
+        .expect("open");
 
     let (_, password) = cli
         .create_module(NewModule {

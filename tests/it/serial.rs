@@ -761,8 +761,12 @@ async fn a_module_that_never_hears_the_accept_stays_offline() {
     let mqtt = b.t.module("MC-MQTT-6", &password).await;
     mqtt.hello(HEARTBEAT_MS).await;
     let seen = b.dash.until("rt_module_online", about("MC-MQTT-6")).await;
+    // (Its rt_module_added may come late: the registry watcher polls for changes the test
+    // made straight in the store.)
     assert!(
-        !seen.iter().any(|(_, d)| d["moduleId"] == "MC-SER-6"),
+        !seen
+            .iter()
+            .any(|(e, d)| d["moduleId"] == "MC-SER-6" && e != "rt_module_added"),
         "{seen:?}"
     );
     let (status, body) =

@@ -95,7 +95,7 @@ async fn soak(modules: usize, rounds: usize) -> Vec<Sample> {
          [liveness.flap]\nmax-transitions = 1000000\n",
     )
     .expect("config");
-    let mut hub = HubProcess::new(dir.path());
+    let mut hub = HubProcess::new(dir.path()).await;
     hub.serve_args = vec!["--config".into(), config.display().to_string()];
     let admin = ["user", "add", "--email", ADMIN, "--name", "Soak"];
     hub.manage(&[&admin[..], &["--password", PASSWORD, "--admin"]].concat())

@@ -201,10 +201,15 @@ async fn commands_are_applied_and_invalid_ones_counted() {
     let heartbeat: Heartbeat = codec::decode(&heartbeat.payload).unwrap();
     assert_eq!(heartbeat.seq, 0);
     assert!(heartbeat.uptime_ms < 5_000, "{heartbeat:?}");
-    assert!(
-        !broker.log.iter().any(|m| is(m, id, TopicKind::Status)),
-        "no last will on reboot"
-    );
+    // A clean close: the module says `offline` itself (an external broker passes nothing
+    // else on), once; no last will (it would be a second one).
+    let statuses: Vec<_> = broker
+        .log
+        .iter()
+        .filter(|m| is(m, id, TopicKind::Status))
+        .collect();
+    assert_eq!(statuses.len(), 1, "no last will on reboot: {statuses:?}");
+    assert_eq!(&statuses[0].payload[..], mc_protocol::STATUS_OFFLINE);
     let stats = module.stats();
     assert_eq!((stats.connects, stats.commands), (2, 4), "{stats:?}");
 
@@ -291,10 +296,17 @@ async fn payload_faults_and_heartbeat_stop() {
     broker
         .wait_for("hello after reconnect", |m| is(m, id, TopicKind::Hello))
         .await;
-    assert!(
-        !broker.log.iter().any(|m| is(m, id, TopicKind::Status)),
-        "no last will"
+    let statuses: Vec<_> = broker
+        .log
+        .iter()
+        .filter(|m| is(m, id, TopicKind::Status))
+        .collect();
+    assert_eq!(
+        statuses.len(),
+        1,
+        "its own offline, no last will: {statuses:?}"
     );
+    assert_eq!(&statuses[0].payload[..], mc_protocol::STATUS_OFFLINE);
 
     stop(sim, shutdown).await;
 }

@@ -72,7 +72,8 @@ pub struct BrokerConfig {
     /// Shared-subscription group. Default `mc-hub`.
     pub share_group: String,
     /// How long the broker keeps the hub's session (and QoS 1 messages for it) while the hub
-    /// is away. Default 5 min.
+    /// is away. Default 5 min. In a cluster the hubs use no persistent session (the others take
+    /// the messages while one is away).
     #[serde(with = "crate::config::duration")]
     pub session_expiry: Duration,
     /// MQTT keep-alive of the hub's connection. Default 15 s.
@@ -276,6 +277,19 @@ pub struct ExternalIngest {
     pub store: Store,
     /// Live connections (commands are routed by them).
     pub connections: LiveConnections,
+    /// Cluster mode: messages for modules other hubs own are forwarded to them, and theirs
+    /// for ours arrive in `inbox`.
+    pub cluster: Option<ClusterIngest>,
+}
+
+/// The cluster side of the external ingest.
+pub struct ClusterIngest {
+    /// Membership and ownership.
+    pub cluster: crate::cluster::Cluster,
+    /// Sends to other hubs' inboxes.
+    pub forwarder: crate::cluster::forward::Forwarder,
+    /// Messages other hubs forwarded to this one.
+    pub inbox: mpsc::Receiver<(bytes::Bytes, bytes::Bytes)>,
 }
 
 /// Connects to the external broker in the background (retrying until shutdown) and returns
@@ -287,13 +301,20 @@ pub fn start(
     tasks: &tokio_util::task::TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<AsyncClient, ConfigError> {
+    // One hub: a persistent session keeps what arrives while it restarts. Several hubs: none,
+    // since brokers go on handing a shared subscription's messages to a member whose session
+    // lives on, and a dead hub's share would wait for it instead of reaching the others.
+    let in_cluster = ingest.cluster.is_some();
+    let expiry = if in_cluster {
+        0
+    } else {
+        config.session_expiry.as_secs().min(u32::MAX as u64) as u32
+    };
     let mut options = MqttOptions::new(config.client_id(), url.host.clone(), url.port);
     options
         .set_keep_alive(config.keep_alive)
-        .set_clean_start(false)
-        .set_session_expiry_interval(Some(
-            config.session_expiry.as_secs().min(u32::MAX as u64) as u32
-        ))
+        .set_clean_start(in_cluster)
+        .set_session_expiry_interval(Some(expiry))
         .set_credentials(
             url.username.clone(),
             config.resolve_password()?.unwrap_or_default(),
@@ -321,10 +342,11 @@ pub fn start(
     Ok(client)
 }
 
-/// Polls the connection until shutdown: decodes what modules publish, infers their sessions,
-/// and reports the link's state to the tracker. Reconnects with backoff (1 s … 10 s).
+/// Polls the connection until shutdown: decodes what modules publish (or forwards it to the
+/// module's owner in a cluster), infers their sessions, and reports the link's state to the
+/// tracker.
 async fn run(
-    mut eventloop: EventLoop,
+    eventloop: EventLoop,
     client: AsyncClient,
     filters: Vec<Filter>,
     ingest: ExternalIngest,
@@ -336,97 +358,99 @@ async fn run(
         limiter,
         store,
         connections,
+        cluster,
     } = ingest;
-    let mut sessions = InferredSessions::new(store, connections, metrics.clone());
+    let mut sessions = InferredSessions::new(store, connections, metrics.clone())
+        .with_cluster(cluster.as_ref().map(|c| c.cluster.clone()));
+    // The event loop runs in its own task: its `poll` may be in the middle of writing a packet,
+    // so it is never cancelled by a `select!` here; a bounded channel keeps backpressure.
+    let (polled_tx, mut polled) = mpsc::channel(256);
+    let poller = tokio::spawn(poll(eventloop, polled_tx));
+    let (mut forwarded, forwarder) = match cluster {
+        Some(c) => (Some(c.inbox), Some((c.cluster, c.forwarder))),
+        None => (None, None),
+    };
     let mut up = false;
-    let mut failures = 0u32;
     let set_up = |up: bool| {
         metrics
             .mqtt_ingest_up
             .store(up, std::sync::atomic::Ordering::Relaxed);
     };
     loop {
-        let event = tokio::select! {
+        let (topic, payload) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            e = eventloop.poll() => e,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                failures = 0;
-                // A session the broker kept still has its subscriptions; subscribe anyway
-                // (idempotent) in case it was created by an older configuration.
-                if let Err(e) = client.try_subscribe_many(filters.clone()) {
-                    tracing::error!(error = %e, "cannot subscribe to module topics");
-                }
-                tracing::info!(
-                    session_present = ack.session_present,
-                    "connected to the external broker"
-                );
-            }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                let refused = ack
-                    .return_codes
-                    .iter()
-                    .filter(|c| {
-                        !matches!(
-                            c,
-                            rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
-                        )
-                    })
-                    .count();
-                if refused > 0 {
-                    tracing::error!(?ack.return_codes, "the broker refused the hub's subscriptions (check its ACL for the hub's user and that shared subscriptions are allowed)");
+            Some((topic, payload)) = async { forwarded.as_mut()?.recv().await }, if forwarded.is_some() => {
+                // Sent on another hub's view of the members; on this one's, a third hub owns
+                // it (views converge within a refresh): not ours to decide.
+                if let Some((cluster, _)) = &forwarder
+                    && owner_elsewhere(cluster, &topic).is_some()
+                {
+                    metrics.reject("not_owner");
                     continue;
                 }
-                if !up {
-                    up = true;
-                    set_up(true);
-                    if events
-                        .send(ModuleEvent::BrokerLink { up: true })
-                        .await
-                        .is_err()
-                    {
-                        break;
+                (topic, payload)
+            }
+            polled = polled.recv() => match polled {
+                None => break,
+                Some(Ok(Packet::ConnAck(ack))) => {
+                    // A session the broker kept still has its subscriptions; subscribe anyway
+                    // (idempotent) in case it was created by an older configuration.
+                    if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                        tracing::error!(error = %e, "cannot subscribe to module topics");
                     }
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let Some(event) = decode(&publish.topic, &publish.payload, &metrics, &limiter)
-                else {
+                    tracing::info!(session_present = ack.session_present, "connected to the external broker");
                     continue;
-                };
-                metrics.messages_ingested.inc();
-                metrics.mqtt_messages_ingested.inc();
-                for event in sessions.admit(event).await {
-                    if events.send(event).await.is_err() {
+                }
+                Some(Ok(Packet::SubAck(ack))) => {
+                    let refused = ack.return_codes.iter().any(|c| {
+                        !matches!(c, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_))
+                    });
+                    if refused {
+                        tracing::error!(?ack.return_codes, "the broker refused the hub's subscriptions (check its ACL for the hub's user and that shared subscriptions are allowed)");
+                    } else if !up {
+                        up = true;
+                        set_up(true);
+                        if events.send(ModuleEvent::BrokerLink { up: true }).await.is_err() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                Some(Ok(Packet::Publish(publish))) => {
+                    if let Some((cluster, forwarder)) = &forwarder
+                        && let Some(owner) = owner_elsewhere(cluster, &publish.topic)
+                    {
+                        forwarder
+                            .forward(cluster.keys.inbox(&owner), &publish.topic, &publish.payload)
+                            .await;
+                        continue;
+                    }
+                    (publish.topic, publish.payload)
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    if up {
+                        up = false;
                         set_up(false);
-                        return;
+                        tracing::error!(error = %e, "external broker link lost; reconnecting (module timeouts are held meanwhile)");
+                        if events.send(ModuleEvent::BrokerLink { up: false }).await.is_err() {
+                            break;
+                        }
                     }
+                    continue;
                 }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if up {
-                    up = false;
-                    set_up(false);
-                    tracing::error!(error = %e, "external broker link lost; reconnecting (module timeouts are held meanwhile)");
-                    if events
-                        .send(ModuleEvent::BrokerLink { up: false })
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                } else if failures == 0 || failures.is_power_of_two() {
-                    tracing::warn!(error = %e, attempts = failures + 1, "cannot reach the external broker; retrying");
-                }
-                failures = failures.saturating_add(1);
-                let delay =
-                    Duration::from_millis(250 * 2u64.pow(failures.min(6))).min(MAX_RECONNECT_DELAY);
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(delay) => {}
-                }
+            },
+        };
+        let Some(event) = decode(&topic, &payload, &metrics, &limiter) else {
+            continue;
+        };
+        metrics.messages_ingested.inc();
+        metrics.mqtt_messages_ingested.inc();
+        for event in sessions.admit(event).await {
+            if events.send(event).await.is_err() {
+                set_up(false);
+                poller.abort();
+                return;
             }
         }
     }
@@ -434,13 +458,54 @@ async fn run(
     // A clean DISCONNECT: the broker keeps the session (and queues for it) until it expires.
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Ok(event) = eventloop.poll().await {
-            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                break;
-            }
-        }
+        while let Some(Ok(_)) = polled.recv().await {}
     })
     .await;
+    poller.abort();
+}
+
+/// In a cluster, the owner of the module a message is about when it is another hub.
+fn owner_elsewhere(cluster: &crate::cluster::Cluster, topic: &[u8]) -> Option<std::sync::Arc<str>> {
+    let topic = std::str::from_utf8(topic).ok()?;
+    let module = mc_protocol::ModuleTopic::parse(topic).ok()?.module;
+    cluster
+        .members()
+        .owner(module.as_str())
+        .filter(|owner| **owner != *cluster.instance)
+}
+
+/// Polls the event loop, passing incoming packets (and errors) on; after an error, waits
+/// before the next attempt (backoff 0.5 s … 10 s, reset by a successful connection).
+async fn poll(mut eventloop: EventLoop, out: mpsc::Sender<Result<Packet, String>>) {
+    let mut failures = 0u32;
+    loop {
+        let item = match eventloop.poll().await {
+            Ok(Event::Incoming(packet)) => {
+                if matches!(packet, Packet::ConnAck(_)) {
+                    failures = 0;
+                }
+                Ok(packet)
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(Event::Outgoing(_)) => continue,
+            Err(e) => {
+                if failures == 0 || failures.is_power_of_two() {
+                    tracing::warn!(error = %e, attempts = failures + 1, "external broker unreachable or connection lost; retrying");
+                }
+                failures = failures.saturating_add(1);
+                Err(e.to_string())
+            }
+        };
+        let failed = item.is_err();
+        if out.send(item).await.is_err() {
+            return;
+        }
+        if failed {
+            let delay =
+                Duration::from_millis(250 * 2u64.pow(failures.min(6))).min(MAX_RECONNECT_DELAY);
+            tokio::time::sleep(delay).await;
+        }
+    }
 }
 
 #[cfg(test)]

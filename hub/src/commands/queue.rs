@@ -78,6 +78,8 @@ pub enum Forget {
     Removed,
     /// The module was disabled.
     Disabled,
+    /// Cluster mode: another hub owns the module now (its queue starts empty there).
+    HandedOver,
 }
 
 /// A command waiting for its module.

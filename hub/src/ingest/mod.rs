@@ -58,6 +58,14 @@ pub enum ModuleEvent {
         /// Which session.
         session: u64,
     },
+    /// Cluster mode: this hub now owns the module, which clients see as its shared state says
+    /// (`cluster::live`): adopt it without emitting anything (ignored if already known).
+    Adopted(ModuleId, Box<crate::cluster::live::SharedLive>),
+    /// Cluster mode: the members changed; let go (silently) of modules owned elsewhere now.
+    OwnersChanged,
+    /// Cluster mode: Redis lost the shared state (the stream started over): publish the full
+    /// state of every module this hub owns again.
+    RepublishShared,
     /// Behind an external broker: the hub's link to it went down or came back. While it is
     /// down the hub hears nothing, so silence proves nothing: liveness timeouts are held.
     BrokerLink {
@@ -68,4 +76,23 @@ pub enum ModuleEvent {
     Registered(ModuleRecord),
     /// It was removed from the registry: forget it.
     Unregistered(ModuleId),
+}
+
+impl ModuleEvent {
+    /// The module the event is about, if it is about one.
+    pub fn module(&self) -> Option<&ModuleId> {
+        match self {
+            Self::Connected { record, .. } | Self::Registered(record) => Some(&record.id),
+            Self::ConnectAborted { module, .. }
+            | Self::Disconnected { module, .. }
+            | Self::Ended { module, .. }
+            | Self::Hello(module, ..)
+            | Self::Heartbeat(module, _)
+            | Self::Telemetry(module, _)
+            | Self::Will(module)
+            | Self::Adopted(module, _)
+            | Self::Unregistered(module) => Some(module),
+            Self::BrokerLink { .. } | Self::OwnersChanged | Self::RepublishShared => None,
+        }
+    }
 }

@@ -11,6 +11,10 @@
 //!   ended connection (they update readings, they do not bring it back online); after it, a
 //!   message again proves the module is there.
 //! - Silence is still the tracker's timeout, as with the embedded broker.
+//! - In a cluster, a will that arrives within [`LEFTOVER_GRACE`] after a hello opened the
+//!   module's session belongs to the connection before (the hello proves a new one): another
+//!   hub forwarded it, and forwarding can overtake. It is passed on as stale (the tracker
+//!   counts it). A module that dies that soon after its hello goes offline by its timeout.
 //!
 //! Sessions take numbers from the same counter as every other connection and a place in
 //! [`LiveConnections`], so commands find MQTT modules and a module live on a serial port is
@@ -55,6 +59,12 @@ pub struct InferredSessions {
     metrics: Metrics,
     /// When each module's last session ended by its will.
     ended: HashMap<ModuleId, Instant>,
+    /// When each module's current session was opened by a hello (a will arriving just after
+    /// belongs to the connection before it: in a cluster, forwarding can reorder them).
+    greeted: HashMap<ModuleId, Instant>,
+    /// Cluster mode: a module whose session opens here may have been another hub's: its
+    /// shared state goes to the tracker first ([`ModuleEvent::Adopted`]).
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl InferredSessions {
@@ -65,7 +75,15 @@ impl InferredSessions {
             connections,
             metrics,
             ended: HashMap::new(),
+            greeted: HashMap::new(),
+            cluster: None,
         }
+    }
+
+    /// Cluster mode (see the field).
+    pub fn with_cluster(mut self, cluster: Option<crate::cluster::Cluster>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// The events `event` stands for, in order: a `Connected` before it when it opens a
@@ -78,7 +96,20 @@ impl InferredSessions {
         let current = self.current(&module);
         match infer(&event, current, self.ended.get(&module).copied(), now) {
             Inference::Forward => vec![event],
+            // A will right after a hello: the hello came from a new connection, so the will is
+            // the previous one's, reordered on its way (a hub forwarded it). Stale: the tracker
+            // counts it, as a will with a newer connection open.
+            Inference::End(_)
+                if self.cluster.is_some()
+                    && self
+                        .greeted
+                        .get(&module)
+                        .is_some_and(|at| now.duration_since(*at) < LEFTOVER_GRACE) =>
+            {
+                vec![event]
+            }
             Inference::End(session) => {
+                self.greeted.remove(&module);
                 self.connections.remove(&module, session);
                 if self.ended.len() >= MAX_ENDED {
                     self.ended
@@ -90,7 +121,17 @@ impl InferredSessions {
             Inference::Open => match self.open(&module).await {
                 Some(connected) => {
                     self.ended.remove(&module);
-                    vec![connected, event]
+                    if self.cluster.is_some() && matches!(event, ModuleEvent::Hello(..)) {
+                        if self.greeted.len() >= MAX_ENDED {
+                            self.greeted
+                                .retain(|_, at| now.duration_since(*at) < LEFTOVER_GRACE);
+                        }
+                        self.greeted.insert(module.clone(), now);
+                    }
+                    match self.adoption(&module).await {
+                        Some(adopted) => vec![adopted, connected, event],
+                        None => vec![connected, event],
+                    }
                 }
                 None => Vec::new(),
             },
@@ -104,6 +145,19 @@ impl InferredSessions {
         match self.connections.link(module) {
             Some((session, Link::Mqtt)) => Some(session),
             _ => None,
+        }
+    }
+
+    /// Cluster mode: the module's shared state, for the tracker to adopt if it does not track
+    /// the module yet (it ignores it otherwise).
+    async fn adoption(&self, module: &ModuleId) -> Option<ModuleEvent> {
+        let cluster = self.cluster.as_ref()?;
+        match crate::cluster::live::one(cluster, module).await {
+            Ok(shared) => shared.map(|s| ModuleEvent::Adopted(module.clone(), Box::new(s))),
+            Err(e) => {
+                tracing::warn!(%module, error = %e, "cannot read the module's shared state; it starts afresh here");
+                None
+            }
         }
     }
 

@@ -23,6 +23,22 @@ pub const RT_MODULE_REMOVED: &str = "rt_module_removed";
 /// A module was renamed, retyped or reassigned (to its owner and admins).
 pub const RT_MODULE_UPDATED: &str = "rt_module_updated";
 
+/// Every event name a hub may emit: a hub reading the cluster's shared stream
+/// (`cluster::relay`) accepts these and skips others (a newer hub's).
+pub const ALL: [&str; 11] = [
+    RT_SESSION,
+    RT_MODULE_ONLINE,
+    RT_MODULE_OFFLINE,
+    RT_TELEMETRY_UPDATED,
+    RT_MODULE_ADDED,
+    RT_MODULE_REMOVED,
+    RT_MODULE_UPDATED,
+    RT_GLOBAL_STATS_UPDATED,
+    RT_USER_LOGGED_IN,
+    RT_USER_LOGGED_OUT,
+    RT_USER_PROFILE_UPDATED,
+];
+
 /// Payload of [`RT_MODULE_ADDED`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

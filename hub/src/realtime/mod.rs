@@ -42,6 +42,12 @@ pub struct EventsManager {
     head: Arc<std::sync::atomic::AtomicU64>,
     /// What dashboards are told about reconnecting (`GET /api/realtime/config`).
     client_defaults: ClientDefaults,
+    /// Cluster mode: events go through the shared stream (`cluster::relay`) and come back to
+    /// every hub, this one included, through [`apply_shared`](Self::apply_shared).
+    relay: Option<crate::cluster::relay::Relay>,
+    /// Cluster mode: what this handle emits is published once per key, whichever hub sends
+    /// it first (each hub applies the registry change log; see [`once`](Self::once)).
+    once: Option<Arc<str>>,
 }
 
 /// Reconnection settings for dashboards: the answer of `GET /api/realtime/config`.
@@ -117,7 +123,211 @@ impl EventsManager {
             head: Arc::default(),
             metrics,
             client_defaults: ClientDefaults::from_config(config),
+            relay: None,
+            once: None,
         }
+    }
+
+    /// Cluster mode: publishes through `relay` instead of delivering at once.
+    pub fn with_relay(mut self, relay: crate::cluster::relay::Relay) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// Whether events go through the cluster's shared stream.
+    pub fn is_shared(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    /// A handle whose events are published once per `key` (plus event and audience) across
+    /// the cluster: every hub applies registry change `key`, one copy of each event reaches
+    /// clients. Without a cluster, the same handle.
+    pub fn once(&self, key: impl std::fmt::Display) -> Self {
+        let mut this = self.clone();
+        if this.relay.is_some() {
+            this.once = Some(key.to_string().into());
+        }
+        this
+    }
+
+    fn once_key(&self, what: impl std::fmt::Display) -> Option<String> {
+        self.once.as_ref().map(|k| format!("{k}:{what}"))
+    }
+
+    /// Cluster mode: joins the shared stream at `head` of `epoch`, keeping `backfill` (the
+    /// newest entries, oldest first) for resuming clients; returns the offset to read after.
+    pub async fn join_shared(
+        &self,
+        epoch: String,
+        head: u64,
+        backfill: Vec<crate::cluster::relay::Incoming>,
+    ) -> u64 {
+        let start = backfill
+            .first()
+            .map_or(head, |first| first.offset.saturating_sub(1));
+        self.stream.lock().await.replay.start_at(epoch, start);
+        self.head.store(start, std::sync::atomic::Ordering::Release);
+        let last = backfill.last().map_or(head, |e| e.offset.max(head));
+        self.apply_shared(backfill).await;
+        last
+    }
+
+    /// Cluster mode: the shared stream started over (Redis lost it, a new epoch): every client
+    /// is cut off and reconnects to a snapshot, since no offset of the old epoch means
+    /// anything now.
+    pub async fn restart_shared(&self, epoch: String, head: u64) {
+        let mut stream = self.stream.lock().await;
+        stream.replay.start_over(epoch, head);
+        stream.clients.cut_off_where(|_| true);
+        if let Some(ns) = self.io.of("/")
+            && let Err(e) = ns.disconnect().await
+        {
+            tracing::debug!(error = %e, "could not disconnect some sockets");
+        }
+        self.head.store(head, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Cluster mode: entries read back from the shared stream, in offset order: kept for
+    /// replay and delivered to this hub's sockets, barriers and session ends applied here.
+    pub async fn apply_shared(&self, entries: Vec<crate::cluster::relay::Incoming>) {
+        use crate::cluster::relay::Kind;
+        let mut stream = self.stream.lock().await;
+        let now = tokio::time::Instant::now();
+        for entry in entries {
+            match entry.kind {
+                Kind::Event => {
+                    let Some((event, payload)) = entry.event else {
+                        continue;
+                    };
+                    let kept = stream.replay.push_at(
+                        entry.offset,
+                        entry.audience,
+                        replay::Entry::Event {
+                            event,
+                            payload: payload.clone(),
+                        },
+                        now,
+                    );
+                    if kept {
+                        stream
+                            .clients
+                            .deliver(entry.audience, event, &payload, entry.offset, now);
+                        self.metrics.emitted(event);
+                    }
+                }
+                Kind::Barrier { user_id, cut_off } => {
+                    let kept = stream.replay.push_at(
+                        entry.offset,
+                        Audience::User(user_id),
+                        replay::Entry::Barrier,
+                        now,
+                    );
+                    if kept && cut_off {
+                        stream
+                            .clients
+                            .cut_off_where(|c| c.viewer.user_id == user_id);
+                        if let Err(e) = self.io.to(rooms::user(user_id)).disconnect().await {
+                            tracing::debug!(error = %e, "could not disconnect some sockets of a user");
+                        }
+                    }
+                }
+                Kind::SessionEnded { token_hash } => {
+                    if entry.offset > stream.replay.head() {
+                        stream.replay.skip_to(entry.offset);
+                        stream
+                            .clients
+                            .cut_off_where(|c| c.session_hash == token_hash);
+                        if let Err(e) = self.io.to(rooms::session(&token_hash)).disconnect().await {
+                            tracing::debug!(error = %e, "could not disconnect some sockets of a session");
+                        }
+                    }
+                }
+                Kind::StateOnly | Kind::Forget => {}
+            }
+        }
+        self.head
+            .store(stream.replay.head(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// An event about a module whose shared state `change` describes (cluster mode: published
+    /// only if the guard holds, with the state, in one step). Without a cluster (or a change),
+    /// a plain emit to the module's audience.
+    pub async fn emit_module_change<T: Serialize + ?Sized>(
+        &self,
+        owner: Option<i64>,
+        event: &'static str,
+        data: &T,
+        change: Option<crate::cluster::relay::ModuleChange>,
+    ) {
+        let audience = Audience::Module { owner };
+        let (Some(relay), Some(change)) = (&self.relay, change) else {
+            return self.emit(audience, event, data).await;
+        };
+        let Some(payload) = self.serialize(event, data) else {
+            return;
+        };
+        relay
+            .publish(crate::cluster::relay::Outgoing {
+                kind: crate::cluster::relay::Kind::Event,
+                audience,
+                event: Some((event, payload)),
+                module: Some(change),
+                once: None,
+            })
+            .await;
+    }
+
+    /// Cluster mode: a module's shared state changed without an event (last seen, firmware;
+    /// `Kind::StateOnly`), or goes with the module (`Kind::Forget`).
+    pub async fn publish_state(
+        &self,
+        kind: crate::cluster::relay::Kind,
+        change: crate::cluster::relay::ModuleChange,
+    ) {
+        if let Some(relay) = &self.relay {
+            relay
+                .publish(crate::cluster::relay::Outgoing {
+                    kind,
+                    audience: Audience::Everyone,
+                    event: None,
+                    module: Some(change),
+                    once: None,
+                })
+                .await;
+        }
+    }
+
+    fn serialize<T: Serialize + ?Sized>(
+        &self,
+        event: &'static str,
+        data: &T,
+    ) -> Option<Arc<serde_json::value::RawValue>> {
+        match serde_json::value::to_raw_value(data) {
+            Ok(p) => Some(p.into()),
+            Err(e) => {
+                self.metrics.emit_errors.inc();
+                tracing::error!(event, error = %e, "event payload does not serialize");
+                None
+            }
+        }
+    }
+
+    /// Cluster mode: publishes a control entry (barrier, session end) through the relay.
+    async fn publish_control(&self, kind: crate::cluster::relay::Kind, audience: Audience) -> bool {
+        let Some(relay) = &self.relay else {
+            return false;
+        };
+        let once = self.once_key(format!("{kind:?}"));
+        relay
+            .publish(crate::cluster::relay::Outgoing {
+                kind,
+                audience,
+                event: None,
+                module: None,
+                once,
+            })
+            .await;
+        true
     }
 
     /// Retries the clients that are behind until `shutdown` (see [`delivery`]).
@@ -188,15 +398,25 @@ impl EventsManager {
     /// Assigns the next offset, keeps the event for replay and emits `(payload, offset)` to its
     /// audience, all under the stream lock (the local adapter's emit only queues packets).
     async fn emit<T: Serialize + ?Sized>(&self, audience: Audience, event: &'static str, data: &T) {
-        let payload: Arc<serde_json::value::RawValue> = match serde_json::value::to_raw_value(data)
-        {
-            Ok(p) => p.into(),
-            Err(e) => {
-                self.metrics.emit_errors.inc();
-                tracing::error!(event, error = %e, "event payload does not serialize");
-                return;
-            }
+        let Some(payload) = self.serialize(event, data) else {
+            return;
         };
+        if let Some(relay) = &self.relay {
+            let once = self.once_key(format_args!(
+                "{event}:{}",
+                crate::cluster::relay::audience_code(audience)
+            ));
+            relay
+                .publish(crate::cluster::relay::Outgoing {
+                    kind: crate::cluster::relay::Kind::Event,
+                    audience,
+                    event: Some((event, payload)),
+                    module: None,
+                    once,
+                })
+                .await;
+            return;
+        }
         let mut stream = self.stream.lock().await;
         let now = tokio::time::Instant::now();
         let offset = stream.replay.push(audience, event, payload.clone(), now);
@@ -335,6 +555,12 @@ impl EventsManager {
 
     /// Disconnects every socket opened with the session whose token hashes to `token_hash`.
     pub async fn disconnect_session(&self, token_hash: &str) {
+        let ended = crate::cluster::relay::Kind::SessionEnded {
+            token_hash: token_hash.to_owned(),
+        };
+        if self.publish_control(ended, Audience::Everyone).await {
+            return;
+        }
         // Nothing more reaches them, even those whose buffer is too full for the disconnect
         // packet (the heartbeat closes those).
         self.stream
@@ -352,6 +578,13 @@ impl EventsManager {
     /// (all sessions) is disconnected, so that they reconnect (or not) with the rights they have
     /// now. Both under the stream lock: no event reaches those sockets after the barrier.
     pub async fn access_changed(&self, user_id: i64) {
+        let barrier = crate::cluster::relay::Kind::Barrier {
+            user_id,
+            cut_off: true,
+        };
+        if self.publish_control(barrier, Audience::User(user_id)).await {
+            return;
+        }
         let mut stream = self.stream.lock().await;
         let offset = stream.push_barrier(user_id, tokio::time::Instant::now());
         self.head
@@ -369,6 +602,13 @@ impl EventsManager {
     /// from them): their connected sockets stay and get the events that tell it, but no client
     /// of theirs may resume from before this point.
     pub async fn resume_barrier(&self, user_id: i64) {
+        let barrier = crate::cluster::relay::Kind::Barrier {
+            user_id,
+            cut_off: false,
+        };
+        if self.publish_control(barrier, Audience::User(user_id)).await {
+            return;
+        }
         let offset = self
             .stream
             .lock()

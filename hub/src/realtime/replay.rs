@@ -273,6 +273,52 @@ impl ReplayBuffer {
         offset
     }
 
+    /// Cluster mode: the shared stream's epoch and head as this hub joins; nothing before
+    /// `head` can be replayed here except what [`push_at`](Self::push_at) adds next.
+    pub fn start_at(&mut self, epoch: String, head: u64) {
+        self.epoch = epoch;
+        self.head = head;
+        self.dropped.everyone = self.dropped.everyone.max(head);
+    }
+
+    /// Cluster mode: the shared stream started over under a new `epoch` (Redis lost it): all
+    /// that was kept belongs to the old one and goes.
+    pub fn start_over(&mut self, epoch: String, head: u64) {
+        *self = Self::new(epoch.clone(), self.bounds);
+        self.start_at(epoch, head);
+    }
+
+    /// Cluster mode: keeps an entry whose offset the shared stream assigned; false if this hub
+    /// already has it. Offsets skipped on the way (entries trimmed before this hub read them)
+    /// count as dropped for everyone: no client resumes across them.
+    pub fn push_at(&mut self, offset: u64, audience: Audience, entry: Entry, now: Instant) -> bool {
+        if offset <= self.head {
+            return false;
+        }
+        if offset > self.head + 1 {
+            self.dropped.everyone = self.dropped.everyone.max(offset - 1);
+        }
+        self.head = offset - 1;
+        let barrier = match (&entry, audience) {
+            (Entry::Barrier, Audience::User(user)) => Some(user),
+            _ => None,
+        };
+        let offset = self.keep(audience, entry, now);
+        if let Some(user) = barrier {
+            self.barriers.insert(user, offset);
+        }
+        true
+    }
+
+    /// Cluster mode: an entry that takes an offset but is neither sent nor kept (a session's
+    /// end): the head moves past it, nothing counts as dropped.
+    pub fn skip_to(&mut self, offset: u64) {
+        if offset > self.head + 1 {
+            self.dropped.everyone = self.dropped.everyone.max(offset - 1);
+        }
+        self.head = self.head.max(offset);
+    }
+
     /// Whether `user_id`'s entitlement changed after stream offset `offset`.
     pub fn barrier_after(&self, user_id: i64, offset: u64) -> bool {
         self.barriers.get(&user_id).is_some_and(|b| *b > offset)
@@ -418,6 +464,59 @@ mod tests {
 
     fn offsets(missed: &[&Recorded]) -> Vec<u64> {
         missed.iter().map(|r| r.offset).collect()
+    }
+
+    fn event(n: u64) -> Entry {
+        Entry::Event {
+            event: "rt_telemetry_updated",
+            payload: payload(n),
+        }
+    }
+
+    #[test]
+    fn a_cluster_hub_keeps_the_shared_offsets_and_no_one_resumes_across_what_it_missed() {
+        let now = Instant::now();
+        let mut b = ReplayBuffer::new("local".into(), bounds(100, 60, 100));
+        // Joined at head 10 of the shared stream: nothing before can be replayed here.
+        b.start_at(EPOCH.into(), 10);
+        assert_eq!(b.epoch(), EPOCH);
+        assert_eq!(
+            b.missed(at(9).as_ref(), &ADMIN, now).err(),
+            Some(NotResumed::TooOld)
+        );
+        assert!(b.push_at(11, Audience::Everyone, event(11), now));
+        assert!(b.push_at(12, Audience::Everyone, event(12), now));
+        assert!(
+            !b.push_at(12, Audience::Everyone, event(12), now),
+            "already kept"
+        );
+        let missed = b.missed(at(10).as_ref(), &ADMIN, now).expect("resumes");
+        assert_eq!(offsets(&missed), [11, 12]);
+        // A session end takes an offset, is not kept, and breaks nobody's resume.
+        b.skip_to(13);
+        assert!(b.push_at(14, Audience::Everyone, event(14), now));
+        let missed = b.missed(at(12).as_ref(), &ALICE, now).expect("resumes");
+        assert_eq!(offsets(&missed), [14]);
+        // Entries this hub never saw (trimmed before it read them): no resume across them.
+        assert!(b.push_at(20, Audience::Everyone, event(20), now));
+        assert_eq!(
+            b.missed(at(14).as_ref(), &ALICE, now).err(),
+            Some(NotResumed::TooOld)
+        );
+        assert_eq!(
+            offsets(&b.missed(at(19).as_ref(), &ALICE, now).expect("resumes")),
+            [20]
+        );
+        // A barrier from the stream counts like a local one.
+        assert!(b.push_at(21, Audience::User(ALICE.user_id), Entry::Barrier, now));
+        assert!(b.barrier_after(ALICE.user_id, 20));
+        // The stream started over: a new epoch, nothing old resumes.
+        b.start_over("epoch-2".into(), 3);
+        assert_eq!((b.epoch(), b.head(), b.len()), ("epoch-2", 3, 0));
+        assert_eq!(
+            b.missed(at(21).as_ref(), &ALICE, now).err(),
+            Some(NotResumed::OtherEpoch)
+        );
     }
 
     #[test]

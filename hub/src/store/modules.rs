@@ -4,7 +4,7 @@ use mc_protocol::ModuleId;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError, unix_now};
+use super::{Store, StoreError, unix_now, with_pool};
 use crate::broker::mosquitto::password_hash;
 
 /// A registered module.
@@ -164,34 +164,40 @@ impl Store {
             None => None,
         };
         let token = new_token();
+        let mosquitto_hash = password_hash(&token);
         // Registering a module also settles its pending entry, in the same transaction.
-        let mut tx = self.pool.begin().await?;
-        let result = sqlx::query_as::<_, Row>(concat!(
-            "INSERT INTO modules (id, name, type, owner_id, token_hash, mosquitto_hash, heartbeat_timeout_ms, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
-            columns!()
-        ))
-        .bind(new.id.as_str())
-        .bind(&new.name)
-        .bind(&new.kind)
-        .bind(owner_id)
-        .bind(hash_token(&token))
-        .bind(password_hash(&token))
-        .bind(new.heartbeat_timeout.map(|d| d.as_millis().min(i64::MAX as u128) as i64))
-        .bind(unix_now())
-        .fetch_one(&mut *tx)
-        .await;
+        let result = with_pool!(&self.pool, p => async {
+            let mut tx = p.begin().await?;
+            let row = sqlx::query_as::<_, Row>(concat!(
+                "INSERT INTO modules (id, name, type, owner_id, token_hash, mosquitto_hash,
+                                      heartbeat_timeout_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+                columns!()
+            ))
+            .bind(new.id.as_str())
+            .bind(&new.name)
+            .bind(&new.kind)
+            .bind(owner_id)
+            .bind(hash_token(&token))
+            .bind(&mosquitto_hash)
+            .bind(new.heartbeat_timeout.map(|d| d.as_millis().min(i64::MAX as u128) as i64))
+            .bind(unix_now())
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM pending_modules WHERE id = $1")
+                .bind(new.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(row)
+        }
+        .await);
         let row = match result {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(StoreError::Conflict(format!("module {}", new.id)));
             }
             other => other?,
         };
-        sqlx::query("DELETE FROM pending_modules WHERE id = ?")
-            .bind(new.id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok((row.try_into()?, token))
     }
 
@@ -199,12 +205,16 @@ impl Store {
     /// connections.
     pub async fn rotate_module_token(&self, id: &ModuleId) -> Result<String, StoreError> {
         let token = new_token();
-        sqlx::query("UPDATE modules SET token_hash = ?, mosquitto_hash = ? WHERE id = ?")
-            .bind(hash_token(&token))
-            .bind(password_hash(&token))
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
+        let mosquitto_hash = password_hash(&token);
+        with_pool!(&self.pool, p => {
+            sqlx::query("UPDATE modules SET token_hash = $1, mosquitto_hash = $2 WHERE id = $3")
+                .bind(hash_token(&token))
+                .bind(&mosquitto_hash)
+                .bind(id.as_str())
+                .execute(p)
+                .await
+                .map(drop)
+        })?;
         Ok(token)
     }
 
@@ -214,31 +224,35 @@ impl Store {
         id: &ModuleId,
         patch: ModulePatch,
     ) -> Result<Option<ModuleRecord>, StoreError> {
-        let result = sqlx::query_as::<_, Row>(concat!(
-            "UPDATE modules SET
-                name = COALESCE(?, name),
-                type = COALESCE(?, type),
-                owner_id = CASE WHEN ? THEN ? ELSE owner_id END,
-                heartbeat_timeout_ms = CASE WHEN ? THEN ? ELSE heartbeat_timeout_ms END,
-                disabled = COALESCE(?, disabled)
-             WHERE id = ? RETURNING ",
-            columns!()
-        ))
-        .bind(patch.name)
-        .bind(patch.kind)
-        .bind(patch.owner_id.is_some())
-        .bind(patch.owner_id.flatten())
-        .bind(patch.heartbeat_timeout.is_some())
-        .bind(
-            patch
-                .heartbeat_timeout
-                .flatten()
-                .map(|d| d.as_millis().min(i64::MAX as u128) as i64),
-        )
-        .bind(patch.disabled)
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await;
+        let owner_set = patch.owner_id.is_some();
+        let owner = patch.owner_id.flatten();
+        let timeout_set = patch.heartbeat_timeout.is_some();
+        let timeout = patch
+            .heartbeat_timeout
+            .flatten()
+            .map(|d| d.as_millis().min(i64::MAX as u128) as i64);
+        let result = with_pool!(&self.pool, p => {
+            sqlx::query_as::<_, Row>(concat!(
+                "UPDATE modules SET
+                    name = COALESCE($1, name),
+                    type = COALESCE($2, type),
+                    owner_id = CASE WHEN $3 THEN $4 ELSE owner_id END,
+                    heartbeat_timeout_ms = CASE WHEN $5 THEN $6 ELSE heartbeat_timeout_ms END,
+                    disabled = COALESCE($7, disabled)
+                 WHERE id = $8 RETURNING ",
+                columns!()
+            ))
+            .bind(&patch.name)
+            .bind(&patch.kind)
+            .bind(owner_set)
+            .bind(owner)
+            .bind(timeout_set)
+            .bind(timeout)
+            .bind(patch.disabled)
+            .bind(id.as_str())
+            .fetch_optional(p)
+            .await
+        });
         match result {
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
                 Err(StoreError::Conflict("no such owner; the owner".into()))
@@ -249,30 +263,37 @@ impl Store {
 
     /// Removes a module; true if it existed.
     pub async fn delete_module(&self, id: &ModuleId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM modules WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let deleted = with_pool!(&self.pool, p => {
+            sqlx::query("DELETE FROM modules WHERE id = $1")
+                .bind(id.as_str())
+                .execute(p)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(deleted > 0)
     }
 
     /// The module with this id.
     pub async fn module(&self, id: &ModuleId) -> Result<Option<ModuleRecord>, StoreError> {
-        sqlx::query_as::<_, Row>(concat!("SELECT ", columns!(), " FROM modules WHERE id = ?"))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(TryInto::try_into)
-            .transpose()
+        with_pool!(&self.pool, p => {
+            sqlx::query_as::<_, Row>(concat!("SELECT ", columns!(), " FROM modules WHERE id = $1"))
+                .bind(id.as_str())
+                .fetch_optional(p)
+                .await
+        })?
+        .map(TryInto::try_into)
+        .transpose()
     }
 
     /// Every registered module.
     pub async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
-        sqlx::query_as::<_, Row>(concat!("SELECT ", columns!(), " FROM modules ORDER BY id"))
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(TryInto::try_into)
-            .collect()
+        with_pool!(&self.pool, p => {
+            sqlx::query_as::<_, Row>(concat!("SELECT ", columns!(), " FROM modules ORDER BY id"))
+                .fetch_all(p)
+                .await
+        })?
+        .into_iter()
+        .map(TryInto::try_into)
+        .collect()
     }
 }

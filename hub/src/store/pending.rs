@@ -3,7 +3,7 @@
 use mc_protocol::ModuleId;
 use serde::Serialize;
 
-use super::{Store, StoreError, unix_now};
+use super::{Store, StoreError, unix_now, with_pool};
 
 /// An unregistered module that tried to connect.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -29,39 +29,46 @@ impl Store {
     /// Counts a connection attempt by the unregistered module `id` from `address`.
     pub async fn record_pending(&self, id: &ModuleId, address: &str) -> Result<(), StoreError> {
         let now = unix_now();
-        sqlx::query(
-            "INSERT INTO pending_modules (id, attempts, first_seen, last_seen, last_address)
-             SELECT ?, 1, ?, ?, ? WHERE (SELECT COUNT(*) FROM pending_modules) < ?
-             ON CONFLICT(id) DO UPDATE SET
-                attempts = attempts + 1, last_seen = excluded.last_seen,
-                last_address = excluded.last_address",
-        )
-        .bind(id.as_str())
-        .bind(now)
-        .bind(now)
-        .bind(address)
-        .bind(MAX_PENDING)
-        .execute(&self.pool)
-        .await?;
+        with_pool!(&self.pool, p => {
+            sqlx::query(
+                "INSERT INTO pending_modules (id, attempts, first_seen, last_seen, last_address)
+                 SELECT $1, 1, $2, $2, $3 WHERE (SELECT COUNT(*) FROM pending_modules) < $4
+                 ON CONFLICT (id) DO UPDATE SET
+                    attempts = pending_modules.attempts + 1, last_seen = excluded.last_seen,
+                    last_address = excluded.last_address",
+            )
+            .bind(id.as_str())
+            .bind(now)
+            .bind(address)
+            .bind(MAX_PENDING)
+            .execute(p)
+            .await
+            .map(drop)
+        })?;
         Ok(())
     }
 
     /// Pending modules, most recent attempt first.
     pub async fn pending_modules(&self) -> Result<Vec<PendingModule>, StoreError> {
-        Ok(sqlx::query_as::<_, PendingModule>(
-            "SELECT id, attempts, first_seen, last_seen, last_address
-             FROM pending_modules ORDER BY last_seen DESC, id",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(with_pool!(&self.pool, p => {
+            sqlx::query_as::<_, PendingModule>(
+                "SELECT id, attempts, first_seen, last_seen, last_address
+                 FROM pending_modules ORDER BY last_seen DESC, id",
+            )
+            .fetch_all(p)
+            .await
+        })?)
     }
 
     /// Forgets a pending module; true if it was there.
     pub async fn delete_pending(&self, id: &ModuleId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM pending_modules WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let deleted = with_pool!(&self.pool, p => {
+            sqlx::query("DELETE FROM pending_modules WHERE id = $1")
+                .bind(id.as_str())
+                .execute(p)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(deleted > 0)
     }
 }

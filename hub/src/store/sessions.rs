@@ -3,7 +3,7 @@
 
 use rand::RngCore;
 
-use super::{Store, StoreError, User, modules::hash_token, unix_now};
+use super::{Store, StoreError, User, modules::hash_token, unix_now, with_pool};
 
 /// The secret a browser holds; only shown to the client once, in the cookie.
 #[derive(Debug, Clone)]
@@ -24,19 +24,23 @@ impl Store {
         let token = hex::encode(bytes);
         let now = unix_now();
         // Expired sessions are refused anyway; logins are a good moment to forget them.
-        sqlx::query("DELETE FROM sessions WHERE created_at <= ?")
-            .bind(now - self.session_ttl.as_secs() as i64)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(hash_token(&token))
-        .bind(user_id)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let expired = now - self.session_ttl.as_secs() as i64;
+        with_pool!(&self.pool, p => {
+            sqlx::query("DELETE FROM sessions WHERE created_at <= $1")
+                .bind(expired)
+                .execute(p)
+                .await?;
+            sqlx::query(
+                "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at)
+                 VALUES ($1, $2, $3, $3)",
+            )
+            .bind(hash_token(&token))
+            .bind(user_id)
+            .bind(now)
+            .execute(p)
+            .await
+            .map(drop)
+        })?;
         Ok(SessionToken(token))
     }
 
@@ -45,29 +49,34 @@ impl Store {
     pub async fn session_user(&self, token: &str) -> Result<Option<User>, StoreError> {
         let now = unix_now();
         let hash = hash_token(token);
-        let user = sqlx::query_as::<_, User>(
-            "SELECT u.id, u.email, u.name, u.is_admin, u.disabled
-             FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = ? AND s.created_at > ? AND s.last_seen_at > ?
-               AND u.disabled = 0",
-        )
-        .bind(&hash)
-        .bind(now - self.session_ttl.as_secs() as i64)
-        .bind(now - self.session_idle.as_secs() as i64)
-        .fetch_optional(&self.pool)
-        .await?;
+        let user = with_pool!(&self.pool, p => {
+            sqlx::query_as::<_, User>(
+                "SELECT u.id, u.email, u.name, u.is_admin, u.disabled
+                 FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.token_hash = $1 AND s.created_at > $2 AND s.last_seen_at > $3
+                   AND NOT u.disabled",
+            )
+            .bind(&hash)
+            .bind(now - self.session_ttl.as_secs() as i64)
+            .bind(now - self.session_idle.as_secs() as i64)
+            .fetch_optional(p)
+            .await
+        })?;
         if user.is_some() {
             // Best effort: on a full or read-only disk the session still works (reads and the
             // realtime stream keep serving); it only ages as if unused.
-            if let Err(e) = sqlx::query(
-                "UPDATE sessions SET last_seen_at = ? WHERE token_hash = ? AND last_seen_at < ?",
-            )
-            .bind(now)
-            .bind(&hash)
-            .bind(now - 60)
-            .execute(&self.pool)
-            .await
-            {
+            if let Err(e) = with_pool!(&self.pool, p => {
+                sqlx::query(
+                    "UPDATE sessions SET last_seen_at = $1
+                     WHERE token_hash = $2 AND last_seen_at < $3",
+                )
+                .bind(now)
+                .bind(&hash)
+                .bind(now - 60)
+                .execute(p)
+                .await
+                .map(drop)
+            }) {
                 let e = StoreError::from(e);
                 tracing::warn!(error = %e, kind = e.kind().as_str(), "session use not recorded");
             }
@@ -77,10 +86,13 @@ impl Store {
 
     /// Ends a session.
     pub async fn delete_session(&self, token: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
-            .bind(hash_token(token))
-            .execute(&self.pool)
-            .await?;
+        with_pool!(&self.pool, p => {
+            sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                .bind(hash_token(token))
+                .execute(p)
+                .await
+                .map(drop)
+        })?;
         Ok(())
     }
 }

@@ -17,9 +17,10 @@
 //! newest state, a module removed meanwhile is not resurrected, and the set of ids is bounded by
 //! the number of modules like the dirty set.
 //!
-//! The writer has its own connection with `synchronous = NORMAL`: a snapshot is worth less than
-//! an fsync per second (it is re-reported by the module), and it survives a process kill as it
-//! is (see the [store docs](super)).
+//! The writer has its own connection, with `synchronous = NORMAL` on SQLite and
+//! `synchronous_commit = off` for each batch's transaction on PostgreSQL: a snapshot is worth
+//! less than an fsync per second (it is re-reported by the module), and it survives a kill of
+//! the hub process as it is (see the [store docs](super)).
 
 use std::{
     collections::HashSet,
@@ -29,13 +30,10 @@ use std::{
 };
 
 use mc_protocol::ModuleId;
-use sqlx::{
-    SqlitePool,
-    sqlite::{SqlitePoolOptions, SqliteSynchronous},
-};
+use sqlx::sqlite::{SqlitePoolOptions, SqliteSynchronous};
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{StoreError, connect_options, database_path, unix_now};
+use super::{Database, Pool, StoreError, connect_options, connect_postgres, unix_now, with_pool};
 use crate::metrics::Metrics;
 
 /// How often the tracker hands dirty module states to the writer.
@@ -73,58 +71,87 @@ pub struct StoredModuleState {
 /// The snapshot table, over its own connection (see the module docs).
 #[derive(Clone, Debug)]
 pub struct StateStore {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl StateStore {
     /// Opens a connection to the database of `data_dir`, which [`super::Store::open`] has
     /// created and migrated.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let path = database_path(data_dir);
+        Self::connect(&Database::in_data_dir(data_dir)).await
+    }
+
+    /// Opens a connection to `database`, which [`super::Store::connect`] has created and
+    /// migrated.
+    pub async fn connect(database: &Database) -> Result<Self, StoreError> {
         let open_err = |source| StoreError::Open {
-            path: path.display().to_string(),
+            path: database.to_string(),
             source,
         };
-        // NORMAL: snapshots are re-reported by the modules (module docs).
-        let options = connect_options(&path, SqliteSynchronous::Normal)
-            .map_err(open_err)?
-            .create_if_missing(false);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(open_err)?;
+        let pool = match database {
+            Database::Sqlite(path) => {
+                // NORMAL: snapshots are re-reported by the modules (module docs).
+                let options = connect_options(path, SqliteSynchronous::Normal)
+                    .map_err(open_err)?
+                    .create_if_missing(false);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await
+                    .map_err(open_err)?;
+                Pool::Sqlite(pool)
+            }
+            // `on` for the connection; each batch lowers it for its own transaction (`write`).
+            Database::Postgres(url) => {
+                Pool::Postgres(connect_postgres(url, 1, "on").await.map_err(open_err)?)
+            }
+        };
         Ok(Self { pool })
     }
 
     /// Writes `batch` in one transaction. A module removed from the registry in the meantime
     /// is skipped (its row went with it, by the foreign key), not an error.
     pub async fn write(&self, batch: &[ModuleSnapshot]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
         let now = unix_now();
+        let mut rows = Vec::with_capacity(batch.len());
         for snapshot in batch {
             let readings = serde_json::to_string(&snapshot.readings)
                 .map_err(|e| StoreError::Decode(format!("readings: {e}")))?;
-            sqlx::query(
-                "INSERT INTO module_state
-                     (module_id, readings, rev, last_seen_ms, fw, heartbeat_ms, updated_at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM modules WHERE id = ?1)
-                 ON CONFLICT (module_id) DO UPDATE SET
-                     readings = excluded.readings, rev = excluded.rev,
-                     last_seen_ms = excluded.last_seen_ms, fw = excluded.fw,
-                     heartbeat_ms = excluded.heartbeat_ms, updated_at = excluded.updated_at",
-            )
-            .bind(snapshot.module_id.as_str())
-            .bind(readings)
-            .bind(i64::try_from(snapshot.rev).unwrap_or(i64::MAX))
-            .bind(snapshot.last_seen.map(unix_millis))
-            .bind(snapshot.fw.as_deref())
-            .bind(snapshot.heartbeat_ms.map(i64::from))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            rows.push((snapshot, readings));
         }
-        tx.commit().await?;
+        let postgres = matches!(self.pool, Pool::Postgres(_));
+        with_pool!(&self.pool, p => async {
+            let mut tx = p.begin().await?;
+            if postgres {
+                // The durability of SQLite's NORMAL (module docs), for this transaction only.
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (snapshot, readings) in &rows {
+                sqlx::query(
+                    "INSERT INTO module_state
+                         (module_id, readings, rev, last_seen_ms, fw, heartbeat_ms, updated_at)
+                     SELECT $1, $2, $3, $4, $5, $6, $7
+                     WHERE EXISTS (SELECT 1 FROM modules WHERE id = $1)
+                     ON CONFLICT (module_id) DO UPDATE SET
+                         readings = excluded.readings, rev = excluded.rev,
+                         last_seen_ms = excluded.last_seen_ms, fw = excluded.fw,
+                         heartbeat_ms = excluded.heartbeat_ms, updated_at = excluded.updated_at",
+                )
+                .bind(snapshot.module_id.as_str())
+                .bind(readings)
+                .bind(i64::try_from(snapshot.rev).unwrap_or(i64::MAX))
+                .bind(snapshot.last_seen.map(unix_millis))
+                .bind(snapshot.fw.as_deref())
+                .bind(snapshot.heartbeat_ms.map(i64::from))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+        .await)?;
         Ok(())
     }
 
@@ -140,12 +167,15 @@ impl StateStore {
             Option<i64>,
             Option<i64>,
         );
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT s.module_id, s.readings, s.rev, s.last_seen_ms, s.fw, s.heartbeat_ms, m.owner_id
-             FROM module_state s JOIN modules m ON m.id = s.module_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<Row> = with_pool!(&self.pool, p => {
+            sqlx::query_as(
+                "SELECT s.module_id, s.readings, s.rev, s.last_seen_ms, s.fw, s.heartbeat_ms,
+                        m.owner_id
+                 FROM module_state s JOIN modules m ON m.id = s.module_id",
+            )
+            .fetch_all(p)
+            .await
+        })?;
         let mut states = Vec::with_capacity(rows.len());
         for (id, readings, rev, last_seen_ms, fw, heartbeat_ms, owner_id) in rows {
             let decoded = ModuleId::new(&id)
@@ -172,9 +202,9 @@ impl StateStore {
         Ok(states)
     }
 
-    /// A connection for tests (e.g. to cap `max_page_count`).
+    /// The connection, for tests (e.g. to cap `max_page_count`).
     #[cfg(test)]
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }
 }
@@ -357,7 +387,10 @@ impl DirtyModules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewModule, StoreErrorKind, tests::temp_store};
+    use crate::store::{
+        NewModule, StoreErrorKind,
+        tests::{Backend, backend_tests, temp_store, test_store},
+    };
 
     fn snapshot(id: &str, rev: u64, t: f32) -> ModuleSnapshot {
         ModuleSnapshot {
@@ -383,12 +416,16 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test]
-    async fn snapshots_round_trip_and_follow_the_registry() {
-        let (dir, store) = temp_store().await;
+    backend_tests!(
+        snapshots_round_trip_and_follow_the_registry,
+        the_modules_of_a_failed_batch_are_written_once_the_disk_works_again,
+    );
+
+    async fn snapshots_round_trip_and_follow_the_registry(backend: Backend) {
+        let (db, store) = test_store(backend).await;
         register(&store, "MC-1").await;
         register(&store, "MC-2").await;
-        let states = StateStore::open(dir.path()).await.unwrap();
+        let states = StateStore::connect(&db.database).await.unwrap();
         states
             .write(&[snapshot("MC-1", 3, 21.5), snapshot("MC-GONE", 1, 1.0)])
             .await
@@ -415,14 +452,17 @@ mod tests {
             register(&store, &format!("MC-{i}")).await;
         }
         let states = StateStore::open(dir.path()).await.unwrap();
+        let Pool::Sqlite(pool) = states.pool() else {
+            unreachable!()
+        };
         let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
-            .fetch_one(states.pool())
+            .fetch_one(pool)
             .await
             .unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "PRAGMA max_page_count = {pages}"
         )))
-        .execute(states.pool())
+        .execute(pool)
         .await
         .unwrap();
         let batch: Vec<_> = (0..50)
@@ -453,22 +493,29 @@ mod tests {
 
     /// A failed batch gives its modules back: they are written once the disk works again, with
     /// their state of then, although they never speak again.
-    #[tokio::test]
-    async fn the_modules_of_a_failed_batch_are_written_once_the_disk_works_again() {
-        let (dir, store) = temp_store().await;
+    async fn the_modules_of_a_failed_batch_are_written_once_the_disk_works_again(backend: Backend) {
+        let (db, store) = test_store(backend).await;
         register(&store, "MC-1").await;
         register(&store, "MC-2").await;
-        let states = StateStore::open(dir.path()).await.unwrap();
+        let states = StateStore::connect(&db.database).await.unwrap();
         let metrics = Metrics::default();
         let (writer, mut dirty) = StateWriter::new(states.clone(), metrics.clone());
         let writer = tokio::spawn(writer.run());
         let current = |rev| move |id: &ModuleId| Some(snapshot(id.as_str(), rev, 20.0));
 
-        // The writer's only connection refuses writes (as on a read-only disk): the batch fails.
-        sqlx::query("PRAGMA query_only = ON")
-            .execute(states.pool())
-            .await
-            .unwrap();
+        // The writer's only connection refuses writes (as on a read-only disk, or a PostgreSQL
+        // standby): the batch fails.
+        let read_only = |on: bool| match backend {
+            Backend::Sqlite => format!("PRAGMA query_only = {}", if on { "ON" } else { "OFF" }),
+            Backend::Postgres => format!(
+                "SET default_transaction_read_only = {}",
+                if on { "on" } else { "off" }
+            ),
+        };
+        with_pool!(states.pool(), p => {
+            sqlx::query(sqlx::AssertSqlSafe(read_only(true))).execute(p).await.map(drop)
+        })
+        .unwrap();
         dirty.mark(&"MC-1".parse().unwrap());
         dirty.mark(&"MC-2".parse().unwrap());
         dirty.flush(current(1));
@@ -479,13 +526,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(metrics.store_errors().values().sum::<u64>(), 1);
+        assert_eq!(metrics.store_errors().get("read_only"), Some(&1));
 
         // Neither module speaks again; the disk works again. During the backoff they wait in
         // the dirty set; after it, their state of now is written.
-        sqlx::query("PRAGMA query_only = OFF")
-            .execute(states.pool())
-            .await
-            .unwrap();
+        with_pool!(states.pool(), p => {
+            sqlx::query(sqlx::AssertSqlSafe(read_only(false))).execute(p).await.map(drop)
+        })
+        .unwrap();
         dirty.flush(current(2));
         assert_eq!(dirty.dirty.len(), 2, "dirty again");
         assert_eq!(

@@ -3,7 +3,7 @@
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use serde::Serialize;
 
-use super::{Store, StoreError, unix_now};
+use super::{Store, StoreError, unix_now, with_pool};
 
 /// A user as the rest of the hub sees it (never with the hash).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -66,17 +66,19 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Hash)??;
-        let result = sqlx::query_as::<_, User>(
-            "INSERT INTO users (email, name, password_hash, is_admin, created_at)
-             VALUES (?, ?, ?, ?, ?) RETURNING id, email, name, is_admin, disabled",
-        )
-        .bind(&new.email)
-        .bind(&new.name)
-        .bind(&hash)
-        .bind(new.is_admin)
-        .bind(unix_now())
-        .fetch_one(&self.pool)
-        .await;
+        let result = with_pool!(&self.pool, p => {
+            sqlx::query_as::<_, User>(
+                "INSERT INTO users (email, name, password_hash, is_admin, created_at)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id, email, name, is_admin, disabled",
+            )
+            .bind(&new.email)
+            .bind(&new.name)
+            .bind(&hash)
+            .bind(new.is_admin)
+            .bind(unix_now())
+            .fetch_one(p)
+            .await
+        });
         match result {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(StoreError::Conflict(format!("user {}", new.email)))
@@ -91,11 +93,12 @@ impl Store {
         email: &str,
         password: &str,
     ) -> Result<Option<User>, StoreError> {
-        let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, password_hash FROM users WHERE email = ? AND disabled = 0")
+        let row: Option<(i64, String)> = with_pool!(&self.pool, p => {
+            sqlx::query_as("SELECT id, password_hash FROM users WHERE email = $1 AND NOT disabled")
                 .bind(email)
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(p)
+                .await
+        })?;
         let Some((id, hash)) = row else {
             // Spend the same time as a real check so that timing does not reveal which emails exist.
             let _ = tokio::task::spawn_blocking(|| hash_password("timing-equaliser")).await;
@@ -121,21 +124,26 @@ impl Store {
         let hash = tokio::task::spawn_blocking(move || hash_password(&password))
             .await
             .map_err(|_| StoreError::Hash)??;
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
-            .bind(hash)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+        with_pool!(&self.pool, p => {
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                .bind(hash)
+                .bind(user_id)
+                .execute(p)
+                .await
+                .map(drop)
+        })?;
         Ok(())
     }
 
     /// Every user, by id.
     pub async fn users(&self) -> Result<Vec<User>, StoreError> {
-        Ok(sqlx::query_as::<_, User>(
-            "SELECT id, email, name, is_admin, disabled FROM users ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(with_pool!(&self.pool, p => {
+            sqlx::query_as::<_, User>(
+                "SELECT id, email, name, is_admin, disabled FROM users ORDER BY id",
+            )
+            .fetch_all(p)
+            .await
+        })?)
     }
 
     /// Applies `patch` in one transaction; disabling a user also ends their sessions. `None`
@@ -149,70 +157,78 @@ impl Store {
             ),
             None => None,
         };
-        let mut tx = self.pool.begin().await?;
-        let result = sqlx::query_as::<_, User>(
-            "UPDATE users SET
-                name = COALESCE(?, name),
-                email = COALESCE(?, email),
-                is_admin = COALESCE(?, is_admin),
-                disabled = COALESCE(?, disabled),
-                password_hash = COALESCE(?, password_hash)
-             WHERE id = ? RETURNING id, email, name, is_admin, disabled",
-        )
-        .bind(patch.name)
-        .bind(&patch.email)
-        .bind(patch.is_admin)
-        .bind(patch.disabled)
-        .bind(hash)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await;
-        let user = match result {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!(
-                    "user {}",
-                    patch.email.unwrap_or_default()
-                )));
+        let email = patch.email.clone();
+        let result = with_pool!(&self.pool, p => async {
+            let mut tx = p.begin().await?;
+            let user = sqlx::query_as::<_, User>(
+                "UPDATE users SET
+                    name = COALESCE($1, name),
+                    email = COALESCE($2, email),
+                    is_admin = COALESCE($3, is_admin),
+                    disabled = COALESCE($4, disabled),
+                    password_hash = COALESCE($5, password_hash)
+                 WHERE id = $6 RETURNING id, email, name, is_admin, disabled",
+            )
+            .bind(patch.name)
+            .bind(patch.email)
+            .bind(patch.is_admin)
+            .bind(patch.disabled)
+            .bind(hash)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if user.as_ref().is_some_and(|u| u.disabled) {
+                sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
-            other => other?,
-        };
-        if user.as_ref().is_some_and(|u| u.disabled) {
-            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(user)
         }
-        tx.commit().await?;
-        Ok(user)
+        .await);
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+                format!("user {}", email.unwrap_or_default()),
+            )),
+            other => Ok(other?),
+        }
     }
 
     /// Deletes a user (their sessions go with them; their modules lose their owner). True if
     /// the user existed.
     pub async fn delete_user(&self, id: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let deleted = with_pool!(&self.pool, p => {
+            sqlx::query("DELETE FROM users WHERE id = $1")
+                .bind(id)
+                .execute(p)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(deleted > 0)
     }
 
     /// The user with this id.
     pub async fn user(&self, id: i64) -> Result<Option<User>, StoreError> {
-        Ok(sqlx::query_as::<_, User>(
-            "SELECT id, email, name, is_admin, disabled FROM users WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(with_pool!(&self.pool, p => {
+            sqlx::query_as::<_, User>(
+                "SELECT id, email, name, is_admin, disabled FROM users WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await
+        })?)
     }
 
     /// The user with this email.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        Ok(sqlx::query_as::<_, User>(
-            "SELECT id, email, name, is_admin, disabled FROM users WHERE email = ?",
-        )
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(with_pool!(&self.pool, p => {
+            sqlx::query_as::<_, User>(
+                "SELECT id, email, name, is_admin, disabled FROM users WHERE email = $1",
+            )
+            .bind(email)
+            .fetch_optional(p)
+            .await
+        })?)
     }
 }

@@ -5,6 +5,7 @@ use axum::{
     Json,
     extract::{Path, State},
     http::StatusCode,
+    response::{IntoResponse, Response},
 };
 use mc_protocol::{CommandAction, Encoding, ModuleId, link::CommandResult};
 use serde::{Deserialize, Serialize};
@@ -74,13 +75,69 @@ pub async fn send(
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
     body: Result<Json<CommandRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<CommandSent>), ApiError> {
+) -> Result<Response, ApiError> {
     let id = ModuleId::new(&id).map_err(|_| ApiError::NotFound)?;
     let record = state.store.module(&id).await?.ok_or(ApiError::NotFound)?;
     if !crate::authz::can_manage_module(&user, &record) {
         return Err(ApiError::NotFound);
     }
     let Json(request) = body.map_err(ApiError::from)?;
+    // In a cluster, the module's owner decides (it knows whether the module is ready and
+    // keeps its queue): its answer is this answer.
+    if let Some(remote) = &state.remote_commands
+        && let Some(owner) = remote.owner_elsewhere(&id)
+    {
+        return match remote.ask(&owner, &id, request.action).await {
+            Ok(reply) => {
+                let status =
+                    StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                Ok((status, Json(reply.body)).into_response())
+            }
+            Err(e) => {
+                tracing::warn!(module = %id, %owner, error = %e, "remote command failed");
+                Err(ApiError::Unavailable)
+            }
+        };
+    }
+    let (status, sent) = execute(&state, &id, request.action).await?;
+    Ok((status, Json(sent)).into_response())
+}
+
+/// Cluster mode: a command another hub took for a module this hub owns; the answer goes back
+/// to that hub as it would have gone to its client.
+pub async fn execute_for_peer(
+    state: AppState,
+    id: ModuleId,
+    action: CommandAction,
+) -> crate::cluster::commands::Reply {
+    use crate::cluster::commands::Reply;
+    match execute(&state, &id, action).await {
+        Ok((status, sent)) => Reply::new(
+            status.as_u16(),
+            serde_json::to_value(sent).unwrap_or_default(),
+        ),
+        Err(e) => {
+            let response = e.into_response();
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            Reply::new(status, body)
+        }
+    }
+}
+
+/// Sends or queues a command for `id` on this hub (its tracker, its queue).
+async fn execute(
+    state: &AppState,
+    id: &ModuleId,
+    action: CommandAction,
+) -> Result<(StatusCode, CommandSent), ApiError> {
+    let id = id.clone();
+    let record = state.store.module(&id).await?.ok_or(ApiError::NotFound)?;
+    let request = CommandRequest { action };
     if record.disabled {
         // It may not connect: a queued command would run whenever it is enabled again.
         return Err(ApiError::Conflict("module is disabled".into()));
@@ -112,7 +169,7 @@ pub async fn send(
                     queued: false,
                     expires_at: None,
                 };
-                return Ok((status, Json(sent)));
+                return Ok((status, sent));
             }
             // Its link is closing: queued like for an offline module.
             Err(CommandError::Offline) => {}
@@ -138,7 +195,7 @@ pub async fn send(
             queue.forget(&id, why);
             return Err(match why {
                 Forget::Disabled => ApiError::Conflict("module is disabled".into()),
-                Forget::Removed => ApiError::NotFound,
+                Forget::Removed | Forget::HandedOver => ApiError::NotFound,
             });
         }
         Err(e) => tracing::warn!(module = %id, error = %e, "could not check the module again"),
@@ -155,7 +212,7 @@ pub async fn send(
         queued: true,
         expires_at: Some(crate::realtime::events::timestamp(expires)),
     };
-    Ok((StatusCode::ACCEPTED, Json(sent)))
+    Ok((StatusCode::ACCEPTED, sent))
 }
 
 /// The HTTP answer to a command that could not be sent.

@@ -52,6 +52,8 @@ pub struct AppState {
     pub throttle: std::sync::Arc<throttle::LoginThrottle>,
     /// The hub's counters (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Cluster mode: commands for modules another hub owns go to that hub.
+    pub remote_commands: Option<crate::cluster::commands::RemoteCommands>,
 }
 
 /// The whole HTTP application; `socketio` is the Socket.IO layer from `SocketIo::builder()`.

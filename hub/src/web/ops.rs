@@ -101,6 +101,9 @@ struct Scrape {
     ingested_by_transport: [(&'static str, u64); 2],
     emitted_by_event: BTreeMap<&'static str, u64>,
     emit_errors: u64,
+    cluster_guard_rejections: u64,
+    cluster_publish_errors: u64,
+    registry_changes_applied: u64,
     rejected_by_reason: BTreeMap<&'static str, u64>,
     store_errors: BTreeMap<&'static str, u64>,
     telemetry_unchanged: u64,
@@ -162,6 +165,9 @@ impl Scrape {
             ],
             emitted_by_event: m.emitted_by_event(),
             emit_errors: m.emit_errors.get(),
+            cluster_guard_rejections: m.cluster_guard_rejections.get(),
+            cluster_publish_errors: m.cluster_publish_errors.get(),
+            registry_changes_applied: m.registry_changes_applied.get(),
             rejected_by_reason: m.rejections(),
             store_errors: m.store_errors(),
             telemetry_unchanged: m.telemetry_unchanged.get(),
@@ -408,6 +414,24 @@ impl Collector for Scrape {
             "mc_emit_errors",
             "Event payloads that did not serialize (not sent; a bug).",
             self.emit_errors,
+        )?;
+        counter(
+            e,
+            "mc_cluster_guard_rejections",
+            "Cluster mode: module events refused because another hub had published them.",
+            self.cluster_guard_rejections,
+        )?;
+        counter(
+            e,
+            "mc_cluster_publish_errors",
+            "Cluster mode: events Redis refused (the publishing script failed), dropped.",
+            self.cluster_publish_errors,
+        )?;
+        counter(
+            e,
+            "mc_registry_changes_applied",
+            "Registry changes (API, CLI, another hub) this hub has applied.",
+            self.registry_changes_applied,
         )?;
         gauges_by(
             e,

@@ -74,7 +74,7 @@ pub(crate) async fn export_command(command: ExportCommand) -> anyhow::Result<()>
     if password.as_deref() == Some("") {
         anyhow::bail!("the hub's broker password is empty");
     }
-    let store = open_existing_store(&manage.data_dir).await?;
+    let store = open_existing_store(&manage).await?;
     let modules = store.modules().await.context("cannot read the registry")?;
     let export = mosquitto::export(
         &modules,

@@ -53,9 +53,20 @@ struct ServeArgs {
     /// `[broker] password-file`), instead of the embedded one [default: embedded].
     #[arg(long, env = "HUB_BROKER", value_name = "URL")]
     broker: Option<String>,
+    /// Redis of a cluster of hubs, `redis://HOST[:PORT][/DB]` (needs --broker) [default: a hub
+    /// on its own].
+    #[arg(long, env = "HUB_REDIS", value_name = "URL")]
+    redis: Option<String>,
+    /// This hub's name in the cluster (unique, stable) [default: the broker client id].
+    #[arg(long, env = "HUB_INSTANCE")]
+    instance: Option<String>,
     /// Data directory [default: ./hub-data].
     #[arg(long, env = "HUB_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Database URL: `postgres://user:password@host:port/db` (a database several hubs may
+    /// share) or `sqlite://PATH` [default: SQLite at <data-dir>/hub.db].
+    #[arg(long, env = "HUB_DATABASE", value_name = "URL")]
+    database: Option<String>,
     /// Liveness timeout for every module, e.g. `2s` [default: 3 × announced interval, else 15s].
     #[arg(long, env = "HUB_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Option<Duration>,
@@ -116,8 +127,17 @@ impl ServeArgs {
         if let Some(v) = self.broker {
             config.broker.url = Some(v);
         }
+        if let Some(v) = self.redis {
+            config.cluster.redis = Some(v);
+        }
+        if let Some(v) = self.instance {
+            config.cluster.instance = Some(v);
+        }
         if let Some(v) = self.data_dir {
             config.data_dir = v;
+        }
+        if let Some(v) = self.database {
+            config.database = Some(manage::parse_database(&v)?);
         }
         if let Some(v) = self.heartbeat_timeout {
             config.liveness.heartbeat_timeout = Some(v);

@@ -1,5 +1,9 @@
-//! `hub user ...` and `hub module ...`: registry management against the data directory, also
-//! while a hub runs (the running hub applies the changes: see `mc_hub::registry`).
+//! `hub user ...` and `hub module ...`: registry management against the hub's database, also
+//! while hubs run (each running hub applies the changes: see `mc_hub::registry`).
+//!
+//! The database is chosen as `hub serve` chooses it: `--database` / `HUB_DATABASE`, else
+//! `database` in the `--config` file, else SQLite in `--data-dir` (`HUB_DATA_DIR`, the file's
+//! `data-dir`, `./hub-data`).
 
 use std::{
     collections::HashMap,
@@ -11,7 +15,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use mc_hub::{
     Config,
-    store::{ModuleRecord, NewModule, NewUser, Store, User, UserPatch},
+    store::{Database, ModuleRecord, NewModule, NewUser, Store, User, UserPatch},
 };
 use mc_protocol::ModuleId;
 use serde::Serialize;
@@ -20,8 +24,15 @@ use serde::Serialize;
 #[derive(Args)]
 pub(crate) struct ManageArgs {
     /// Data directory [default: ./hub-data].
-    #[arg(long, env = "HUB_DATA_DIR", default_value = "./hub-data")]
-    pub(crate) data_dir: PathBuf,
+    #[arg(long, env = "HUB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL: `postgres://user:password@host:port/db` or `sqlite://PATH` [default:
+    /// SQLite at <data-dir>/hub.db].
+    #[arg(long, env = "HUB_DATABASE", value_name = "URL")]
+    database: Option<String>,
+    /// The hub's TOML configuration file, for its `database` and `data-dir`.
+    #[arg(long, env = "HUB_CONFIG")]
+    config: Option<PathBuf>,
     /// Print one JSON document on stdout (for scripts) instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -130,8 +141,10 @@ pub(crate) enum ModuleCommand {
 
 #[derive(Subcommand)]
 pub(crate) enum DbCommand {
-    /// Check the database: SQLite's integrity_check and foreign_key_check, read-only (safe
-    /// next to a running hub or after a crash). Exit status 0 when both pass, 1 otherwise.
+    /// Check the database, read-only (safe next to running hubs or after a crash): SQLite's
+    /// integrity_check and foreign_key_check; on PostgreSQL, the connection, the applied
+    /// migrations against this hub's, and rows whose references dangle. Exit status 0 when all
+    /// pass, 1 otherwise.
     Check {
         #[command(flatten)]
         manage: ManageArgs,
@@ -217,13 +230,55 @@ mod output {
     }
 }
 
-/// Opens the store for a command that creates things: a fresh data directory is fine (set up
-/// users and modules before the first `serve`).
-async fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    check_writable(data_dir)?;
-    Ok(Store::open(data_dir, Config::default().session_ttl).await?)
+impl ManageArgs {
+    /// The database `hub serve` would use with the same flags, environment and file.
+    fn database(&self) -> anyhow::Result<Database> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(database) = &self.database {
+            config.database = Some(parse_database(database)?);
+        }
+        Ok(config.database())
+    }
+}
+
+/// `--database`/`HUB_DATABASE`, parsed here rather than by clap: clap's error would repeat
+/// the value, password included, on stderr (and into the service's log).
+pub(crate) fn parse_database(url: &str) -> anyhow::Result<Database> {
+    url.parse()
+        .map_err(|e| anyhow::anyhow!("invalid --database (HUB_DATABASE): {e}"))
+}
+
+/// Opens the store for a command that creates things: a fresh SQLite file is fine (set up
+/// users and modules before the first `serve`), and so is an empty PostgreSQL database.
+async fn open_store(manage: &ManageArgs) -> anyhow::Result<Store> {
+    let database = manage.database()?;
+    if let Database::Sqlite(path) = &database {
+        let dir = sqlite_dir(path);
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        check_writable(dir)?;
+    }
+    connect(&database).await
+}
+
+async fn connect(database: &Database) -> anyhow::Result<Store> {
+    Store::connect(database, Config::default().session_ttl)
+        .await
+        .with_context(|| format!("cannot open the hub database {database}"))
+}
+
+/// The directory of a SQLite file (its WAL and shared-memory files live there too).
+fn sqlite_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// SQLite says only "unable to open database file" about a read-only directory (its WAL and
@@ -237,17 +292,20 @@ fn check_writable(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Opens the store for a command that reads or changes what exists: a mistyped `--data-dir`
-/// fails instead of quietly creating an empty database.
-pub(crate) async fn open_existing_store(data_dir: &Path) -> anyhow::Result<Store> {
-    let db = data_dir.join("hub.db");
-    if !db.is_file() {
-        anyhow::bail!(
-            "no hub database at {} (check --data-dir or HUB_DATA_DIR)",
-            db.display()
-        );
+/// fails instead of quietly creating an empty database. (A PostgreSQL database must exist
+/// anyway: a mistyped name fails to connect.)
+pub(crate) async fn open_existing_store(manage: &ManageArgs) -> anyhow::Result<Store> {
+    let database = manage.database()?;
+    if let Database::Sqlite(db) = &database {
+        if !db.is_file() {
+            anyhow::bail!(
+                "no hub database at {} (check --data-dir, HUB_DATA_DIR or --database)",
+                db.display()
+            );
+        }
+        check_writable(sqlite_dir(db))?;
     }
-    check_writable(data_dir)?;
-    Ok(Store::open(data_dir, Config::default().session_ttl).await?)
+    connect(&database).await
 }
 
 pub(crate) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
@@ -324,7 +382,7 @@ fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
 pub(crate) async fn user_command(command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::List { manage } => {
-            let store = open_existing_store(&manage.data_dir).await?;
+            let store = open_existing_store(&manage).await?;
             let users = store.users().await?;
             if manage.json {
                 let users: Vec<output::UserView> = users.into_iter().map(Into::into).collect();
@@ -352,7 +410,7 @@ pub(crate) async fn user_command(command: UserCommand) -> anyhow::Result<()> {
             manage,
         } => {
             let password = password.read()?;
-            let store = open_store(&manage.data_dir).await?;
+            let store = open_store(&manage).await?;
             let user = store
                 .create_user(NewUser {
                     email,
@@ -380,7 +438,7 @@ pub(crate) async fn user_command(command: UserCommand) -> anyhow::Result<()> {
             manage,
         } => {
             let password = password.read()?;
-            let store = open_existing_store(&manage.data_dir).await?;
+            let store = open_existing_store(&manage).await?;
             let user = existing_user(&store, &email).await?;
             store.set_password(user.id, &password).await?;
             if manage.json {
@@ -392,7 +450,7 @@ pub(crate) async fn user_command(command: UserCommand) -> anyhow::Result<()> {
             println!("set the password of user {} ({})", user.id, user.email);
         }
         UserCommand::Disable { email, manage } => {
-            let store = open_existing_store(&manage.data_dir).await?;
+            let store = open_existing_store(&manage).await?;
             let user = existing_user(&store, &email).await?;
             let patch = UserPatch {
                 disabled: Some(true),
@@ -414,7 +472,7 @@ pub(crate) async fn user_command(command: UserCommand) -> anyhow::Result<()> {
             );
         }
         UserCommand::Delete { email, manage } => {
-            let store = open_existing_store(&manage.data_dir).await?;
+            let store = open_existing_store(&manage).await?;
             let user = existing_user(&store, &email).await?;
             let owned = store
                 .modules()
@@ -443,7 +501,7 @@ pub(crate) async fn user_command(command: UserCommand) -> anyhow::Result<()> {
 pub(crate) async fn module_command(command: ModuleCommand) -> anyhow::Result<()> {
     match command {
         ModuleCommand::List { manage } => {
-            let store = open_existing_store(&manage.data_dir).await?;
+            let store = open_existing_store(&manage).await?;
             let modules = store.modules().await?;
             if manage.json {
                 let modules: Vec<output::ModuleView> =
@@ -499,7 +557,7 @@ pub(crate) async fn module_command(command: ModuleCommand) -> anyhow::Result<()>
                     humantime::format_duration(MAX_TIMEOUT)
                 );
             }
-            let store = open_store(&manage.data_dir).await?;
+            let store = open_store(&manage).await?;
             if let Some(email) = &owner {
                 existing_user(&store, email).await.context("--owner")?;
             }
@@ -527,7 +585,7 @@ pub(crate) async fn module_command(command: ModuleCommand) -> anyhow::Result<()>
         }
         ModuleCommand::Remove { id, manage } => {
             let id = parse_module_id(&id)?;
-            let store = open_existing_store(&manage.data_dir).await?;
+            let store = open_existing_store(&manage).await?;
             if !store.delete_module(&id).await? {
                 anyhow::bail!("no module {id}");
             }
@@ -541,7 +599,7 @@ pub(crate) async fn module_command(command: ModuleCommand) -> anyhow::Result<()>
         }
         ModuleCommand::RotateToken { id, manage } => {
             let id = parse_module_id(&id)?;
-            let store = open_existing_store(&manage.data_dir).await?;
+            let store = open_existing_store(&manage).await?;
             // The store's rotation does not tell whether the module exists.
             existing_module(&store, &id).await?;
             let token = store.rotate_module_token(&id).await?;
@@ -562,16 +620,18 @@ pub(crate) async fn module_command(command: ModuleCommand) -> anyhow::Result<()>
 pub(crate) async fn db_command(command: DbCommand) -> anyhow::Result<()> {
     match command {
         DbCommand::Check { manage } => {
-            let db = mc_hub::store::database_path(&manage.data_dir);
-            if !db.is_file() {
+            let database = manage.database()?;
+            if let Database::Sqlite(db) = &database
+                && !db.is_file()
+            {
                 anyhow::bail!(
-                    "no hub database at {} (check --data-dir or HUB_DATA_DIR)",
+                    "no hub database at {} (check --data-dir, HUB_DATA_DIR or --database)",
                     db.display()
                 );
             }
-            let report = mc_hub::store::check_database(&manage.data_dir)
+            let report = mc_hub::store::check_store(&database)
                 .await
-                .with_context(|| format!("cannot check {}", db.display()))?;
+                .with_context(|| format!("cannot check {database}"))?;
             let ok = report.is_ok();
             if manage.json {
                 print_json(&output::DbCheck {
@@ -585,7 +645,7 @@ pub(crate) async fn db_command(command: DbCommand) -> anyhow::Result<()> {
                 }
             }
             if !ok {
-                anyhow::bail!("database check failed: {}", db.display());
+                anyhow::bail!("database check failed: {database}");
             }
             Ok(())
         }
