@@ -49,6 +49,26 @@ pub async fn eventually_within(what: &str, within: Duration, condition: impl Fn(
     }
 }
 
+/// Waits until the hub at `url` answers `/readyz` with 200 (its database, tracker and broker
+/// link are up), failing the test after [`DEADLINE`].
+pub async fn wait_ready(url: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let status = reqwest::get(format!("{url}/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string());
+        if status == Ok(200) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} not ready within {DEADLINE:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A running hub and what is needed to talk to it.
 pub struct TestHub {
     /// The hub.

@@ -48,6 +48,13 @@ impl Shared {
         args
     }
 
+    /// Mosquitto on `port` with the files `hub export mosquitto-acl` writes from the registry.
+    async fn mosquitto(&self, dir: &Path, port: u16) -> Mosquitto {
+        let files = dir.join("mosquitto");
+        self.export(&files);
+        Mosquitto::start(&files, &files.join("passwd"), &files.join("acl"), port).await
+    }
+
     /// `hub export mosquitto-acl` (the real CLI) into `out`.
     fn export(&self, out: &Path) {
         std::fs::create_dir_all(out).expect("mosquitto dir");
@@ -80,24 +87,6 @@ async fn in_process_hub(name: &str, shared: &Shared, broker: u16, redis: &Redis)
         c.liveness.heartbeat_timeout = Some(Duration::from_secs(3));
     })
     .await
-}
-
-async fn ready(url: &str) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let status = reqwest::get(format!("{url}/readyz"))
-            .await
-            .map(|r| r.status().as_u16())
-            .map_err(|e| e.to_string());
-        if status == Ok(200) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{url} not ready within {DEADLINE:?}: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn admin_dashboard(url: &str) -> Dashboard {
@@ -191,15 +180,7 @@ async fn three_hubs_share_the_modules_and_survive_one_being_killed() {
             password,
         });
     }
-    let files = dir.path().join("mosquitto");
-    shared.export(&files);
-    let mosquitto = Mosquitto::start(
-        &files,
-        &files.join("passwd"),
-        &files.join("acl"),
-        broker_port,
-    )
-    .await;
+    let mosquitto = shared.mosquitto(dir.path(), broker_port).await;
 
     // Hub B in this process, hub C as its own process (to be killed with SIGKILL).
     let b = in_process_hub("hub-b", &shared, broker_port, &redis).await;
@@ -225,7 +206,7 @@ async fn three_hubs_share_the_modules_and_survive_one_being_killed() {
     c.start().await;
     let url_c = format!("http://{}", c.http);
     for url in [&a.url, &b.url, &url_c] {
-        ready(url).await;
+        mc_e2e::wait_ready(url).await;
     }
 
     let mut dashes = [
@@ -347,18 +328,10 @@ async fn what_happens_on_one_hub_reaches_the_clients_of_the_other_once() {
     let bob_id = a.add_user("bob@x.io", false).await;
     let pw_1 = a.add_module("MC-6001-CLU", Some("alice@x.io")).await;
     let pw_2 = a.add_module("MC-6002-CLU", Some("bob@x.io")).await;
-    let files = dir.path().join("mosquitto");
-    shared.export(&files);
-    let mosquitto = Mosquitto::start(
-        &files,
-        &files.join("passwd"),
-        &files.join("acl"),
-        broker_port,
-    )
-    .await;
+    let mosquitto = shared.mosquitto(dir.path(), broker_port).await;
     let b = in_process_hub("hub-b", &shared, broker_port, &redis).await;
-    ready(&a.url).await;
-    ready(&b.url).await;
+    mc_e2e::wait_ready(&a.url).await;
+    mc_e2e::wait_ready(&b.url).await;
     let _ = admin_id;
 
     let admin_cookie = a.login("admin@x.io").await;
@@ -497,18 +470,10 @@ async fn redis_losing_the_stream_makes_every_dashboard_resynchronise() {
     let a = in_process_hub("hub-a", &shared, broker_port, &redis).await;
     a.add_user("admin@x.io", true).await;
     let pw = a.add_module("MC-7001-CLU", None).await;
-    let files = dir.path().join("mosquitto");
-    shared.export(&files);
-    let mosquitto = Mosquitto::start(
-        &files,
-        &files.join("passwd"),
-        &files.join("acl"),
-        broker_port,
-    )
-    .await;
+    let mosquitto = shared.mosquitto(dir.path(), broker_port).await;
     let b = in_process_hub("hub-b", &shared, broker_port, &redis).await;
-    ready(&a.url).await;
-    ready(&b.url).await;
+    mc_e2e::wait_ready(&a.url).await;
+    mc_e2e::wait_ready(&b.url).await;
     let module = mc_e2e::MqttModule::connect(mosquitto.addr, "MC-7001-CLU", &pw)
         .await
         .expect("module");

@@ -64,24 +64,6 @@ fn export_from(
     serde_json::from_slice(&output.stdout).expect("export prints JSON")
 }
 
-async fn ready(t: &TestHub) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let status = reqwest::get(format!("{}/readyz", t.url))
-            .await
-            .map(|r| r.status().as_u16())
-            .map_err(|e| e.to_string());
-        if status == Ok(200) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "hub not ready (broker link) within {DEADLINE:?}: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modules_behind_mosquitto_reach_dashboards_and_the_exported_acl_holds() {
     let files = tempfile::tempdir().expect("temp dir");
@@ -99,7 +81,7 @@ async fn modules_behind_mosquitto_reach_dashboards_and_the_exported_acl_holds() 
     let passwd = files.path().join("passwd");
     let acl = files.path().join("acl");
     let mosquitto = Mosquitto::start(files.path(), &passwd, &acl, port).await;
-    ready(&t).await;
+    mc_e2e::wait_ready(&t.url).await;
 
     let mut admin = t.dashboard("admin@x.io").await;
     let mut alice = t.dashboard("alice@x.io").await;
@@ -279,7 +261,7 @@ async fn a_cut_broker_link_or_a_hub_restart_is_no_offline_storm() {
         port,
     )
     .await;
-    ready(&t).await;
+    mc_e2e::wait_ready(&t.url).await;
     let mut dash = t.dashboard("admin@x.io").await;
     let stop = CancellationToken::new();
     let sim = firmware_sim::start(
@@ -309,7 +291,7 @@ async fn a_cut_broker_link_or_a_hub_restart_is_no_offline_storm() {
     .await;
     tokio::time::sleep(Duration::from_millis(4500)).await;
     link.restore();
-    ready(&t).await;
+    mc_e2e::wait_ready(&t.url).await;
     // Telemetry flows again, and nobody went offline in between.
     let victim = credentials[0].id.as_str();
     let seen = dash.until("rt_telemetry_updated", about(victim)).await;
@@ -352,7 +334,7 @@ async fn a_cut_broker_link_or_a_hub_restart_is_no_offline_storm() {
         c.liveness.heartbeat_timeout = Some(Duration::from_millis(1500));
     })
     .await;
-    ready(&t2).await;
+    mc_e2e::wait_ready(&t2.url).await;
     let admin = t2.login("admin@x.io").await;
     let mut dash = t2.dashboard("admin@x.io").await;
     let connected: Vec<&str> = credentials
