@@ -627,14 +627,7 @@ impl Tracker {
             last_seen_ms: info
                 .and_then(|i| i.last_seen)
                 .map(crate::cluster::live::millis),
-            readings: state
-                .map(|s| {
-                    s.readings
-                        .iter()
-                        .map(|(n, v)| (n.to_string(), *v))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            readings: state.map(readings_by_name).unwrap_or_default(),
             rev: state.map_or(0, |s| s.rev),
             stale: state.is_some_and(|s| s.stale),
             fw: info.and_then(|i| i.fw.clone()),
@@ -754,14 +747,7 @@ impl Tracker {
         LiveModule {
             online: self.liveness.visible_online(id),
             last_seen: info.last_seen,
-            readings: state
-                .map(|s| {
-                    s.readings
-                        .iter()
-                        .map(|(n, v)| (n.to_string(), *v))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            readings: state.map(readings_by_name).unwrap_or_default(),
             rev: state.map_or(0, |s| s.rev),
             stale: state.is_some_and(|s| s.stale),
             fw: info.fw.clone(),
@@ -797,6 +783,15 @@ impl Tracker {
             }
         }
     }
+}
+
+/// A module's readings by name, as snapshots and the shared state carry them.
+fn readings_by_name(state: &crate::state::ModuleState) -> BTreeMap<String, f32> {
+    state
+        .readings
+        .iter()
+        .map(|(n, v)| (n.to_string(), *v))
+        .collect()
 }
 
 /// What the state writer saves of `id` (`None` once it is gone from the tracker).
