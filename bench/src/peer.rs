@@ -14,10 +14,24 @@ use crate::{
     load::{Latencies, SendLog, module_index},
 };
 
+/// The settings the hub's embedded rumqttd router had before the hub served MQTT itself
+/// (issue 7), kept so that the peer's figures stay comparable with earlier runs.
+fn router_config() -> rumqttd::RouterConfig {
+    rumqttd::RouterConfig {
+        max_connections: 100_000,
+        max_outgoing_packet_count: 1024,
+        max_segment_size: 1024 * 1024,
+        max_segment_count: 2,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    }
+}
+
 /// Starts a bare broker (router thread + a listener task on the current runtime) with the
-/// hub's router settings; returns its address.
+/// hub's former router settings; returns its address.
 pub fn start_broker(tasks: &mut JoinSet<()>) -> Result<SocketAddr> {
-    let router = Router::new(0, mc_hub::broker::router_config(Default::default()));
+    let router = Router::new(0, router_config());
     let router_tx = router.spawn();
     // rumqttd cannot bind port 0: reserve a free port first.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;

@@ -4,8 +4,8 @@
 //!   the `Ack`, sending the same command again (same id) up to 3 times, 1 s apart; the caller
 //!   gets the module's result ([`Delivery::Acknowledged`]) or [`CommandError::NotAcknowledged`].
 //! - **MQTT**: encoded the way the module speaks (the encoding of its hello) and published on
-//!   its `mc/<id>/cmd` topic through the hub's broker link; delivery is at most once, nothing is
-//!   retried ([`Delivery::Published`]).
+//!   its `mc/<id>/cmd` topic: written to its connection by the gateway, or through the
+//!   external broker; delivery is at most once, nothing is retried ([`Delivery::Published`]).
 //! - **no live link** (it just closed, and the tracker has not yet seen it go):
 //!   [`CommandError::Offline`], whatever the transport. Nothing would receive it: a serial
 //!   module never reads MQTT, and the embedded broker keeps no offline queue, so a publish for
@@ -20,7 +20,7 @@ pub mod queue;
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU32, Ordering},
     },
     time::Duration,
@@ -30,11 +30,10 @@ use mc_protocol::{
     Command, CommandAction, Encoding, ModuleId, ModuleTopic, ProtocolError, TopicKind, codec,
     link::CommandResult, message::Message,
 };
-use rumqttd::local::LinkTx;
 use tokio::sync::{mpsc::error::TrySendError, oneshot};
 
 use crate::{
-    connections::{Link, LiveConnections, SerialRoute, Transport},
+    connections::{Link, LiveConnections, MqttRoute, SerialRoute, Transport},
     ingest::serial::{
         CommandFailure, PortRequest,
         link::{ACK_TIMEOUT, COMMAND_ATTEMPTS, MAX_QUEUED_COMMANDS},
@@ -71,28 +70,16 @@ pub enum Delivery {
     Acknowledged(CommandResult),
 }
 
-/// Where MQTT commands are published.
-#[derive(Clone)]
-pub enum MqttOut {
-    /// The hub's link into its embedded broker. `LinkTx::try_publish` needs `&mut`; it never
-    /// blocks, so a plain mutex is enough.
-    Embedded(Arc<Mutex<LinkTx>>),
-    /// The hub's client of an external broker (`broker::external`), at QoS 1: the broker
-    /// acknowledges it, then delivers it at the QoS the module subscribed with.
-    External(rumqttc::v5::AsyncClient),
-}
-
-impl From<LinkTx> for MqttOut {
-    fn from(link: LinkTx) -> Self {
-        Self::Embedded(Arc::new(Mutex::new(link)))
-    }
-}
+/// Where MQTT commands go when the module's connection is not one the gateway serves: the
+/// hub's client of an external broker (`broker::external`), at QoS 1 (the broker acknowledges
+/// it, then delivers it at the QoS the module subscribed with).
+pub type ExternalBroker = rumqttc::v5::AsyncClient;
 
 /// Sends commands to modules over their transport; cheap to clone.
 #[derive(Clone)]
 pub struct CommandRouter {
-    /// MQTT commands go out here.
-    mqtt: MqttOut,
+    /// MQTT commands for modules behind an external broker go out here.
+    external: Option<ExternalBroker>,
     /// Who is connected how.
     connections: LiveConnections,
     /// Command ids. Modules de-duplicate by id (a retransmission carries the same one), so a
@@ -104,15 +91,16 @@ pub struct CommandRouter {
 }
 
 impl CommandRouter {
-    /// Publishes MQTT commands through `link`; finds serial modules in `connections`; keeps
-    /// commands for offline modules in `queue`.
+    /// Finds each module's connection in `connections` (the gateway's MQTT connections and
+    /// serial sessions carry their own way in); publishes through `external` for modules behind
+    /// an external broker; keeps commands for offline modules in `queue`.
     pub fn new(
-        mqtt: impl Into<MqttOut>,
+        external: Option<ExternalBroker>,
         connections: LiveConnections,
         queue: queue::CommandQueue,
     ) -> Self {
         Self {
-            mqtt: mqtt.into(),
+            external,
             connections,
             next_id: Arc::new(AtomicU32::new(rand::random())),
             queue,
@@ -149,8 +137,8 @@ impl CommandRouter {
                 let result = send_serial(&route, session, command).await?;
                 Ok(Delivery::Acknowledged(result))
             }
-            Route::Mqtt => {
-                self.publish(module, &command, encoding)?;
+            Route::Mqtt(route) => {
+                self.publish(module, route, &command, encoding)?;
                 Ok(Delivery::Published)
             }
             Route::Offline => {
@@ -163,26 +151,29 @@ impl CommandRouter {
     fn publish(
         &self,
         module: &ModuleId,
+        route: Option<MqttRoute>,
         command: &Command,
         encoding: Encoding,
     ) -> Result<(), CommandError> {
         let payload = codec::encode(command, encoding)?;
-        let topic = ModuleTopic::new(module.clone(), TopicKind::Cmd).to_string();
-        match &self.mqtt {
-            MqttOut::Embedded(link) => link
-                .lock()
-                .map_err(|_| CommandError::Link("poisoned".into()))?
-                .try_publish(topic, payload)
-                .map(drop)
-                .map_err(|e| CommandError::Link(e.to_string()))?,
-            MqttOut::External(client) => client
-                .try_publish(
-                    topic,
-                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                    false,
-                    payload,
-                )
-                .map_err(|e| CommandError::Link(e.to_string()))?,
+        match (route, &self.external) {
+            (Some(route), _) => match route.commands.try_send(payload) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => return Err(CommandError::Busy),
+                Err(TrySendError::Closed(_)) => return Err(CommandError::Offline),
+            },
+            (None, Some(client)) => {
+                let topic = ModuleTopic::new(module.clone(), TopicKind::Cmd).to_string();
+                client
+                    .try_publish(
+                        topic,
+                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                        false,
+                        payload,
+                    )
+                    .map_err(|e| CommandError::Link(e.to_string()))?
+            }
+            (None, None) => return Err(CommandError::Offline),
         }
         tracing::info!(%module, id = command.id, action = ?command.action, "command published");
         Ok(())
@@ -194,8 +185,9 @@ impl CommandRouter {
 enum Route {
     /// To this serial session.
     Serial(u64, SerialRoute),
-    /// Published on the module's MQTT command topic.
-    Mqtt,
+    /// Published on the module's MQTT command topic: written to its gateway connection, or
+    /// (`None`) through the external broker.
+    Mqtt(Option<MqttRoute>),
     /// Nowhere now: the module is going offline (the command can be queued).
     Offline,
 }
@@ -206,7 +198,7 @@ enum Route {
 fn route(live: Option<(u64, Link)>, tracked: Option<Transport>) -> Route {
     match (live, tracked) {
         (Some((session, Link::Serial(route))), _) => Route::Serial(session, route),
-        (Some((_, Link::Mqtt)), _) => Route::Mqtt,
+        (Some((_, Link::Mqtt(route))), _) => Route::Mqtt(route),
         (None, _) => Route::Offline,
     }
 }
@@ -270,8 +262,8 @@ mod tests {
             Route::Serial(7, _)
         ));
         assert!(matches!(
-            route(Some((8, Link::Mqtt)), Some(Transport::Serial)),
-            Route::Mqtt
+            route(Some((8, Link::Mqtt(None))), Some(Transport::Serial)),
+            Route::Mqtt(None)
         ));
         // The connection closed (or the port was lost) and the tracker has not caught up yet:
         // the broker would drop a publish for a module that is not connected.

@@ -30,12 +30,11 @@ pub struct Config {
     /// Largest MQTT packet a module may send, in bytes. Default 8 KiB (a 4 KiB JSON payload
     /// plus topic and headers fits).
     pub max_packet: usize,
-    /// The embedded broker's log per subscription filter: segment size in bytes (topic +
-    /// payload) and segments kept (`broker::Retention`). The burst MQTT ingest may fall behind
-    /// by, and a bound on memory. Default 1 MiB × 2.
-    pub mqtt_log_segment_bytes: usize,
-    /// See `mqtt-log-segment-bytes`.
-    pub mqtt_log_segments: usize,
+    /// Obsolete (the embedded broker's log, before the hub served MQTT itself): accepted so
+    /// that older configuration files still load, ignored with a warning.
+    pub mqtt_log_segment_bytes: Option<u64>,
+    /// Obsolete, see `mqtt-log-segment-bytes`.
+    pub mqtt_log_segments: Option<u64>,
     /// HTTP connections served at once; one more is closed at once (`web::serve`). Default
     /// 4096.
     pub http_max_connections: usize,
@@ -545,8 +544,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./hub-data"),
             database: None,
             max_packet: 8 * 1024,
-            mqtt_log_segment_bytes: crate::broker::Retention::default().segment_bytes,
-            mqtt_log_segments: crate::broker::Retention::default().segments,
+            mqtt_log_segment_bytes: None,
+            mqtt_log_segments: None,
             http_max_connections: 4096,
             http_header_timeout: Duration::from_secs(10),
             http_request_timeout: Duration::from_secs(30),
@@ -659,21 +658,6 @@ impl Config {
                     "{}; must be between 100ms and 1h",
                     humantime::format_duration(self.http_request_timeout)
                 ),
-            });
-        }
-        if !(1024..=1024 * 1024 * 1024).contains(&self.mqtt_log_segment_bytes) {
-            return Err(ConfigError::Invalid {
-                setting: "mqtt-log-segment-bytes",
-                message: format!(
-                    "{} bytes; must be between 1 KiB and 1 GiB",
-                    self.mqtt_log_segment_bytes
-                ),
-            });
-        }
-        if !(1..=64).contains(&self.mqtt_log_segments) {
-            return Err(ConfigError::Invalid {
-                setting: "mqtt-log-segments",
-                message: format!("{}; must be between 1 and 64", self.mqtt_log_segments),
             });
         }
         if !(1..=1_000_000).contains(&self.http_max_connections) {

@@ -42,17 +42,26 @@ pub enum Transport {
 /// The connection that carries a module.
 #[derive(Debug, Clone)]
 pub enum Link {
-    /// An MQTT connection through the gateway (authenticated by the module's token).
-    Mqtt,
+    /// An MQTT connection (authenticated by the module's token): one the gateway serves, with
+    /// the way to its socket, or (`None`) a session inferred behind an external broker, where
+    /// commands go through the broker.
+    Mqtt(Option<MqttRoute>),
     /// A link session on a serial port (trusted like a cable: no token).
     Serial(SerialRoute),
+}
+
+/// Where the gateway takes commands for one of its connections.
+#[derive(Debug, Clone)]
+pub struct MqttRoute {
+    /// Encoded command payloads; the connection publishes them on the module's command topic.
+    pub commands: mpsc::Sender<Vec<u8>>,
 }
 
 impl Link {
     /// Which transport.
     pub fn transport(&self) -> Transport {
         match self {
-            Self::Mqtt => Transport::Mqtt,
+            Self::Mqtt(_) => Transport::Mqtt,
             Self::Serial(_) => Transport::Serial,
         }
     }
@@ -61,7 +70,7 @@ impl Link {
     /// on the same way in replaces the old one (a reconnect); on another way in, it competes.
     fn same_way_in(&self, other: &Self) -> bool {
         match (self, other) {
-            (Self::Mqtt, Self::Mqtt) => true,
+            (Self::Mqtt(_), Self::Mqtt(_)) => true,
             (Self::Serial(a), Self::Serial(b)) => a.port == b.port && a.address == b.address,
             _ => false,
         }
@@ -145,21 +154,18 @@ impl LiveConnections {
         self.sessions.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Registers connection `session` of `module`; the token is cancelled to close it. An
-    /// entry it replaces on another transport is closed (the newest connection wins, as an
-    /// MQTT takeover); one on the same way in is left to its owner, which sees the takeover.
+    /// Registers the gateway's connection `session` of `module`; the token is cancelled to
+    /// close it. The entry it replaces, whatever its transport, is closed: the newest
+    /// connection wins (an MQTT takeover).
     pub fn insert(&self, module: &ModuleId, session: u64, link: Link) -> CancellationToken {
         let token = CancellationToken::new();
-        let way_in = link.clone();
         let entry = Entry {
             session,
             token: token.clone(),
             link,
         };
         let replaced = match self.inner.lock() {
-            Ok(mut map) => map
-                .insert(module.clone(), entry)
-                .filter(|old| !old.link.same_way_in(&way_in)),
+            Ok(mut map) => map.insert(module.clone(), entry),
             Err(_) => None,
         };
         if let Some(old) = replaced {
@@ -223,7 +229,7 @@ impl LiveConnections {
     /// Closes the module's connection if it was authenticated by its token (MQTT), after a
     /// token rotation; a serial link has no token and stays up. True if one was closed.
     pub fn close_token_authenticated(&self, module: &ModuleId) -> bool {
-        self.close_if(module, |link| matches!(link, Link::Mqtt))
+        self.close_if(module, |link| matches!(link, Link::Mqtt(_)))
     }
 
     fn close_if(&self, module: &ModuleId, pred: impl Fn(&Link) -> bool) -> bool {
@@ -317,7 +323,7 @@ mod tests {
             "stale remove ignored"
         );
         // An MQTT takeover closes the serial session.
-        live.insert(&m, 4, Link::Mqtt);
+        live.insert(&m, 4, Link::Mqtt(None));
         assert!(second.is_cancelled());
         assert_eq!(live.transport(&m), Some(Transport::Mqtt));
         assert_eq!(
@@ -364,12 +370,24 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(live.claim(&m, 6, serial("/dev/c", 0)).is_ok());
         // MQTT is never taken over by a serial hello.
-        live.insert(&m, 7, Link::Mqtt);
+        live.insert(&m, 7, Link::Mqtt(None));
         tokio::time::advance(Duration::from_secs(3600)).await;
         assert_eq!(
             live.claim(&m, 8, serial("/dev/a", 0)).unwrap_err(),
             Transport::Mqtt
         );
+    }
+
+    #[test]
+    fn a_newer_gateway_connection_closes_the_older_one() {
+        let live = LiveConnections::default();
+        let m = ModuleId::new("MC-1").unwrap();
+        let old = live.insert(&m, 1, Link::Mqtt(None));
+        let new = live.insert(&m, 2, Link::Mqtt(None));
+        assert!(old.is_cancelled(), "taken over");
+        assert!(!new.is_cancelled());
+        live.remove(&m, 1);
+        assert_eq!(live.link(&m).map(|(s, _)| s), Some(2), "a stale removal");
     }
 
     #[test]
@@ -380,7 +398,7 @@ mod tests {
             ModuleId::new("MC-Q").unwrap(),
         );
         let serial_token = live.claim(&s, 1, serial("/dev/a", 0)).unwrap();
-        let mqtt_token = live.insert(&q, 2, Link::Mqtt);
+        let mqtt_token = live.insert(&q, 2, Link::Mqtt(None));
         assert!(!live.close_token_authenticated(&s));
         assert!(!serial_token.is_cancelled());
         assert!(live.close_token_authenticated(&q));

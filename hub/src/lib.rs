@@ -1,8 +1,9 @@
 //! mc-hub: the telemetry hub for MC station modules.
 //!
 //! # Layout (follow a message from a module to a browser)
-//! - [`broker`]: the embedded MQTT broker (rumqttd) behind our [`broker::gateway`], which
-//!   authenticates modules, enforces their topic ACL and reports connection lifecycles.
+//! - [`broker`]: the hub's own MQTT server for modules ([`broker::gateway`]: authenticates
+//!   modules, runs their sessions with their topic ACL, reports connection lifecycles), or its
+//!   client of an external broker ([`broker::external`]).
 //! - [`ingest`]: transports → typed [`ingest::ModuleEvent`]s ([`ingest::mqtt`] decodes payloads;
 //!   [`ingest::serial`] serves modules on serial ports with the native link protocol).
 //! - [`connections`]: every live module connection, whatever its transport, and the hub-wide
@@ -12,7 +13,8 @@
 //! - [`realtime`]: Socket.IO rooms and [`realtime::EventsManager`]; event names and payloads in
 //!   [`realtime::events`].
 //! - [`web`]: the axum app: login/session, snapshot API, commands, embedded dashboard.
-//! - [`commands`]: hub → module commands, over MQTT (published through the broker) or serial
+//! - [`commands`]: hub → module commands, over MQTT (to the module's connection, or through the
+//!   external broker) or serial
 //!   (sent by the port task, acknowledged by the module); queued while a module is offline.
 //! - [`store`]: SQLite (users, sessions, module registry, module state snapshots).
 //!   [`config`]: settings. [`demo`]: `hub --demo`. [`metrics`]: counters.
@@ -69,9 +71,6 @@ pub enum HubError {
     /// The database cannot be used.
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    /// The embedded broker did not start.
-    #[error(transparent)]
-    Broker(#[from] broker::BrokerError),
     /// The cluster (Redis) cannot be joined.
     #[error("cannot join the cluster: {0}")]
     Cluster(#[from] cluster::ClusterError),
@@ -283,11 +282,11 @@ pub async fn start(
                 .ok()
                 .and_then(|mut addrs| addrs.next())
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], url.port)));
-            (commands::MqttOut::External(client), addr)
+            (Some(client), addr)
         }
         (None, Some(mqtt_listener)) => {
             let mqtt_addr = local_addr(&mqtt_listener, "MQTT")?;
-            let embedded = start_embedded(
+            start_gateway(
                 &config,
                 &store,
                 &metrics,
@@ -297,9 +296,8 @@ pub async fn start(
                 mqtt_listener,
                 &tasks,
                 &shutdown,
-            )
-            .await?;
-            (embedded, mqtt_addr)
+            );
+            (None, mqtt_addr)
         }
         (None, None) => {
             return Err(HubError::Config(config::ConfigError::Invalid {
@@ -433,10 +431,9 @@ pub async fn start(
     })
 }
 
-/// The embedded broker, its ingest link and the gateway in front of it; returns where
-/// commands are published.
+/// The hub's own MQTT server: the gateway on `listener`.
 #[allow(clippy::too_many_arguments)]
-async fn start_embedded(
+fn start_gateway(
     config: &Config,
     store: &Store,
     metrics: &Metrics,
@@ -446,38 +443,25 @@ async fn start_embedded(
     listener: TcpListener,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
-) -> Result<commands::MqttOut, HubError> {
-    let retention = broker::Retention {
-        segment_bytes: config.mqtt_log_segment_bytes,
-        segments: config.mqtt_log_segments,
-    };
-    let embedded =
-        broker::start(config.max_packet, retention, store.clone(), tasks, shutdown).await?;
-    // up from now (readiness), down when the task ends (the task's guard)
+) {
+    if config.mqtt_log_segment_bytes.is_some() || config.mqtt_log_segments.is_some() {
+        tracing::warn!(
+            "mqtt-log-segment-bytes and mqtt-log-segments are no longer used (the hub serves MQTT itself, with no broker log): remove them"
+        );
+    }
+    // MQTT ingest is up as long as the gateway runs (readiness).
     metrics
         .mqtt_ingest_up
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    tasks.spawn(tracing::Instrument::instrument(
-        ingest::mqtt::run(
-            embedded.link_rx,
-            tracker.events(),
-            metrics.clone(),
-            limiter.clone(),
-            shutdown.clone(),
-        ),
-        tracing::info_span!("ingest", transport = "mqtt"),
-    ));
     let gateway = Arc::new(broker::gateway::Gateway::new(
         store.clone(),
         tracker.events(),
         metrics.clone(),
-        embedded.v4_addr,
-        embedded.v5_addr,
+        limiter.clone(),
         config.max_packet,
         connections.clone(),
     ));
     tasks.spawn(gateway.run(listener, tasks.clone(), shutdown.clone()));
-    Ok(embedded.link_tx.into())
 }
 
 fn local_addr(listener: &TcpListener, what: &'static str) -> Result<SocketAddr, HubError> {

@@ -85,13 +85,11 @@ async fn soak(modules: usize, rounds: usize) -> Vec<Sample> {
     let config = dir.path().join("hub.toml");
     // Every round flips every module twice: flapping by design here; the soak is about leaks
     // and accuracy, damping is tested in liveness.
-    // The broker's log and the replay buffer are made small, so that they are full after the
-    // first round: what they keep (and the read buffers the broker's messages pin) must not
-    // pass for a leak, nor hide one (`broker::Retention`, `[realtime] replay-capacity`).
+    // The replay buffer is made small, so that it is full after the first round: what it
+    // keeps must not pass for a leak, nor hide one (`[realtime] replay-capacity`).
     std::fs::write(
         &config,
-        "mqtt-log-segment-bytes = 1024\nmqtt-log-segments = 1\n\n\
-         [realtime]\nreplay-capacity = 500\nreplay-max-missed = 500\n\n\
+        "[realtime]\nreplay-capacity = 500\nreplay-max-missed = 500\n\n\
          [liveness.flap]\nmax-transitions = 1000000\n",
     )
     .expect("config");
@@ -181,11 +179,14 @@ async fn rounds_of_connect_send_drop_leave_no_tasks_descriptors_or_memory_behind
     }
     // Memory: caches fill first (SQLite's page cache per pooled connection, the allocator's
     // arenas), then it levels off; a leak grows by the same amount every round. Measured
-    // here: +13 MiB over the first ten rounds, +1.4 MiB over the last ten (1,000 connections).
+    // here with rumqttd embedded: +13 MiB over the first ten rounds, +1.4 MiB over the last
+    // ten (1,000 connections); since the hub serves MQTT itself: +244 KiB, then +76 KiB. So
+    // the last ten rounds may grow by a quarter of the first ten's growth, or by 512 KiB at
+    // most (half a KiB per connection: a leaked session entry would show).
     let growth = |from: usize, to: usize| samples[to].rss_kib.saturating_sub(samples[from].rss_kib);
     let (early, late) = (growth(0, 10), growth(29, 39));
     assert!(
-        late <= 3 * 1024 && late * 4 <= early,
+        late <= 512 || (late <= 3 * 1024 && late * 4 <= early),
         "RSS grew {late} KiB over the last 10 rounds, {early} KiB over the first 10: {samples:?}"
     );
 }

@@ -162,8 +162,8 @@ fn plan(a: &Args) -> Plan {
 }
 
 /// Modules for idle + mass offline: 10,000 (quick: 1,000) unless the open-file limit cannot
-/// hold them in the hub, which keeps three descriptors per MQTT connection (the gateway's two
-/// ends and the embedded broker's side); then the most it can, the same for every target.
+/// hold them: every target keeps one descriptor per module connection, and this process holds
+/// the modules' ends and the idle dashboards; then the most it can, the same for every target.
 fn offline_plan(a: &Args) -> OfflinePlan {
     let wanted = if a.quick { 1000 } else { 10_000 };
     let idle_dashboards = a
@@ -178,7 +178,7 @@ fn offline_plan(a: &Args) -> OfflinePlan {
     }
     let hard = fleet::fd_hard_limit();
     let fits = hard.map_or(wanted, |h| {
-        (h.saturating_sub(1024) as usize / 3 / 500 * 500).min(wanted)
+        ((h.saturating_sub(1024) as usize).saturating_sub(idle_dashboards) / 500 * 500).min(wanted)
     });
     OfflinePlan {
         modules: fits,
@@ -186,9 +186,9 @@ fn offline_plan(a: &Args) -> OfflinePlan {
         limited_by: (fits < wanted).then(|| {
             format!(
                 "the open-file limit here is {} (hard; raising it needs CAP_SYS_RESOURCE, which \
-                 this machine does not grant) and the hub holds 3 descriptors per MQTT \
-                 connection (gateway in, gateway out to the embedded broker, the broker's side), \
-                 so {fits} is the most the hub can hold; every target ran with {fits}",
+                 this machine does not grant) and the bench holds one descriptor per module \
+                 and per idle dashboard, so {fits} is the most it can hold; every target ran \
+                 with {fits}",
                 hard.unwrap_or(0)
             )
         }),

@@ -1,9 +1,12 @@
-//! Just enough MQTT framing for the gateway: split the client's byte stream into packets, read
-//! CONNECT (with its will), the topic of PUBLISH, the filters of SUBSCRIBE, DISCONNECT, and
-//! write CONNACK refusals. Works for MQTT 3.1.1 (level 4) and 5 (level 5); other packets are
-//! passed through untouched.
+//! The MQTT wire format the gateway speaks with modules, MQTT 3.1.1 (level 4) and 5 (level 5):
+//! framing of the byte stream, parsers for what a module sends (CONNECT with its will, PUBLISH,
+//! PUBREL, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT) and writers for what the server answers (CONNACK,
+//! acknowledgements, PINGRESP, and the PUBLISH of a command). Parsers borrow from the packet:
+//! nothing is copied on the way to the payload decoder.
 
-/// MQTT control packet types the gateway looks at.
+use bytes::{BufMut, BytesMut};
+
+/// MQTT control packet types.
 pub mod kind {
     /// CONNECT.
     pub const CONNECT: u8 = 1;
@@ -11,10 +14,30 @@ pub mod kind {
     pub const CONNACK: u8 = 2;
     /// PUBLISH.
     pub const PUBLISH: u8 = 3;
+    /// PUBACK.
+    pub const PUBACK: u8 = 4;
+    /// PUBREC.
+    pub const PUBREC: u8 = 5;
+    /// PUBREL.
+    pub const PUBREL: u8 = 6;
+    /// PUBCOMP.
+    pub const PUBCOMP: u8 = 7;
     /// SUBSCRIBE.
     pub const SUBSCRIBE: u8 = 8;
+    /// SUBACK.
+    pub const SUBACK: u8 = 9;
+    /// UNSUBSCRIBE.
+    pub const UNSUBSCRIBE: u8 = 10;
+    /// UNSUBACK.
+    pub const UNSUBACK: u8 = 11;
+    /// PINGREQ.
+    pub const PINGREQ: u8 = 12;
+    /// PINGRESP.
+    pub const PINGRESP: u8 = 13;
     /// DISCONNECT.
     pub const DISCONNECT: u8 = 14;
+    /// AUTH (MQTT 5 enhanced authentication; not offered).
+    pub const AUTH: u8 = 15;
 }
 
 /// Protocol levels.
@@ -91,18 +114,19 @@ pub struct Connect {
     pub username: Option<String>,
     /// Password, if the flag is set.
     pub password: Option<Vec<u8>>,
-    /// Keep-alive in seconds.
+    /// Keep-alive in seconds (0: none).
     pub keep_alive: u16,
-    /// Where the keep-alive's two bytes are, from the start of the CONNECT body.
-    pub keep_alive_at: usize,
 }
 
-/// The part of a last will the ACL looks at.
+/// A last will: published on the client's behalf when its connection ends without a clean
+/// DISCONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Will {
-    /// Where the broker will publish it.
+    /// Where it is published.
     pub topic: String,
-    /// Whether it would be retained.
+    /// What.
+    pub payload: Vec<u8>,
+    /// Whether it asks to be retained.
     pub retain: bool,
 }
 
@@ -164,7 +188,6 @@ pub fn parse_connect(body: &[u8]) -> Result<Connect, PacketError> {
         return Err(PacketError::Malformed("CONNECT"));
     }
     let flags = r.u8()?;
-    let keep_alive_at = body.len() - r.buf.len();
     let keep_alive = r.u16()?;
     if level == LEVEL_V5 {
         r.skip_properties()?;
@@ -175,9 +198,10 @@ pub fn parse_connect(body: &[u8]) -> Result<Connect, PacketError> {
             r.skip_properties()?;
         }
         let topic = r.string()?.to_owned();
-        r.binary()?; // will payload
+        let payload = r.binary()?.to_vec();
         Some(Will {
             topic,
+            payload,
             retain: flags & 0x20 != 0,
         })
     } else {
@@ -200,38 +224,117 @@ pub fn parse_connect(body: &[u8]) -> Result<Connect, PacketError> {
         username,
         password,
         keep_alive,
-        keep_alive_at,
     })
 }
 
-/// The topic of a PUBLISH packet's body.
-pub fn publish_topic(body: &[u8]) -> Result<&str, PacketError> {
-    Reader {
-        buf: body,
-        what: "PUBLISH",
-    }
-    .string()
+/// A PUBLISH from a client, borrowed from its packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish<'a> {
+    /// Topic name (raw bytes: the ACL decides whether they are a valid topic).
+    pub topic: &'a [u8],
+    /// 0, 1 or 2.
+    pub qos: u8,
+    /// Packet identifier (QoS 1 and 2 only).
+    pub pkid: u16,
+    /// Application message.
+    pub payload: &'a [u8],
 }
 
-/// The topic filters of a SUBSCRIBE packet's body.
-pub fn subscribe_filters(level: u8, body: &[u8]) -> Result<Vec<&str>, PacketError> {
+/// Parses a PUBLISH packet from its fixed-header `flags` and its body. MQTT 5 properties are
+/// skipped: a topic alias, which the server never allows (it sends no Topic Alias Maximum),
+/// shows up as an empty topic.
+pub fn parse_publish(level: u8, flags: u8, body: &[u8]) -> Result<Publish<'_>, PacketError> {
+    let mut r = Reader {
+        buf: body,
+        what: "PUBLISH",
+    };
+    let qos = (flags >> 1) & 0x03;
+    if qos == 3 {
+        return Err(PacketError::Malformed("PUBLISH"));
+    }
+    let topic = r.binary()?;
+    let pkid = if qos > 0 {
+        match r.u16()? {
+            0 => return Err(PacketError::Malformed("PUBLISH")),
+            id => id,
+        }
+    } else {
+        0
+    };
+    if level == LEVEL_V5 {
+        r.skip_properties()?;
+    }
+    Ok(Publish {
+        topic,
+        qos,
+        pkid,
+        payload: r.buf,
+    })
+}
+
+/// The packet identifier at the start of a body (PUBACK, PUBREC, PUBREL, PUBCOMP; MQTT 5
+/// reason codes and properties after it are ignored).
+pub fn packet_id(body: &[u8]) -> Result<u16, PacketError> {
+    Reader {
+        buf: body,
+        what: "acknowledgement",
+    }
+    .u16()
+}
+
+/// A SUBSCRIBE: its packet identifier and its filters with the QoS each asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe<'a> {
+    /// Packet identifier.
+    pub pkid: u16,
+    /// Filters and their requested maximum QoS.
+    pub filters: Vec<(&'a str, u8)>,
+}
+
+/// Parses a SUBSCRIBE packet's body.
+pub fn parse_subscribe(level: u8, body: &[u8]) -> Result<Subscribe<'_>, PacketError> {
     let mut r = Reader {
         buf: body,
         what: "SUBSCRIBE",
     };
-    r.u16()?; // packet identifier
+    let pkid = r.u16()?;
+    if level == LEVEL_V5 {
+        r.skip_properties()?;
+    }
+    let mut filters = Vec::new();
+    while !r.buf.is_empty() {
+        let filter = r.string()?;
+        let options = r.u8()?;
+        let qos = options & 0x03;
+        if qos == 3 {
+            return Err(PacketError::Malformed("SUBSCRIBE"));
+        }
+        filters.push((filter, qos));
+    }
+    if filters.is_empty() {
+        return Err(PacketError::Malformed("SUBSCRIBE"));
+    }
+    Ok(Subscribe { pkid, filters })
+}
+
+/// Parses an UNSUBSCRIBE packet's body: its packet identifier and its filters.
+pub fn parse_unsubscribe(level: u8, body: &[u8]) -> Result<(u16, Vec<&str>), PacketError> {
+    let mut r = Reader {
+        buf: body,
+        what: "UNSUBSCRIBE",
+    };
+    let pkid = r.u16()?;
     if level == LEVEL_V5 {
         r.skip_properties()?;
     }
     let mut filters = Vec::new();
     while !r.buf.is_empty() {
         filters.push(r.string()?);
-        r.u8()?; // subscription options
     }
     if filters.is_empty() {
-        return Err(PacketError::Malformed("SUBSCRIBE"));
+        return Err(PacketError::Malformed("UNSUBSCRIBE"));
     }
-    Ok(filters)
+    Ok((pkid, filters))
 }
 
 /// Whether a DISCONNECT body asks the broker to publish the will anyway (MQTT 5 reason 0x04).
@@ -276,9 +379,93 @@ pub fn connack_refusal(level: u8, refusal: Refusal) -> Vec<u8> {
     }
 }
 
-/// Whether a CONNACK body accepts the connection (return/reason code 0).
-pub fn connack_accepted(body: &[u8]) -> bool {
-    body.get(1) == Some(&0)
+/// Appends a variable byte integer (MQTT's remaining length and property lengths).
+fn put_varint(out: &mut BytesMut, mut value: usize) {
+    loop {
+        let byte = (value % 128) as u8;
+        value /= 128;
+        if value == 0 {
+            out.put_u8(byte);
+            return;
+        }
+        out.put_u8(byte | 0x80);
+    }
+}
+
+/// Appends the CONNACK that accepts a connection (no session kept: session present 0). In
+/// MQTT 5 it also tells the client what this server does not offer, so that a well-behaved
+/// client never tries: packets over `max_packet`, wildcard, shared and identified
+/// subscriptions (a module subscribes to its own command topic only).
+pub fn put_connack_accepted(out: &mut BytesMut, level: u8, max_packet: usize) {
+    out.put_u8(kind::CONNACK << 4);
+    if level == LEVEL_V5 {
+        const PROPERTIES: usize = 5 + 2 + 2 + 2;
+        out.put_u8(2 + 1 + PROPERTIES as u8);
+        out.put_slice(&[0, 0]);
+        out.put_u8(PROPERTIES as u8);
+        out.put_u8(0x27); // Maximum Packet Size
+        out.put_u32(u32::try_from(max_packet).unwrap_or(u32::MAX));
+        out.put_slice(&[0x28, 0]); // Wildcard Subscription Available: no
+        out.put_slice(&[0x29, 0]); // Subscription Identifiers Available: no
+        out.put_slice(&[0x2A, 0]); // Shared Subscription Available: no
+    } else {
+        out.put_slice(&[2, 0, 0]);
+    }
+}
+
+/// Appends a PUBACK, PUBREC or PUBCOMP (success: MQTT 5 allows leaving the reason out).
+pub fn put_ack(out: &mut BytesMut, packet_kind: u8, pkid: u16) {
+    out.put_u8(packet_kind << 4);
+    out.put_u8(2);
+    out.put_u16(pkid);
+}
+
+/// Appends a SUBACK with one return/reason code per filter.
+pub fn put_suback(out: &mut BytesMut, level: u8, pkid: u16, codes: &[u8]) {
+    let v5 = usize::from(level == LEVEL_V5);
+    out.put_u8(kind::SUBACK << 4);
+    put_varint(out, 2 + v5 + codes.len());
+    out.put_u16(pkid);
+    if v5 == 1 {
+        out.put_u8(0); // no properties
+    }
+    out.put_slice(codes);
+}
+
+/// Appends an UNSUBACK; MQTT 5 carries one reason code per filter.
+pub fn put_unsuback(out: &mut BytesMut, level: u8, pkid: u16, codes: &[u8]) {
+    out.put_u8(kind::UNSUBACK << 4);
+    if level == LEVEL_V5 {
+        put_varint(out, 3 + codes.len());
+        out.put_u16(pkid);
+        out.put_u8(0);
+        out.put_slice(codes);
+    } else {
+        out.put_u8(2);
+        out.put_u16(pkid);
+    }
+}
+
+/// Appends a PINGRESP.
+pub fn put_pingresp(out: &mut BytesMut) {
+    out.put_slice(&[kind::PINGRESP << 4, 0]);
+}
+
+/// Appends a PUBLISH to a client (a command); `pkid` only for QoS 1.
+pub fn put_publish(out: &mut BytesMut, level: u8, topic: &str, qos: u8, pkid: u16, payload: &[u8]) {
+    let v5 = usize::from(level == LEVEL_V5);
+    let id = if qos > 0 { 2 } else { 0 };
+    out.put_u8((kind::PUBLISH << 4) | (qos << 1));
+    put_varint(out, 2 + topic.len() + id + v5 + payload.len());
+    out.put_u16(topic.len() as u16);
+    out.put_slice(topic.as_bytes());
+    if qos > 0 {
+        out.put_u16(pkid);
+    }
+    if v5 == 1 {
+        out.put_u8(0); // no properties
+    }
+    out.put_slice(payload);
 }
 
 #[cfg(test)]
@@ -340,12 +527,11 @@ mod tests {
         assert_eq!(c.username.as_deref(), Some("MC-1"));
         assert_eq!(c.password.as_deref(), Some(&b"pw"[..]));
         assert_eq!(c.keep_alive, 10);
-        let at = f.header_len + c.keep_alive_at;
-        assert_eq!(&CONNECT_V4[at..at + 2], &10u16.to_be_bytes());
         assert_eq!(
             c.will,
             Some(Will {
                 topic: "w/t".into(),
+                payload: b"off".to_vec(),
                 retain: false
             })
         );
@@ -410,11 +596,29 @@ mod tests {
     #[test]
     fn reads_subscribe_filters_in_both_versions() {
         let v4: &[u8] = &[0, 1, 0, 3, b'a', b'/', b'b', 1, 0, 1, b'#', 0];
-        assert_eq!(subscribe_filters(4, v4), Ok(vec!["a/b", "#"]));
-        let v5: &[u8] = &[0, 1, 0, 0, 3, b'a', b'/', b'b', 1];
-        assert_eq!(subscribe_filters(5, v5), Ok(vec!["a/b"]));
-        assert!(subscribe_filters(4, &[0, 1]).is_err());
-        assert!(subscribe_filters(4, &[0, 1, 0, 9, b'a']).is_err());
+        assert_eq!(
+            parse_subscribe(4, v4),
+            Ok(Subscribe {
+                pkid: 1,
+                filters: vec![("a/b", 1), ("#", 0)]
+            })
+        );
+        let v5: &[u8] = &[0, 1, 0, 0, 3, b'a', b'/', b'b', 0x2D];
+        assert_eq!(
+            parse_subscribe(5, v5),
+            Ok(Subscribe {
+                pkid: 1,
+                filters: vec![("a/b", 1)]
+            })
+        );
+        assert!(parse_subscribe(4, &[0, 1]).is_err());
+        assert!(parse_subscribe(4, &[0, 1, 0, 9, b'a']).is_err());
+        assert!(parse_subscribe(4, &[0, 1, 0, 1, b'a', 3]).is_err(), "QoS 3");
+        assert_eq!(
+            parse_unsubscribe(5, &[0, 9, 0, 0, 1, b'a']),
+            Ok((9, vec!["a"]))
+        );
+        assert!(parse_unsubscribe(4, &[0, 9]).is_err());
     }
 
     #[test]
@@ -424,7 +628,66 @@ mod tests {
             connack_refusal(5, Refusal::BadCredentials),
             [0x20, 3, 0, 0x86, 0]
         );
-        assert!(connack_accepted(&[0, 0]));
-        assert!(!connack_accepted(&[0, 5]));
+        let mut out = BytesMut::new();
+        put_connack_accepted(&mut out, 4, 8192);
+        assert_eq!(&out[..], [0x20, 2, 0, 0]);
+        out.clear();
+        put_connack_accepted(&mut out, 5, 8192);
+        let f = frame(&out, 64).unwrap().unwrap();
+        assert_eq!((f.kind, f.len), (kind::CONNACK, out.len()));
+        assert_eq!(&out[2..5], [0, 0, 11], "accepted, 11 bytes of properties");
+        assert_eq!(&out[5..10], [0x27, 0, 0, 0x20, 0], "maximum packet size");
+    }
+
+    #[test]
+    fn publishes_parse_in_both_versions_and_commands_round_trip() {
+        for level in [4, 5] {
+            for qos in [0, 1] {
+                let mut out = BytesMut::new();
+                put_publish(&mut out, level, "mc/MC-1/cmd", qos, 7, b"{}");
+                let f = frame(&out, 1024).unwrap().unwrap();
+                assert_eq!((f.kind, f.len), (kind::PUBLISH, out.len()));
+                let p = parse_publish(level, f.flags, &out[f.header_len..]).unwrap();
+                assert_eq!(p.topic, b"mc/MC-1/cmd");
+                assert_eq!(p.payload, b"{}");
+                assert_eq!((p.qos, p.pkid), (qos, if qos > 0 { 7 } else { 0 }));
+            }
+        }
+        // A long payload takes a two-byte remaining length.
+        let mut out = BytesMut::new();
+        put_publish(&mut out, 4, "t", 0, 0, &[b'x'; 300]);
+        let f = frame(&out, 1024).unwrap().unwrap();
+        assert_eq!((f.header_len, f.len), (3, out.len()));
+        // QoS 3, and a QoS 1 publish without its identifier, are malformed.
+        assert!(parse_publish(4, 0b0110, &[0, 1, b't']).is_err());
+        assert!(parse_publish(4, 0b0010, &[0, 1, b't', 0, 0]).is_err());
+        assert!(parse_publish(4, 0b0010, &[0, 1, b't']).is_err());
+        // MQTT 5 properties are skipped (a content type here).
+        let body = [0, 1, b't', 4, 0x03, 0, 1, b'j', b'x'];
+        assert_eq!(parse_publish(5, 0, &body).unwrap().payload, b"x");
+        assert_eq!(packet_id(&[1, 2, 0x10]), Ok(0x0102));
+        assert!(packet_id(&[1]).is_err());
+    }
+
+    #[test]
+    fn acknowledgements_have_the_expected_bytes() {
+        let mut out = BytesMut::new();
+        put_ack(&mut out, kind::PUBACK, 0x0102);
+        put_pingresp(&mut out);
+        put_suback(&mut out, 4, 3, &[1]);
+        put_suback(&mut out, 5, 3, &[1, 0x87]);
+        put_unsuback(&mut out, 4, 4, &[0]);
+        put_unsuback(&mut out, 5, 4, &[0]);
+        assert_eq!(
+            &out[..],
+            [
+                0x40, 2, 1, 2, // PUBACK
+                0xD0, 0, // PINGRESP
+                0x90, 3, 0, 3, 1, // SUBACK v4
+                0x90, 5, 0, 3, 0, 1, 0x87, // SUBACK v5
+                0xB0, 2, 0, 4, // UNSUBACK v4
+                0xB0, 4, 0, 4, 0, 0, // UNSUBACK v5
+            ]
+        );
     }
 }

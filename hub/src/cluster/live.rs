@@ -152,7 +152,7 @@ pub async fn follow_ownership(
             return;
         }
         connections
-            .retain(|module, link| !matches!(link, Link::Mqtt) || cluster.owns(module.as_str()));
+            .retain(|module, link| !matches!(link, Link::Mqtt(_)) || cluster.owns(module.as_str()));
         match adopt_online(&cluster, &tracker).await {
             Ok(n) if n > 0 => tracing::debug!(modules = n, "online modules offered for adoption"),
             Ok(_) => {}

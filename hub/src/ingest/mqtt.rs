@@ -1,75 +1,16 @@
-//! MQTT ingest: the hub's local link into the embedded broker, subscribed to every module
-//! topic. Decodes payloads (native or JSON) and forwards typed events to the tracker.
+//! MQTT ingest: decodes what modules publish (native or JSON payloads) into typed events for
+//! the tracker, for the gateway's connections and for the external broker's client alike.
 
 use mc_protocol::{
     Encoding, Heartbeat, Hello, ModuleTopic, ProtocolError, STATUS_OFFLINE, Telemetry, TopicKind,
     codec,
 };
-use rumqttd::{Notification, local::LinkRx};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::{
     ModuleEvent,
     rate::{Admission, ModuleRateLimiter},
 };
 use crate::metrics::Metrics;
-
-/// Consumes `link_rx` until shutdown or until the broker goes away.
-pub async fn run(
-    mut link_rx: LinkRx,
-    events: mpsc::Sender<ModuleEvent>,
-    metrics: Metrics,
-    limiter: ModuleRateLimiter,
-    shutdown: CancellationToken,
-) {
-    /// Marks ingest down however `run` ends (`start` marked it up before spawning it).
-    struct Up<'a>(&'a Metrics);
-    impl Drop for Up<'_> {
-        fn drop(&mut self) {
-            self.0
-                .mqtt_ingest_up
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    let up_metrics = metrics.clone();
-    let _up = Up(&up_metrics);
-    loop {
-        let notification = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            n = link_rx.next() => n,
-        };
-        match notification {
-            Ok(Some(Notification::Forward(forward))) => {
-                let publish = forward.publish;
-                let Some(event) = decode(&publish.topic, &publish.payload, &metrics, &limiter)
-                else {
-                    continue;
-                };
-                metrics.messages_ingested.inc();
-                metrics.mqtt_messages_ingested.inc();
-                if events.send(event).await.is_err() {
-                    return;
-                }
-            }
-            // The router stops forwarding when our buffer filled; we drained it, ask for more.
-            Ok(Some(Notification::Unschedule)) => {
-                if let Err(e) = link_rx.wake().await {
-                    tracing::error!(error = %e, "broker link lost");
-                    return;
-                }
-            }
-            // Acks, or a wake-up with nothing to read: keep consuming.
-            Ok(Some(_)) | Ok(None) => {}
-            Err(e) => {
-                if !shutdown.is_cancelled() {
-                    tracing::error!(error = %e, "broker link lost");
-                }
-                return;
-            }
-        }
-    }
-}
 
 /// Turns one publish into an event, or counts and logs why not (bad topic, over the module's
 /// rate limit, bad payload).

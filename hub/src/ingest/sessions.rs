@@ -143,7 +143,7 @@ impl InferredSessions {
     /// too and the next message looks the module up again.
     fn current(&self, module: &ModuleId) -> Option<u64> {
         match self.connections.link(module) {
-            Some((session, Link::Mqtt)) => Some(session),
+            Some((session, Link::Mqtt(_))) => Some(session),
             _ => None,
         }
     }
@@ -181,7 +181,7 @@ impl InferredSessions {
             }
         };
         let session = self.connections.next_session();
-        if let Err(other) = self.connections.claim(module, session, Link::Mqtt) {
+        if let Err(other) = self.connections.claim(module, session, Link::Mqtt(None)) {
             self.metrics.reject("duplicate_link");
             tracing::warn!(%module, carried_by = ?other, "module already live on another link; MQTT message dropped");
             return None;
