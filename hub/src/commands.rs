@@ -33,7 +33,7 @@ use mc_protocol::{
 use tokio::sync::{mpsc::error::TrySendError, oneshot};
 
 use crate::{
-    connections::{Link, LiveConnections, MqttRoute, SerialRoute, Transport},
+    connections::{Link, LiveConnections, MqttRoute, SerialRoute, SlotError, Transport},
     ingest::serial::{
         CommandFailure, PortRequest,
         link::{ACK_TIMEOUT, COMMAND_ATTEMPTS, MAX_QUEUED_COMMANDS},
@@ -157,10 +157,10 @@ impl CommandRouter {
     ) -> Result<(), CommandError> {
         let payload = codec::encode(command, encoding)?;
         match (route, &self.external) {
-            (Some(route), _) => match route.commands.try_send(payload) {
+            (Some(route), _) => match route.commands.push(payload) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => return Err(CommandError::Busy),
-                Err(TrySendError::Closed(_)) => return Err(CommandError::Offline),
+                Err(SlotError::Full) => return Err(CommandError::Busy),
+                Err(SlotError::Closed) => return Err(CommandError::Offline),
             },
             (None, Some(client)) => {
                 let topic = ModuleTopic::new(module.clone(), TopicKind::Cmd).to_string();

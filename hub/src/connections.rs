@@ -54,7 +54,65 @@ pub enum Link {
 #[derive(Debug, Clone)]
 pub struct MqttRoute {
     /// Encoded command payloads; the connection publishes them on the module's command topic.
-    pub commands: mpsc::Sender<Vec<u8>>,
+    pub commands: Arc<CommandSlot>,
+}
+
+/// Commands waiting to be written to one gateway connection: a short queue and a wake-up.
+/// Commands are rare and every idle module connection has one of these, so it allocates
+/// nothing until a command comes (a channel would hold a block of slots per connection).
+#[derive(Debug, Default)]
+pub struct CommandSlot {
+    queue: Mutex<std::collections::VecDeque<Vec<u8>>>,
+    ready: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Why a command could not be queued for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotError {
+    /// [`CommandSlot::CAPACITY`] commands wait already: the module stopped reading.
+    Full,
+    /// The connection ended.
+    Closed,
+}
+
+impl CommandSlot {
+    /// Commands that may wait at once.
+    pub const CAPACITY: usize = 8;
+
+    /// Queues an encoded command and wakes the connection up.
+    pub fn push(&self, payload: Vec<u8>) -> Result<(), SlotError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SlotError::Closed);
+        }
+        let mut queue = self.queue.lock().map_err(|_| SlotError::Closed)?;
+        if queue.len() >= Self::CAPACITY {
+            return Err(SlotError::Full);
+        }
+        queue.push_back(payload);
+        drop(queue);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Waits until a command may be waiting (a wake-up is never lost: one that comes while
+    /// nobody waits is kept for the next wait).
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Takes every waiting command, oldest first.
+    pub fn take(&self) -> std::collections::VecDeque<Vec<u8>> {
+        self.queue
+            .lock()
+            .map(|mut queue| std::mem::take(&mut *queue))
+            .unwrap_or_default()
+    }
+
+    /// The connection ended: later commands are refused as [`SlotError::Closed`].
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
 }
 
 impl Link {
@@ -376,6 +434,24 @@ mod tests {
             live.claim(&m, 8, serial("/dev/a", 0)).unwrap_err(),
             Transport::Mqtt
         );
+    }
+
+    #[tokio::test]
+    async fn a_command_slot_queues_wakes_bounds_and_closes() {
+        let slot = CommandSlot::default();
+        slot.push(b"1".to_vec()).unwrap();
+        slot.push(b"2".to_vec()).unwrap();
+        // The wake-up came before anyone waited: it is not lost.
+        tokio::time::timeout(Duration::from_secs(5), slot.ready())
+            .await
+            .expect("woken");
+        assert_eq!(slot.take(), [b"1".to_vec(), b"2".to_vec()]);
+        for _ in 0..CommandSlot::CAPACITY {
+            slot.push(Vec::new()).unwrap();
+        }
+        assert_eq!(slot.push(Vec::new()), Err(SlotError::Full));
+        slot.close();
+        assert_eq!(slot.push(Vec::new()), Err(SlotError::Closed));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::{
     session::{End, Session},
 };
 use crate::{
-    connections::{Link, LiveConnections, MqttRoute, Transport},
+    connections::{CommandSlot, Link, LiveConnections, MqttRoute, Transport},
     ingest::{self, ModuleEvent, rate::ModuleRateLimiter},
     metrics::Metrics,
     store::{ModuleRecord, Store},
@@ -35,9 +35,6 @@ const MAX_CONNECT_LEN: usize = 8 * 1024;
 /// for up to [`CONNECT_TIMEOUT`], so a flood of silent connections must not exhaust them; one
 /// more is closed at once and counted (`mqtt_handshake_limit`).
 pub const MAX_PENDING_HANDSHAKES: usize = 1024;
-/// Commands waiting to be written to one connection; one more is refused as busy. Commands are
-/// rare and small: a full queue means the module stopped reading.
-pub const COMMAND_QUEUE: usize = 8;
 /// Bytes read at a time. The read buffer exists only while bytes are in it: an idle connection
 /// holds no buffer (memory per connection is the point of terminating MQTT here).
 const READ_CHUNK: usize = 4096;
@@ -93,6 +90,9 @@ impl Gateway {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) {
+        // Logs from a connection say where they came from, as serial ports' do. One span for
+        // every connection: a span each would cost memory per idle connection.
+        let span = tracing::info_span!("ingest", transport = "mqtt");
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -108,8 +108,7 @@ impl Gateway {
                     let _ = stream.set_nodelay(true);
                     let gateway = self.clone();
                     let shutdown = shutdown.clone();
-                    // Logs from a connection say where they came from, as serial ports' do.
-                    let span = tracing::info_span!("ingest", transport = "mqtt");
+                    let span = span.clone();
                     tasks.spawn(tracing::Instrument::instrument(
                         async move {
                             tokio::select! {
@@ -131,32 +130,51 @@ impl Gateway {
 
     /// `handshake` is this connection's slot among those authenticating, given back once it
     /// has.
+    ///
+    /// A task keeps the size of its largest state for as long as it lives, and a module
+    /// connection may live for months: what happens once per connection (the handshake and its
+    /// registry queries, the reports to the tracker) is boxed, so that an idle connection holds
+    /// little more than its read loop.
     async fn serve(
         &self,
         mut client: TcpStream,
         peer: SocketAddr,
         handshake: tokio::sync::OwnedSemaphorePermit,
     ) {
+        let Some(accepted) = Box::pin(self.handshake(&mut client, peer, handshake)).await else {
+            return;
+        };
+        self.run_session(client, peer, accepted).await;
+    }
+
+    /// Reads the CONNECT, checks the module's credentials and what it asks for; answers a
+    /// refusal itself.
+    async fn handshake(
+        &self,
+        client: &mut TcpStream,
+        peer: SocketAddr,
+        handshake: tokio::sync::OwnedSemaphorePermit,
+    ) -> Option<Accepted> {
         let mut buf = BytesMut::with_capacity(1024);
         let connect = match tokio::time::timeout(
             CONNECT_TIMEOUT,
-            read_frame(&mut client, &mut buf, MAX_CONNECT_LEN),
+            read_frame(client, &mut buf, MAX_CONNECT_LEN),
         )
         .await
         {
             Ok(Ok(Some(frame))) if frame.kind == kind::CONNECT => frame,
             Ok(Ok(_)) => {
                 self.metrics.reject("mqtt_protocol");
-                return;
+                return None;
             }
             Ok(Err(e)) => {
                 self.metrics.reject("mqtt_protocol");
                 tracing::debug!(%peer, error = %e, "bad first packet");
-                return;
+                return None;
             }
             Err(_) => {
                 self.metrics.reject("mqtt_connect_timeout");
-                return;
+                return None;
             }
         };
         let info = match packet::parse_connect(&buf[connect.header_len..connect.len]) {
@@ -164,21 +182,21 @@ impl Gateway {
             Err(e) => {
                 self.metrics.reject("mqtt_protocol");
                 tracing::warn!(%peer, error = %e, "malformed CONNECT");
-                return;
+                return None;
             }
         };
         match info.level {
             packet::LEVEL_V311 | packet::LEVEL_V5 => {}
             _ => {
                 self.refuse(
-                    &mut client,
+                    client,
                     info.level,
                     Refusal::UnsupportedVersion,
                     peer,
                     &info.client_id,
                 )
                 .await;
-                return;
+                return None;
             }
         };
         let record = match check_credentials(
@@ -192,9 +210,9 @@ impl Gateway {
             Ok(record) => record,
             Err(refusal) => {
                 self.note_if_unknown(&info, peer).await;
-                self.refuse(&mut client, info.level, refusal, peer, &info.client_id)
+                self.refuse(client, info.level, refusal, peer, &info.client_id)
                     .await;
-                return;
+                return None;
             }
         };
         drop(handshake);
@@ -203,55 +221,70 @@ impl Gateway {
             && !will_allowed(&info.client_id, will)
         {
             self.refuse(
-                &mut client,
+                client,
                 info.level,
                 Refusal::NotAuthorized,
                 peer,
                 &info.client_id,
             )
             .await;
-            return;
+            return None;
         }
+        buf.advance(connect.len);
+        Some(Accepted {
+            level: info.level,
+            keep_alive: info.keep_alive,
+            will: info.will,
+            record,
+            buf,
+        })
+    }
 
+    /// Serves an accepted module until its connection ends, then reports the end (and its
+    /// will, unless it ended cleanly).
+    async fn run_session(&self, mut client: TcpStream, peer: SocketAddr, accepted: Accepted) {
+        let Accepted {
+            level,
+            keep_alive,
+            will,
+            record,
+            buf,
+        } = accepted;
         let module = record.id.clone();
         let session = self.live.next_session();
-        if self
-            .events
-            .send(ModuleEvent::Connected {
-                record,
-                session,
-                transport: Transport::Mqtt,
-            })
-            .await
-            .is_err()
-        {
+        let connected = ModuleEvent::Connected {
+            record,
+            session,
+            transport: Transport::Mqtt,
+        };
+        if Box::pin(self.events.send(connected)).await.is_err() {
             return;
         }
         // Registered after the tracker heard of the session: a takeover closes the older
         // connection here, whose end the tracker then recognises as stale.
-        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let commands = Arc::new(CommandSlot::default());
         let closed_by_hub = self.live.insert(
             &module,
             session,
             Link::Mqtt(Some(MqttRoute {
-                commands: commands_tx,
+                commands: commands.clone(),
             })),
         );
         self.metrics.mqtt_connections.inc();
-        tracing::debug!(%module, session, %peer, level = info.level, "module connected");
+        tracing::debug!(%module, session, %peer, level, "module connected");
 
-        buf.advance(connect.len);
         let mut out = BytesMut::new();
-        packet::put_connack_accepted(&mut out, info.level, self.max_packet);
+        packet::put_connack_accepted(&mut out, level, self.max_packet);
         let connection = Connection {
             gateway: self,
             client: &mut client,
-            session: Session::new(module.clone(), info.level),
-            keep_alive: keep_alive_grace(info.keep_alive),
-            commands,
+            session: Session::new(module.clone(), level),
+            keep_alive: keep_alive_grace(keep_alive),
+            commands: commands.clone(),
             closed_by_hub,
         };
         let clean = connection.run(buf, out).await;
+        commands.close();
         self.live.remove(&module, session);
         let _ = client.shutdown().await;
         tracing::debug!(%module, session, clean, "module disconnected");
@@ -260,12 +293,12 @@ impl Gateway {
             session,
             clean,
         };
-        if self.events.send(ended).await.is_err() || clean {
+        if Box::pin(self.events.send(ended)).await.is_err() || clean {
             return;
         }
         // After its end, as a broker would publish it: the tracker recognises a will that
         // comes after a newer connection as stale.
-        if let Some(will) = info.will {
+        if let Some(will) = will {
             self.deliver(will.topic.as_bytes(), &will.payload).await;
         }
     }
@@ -279,7 +312,15 @@ impl Gateway {
         };
         self.metrics.messages_ingested.inc();
         self.metrics.mqtt_messages_ingested.inc();
-        self.events.send(event).await.is_ok()
+        // Without waiting when there is room (nearly always); the wait is boxed, as it is
+        // rare and the connection's future would otherwise carry its size all its life.
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                Box::pin(self.events.send(event)).await.is_ok()
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 
     /// An unregistered module (valid id, username = id) is recorded as pending for admins to
@@ -383,6 +424,16 @@ async fn read_frame(
     }
 }
 
+/// A module through the handshake.
+struct Accepted {
+    level: u8,
+    keep_alive: u16,
+    will: Option<packet::Will>,
+    record: ModuleRecord,
+    /// What it sent after its CONNECT.
+    buf: BytesMut,
+}
+
 /// How long a module may stay silent: one and a half times its keep-alive (MQTT's rule);
 /// `None` for a keep-alive of 0 (none: its liveness is the hub's heartbeat timeout anyway).
 fn keep_alive_grace(keep_alive: u16) -> Option<Duration> {
@@ -396,15 +447,45 @@ struct Connection<'a> {
     session: Session,
     keep_alive: Option<Duration>,
     /// Commands for the module ([`crate::commands`] finds this queue in the live connections).
-    commands: mpsc::Receiver<Vec<u8>>,
+    commands: Arc<CommandSlot>,
     /// Cancelled to close the connection: registry change, or a newer connection of the module.
     closed_by_hub: CancellationToken,
+}
+
+impl Connection<'_> {
+    /// Writes `out` whole; false if the connection failed or the module did not read it in
+    /// time. The socket nearly always takes it at once; the wait is boxed (see `serve`).
+    async fn write_out(&mut self, out: &[u8]) -> bool {
+        let written = match self.client.try_write(out) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(_) => return false,
+        };
+        if written == out.len() {
+            return true;
+        }
+        let rest = &out[written..];
+        match Box::pin(tokio::time::timeout(
+            WRITE_TIMEOUT,
+            self.client.write_all(rest),
+        ))
+        .await
+        {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.gateway.metrics.reject("mqtt_write_timeout");
+                tracing::warn!(module = %self.session.module(), "module does not read what the hub writes: closing connection");
+                false
+            }
+        }
+    }
 }
 
 /// What woke the connection up.
 enum Wake {
     Readable(std::io::Result<()>),
-    Command(Vec<u8>),
+    Commands,
     KeepAlive,
     Closed,
 }
@@ -458,14 +539,8 @@ impl Connection<'_> {
             }
             // What came before an ending was legitimate: it is answered.
             if !out.is_empty() {
-                match tokio::time::timeout(WRITE_TIMEOUT, self.client.write_all(&out)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return false,
-                    Err(_) => {
-                        gateway.metrics.reject("mqtt_write_timeout");
-                        tracing::warn!(%module, "module does not read what the hub writes: closing connection");
-                        return false;
-                    }
+                if !self.write_out(&out).await {
+                    return false;
                 }
                 out.clear();
             }
@@ -483,7 +558,7 @@ impl Connection<'_> {
                 biased;
                 _ = self.closed_by_hub.cancelled() => Wake::Closed,
                 r = self.client.readable() => Wake::Readable(r),
-                Some(command) = self.commands.recv() => Wake::Command(command),
+                _ = self.commands.ready() => Wake::Commands,
                 _ = &mut keep_alive => Wake::KeepAlive,
             };
             match wake {
@@ -501,9 +576,11 @@ impl Connection<'_> {
                         Err(_) => return false,
                     }
                 }
-                Wake::Command(payload) => {
-                    if !self.session.command(&payload, &mut out) {
-                        tracing::debug!(%module, "command dropped: the module is not subscribed to its command topic");
+                Wake::Commands => {
+                    for payload in self.commands.take() {
+                        if !self.session.command(&payload, &mut out) {
+                            tracing::debug!(%module, "command dropped: the module is not subscribed to its command topic");
+                        }
                     }
                 }
                 Wake::KeepAlive => {
