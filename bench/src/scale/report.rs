@@ -370,7 +370,8 @@ fn offline_section(out: &mut String, plan: &OfflinePlan, runs: &Runs<OfflineRun>
             ms,
             s.complete,
             s.ok,
-            node.map_or("–".into(), |n| ratio(s.all_offline_ms, n.all_offline_ms)),
+            node.filter(|n| s.all_offline_ms < f64::MAX / 2.0 && n.all_offline_ms < f64::MAX / 2.0)
+                .map_or("–".into(), |n| ratio(s.all_offline_ms, n.all_offline_ms)),
             num(s.drop_cpu, 2),
             num(s.per_dashboard, 0),
             node.map_or("–".into(), |n| ratio(s.per_dashboard, n.per_dashboard)),

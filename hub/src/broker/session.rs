@@ -344,6 +344,44 @@ mod tests {
         );
     }
 
+    /// Whatever bytes a module sends, the session answers, delivers or ends: it never panics.
+    /// Random packets, and valid ones with bytes flipped, through framing and the session.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(7);
+        let valid = [
+            publish(5, "mc/MC-1/telemetry", 2, 9, br#"{"seq":1}"#),
+            publish(4, "mc/MC-1/hello", 1, 1, b"{}"),
+            subscribe("mc/MC-1/cmd", 1),
+            vec![0xA2, 5, 0, 6, 0, 1, b'x'],
+            vec![0x62, 2, 0, 9],
+            vec![0xE0, 1, 0x04],
+        ];
+        for round in 0..50_000 {
+            let mut packet = if round % 2 == 0 {
+                let len = rng.random_range(0..40);
+                (0..len).map(|_| rng.random()).collect::<Vec<u8>>()
+            } else {
+                valid[rng.random_range(0..valid.len())].clone()
+            };
+            if !packet.is_empty() {
+                for _ in 0..rng.random_range(0..3) {
+                    let at = rng.random_range(0..packet.len());
+                    packet[at] = rng.random();
+                }
+            }
+            let mut s = session(if rng.random() { 4 } else { 5 });
+            let mut out = BytesMut::new();
+            if let Ok(Some(f)) = packet::frame(&packet, 1024)
+                && f.len <= packet.len()
+            {
+                let _ = s.handle(f, &packet[f.header_len..f.len], &mut out);
+                let _ = s.command(b"{}", &mut out);
+            }
+        }
+    }
+
     impl Session {
         fn handle_bytes(&mut self, packet: &[u8]) -> Result<(), End> {
             feed(self, packet).0.map(drop)
