@@ -147,24 +147,38 @@ impl StateCache {
         state.stale = false;
 
         let mut changed = Vec::new();
-        for reading in &telemetry.readings {
+        for (i, reading) in telemetry.readings.iter().enumerate() {
             let deadband = self
                 .deadbands
                 .0
                 .get(reading.name.as_str())
                 .copied()
                 .unwrap_or(0.0);
-            match state.readings.iter_mut().find(|(n, _)| *n == reading.name) {
+            // A module sends its readings in the same order each time: look at the same place
+            // first, then search.
+            let cached = match state.readings.get(i) {
+                Some((n, _)) if *n == reading.name => state.readings.get_mut(i),
+                _ => state.readings.iter_mut().find(|(n, _)| *n == reading.name),
+            };
+            let moved = match cached {
                 Some((_, cached)) => {
-                    if (reading.value - *cached).abs() > deadband {
+                    let moved = (reading.value - *cached).abs() > deadband;
+                    if moved {
                         *cached = reading.value;
-                        changed.push((reading.name.clone(), reading.value));
                     }
+                    moved
                 }
                 None => {
                     state.readings.push((reading.name.clone(), reading.value));
-                    changed.push((reading.name.clone(), reading.value));
+                    true
                 }
+            };
+            if moved {
+                // One allocation for the diff, and none when nothing moved.
+                if changed.capacity() == 0 {
+                    changed.reserve_exact(telemetry.readings.len());
+                }
+                changed.push((reading.name.clone(), reading.value));
             }
         }
         if changed.is_empty() {
@@ -217,6 +231,35 @@ mod tests {
             vec![("t".to_string(), 21.6)]
         );
         assert_eq!(cache.get(&m).unwrap().rev, 2);
+    }
+
+    #[test]
+    fn readings_are_matched_by_name_whatever_their_order() {
+        let mut cache = StateCache::default();
+        let m = ModuleId::new("MC-1").unwrap();
+        cache.apply(&m, &telemetry(1, &[("a", 1.0), ("b", 2.0), ("c", 3.0)]));
+        assert_eq!(
+            changed(cache.apply(&m, &telemetry(2, &[("c", 3.0), ("a", 1.5), ("d", 4.0)]))),
+            vec![("a".to_string(), 1.5), ("d".to_string(), 4.0)]
+        );
+        assert_eq!(
+            cache.apply(
+                &m,
+                &telemetry(3, &[("b", 2.0), ("d", 4.0), ("a", 1.5), ("c", 3.0)])
+            ),
+            TelemetryOutcome::Unchanged
+        );
+        let names: Vec<_> = cache
+            .get(&m)
+            .unwrap()
+            .readings
+            .iter()
+            .map(|(n, v)| (n.to_string(), *v))
+            .collect();
+        assert_eq!(
+            names,
+            [("a", 1.5), ("b", 2.0), ("c", 3.0), ("d", 4.0)].map(|(n, v)| (n.to_string(), v))
+        );
     }
 
     #[test]

@@ -53,6 +53,9 @@ struct ModuleInfo {
     /// a late heartbeat or telemetry of a replaced connection, handled after the new one's
     /// `Connected`, does not count: only a hello after that `Connected` does.
     greeted: Option<u64>,
+    /// Marked dirty for the state writer since its last flush: marking it again is a no-op,
+    /// so every message after the first skips that set lookup until the next flush.
+    marked: bool,
 }
 
 /// The live view of one module, for snapshots.
@@ -458,7 +461,7 @@ impl Tracker {
                 if let Some(change) = self.liveness.seen(&module, Some(announced)) {
                     self.emit_liveness(change).await;
                 }
-                self.offer_queued(&module);
+                self.offer_if_queued(&module);
             }
             ModuleEvent::Heartbeat(module, _) => {
                 if self.seen(&module).is_none() {
@@ -467,7 +470,7 @@ impl Tracker {
                 if let Some(change) = self.liveness.seen(&module, None) {
                     self.emit_liveness(change).await;
                 }
-                self.offer_queued(&module);
+                self.offer_if_queued(&module);
             }
             ModuleEvent::Telemetry(module, telemetry) => {
                 let Some(info) = self.seen(&module) else {
@@ -477,7 +480,7 @@ impl Tracker {
                 if let Some(change) = self.liveness.seen(&module, None) {
                     self.emit_liveness(change).await;
                 }
-                self.offer_queued(&module);
+                self.offer_if_queued(&module);
                 let outcome = self.state.apply(&module, &telemetry);
                 // A leftover message of a closed connection updates the readings, but they stay
                 // marked stale until the module is back.
@@ -485,17 +488,13 @@ impl Tracker {
                     self.state.set_stale(&module, true);
                 }
                 match outcome {
-                    TelemetryOutcome::Changed(diff) => {
-                        let payload = events::TelemetryUpdated {
-                            module_id: module.to_string(),
-                            telemetry: diff
-                                .changed
-                                .into_iter()
-                                .map(|(name, value)| (name.to_string(), value))
-                                .collect(),
+                    TelemetryOutcome::Changed(mut diff) => {
+                        // Borrowed: nothing is allocated per reading on this path.
+                        let payload = events::TelemetryUpdatedRef {
+                            module_id: module.as_str(),
+                            telemetry: events::SortedReadings::new(&mut diff.changed),
                             rev: diff.rev,
-                            from_rev: None,
-                            ts: events::timestamp(SystemTime::now()),
+                            ts: events::Timestamp(SystemTime::now()),
                         };
                         let change = self.cluster_change(&module, Guard::Rev(diff.rev));
                         self.emitter
@@ -512,6 +511,14 @@ impl Tracker {
                     TelemetryOutcome::OutOfOrder => self.metrics.reject("out_of_order_seq"),
                 }
             }
+        }
+    }
+
+    /// [`offer_queued`](Self::offer_queued) at a module's message, when commands wait at all:
+    /// only then the module's lookups (every message passes here).
+    fn offer_if_queued(&self, module: &ModuleId) {
+        if self.commands.as_ref().is_some_and(|q| q.depth() > 0) {
+            self.offer_queued(module);
         }
     }
 
@@ -576,6 +583,7 @@ impl Tracker {
                 last_seen: shared.last_seen(),
                 transport: Some(Transport::Mqtt),
                 greeted: None,
+                marked: false,
             },
         );
     }
@@ -677,8 +685,11 @@ impl Tracker {
         match self.modules.get_mut(module) {
             Some(info) => {
                 info.last_seen = Some(SystemTime::now());
-                if let Some(dirty) = &mut self.persisted {
+                if !info.marked
+                    && let Some(dirty) = &mut self.persisted
+                {
                     dirty.mark(module);
+                    info.marked = true;
                 }
                 if let Some((_, shared)) = &mut self.cluster {
                     shared.insert(module.clone());
@@ -730,6 +741,10 @@ impl Tracker {
     fn flush_states(&mut self) {
         if let Some(dirty) = &mut self.persisted {
             dirty.flush(|id| snapshot_of(&self.modules, &self.state, id));
+            // Whatever the flush took (or left for later), the next message marks again.
+            for info in self.modules.values_mut() {
+                info.marked = false;
+            }
         }
     }
 

@@ -50,6 +50,9 @@ pub const UPSTREAM_FILTERS: [&str; 4] = [
 ];
 /// Requests the client may queue (commands) before `try_publish` refuses.
 const REQUEST_CAPACITY: usize = 1024;
+/// Batches of polled packets (one per socket read, up to ten packets) waiting for the ingest
+/// loop; a full queue holds the poller back.
+const POLLED_BATCHES: usize = 32;
 /// Longest wait between two reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
 
@@ -363,8 +366,12 @@ async fn run(
     let mut sessions = InferredSessions::new(store, connections, metrics.clone())
         .with_cluster(cluster.as_ref().map(|c| c.cluster.clone()));
     // The event loop runs in its own task: its `poll` may be in the middle of writing a packet,
-    // so it is never cancelled by a `select!` here; a bounded channel keeps backpressure.
-    let (polled_tx, mut polled) = mpsc::channel(256);
+    // so it is never cancelled by a `select!` here; a bounded channel keeps backpressure. It
+    // passes packets in batches (what one read from the socket brought), and they are
+    // handled here one by one.
+    let (polled_tx, mut polled) = mpsc::channel(POLLED_BATCHES);
+    let mut batch = Vec::new().into_iter();
+    let mut admitted = Vec::new();
     let poller = tokio::spawn(poll(eventloop, polled_tx));
     let (mut forwarded, forwarder) = match cluster {
         Some(c) => (Some(c.inbox), Some((c.cluster, c.forwarder))),
@@ -390,7 +397,7 @@ async fn run(
                 }
                 (topic, payload)
             }
-            polled = polled.recv() => match polled {
+            polled = next_polled(&mut batch, &mut polled) => match polled {
                 None => break,
                 Some(Ok(Packet::ConnAck(ack))) => {
                     // A session the broker kept still has its subscriptions; subscribe anyway
@@ -446,7 +453,8 @@ async fn run(
         };
         metrics.messages_ingested.inc();
         metrics.mqtt_messages_ingested.inc();
-        for event in sessions.admit(event).await {
+        sessions.admit_into(event, &mut admitted).await;
+        for event in admitted.drain(..) {
             if events.send(event).await.is_err() {
                 set_up(false);
                 poller.abort();
@@ -458,10 +466,25 @@ async fn run(
     // A clean DISCONNECT: the broker keeps the session (and queues for it) until it expires.
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(Ok(_)) = polled.recv().await {}
+        while let Some(Ok(_)) = next_polled(&mut batch, &mut polled).await {}
     })
     .await;
     poller.abort();
+}
+
+/// The next packet (or error) the poller passed on: from the batch at hand, else from the
+/// next batch; `None` once the poller is gone.
+async fn next_polled(
+    batch: &mut std::vec::IntoIter<Result<Packet, String>>,
+    polled: &mut mpsc::Receiver<Vec<Result<Packet, String>>>,
+) -> Option<Result<Packet, String>> {
+    loop {
+        if let Some(item) = batch.next() {
+            return Some(item);
+        }
+        // Cancel-safe: a batch is either received whole or left in the channel.
+        *batch = polled.recv().await?.into_iter();
+    }
 }
 
 /// In a cluster, the owner of the module a message is about when it is another hub.
@@ -476,28 +499,48 @@ fn owner_elsewhere(cluster: &crate::cluster::Cluster, topic: &[u8]) -> Option<st
 
 /// Polls the event loop, passing incoming packets (and errors) on; after an error, waits
 /// before the next attempt (backoff 0.5 s … 10 s, reset by a successful connection).
-async fn poll(mut eventloop: EventLoop, out: mpsc::Sender<Result<Packet, String>>) {
+///
+/// One `poll` reads what the socket holds and parses up to ten packets into the event loop's
+/// queue; those already parsed go on together with the first, one channel message (and one
+/// wake-up of the ingest loop) per read instead of one per packet.
+async fn poll(mut eventloop: EventLoop, out: mpsc::Sender<Vec<Result<Packet, String>>>) {
     let mut failures = 0u32;
     loop {
-        let item = match eventloop.poll().await {
-            Ok(Event::Incoming(packet)) => {
-                if matches!(packet, Packet::ConnAck(_)) {
-                    failures = 0;
+        let mut next = Some(eventloop.poll().await);
+        // The first packet and those its read parsed along with it (packets are large: no
+        // regrowing).
+        let mut items = Vec::with_capacity(1 + eventloop.state.events.len());
+        let mut disconnected = false;
+        while let Some(polled) = next.take() {
+            match polled {
+                Ok(Event::Incoming(packet)) => {
+                    if matches!(packet, Packet::ConnAck(_)) {
+                        failures = 0;
+                    }
+                    items.push(Ok(packet));
                 }
-                Ok(packet)
-            }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
-            Ok(Event::Outgoing(_)) => continue,
-            Err(e) => {
-                if failures == 0 || failures.is_power_of_two() {
-                    tracing::warn!(error = %e, attempts = failures + 1, "external broker unreachable or connection lost; retrying");
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                    disconnected = true;
+                    break;
                 }
-                failures = failures.saturating_add(1);
-                Err(e.to_string())
+                Ok(Event::Outgoing(_)) => {}
+                Err(e) => {
+                    if failures == 0 || failures.is_power_of_two() {
+                        tracing::warn!(error = %e, attempts = failures + 1, "external broker unreachable or connection lost; retrying");
+                    }
+                    failures = failures.saturating_add(1);
+                    items.push(Err(e.to_string()));
+                    break;
+                }
             }
-        };
-        let failed = item.is_err();
-        if out.send(item).await.is_err() {
+            // What the last read parsed already waits here; `poll` would return it at once.
+            next = eventloop.state.events.pop_front().map(Ok);
+        }
+        let failed = matches!(items.last(), Some(Err(_)));
+        if !items.is_empty() && out.send(items).await.is_err() {
+            return;
+        }
+        if disconnected {
             return;
         }
         if failed {

@@ -89,12 +89,41 @@ impl InferredSessions {
     /// The events `event` stands for, in order: a `Connected` before it when it opens a
     /// session, `Ended` instead of a will that ends one; nothing when it is rejected.
     pub async fn admit(&mut self, event: ModuleEvent) -> Vec<ModuleEvent> {
-        let Some(module) = module_of(&event).cloned() else {
-            return vec![event];
+        let mut out = Vec::new();
+        self.admit_into(event, &mut out).await;
+        out
+    }
+
+    /// [`admit`](Self::admit), appending to `out`: the ingest loop reuses one vector instead
+    /// of allocating one per message.
+    pub async fn admit_into(&mut self, event: ModuleEvent, out: &mut Vec<ModuleEvent>) {
+        let Some(module) = module_of(&event) else {
+            return out.push(event);
         };
         let now = Instant::now();
-        let current = self.current(&module);
-        match infer(&event, current, self.ended.get(&module).copied(), now) {
+        let current = self.current(module);
+        // The common case (a message of an open session) without cloning the id.
+        let ended = match current {
+            Some(_) => None,
+            None => self.ended.get(module).copied(),
+        };
+        let inference = infer(&event, current, ended, now);
+        if inference == Inference::Forward {
+            return out.push(event);
+        }
+        let module = module.clone();
+        out.extend(self.admit_slow(event, module, inference, now).await);
+    }
+
+    /// What is not a plain forward: a session opens or ends.
+    async fn admit_slow(
+        &mut self,
+        event: ModuleEvent,
+        module: ModuleId,
+        inference: Inference,
+        now: Instant,
+    ) -> Vec<ModuleEvent> {
+        match inference {
             Inference::Forward => vec![event],
             // A will right after a hello: the hello came from a new connection, so the will is
             // the previous one's, reordered on its way (a hub forwarded it). Stale: the tracker

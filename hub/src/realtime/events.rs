@@ -221,7 +221,113 @@ pub struct TelemetryUpdated {
     pub ts: String,
 }
 
+/// [`TelemetryUpdated`] as the tracker emits it, borrowing what it has: the same JSON (a test
+/// pins it) without building an owned map and a string per reading for every message.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetryUpdatedRef<'a> {
+    /// Which module.
+    pub module_id: &'a str,
+    /// Changed readings and their new values, in the map's order.
+    pub telemetry: SortedReadings<'a>,
+    /// The module's revision after the change.
+    pub rev: u64,
+    /// When the hub received it.
+    pub ts: Timestamp,
+}
+
+/// Readings serialized as the JSON object a `BTreeMap<String, f32>` makes: keys in byte order,
+/// the last value of a repeated name.
+#[derive(Debug)]
+pub struct SortedReadings<'a>(&'a [(mc_protocol::ReadingName, f32)]);
+
+impl<'a> SortedReadings<'a> {
+    /// Sorts `readings` by name (stable: of a repeated name the last stays last).
+    pub fn new(readings: &'a mut [(mc_protocol::ReadingName, f32)]) -> Self {
+        readings.sort_by(|(a, _), (b, _)| a.as_str().cmp(b.as_str()));
+        Self(readings)
+    }
+}
+
+impl Serialize for SortedReadings<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            // A map keeps the last value of a name: skip those a later entry replaces.
+            if self.0.get(i + 1).is_some_and(|(next, _)| next == name) {
+                continue;
+            }
+            map.serialize_entry(name.as_str(), value)?;
+        }
+        map.end()
+    }
+}
+
+/// A time serialized as [`timestamp`] formats it, written straight into the payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Timestamp(pub std::time::SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
 /// Formats a time as RFC 3339 with milliseconds, the format of every timestamp in payloads.
 pub fn timestamp(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use mc_protocol::ReadingName;
+
+    use super::*;
+
+    /// The borrowed payload the tracker emits is byte for byte the owned one.
+    #[test]
+    fn telemetry_ref_serializes_as_the_owned_payload() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_280_000_123);
+        let name = |s: &str| ReadingName::new(s).unwrap();
+        let changed = [
+            ("temperature", 21.5),
+            ("b.x", -0.0),
+            ("humidity", 1e-7),
+            ("Zed", 3.0e38),
+            ("a_1", 7.25),
+        ];
+        let mut readings: Vec<_> = changed.iter().map(|(n, v)| (name(n), *v)).collect();
+        let owned = TelemetryUpdated {
+            module_id: "MC-1001".into(),
+            telemetry: changed.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+            rev: 42,
+            from_rev: None,
+            ts: timestamp(at),
+        };
+        let borrowed = TelemetryUpdatedRef {
+            module_id: "MC-1001",
+            telemetry: SortedReadings::new(&mut readings),
+            rev: 42,
+            ts: Timestamp(at),
+        };
+        let json = serde_json::to_string(&borrowed).unwrap();
+        assert_eq!(json, serde_json::to_string(&owned).unwrap());
+        assert_eq!(
+            serde_json::from_str::<TelemetryUpdated>(&json).unwrap(),
+            owned
+        );
+
+        // A repeated name (never sent: readings are unique) keeps its last value, as a map.
+        let mut repeated = vec![(name("t"), 1.0), (name("a"), 2.0), (name("t"), 3.0)];
+        let json = serde_json::to_string(&SortedReadings::new(&mut repeated)).unwrap();
+        let map: BTreeMap<String, f32> = [("t".into(), 1.0), ("a".into(), 2.0), ("t".into(), 3.0)]
+            .into_iter()
+            .collect();
+        assert_eq!(json, serde_json::to_string(&map).unwrap());
+        assert_eq!(
+            serde_json::to_string(&SortedReadings::new(&mut [])).unwrap(),
+            "{}"
+        );
+    }
 }
