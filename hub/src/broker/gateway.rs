@@ -144,7 +144,11 @@ impl Gateway {
         let Some(accepted) = Box::pin(self.handshake(&mut client, peer, handshake)).await else {
             return;
         };
-        self.run_session(client, peer, accepted).await;
+        let Some(mut connection) = Box::pin(self.open(client, peer, accepted)).await else {
+            return;
+        };
+        let clean = connection.run().await;
+        Box::pin(self.close(connection, clean)).await;
     }
 
     /// Reads the CONNECT, checks the module's credentials and what it asks for; answers a
@@ -240,9 +244,14 @@ impl Gateway {
         })
     }
 
-    /// Serves an accepted module until its connection ends, then reports the end (and its
-    /// will, unless it ended cleanly).
-    async fn run_session(&self, mut client: TcpStream, peer: SocketAddr, accepted: Accepted) {
+    /// Registers an accepted module's session (the tracker first, then the live connections)
+    /// and queues its CONNACK; `None` if the hub is stopping.
+    async fn open(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+        accepted: Accepted,
+    ) -> Option<Connection<'_>> {
         let Accepted {
             level,
             keep_alive,
@@ -257,9 +266,7 @@ impl Gateway {
             session,
             transport: Transport::Mqtt,
         };
-        if Box::pin(self.events.send(connected)).await.is_err() {
-            return;
-        }
+        self.events.send(connected).await.ok()?;
         // Registered after the tracker heard of the session: a takeover closes the older
         // connection here, whose end the tracker then recognises as stale.
         let commands = Arc::new(CommandSlot::default());
@@ -272,54 +279,63 @@ impl Gateway {
         );
         self.metrics.mqtt_connections.inc();
         tracing::debug!(%module, session, %peer, level, "module connected");
-
         let mut out = BytesMut::new();
         packet::put_connack_accepted(&mut out, level, self.max_packet);
-        let connection = Connection {
+        Some(Connection {
             gateway: self,
-            client: &mut client,
-            session: Session::new(module.clone(), level),
+            client,
+            session: Session::new(module, level),
+            number: session,
             keep_alive: keep_alive_grace(keep_alive),
-            commands: commands.clone(),
+            will: will.map(Box::new),
+            commands,
             closed_by_hub,
-        };
-        let clean = connection.run(buf, out).await;
-        commands.close();
+            buf,
+            out,
+        })
+    }
+
+    /// Forgets a connection that ended and reports its end to the tracker, then its will unless
+    /// it ended cleanly.
+    async fn close(&self, mut connection: Connection<'_>, clean: bool) {
+        let module = connection.session.module().clone();
+        let session = connection.number;
+        connection.commands.close();
         self.live.remove(&module, session);
-        let _ = client.shutdown().await;
+        let _ = connection.client.shutdown().await;
         tracing::debug!(%module, session, clean, "module disconnected");
+        let will = connection.will.take();
+        drop(connection);
         let ended = ModuleEvent::Disconnected {
-            module: module.clone(),
+            module,
             session,
             clean,
         };
-        if Box::pin(self.events.send(ended)).await.is_err() || clean {
+        if self.events.send(ended).await.is_err() || clean {
             return;
         }
         // After its end, as a broker would publish it: the tracker recognises a will that
         // comes after a newer connection as stale.
-        if let Some(will) = will {
-            self.deliver(will.topic.as_bytes(), &will.payload).await;
+        if let Some(will) = will
+            && let Offer::Wait(event) = self.offer(will.topic.as_bytes(), &will.payload)
+        {
+            let _ = self.events.send(event).await;
         }
     }
 
-    /// Decodes one publish (or will) and hands it to the tracker; false if the tracker is gone.
-    /// Waiting here is the backpressure: a module's connection is not read while the tracker
-    /// is behind.
-    async fn deliver(&self, topic: &[u8], payload: &[u8]) -> bool {
+    /// Decodes one publish (or will) and hands it to the tracker without waiting, when its
+    /// channel has room (nearly always). Not an `async fn`: the rare wait is the caller's,
+    /// boxed, so that a connection's future does not carry an event's size all its life.
+    fn offer(&self, topic: &[u8], payload: &[u8]) -> Offer {
         let Some(event) = ingest::mqtt::decode(topic, payload, &self.metrics, &self.limiter) else {
-            return true;
+            return Offer::Taken;
         };
         self.metrics.messages_ingested.inc();
         self.metrics.mqtt_messages_ingested.inc();
-        // Without waiting when there is room (nearly always); the wait is boxed, as it is
-        // rare and the connection's future would otherwise carry its size all its life.
         match self.events.try_send(event) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(event)) => {
-                Box::pin(self.events.send(event)).await.is_ok()
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Ok(()) => Offer::Taken,
+            Err(mpsc::error::TrySendError::Full(event)) => Offer::Wait(event),
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
         }
     }
 
@@ -440,22 +456,53 @@ fn keep_alive_grace(keep_alive: u16) -> Option<Duration> {
     (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500))
 }
 
-/// One authenticated connection, from its CONNACK to its end.
+/// What became of a publish handed to the tracker.
+enum Offer {
+    /// Taken, or rejected (counted by the decoder).
+    Taken,
+    /// The tracker's channel is full: wait to send it (backpressure: the connection is not
+    /// read meanwhile).
+    Wait(ModuleEvent),
+    /// The tracker is gone: the hub is stopping.
+    Gone,
+}
+
+/// One authenticated connection, from its CONNACK to its end. Owned by the connection's task
+/// and served by `&mut` reference: a future owning it by value would keep a second copy.
 struct Connection<'a> {
     gateway: &'a Gateway,
-    client: &'a mut TcpStream,
+    client: TcpStream,
     session: Session,
+    /// Its hub-wide session number.
+    number: u64,
     keep_alive: Option<Duration>,
+    /// Published on its behalf if it ends without a clean DISCONNECT.
+    will: Option<Box<packet::Will>>,
     /// Commands for the module ([`crate::commands`] finds this queue in the live connections).
     commands: Arc<CommandSlot>,
     /// Cancelled to close the connection: registry change, or a newer connection of the module.
     closed_by_hub: CancellationToken,
+    /// Bytes read and not yet handled (empty, and unallocated, while idle).
+    buf: BytesMut,
+    /// Answers not yet written (the CONNACK at first).
+    out: BytesMut,
 }
 
 impl Connection<'_> {
-    /// Writes `out` whole; false if the connection failed or the module did not read it in
-    /// time. The socket nearly always takes it at once; the wait is boxed (see `serve`).
-    async fn write_out(&mut self, out: &[u8]) -> bool {
+    /// Writes `out` whole and clears it; false if the connection failed or the module did not
+    /// read it in time. The socket nearly always takes it at once; the wait is boxed (see
+    /// `serve`).
+    async fn flush(&mut self) -> bool {
+        let ok = self.write_out().await;
+        self.out.clear();
+        if self.out.capacity() > READ_CHUNK {
+            self.out = BytesMut::new();
+        }
+        ok
+    }
+
+    async fn write_out(&mut self) -> bool {
+        let out = &self.out[..];
         let written = match self.client.try_write(out) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
@@ -491,11 +538,9 @@ enum Wake {
 }
 
 impl Connection<'_> {
-    /// Serves the connection until it ends; true for a clean DISCONNECT. `buf` holds what the
-    /// client sent after its CONNECT, `out` the CONNACK.
-    async fn run(mut self, mut buf: BytesMut, mut out: BytesMut) -> bool {
+    /// Serves the connection until it ends; true for a clean DISCONNECT.
+    async fn run(&mut self) -> bool {
         let gateway = self.gateway;
-        let module = self.session.module().clone();
         let mut heard = Instant::now();
         let far = Duration::from_secs(24 * 3600);
         let keep_alive = tokio::time::sleep(self.keep_alive.unwrap_or(far));
@@ -504,33 +549,38 @@ impl Connection<'_> {
             // Every complete packet, then one write for all the answers.
             let mut consumed = 0;
             let ended = loop {
-                let frame = match packet::frame(&buf[consumed..], gateway.max_packet) {
-                    Ok(Some(f)) if consumed + f.len <= buf.len() => f,
+                let frame = match packet::frame(&self.buf[consumed..], gateway.max_packet) {
+                    Ok(Some(f)) if consumed + f.len <= self.buf.len() => f,
                     Ok(_) => break None,
                     Err(packet::PacketError::TooLarge(len)) => {
-                        tracing::warn!(%module, len, max = gateway.max_packet, "packet too large: closing connection");
+                        tracing::warn!(module = %self.session.module(), len, max = gateway.max_packet, "packet too large: closing connection");
                         break Some(End::Violation("too_large"));
                     }
                     Err(e) => {
-                        tracing::warn!(%module, error = %e, "bad packet: closing connection");
+                        tracing::warn!(module = %self.session.module(), error = %e, "bad packet: closing connection");
                         break Some(End::Violation("mqtt_protocol"));
                     }
                 };
-                let body = &buf[consumed + frame.header_len..consumed + frame.len];
+                let body = &self.buf[consumed + frame.header_len..consumed + frame.len];
                 consumed += frame.len;
-                match self.session.handle(frame, body, &mut out) {
-                    Ok(Some(publish)) => {
-                        if !gateway.deliver(publish.topic, publish.payload).await {
-                            return false; // the hub is stopping
+                match self.session.handle(frame, body, &mut self.out) {
+                    Ok(Some(publish)) => match gateway.offer(publish.topic, publish.payload) {
+                        Offer::Taken => {}
+                        Offer::Wait(event) => {
+                            if Box::pin(gateway.events.send(event)).await.is_err() {
+                                return false; // the hub is stopping
+                            }
                         }
-                    }
+                        Offer::Gone => return false,
+                    },
                     Ok(None) => {}
                     Err(end) => break Some(end),
                 }
             };
-            buf.advance(consumed);
+            self.buf.advance(consumed);
             if let Some(End::Violation(reason)) = ended {
                 gateway.metrics.reject(reason);
+                let module = self.session.module();
                 if reason == "acl_denied" {
                     tracing::warn!(%module, "publish or subscription outside the module's topics: closing connection");
                 } else {
@@ -538,20 +588,14 @@ impl Connection<'_> {
                 }
             }
             // What came before an ending was legitimate: it is answered.
-            if !out.is_empty() {
-                if !self.write_out(&out).await {
-                    return false;
-                }
-                out.clear();
+            if !self.out.is_empty() && !self.flush().await {
+                return false;
             }
             if let Some(end) = ended {
                 return end == End::Clean;
             }
-            if buf.is_empty() {
-                buf = BytesMut::new();
-            }
-            if out.capacity() > READ_CHUNK {
-                out = BytesMut::new();
+            if self.buf.is_empty() {
+                self.buf = BytesMut::new();
             }
 
             let wake = tokio::select! {
@@ -563,13 +607,13 @@ impl Connection<'_> {
             };
             match wake {
                 Wake::Closed => {
-                    tracing::info!(%module, "connection closed by the hub (registry change or a newer connection)");
+                    tracing::info!(module = %self.session.module(), "connection closed by the hub (registry change or a newer connection)");
                     return false;
                 }
                 Wake::Readable(Err(_)) => return false,
                 Wake::Readable(Ok(())) => {
-                    buf.reserve(READ_CHUNK);
-                    match self.client.try_read_buf(&mut buf) {
+                    self.buf.reserve(READ_CHUNK);
+                    match self.client.try_read_buf(&mut self.buf) {
                         Ok(0) => return false,
                         Ok(_) => heard = Instant::now(),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -578,8 +622,8 @@ impl Connection<'_> {
                 }
                 Wake::Commands => {
                     for payload in self.commands.take() {
-                        if !self.session.command(&payload, &mut out) {
-                            tracing::debug!(%module, "command dropped: the module is not subscribed to its command topic");
+                        if !self.session.command(&payload, &mut self.out) {
+                            tracing::debug!(module = %self.session.module(), "command dropped: the module is not subscribed to its command topic");
                         }
                     }
                 }
@@ -590,7 +634,7 @@ impl Connection<'_> {
                     };
                     if heard.elapsed() >= grace {
                         gateway.metrics.reject("mqtt_keep_alive");
-                        tracing::info!(%module, "no packet within 1.5 × its keep-alive: closing connection");
+                        tracing::info!(module = %self.session.module(), "no packet within 1.5 × its keep-alive: closing connection");
                         return false;
                     }
                     keep_alive.as_mut().reset(heard + grace);
