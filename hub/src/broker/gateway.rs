@@ -598,11 +598,13 @@ impl Connection<'_> {
                 self.buf = BytesMut::new();
             }
 
+            // Commands before reads: a module whose socket always has bytes waiting must not
+            // starve them (they are rare, so asking first costs nothing).
             let wake = tokio::select! {
                 biased;
                 _ = self.closed_by_hub.cancelled() => Wake::Closed,
-                r = self.client.readable() => Wake::Readable(r),
                 _ = self.commands.ready() => Wake::Commands,
+                r = self.client.readable() => Wake::Readable(r),
                 _ = &mut keep_alive => Wake::KeepAlive,
             };
             match wake {
