@@ -167,26 +167,12 @@ where
     let cluster = remote.cluster.clone();
     let requests = channel(&cluster, "cmd", &cluster.instance);
     let replies = channel(&cluster, "reply", &cluster.instance);
-    let mut failures = 0u32;
     loop {
-        let subscribed = async {
-            let mut pubsub = cluster.client().get_async_pubsub().await?;
-            pubsub.subscribe(&[&requests, &replies]).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let mut pubsub = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = subscribed => match p {
-                Ok(p) => { failures = 0; p }
-                Err(e) => {
-                    failures += 1;
-                    if failures == 1 {
-                        tracing::error!(error = %e, "cannot subscribe to remote commands; retrying");
-                    }
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(25)))).await;
-                    continue;
-                }
-            },
+        let Some(mut pubsub) = cluster
+            .subscribe(&[&requests, &replies], "remote commands", &shutdown)
+            .await
+        else {
+            return;
         };
         let mut messages = pubsub.on_message();
         loop {

@@ -105,33 +105,12 @@ pub async fn receive(
     shutdown: CancellationToken,
 ) {
     let channel = cluster.keys.inbox(&cluster.instance);
-    let mut failures = 0u32;
     loop {
-        let subscribed = async {
-            let mut pubsub = cluster.client().get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = subscribed => p,
-        };
-        let mut pubsub = match pubsub {
-            Ok(p) => {
-                failures = 0;
-                p
-            }
-            Err(e) => {
-                failures += 1;
-                if failures == 1 {
-                    tracing::error!(error = %e, "cannot subscribe to this hub's inbox; retrying");
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(failures.min(25)))) => {}
-                }
-                continue;
-            }
+        let Some(mut pubsub) = cluster
+            .subscribe(&[&channel], "this hub's inbox", &shutdown)
+            .await
+        else {
+            return;
         };
         let mut messages = pubsub.on_message();
         loop {

@@ -240,6 +240,41 @@ impl Cluster {
         &self.client
     }
 
+    /// A pub/sub connection subscribed to `channels`, retried with a growing pause (200 ms
+    /// per failure, at most 5 s) until it works; `None` at shutdown. `what` names the
+    /// subscription in the one error logged per outage.
+    pub async fn subscribe(
+        &self,
+        channels: &[&str],
+        what: &str,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<redis::aio::PubSub> {
+        let mut failures = 0u32;
+        loop {
+            let subscribed = async {
+                let mut pubsub = self.client().get_async_pubsub().await?;
+                pubsub.subscribe(channels).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let error = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                p = subscribed => match p {
+                    Ok(pubsub) => return Some(pubsub),
+                    Err(e) => e,
+                },
+            };
+            failures += 1;
+            if failures == 1 {
+                tracing::error!(error = %error, "cannot subscribe to {what}; retrying");
+            }
+            let pause = std::time::Duration::from_millis(200 * u64::from(failures.min(25)));
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
     /// The live members as this hub sees them.
     pub fn members(&self) -> &membership::Members {
         &self.members
