@@ -216,6 +216,12 @@ pub struct RealtimeConfig {
     /// disconnected the same way. Default 30 s (`REALTIME_SLOW_CLIENT_TIMEOUT`).
     #[serde(with = "duration")]
     pub slow_client_timeout: Duration,
+    /// Events a dashboard socket's send buffer holds before the hub starts holding them for it
+    /// (coalesced, in its backlog). Large enough for a whole tracker batch to every socket
+    /// (socketioxide's default of 128 overflowed under bursts and merged updates of clients
+    /// that were keeping up). Allocated as used, so an idle socket does not pay for it.
+    /// Default 1,024 (`REALTIME_SOCKET_BUFFER`), between 16 and 65,536.
+    pub socket_buffer: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -236,6 +242,7 @@ impl Default for RealtimeConfig {
             ws_deflate: true,
             slow_client_max_backlog: 1024 * 1024,
             slow_client_timeout: Duration::from_secs(30),
+            socket_buffer: 1024,
         }
     }
 }
@@ -305,6 +312,12 @@ impl RealtimeConfig {
         if let Some(v) = var("REALTIME_SLOW_CLIENT_MAX_BACKLOG") {
             self.slow_client_max_backlog = number("REALTIME_SLOW_CLIENT_MAX_BACKLOG", &v)?;
         }
+        if let Some(v) = var("REALTIME_BATCH_WINDOW") {
+            self.batch_window = duration("REALTIME_BATCH_WINDOW", &v)?;
+        }
+        if let Some(v) = var("REALTIME_SOCKET_BUFFER") {
+            self.socket_buffer = number("REALTIME_SOCKET_BUFFER", &v)?;
+        }
         if let Some(v) = var("REALTIME_SLOW_CLIENT_TIMEOUT") {
             self.slow_client_timeout = duration("REALTIME_SLOW_CLIENT_TIMEOUT", &v)?;
         }
@@ -347,6 +360,15 @@ impl RealtimeConfig {
                 message: format!(
                     "{} bytes; must be between 1 KiB and realtime.replay-max-bytes ({})",
                     self.replay_max_missed_bytes, self.replay_max_bytes
+                ),
+            });
+        }
+        if !(16..=65_536).contains(&self.socket_buffer) {
+            return Err(ConfigError::Invalid {
+                setting: "realtime.socket-buffer",
+                message: format!(
+                    "{} events; must be between 16 and 65,536",
+                    self.socket_buffer
                 ),
             });
         }
@@ -1063,6 +1085,28 @@ mod tests {
         }
         c.realtime.replay_max_missed_bytes = 1 << 20;
         assert!(c.validate().is_ok());
+
+        // The socket buffer and the batch window.
+        assert_eq!(c.realtime.socket_buffer, 1024);
+        c.realtime
+            .apply_env(env(&[
+                ("REALTIME_SOCKET_BUFFER", "4096"),
+                ("REALTIME_BATCH_WINDOW", "2ms"),
+            ]))
+            .unwrap();
+        assert_eq!(c.realtime.socket_buffer, 4096);
+        assert_eq!(c.realtime.batch_window, Duration::from_millis(2));
+        assert!(c.validate().is_ok());
+        for wrong in [8, 100_000] {
+            c.realtime.socket_buffer = wrong;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("socket-buffer"), "{wrong}: {e}");
+        }
+        std::fs::write(&path, "[realtime]\nsocket-buffer = 256\n").unwrap();
+        assert_eq!(
+            Config::from_file(&path).unwrap().realtime.socket_buffer,
+            256
+        );
     }
 
     #[test]

@@ -160,6 +160,7 @@ pub async fn start(
         .max_payload(config.realtime.max_message as u64)
         .ws_max_message_size(config.realtime.max_message)
         .ws_max_frame_size(config.realtime.max_message)
+        .max_buffer_size(config.realtime.socket_buffer)
         .build_layer();
     // A cluster: join it first (membership, the shared event stream).
     let cluster = match &config.cluster.redis {

@@ -303,12 +303,15 @@ impl Tracker {
 
     /// Runs until shutdown (or until every sender is gone).
     ///
-    /// Events are handled in batches (whatever is queued). With a non-zero `batch_window`, under
-    /// load (an event arriving within `batch_window` of the previous one) the tracker first
-    /// waits `batch_window`, so that each dashboard socket is woken once per batch and writes
-    /// many events with one syscall instead of one per event: the per-socket writes, not the
-    /// diff, are what costs CPU when one event fans out to many dashboards. A quiet hub adds
-    /// no delay.
+    /// Events are handled in batches, so that each dashboard socket is woken once per batch and
+    /// writes many events with one syscall instead of one per event: the per-socket writes,
+    /// not the diff, are what costs CPU (BENCHMARKS.md, "Batching by scheduler pass"). Woken
+    /// by the first event, the tracker yields once before taking the batch: the connections
+    /// that the same pass made ready hand over what they read first (without it, tokio runs a
+    /// task woken by another right after it, and batches were one event long). That adds no
+    /// timer and no delay to a quiet hub. With a non-zero `batch_window`, under load (an event
+    /// arriving within `batch_window` of the previous one) the tracker waits `batch_window`
+    /// instead: bigger batches at a fixed latency price.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut last_event = tokio::time::Instant::now();
@@ -334,8 +337,15 @@ impl Tracker {
                     let now = tokio::time::Instant::now();
                     let busy = now.duration_since(last_event) < self.batch_window;
                     last_event = now;
-                    if busy && batch.len() < MAX_BATCH {
-                        tokio::time::sleep(self.batch_window).await;
+                    if batch.len() < MAX_BATCH {
+                        if busy {
+                            tokio::time::sleep(self.batch_window).await;
+                        } else {
+                            // Let the connections that are ready hand over what they read
+                            // first: one batch per scheduler pass, so that each dashboard
+                            // socket writes a pass's events with one syscall.
+                            tokio::task::yield_now().await;
+                        }
                         while batch.len() < MAX_BATCH {
                             match self.events_rx.try_recv() {
                                 Ok(event) => batch.push(event),

@@ -1,8 +1,9 @@
 //! Per-client delivery with explicit backpressure (`docs/REALTIME.md`, "Slow clients").
 //!
 //! Every registered socket gets each event its viewer may see, straight into its Socket.IO
-//! buffer (bounded by socketioxide: 128 packets). When that buffer is full — the client stopped
-//! reading, or reads slower than events come — the event goes to the client's [`Backlog`]
+//! buffer (bounded by socketioxide: `[realtime] socket-buffer`, 1,024 packets). When that
+//! buffer is full — the client stopped reading, or reads slower than events come — the event
+//! goes to the client's [`Backlog`]
 //! instead, and so does every later event for it until the backlog is drained, so that the
 //! client still receives events in stream order. The backlog coalesces: a module's telemetry
 //! deltas merge into one (the latest value of each reading, `fromRev` telling the revisions it
