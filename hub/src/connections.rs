@@ -216,7 +216,29 @@ impl LiveConnections {
     /// close it. The entry it replaces, whatever its transport, is closed: the newest
     /// connection wins (an MQTT takeover).
     pub fn insert(&self, module: &ModuleId, session: u64, link: Link) -> CancellationToken {
-        let token = CancellationToken::new();
+        self.insert_token(CancellationToken::new(), module, session, link)
+    }
+
+    /// Like [`insert`](Self::insert), with a token that `parent` cancels too (the hub's
+    /// shutdown: the connection needs no watch of its own for it). Born cancelled if `parent`
+    /// already is.
+    pub fn insert_under(
+        &self,
+        parent: &CancellationToken,
+        module: &ModuleId,
+        session: u64,
+        link: Link,
+    ) -> CancellationToken {
+        self.insert_token(parent.child_token(), module, session, link)
+    }
+
+    fn insert_token(
+        &self,
+        token: CancellationToken,
+        module: &ModuleId,
+        session: u64,
+        link: Link,
+    ) -> CancellationToken {
         let entry = Entry {
             session,
             token: token.clone(),
@@ -464,6 +486,39 @@ mod tests {
         assert!(!new.is_cancelled());
         live.remove(&m, 1);
         assert_eq!(live.link(&m).map(|(s, _)| s), Some(2), "a stale removal");
+    }
+
+    #[test]
+    fn a_connection_registered_under_the_shutdown_token_closes_with_it() {
+        let live = LiveConnections::default();
+        let shutdown = CancellationToken::new();
+        let a = live.insert_under(
+            &shutdown,
+            &ModuleId::new("MC-1").unwrap(),
+            1,
+            Link::Mqtt(None),
+        );
+        let b = live.insert_under(
+            &shutdown,
+            &ModuleId::new("MC-2").unwrap(),
+            2,
+            Link::Mqtt(None),
+        );
+        b.cancel();
+        assert!(
+            !a.is_cancelled() && !shutdown.is_cancelled(),
+            "closing one closes only it"
+        );
+        shutdown.cancel();
+        assert!(a.is_cancelled());
+        // Registered after shutdown began: closed from the start, not missed.
+        let late = live.insert_under(
+            &shutdown,
+            &ModuleId::new("MC-3").unwrap(),
+            3,
+            Link::Mqtt(None),
+        );
+        assert!(late.is_cancelled());
     }
 
     #[test]

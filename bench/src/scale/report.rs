@@ -459,9 +459,33 @@ fn targets_section(out: &mut String, r: &Report) {
                             c * 100.0
                         )
                     });
+                    // The embedded hub against the same floor: what a user saves by not
+                    // running a broker at all.
+                    let embedded = match find(&sums, Kind::Hub) {
+                        Some(e) => {
+                            let cpu = common_rate(f, &[Kind::Hub, Kind::Mosquitto]).map_or(
+                                String::new(),
+                                |rate| {
+                                    format!(
+                                        ", CPU per message at {rate:.0} msgs/s {:+.0} %",
+                                        (cpu_at(Kind::Hub, rate) / cpu_at(Kind::Mosquitto, rate)
+                                            - 1.0)
+                                            * 100.0
+                                    )
+                                },
+                            );
+                            format!(
+                                ". The embedded hub (no Mosquitto): {} vs {} msgs/s ({}){cpu}",
+                                num(e.sustained, 0),
+                                num(m.sustained, 0),
+                                ratio(e.sustained, m.sustained),
+                            )
+                        }
+                        None => String::new(),
+                    };
                     (
                         format!(
-                            "throughput: {} vs {} msgs/s, {}{cpu_text}{}",
+                            "throughput: {} vs {} msgs/s, {}{cpu_text}{}{embedded}",
                             num(h.sustained, 0),
                             num(m.sustained, 0),
                             if throughput <= 0.0 {

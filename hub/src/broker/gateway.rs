@@ -106,17 +106,15 @@ impl Gateway {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let gateway = self.clone();
-                    let shutdown = shutdown.clone();
-                    let span = span.clone();
+                    let incoming = Box::new(Incoming {
+                        stream,
+                        peer,
+                        slot,
+                        shutdown: shutdown.clone(),
+                    });
                     tasks.spawn(tracing::Instrument::instrument(
-                        async move {
-                            tokio::select! {
-                                _ = shutdown.cancelled() => {}
-                                _ = gateway.serve(stream, peer, slot) => {}
-                            }
-                        },
-                        span,
+                        self.clone().serve(incoming),
+                        span.clone(),
                     ));
                 }
                 Err(e) => {
@@ -128,27 +126,45 @@ impl Gateway {
         }
     }
 
-    /// `handshake` is this connection's slot among those authenticating, given back once it
-    /// has.
+    /// Serves one connection, from its CONNECT to its end; at shutdown it just stops (no will,
+    /// no disconnect reported: the hub is going, not the module).
     ///
     /// A task keeps the size of its largest state for as long as it lives, and a module
     /// connection may live for months: what happens once per connection (the handshake and its
     /// registry queries, the reports to the tracker) is boxed, so that an idle connection holds
-    /// little more than its read loop.
-    async fn serve(
-        &self,
-        mut client: TcpStream,
-        peer: SocketAddr,
-        handshake: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        let Some(accepted) = Box::pin(self.handshake(&mut client, peer, handshake)).await else {
-            return;
-        };
-        let Some(mut connection) = Box::pin(self.open(client, peer, accepted)).await else {
+    /// little more than its read loop. For the same reason the task takes one boxed argument
+    /// (an `async fn` keeps its arguments beside what it moved them into) and has no select
+    /// of its own around it: shutdown reaches the read loop through the connection's token, a
+    /// child of the hub's.
+    async fn serve(self: Arc<Self>, incoming: Box<Incoming>) {
+        let opened = Box::pin(async {
+            let shutdown = incoming.shutdown.clone();
+            tokio::select! {
+                _ = shutdown.cancelled() => None,
+                connection = self.accept(incoming) => connection,
+            }
+        })
+        .await;
+        let Some(mut connection) = opened else {
             return;
         };
         let clean = connection.run().await;
+        if connection.stopping.is_cancelled() {
+            return;
+        }
         Box::pin(self.close(connection, clean)).await;
+    }
+
+    /// The handshake, then the registration.
+    async fn accept(&self, incoming: Box<Incoming>) -> Option<Connection<'_>> {
+        let Incoming {
+            mut stream,
+            peer,
+            slot,
+            shutdown,
+        } = *incoming;
+        let accepted = self.handshake(&mut stream, peer, slot).await?;
+        self.open(stream, peer, accepted, shutdown).await
     }
 
     /// Reads the CONNECT, checks the module's credentials and what it asks for; answers a
@@ -251,6 +267,7 @@ impl Gateway {
         client: TcpStream,
         peer: SocketAddr,
         accepted: Accepted,
+        stopping: CancellationToken,
     ) -> Option<Connection<'_>> {
         let Accepted {
             level,
@@ -270,7 +287,8 @@ impl Gateway {
         // Registered after the tracker heard of the session: a takeover closes the older
         // connection here, whose end the tracker then recognises as stale.
         let commands = Arc::new(CommandSlot::default());
-        let closed_by_hub = self.live.insert(
+        let closed_by_hub = self.live.insert_under(
+            &stopping,
             &module,
             session,
             Link::Mqtt(Some(MqttRoute {
@@ -290,6 +308,7 @@ impl Gateway {
             will: will.map(Box::new),
             commands,
             closed_by_hub,
+            stopping,
             buf,
             out,
         })
@@ -467,6 +486,15 @@ fn read_some(client: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     }
 }
 
+/// A connection just accepted: the connection task's one argument, boxed (see `serve`).
+struct Incoming {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Its slot among the connections authenticating, given back once it has.
+    slot: tokio::sync::OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+}
+
 /// A module through the handshake.
 struct Accepted {
     level: u8,
@@ -507,8 +535,11 @@ struct Connection<'a> {
     will: Option<Box<packet::Will>>,
     /// Commands for the module ([`crate::commands`] finds this queue in the live connections).
     commands: Arc<CommandSlot>,
-    /// Cancelled to close the connection: registry change, or a newer connection of the module.
+    /// Cancelled to close the connection: registry change, a newer connection of the module,
+    /// or shutdown (a child of `stopping`).
     closed_by_hub: CancellationToken,
+    /// The hub's shutdown.
+    stopping: CancellationToken,
     /// Bytes read and not yet handled (empty, and unallocated, while idle).
     buf: BytesMut,
     /// Answers not yet written (the CONNACK at first).
@@ -539,12 +570,15 @@ impl Connection<'_> {
             return true;
         }
         let rest = &out[written..];
-        match Box::pin(tokio::time::timeout(
-            WRITE_TIMEOUT,
-            self.client.write_all(rest),
-        ))
-        .await
-        {
+        let closed = &self.closed_by_hub;
+        let waited = Box::pin(async {
+            tokio::select! {
+                _ = closed.cancelled() => Ok(Err(std::io::ErrorKind::ConnectionAborted.into())),
+                r = tokio::time::timeout(WRITE_TIMEOUT, self.client.write_all(rest)) => r,
+            }
+        })
+        .await;
+        match waited {
             Ok(Ok(())) => true,
             Ok(Err(_)) => false,
             Err(_) => {
@@ -635,6 +669,7 @@ impl Connection<'_> {
                 _ = &mut keep_alive => Wake::KeepAlive,
             };
             match wake {
+                Wake::Closed if self.stopping.is_cancelled() => return false,
                 Wake::Closed => {
                     tracing::info!(module = %self.session.module(), "connection closed by the hub (registry change or a newer connection)");
                     return false;
