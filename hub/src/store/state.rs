@@ -111,14 +111,25 @@ impl StateStore {
 
     /// Writes `batch` in one transaction. A module removed from the registry in the meantime
     /// is skipped (its row went with it, by the foreign key), not an error.
+    ///
+    /// Rows go [`ROWS_PER_STATEMENT`] to a statement: one round trip to the database thread
+    /// per row cost more than the rows themselves (a sixth of the hub's CPU per message at
+    /// 1,000 modules, BENCHMARKS.md). The sizes used are powers of two, so that the few
+    /// statements there are stay prepared in the connection's cache.
     pub async fn write(&self, batch: &[ModuleSnapshot]) -> Result<(), StoreError> {
         let now = unix_now();
+        // One row per module (the last snapshot wins): an upsert may not touch a row twice.
+        let mut seen = HashSet::with_capacity(batch.len());
         let mut rows = Vec::with_capacity(batch.len());
-        for snapshot in batch {
+        for snapshot in batch.iter().rev() {
+            if !seen.insert(&snapshot.module_id) {
+                continue;
+            }
             let readings = serde_json::to_string(&snapshot.readings)
                 .map_err(|e| StoreError::Decode(format!("readings: {e}")))?;
             rows.push((snapshot, readings));
         }
+        rows.reverse();
         let postgres = matches!(self.pool, Pool::Postgres(_));
         with_pool!(&self.pool, p => async {
             let mut tx = p.begin().await?;
@@ -128,26 +139,22 @@ impl StateStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            for (snapshot, readings) in &rows {
-                sqlx::query(
-                    "INSERT INTO module_state
-                         (module_id, readings, rev, last_seen_ms, fw, heartbeat_ms, updated_at)
-                     SELECT $1, $2, $3, $4, $5, $6, $7
-                     WHERE EXISTS (SELECT 1 FROM modules WHERE id = $1)
-                     ON CONFLICT (module_id) DO UPDATE SET
-                         readings = excluded.readings, rev = excluded.rev,
-                         last_seen_ms = excluded.last_seen_ms, fw = excluded.fw,
-                         heartbeat_ms = excluded.heartbeat_ms, updated_at = excluded.updated_at",
-                )
-                .bind(snapshot.module_id.as_str())
-                .bind(readings)
-                .bind(i64::try_from(snapshot.rev).unwrap_or(i64::MAX))
-                .bind(snapshot.last_seen.map(unix_millis))
-                .bind(snapshot.fw.as_deref())
-                .bind(snapshot.heartbeat_ms.map(i64::from))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            let mut rest = &rows[..];
+            while !rest.is_empty() {
+                let n = statement_rows(rest.len());
+                let (chunk, after) = rest.split_at(n);
+                rest = after;
+                let mut query = sqlx::query(upsert_statement(n));
+                for (snapshot, readings) in chunk {
+                    query = query
+                        .bind(snapshot.module_id.as_str())
+                        .bind(readings.as_str())
+                        .bind(i64::try_from(snapshot.rev).unwrap_or(i64::MAX))
+                        .bind(snapshot.last_seen.map(unix_millis))
+                        .bind(snapshot.fw.as_deref())
+                        .bind(snapshot.heartbeat_ms.map(i64::from));
+                }
+                query.bind(now).execute(&mut *tx).await?;
             }
             tx.commit().await
         }
@@ -212,6 +219,64 @@ impl StateStore {
 fn unix_millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Most rows one upsert statement carries (7 parameters each: well under SQLite's 32,766 and
+/// PostgreSQL's 65,535).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Rows for the next statement of `left`: the largest power of two that fits, at most
+/// [`ROWS_PER_STATEMENT`] (so at most 9 distinct statements, all cached once prepared).
+fn statement_rows(left: usize) -> usize {
+    let n = left.min(ROWS_PER_STATEMENT);
+    1 << n.ilog2()
+}
+
+/// The upsert of `rows` rows (a power of two up to [`ROWS_PER_STATEMENT`]), built once.
+fn upsert_statement(rows: usize) -> &'static str {
+    static STATEMENTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        (0..=ROWS_PER_STATEMENT.ilog2())
+            .map(|power| upsert_sql(1 << power))
+            .collect()
+    });
+    STATEMENTS[rows.ilog2() as usize].as_str()
+}
+
+/// The upsert of `rows` snapshots: `$1..$6` the first row's values, and so on; the last
+/// parameter is `updated_at`. The same text on SQLite and PostgreSQL (a CTE of `VALUES` with
+/// named columns; the `WHERE` also keeps SQLite's upsert unambiguous after a `SELECT`).
+fn upsert_sql(rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::from(
+        "WITH v (module_id, readings, rev, last_seen_ms, fw, heartbeat_ms) AS (VALUES ",
+    );
+    for row in 0..rows {
+        let p = row * 6;
+        let _ = write!(
+            sql,
+            "{}(${}, ${}, ${}, ${}, ${}, ${})",
+            if row == 0 { "" } else { ", " },
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6
+        );
+    }
+    let _ = write!(
+        sql,
+        ") INSERT INTO module_state
+             (module_id, readings, rev, last_seen_ms, fw, heartbeat_ms, updated_at)
+         SELECT v.module_id, v.readings, v.rev, v.last_seen_ms, v.fw, v.heartbeat_ms, ${}
+         FROM v WHERE EXISTS (SELECT 1 FROM modules WHERE id = v.module_id)
+         ON CONFLICT (module_id) DO UPDATE SET
+             readings = excluded.readings, rev = excluded.rev,
+             last_seen_ms = excluded.last_seen_ms, fw = excluded.fw,
+             heartbeat_ms = excluded.heartbeat_ms, updated_at = excluded.updated_at",
+        rows * 6 + 1
+    );
+    sql
 }
 
 /// The task that writes the tracker's batches (see the module docs).
@@ -419,7 +484,65 @@ mod tests {
     backend_tests!(
         snapshots_round_trip_and_follow_the_registry,
         the_modules_of_a_failed_batch_are_written_once_the_disk_works_again,
+        a_batch_spanning_several_statements_writes_every_row_once,
     );
+
+    #[test]
+    fn statements_carry_powers_of_two_up_to_the_cap() {
+        let sizes = |mut left: usize| {
+            let mut out = Vec::new();
+            while left > 0 {
+                let n = statement_rows(left);
+                out.push(n);
+                left -= n;
+            }
+            out
+        };
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(45), [32, 8, 4, 1]);
+        assert_eq!(sizes(256), [256]);
+        assert_eq!(sizes(1000), [256, 256, 256, 128, 64, 32, 8]);
+        let sql = upsert_sql(2);
+        assert!(
+            sql.contains("($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12)"),
+            "{sql}"
+        );
+        assert!(sql.contains("$13"), "updated_at comes last: {sql}");
+    }
+
+    /// 45 rows (statements of 32, 8, 4 and 1), with an unregistered module, a module twice
+    /// (the later snapshot wins) and empty optional fields.
+    async fn a_batch_spanning_several_statements_writes_every_row_once(backend: Backend) {
+        let (db, store) = test_store(backend).await;
+        let ids: Vec<String> = (0..44).map(|i| format!("MC-{}", 100 + i)).collect();
+        for id in &ids {
+            register(&store, id).await;
+        }
+        let mut batch: Vec<ModuleSnapshot> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| snapshot(id, i as u64 + 1, i as f32))
+            .collect();
+        batch[7].fw = None;
+        batch[7].last_seen = None;
+        batch[7].heartbeat_ms = None;
+        batch.push(snapshot("MC-GONE", 1, 1.0));
+        batch.push(snapshot("MC-100", 99, 99.5));
+        let states = StateStore::connect(&db.database).await.unwrap();
+        states.write(&batch).await.unwrap();
+        let mut loaded: Vec<ModuleSnapshot> = states
+            .load()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.snapshot)
+            .collect();
+        loaded.sort_by(|a, b| a.module_id.as_str().cmp(b.module_id.as_str()));
+        let mut expected: Vec<ModuleSnapshot> = batch[1..44].to_vec();
+        expected.push(snapshot("MC-100", 99, 99.5));
+        expected.sort_by(|a, b| a.module_id.as_str().cmp(b.module_id.as_str()));
+        assert_eq!(loaded, expected);
+    }
 
     async fn snapshots_round_trip_and_follow_the_registry(backend: Backend) {
         let (db, store) = test_store(backend).await;
