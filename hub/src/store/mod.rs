@@ -210,8 +210,16 @@ fn connect_options(
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(synchronous)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10)))
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}")))
 }
+
+/// Page cache per SQLite connection, KiB (SQLite's default is 2,000). The hub has five
+/// connections, and each filled its cache with the registry and state pages it touched: at
+/// 10,000 modules ~400 bytes of resident memory per module (BENCHMARKS.md). A miss is a read
+/// from the OS's page cache, a few microseconds, on paths that are rare (handshakes, admin
+/// pages) or batched (the state writer).
+const SQLITE_CACHE_KIB: u32 = 256;
 
 /// How long a PostgreSQL query may wait for a row lock before failing as `busy` (SQLite's
 /// busy timeout, for the same human-paced writes): a stuck transaction of another hub or CLI
