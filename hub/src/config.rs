@@ -326,15 +326,13 @@ impl RealtimeConfig {
 
     /// Checks the replay and reconnection settings.
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=10_000_000).contains(&self.replay_capacity) {
-            return Err(ConfigError::Invalid {
-                setting: "realtime.replay-capacity",
-                message: format!(
-                    "{} events; must be between 1 and 10,000,000",
-                    self.replay_capacity
-                ),
-            });
-        }
+        within(
+            "realtime.replay-capacity",
+            &self.replay_capacity,
+            1..=10_000_000,
+            format!("{} events", self.replay_capacity),
+            "1 and 10,000,000",
+        )?;
         if self.replay_max_missed > self.replay_capacity {
             return Err(ConfigError::Invalid {
                 setting: "realtime.replay-max-missed",
@@ -354,44 +352,37 @@ impl RealtimeConfig {
                 ),
             });
         }
-        if !(1024..=self.replay_max_bytes).contains(&self.replay_max_missed_bytes) {
-            return Err(ConfigError::Invalid {
-                setting: "realtime.replay-max-missed-bytes",
-                message: format!(
-                    "{} bytes; must be between 1 KiB and realtime.replay-max-bytes ({})",
-                    self.replay_max_missed_bytes, self.replay_max_bytes
-                ),
-            });
-        }
-        if !(16..=65_536).contains(&self.socket_buffer) {
-            return Err(ConfigError::Invalid {
-                setting: "realtime.socket-buffer",
-                message: format!(
-                    "{} events; must be between 16 and 65,536",
-                    self.socket_buffer
-                ),
-            });
-        }
-        if !(4 * 1024..=1024 * 1024 * 1024).contains(&self.slow_client_max_backlog) {
-            return Err(ConfigError::Invalid {
-                setting: "realtime.slow-client-max-backlog",
-                message: format!(
-                    "{} bytes; must be between 4 KiB and 1 GiB",
-                    self.slow_client_max_backlog
-                ),
-            });
-        }
-        if !(Duration::from_millis(100)..=Duration::from_secs(3600))
-            .contains(&self.slow_client_timeout)
-        {
-            return Err(ConfigError::Invalid {
-                setting: "realtime.slow-client-timeout",
-                message: format!(
-                    "{}; must be between 100ms and 1h",
-                    humantime::format_duration(self.slow_client_timeout)
-                ),
-            });
-        }
+        within(
+            "realtime.replay-max-missed-bytes",
+            &self.replay_max_missed_bytes,
+            1024..=self.replay_max_bytes,
+            format!("{} bytes", self.replay_max_missed_bytes),
+            &format!(
+                "1 KiB and realtime.replay-max-bytes ({})",
+                self.replay_max_bytes
+            ),
+        )?;
+        within(
+            "realtime.socket-buffer",
+            &self.socket_buffer,
+            16..=65_536,
+            format!("{} events", self.socket_buffer),
+            "16 and 65,536",
+        )?;
+        within(
+            "realtime.slow-client-max-backlog",
+            &self.slow_client_max_backlog,
+            4 * 1024..=1024 * 1024 * 1024,
+            format!("{} bytes", self.slow_client_max_backlog),
+            "4 KiB and 1 GiB",
+        )?;
+        within(
+            "realtime.slow-client-timeout",
+            &self.slow_client_timeout,
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+            humantime::format_duration(self.slow_client_timeout),
+            "100ms and 1h",
+        )?;
         if self.max_reconnect_delay < self.reconnect_delay {
             return Err(ConfigError::Invalid {
                 setting: "realtime.max-reconnect-delay",
@@ -662,52 +653,41 @@ impl Config {
                     .into(),
             });
         }
-        if !(1024..=16 * 1024 * 1024).contains(&self.realtime.max_message) {
-            return Err(ConfigError::Invalid {
-                setting: "realtime.max-message",
-                message: format!(
-                    "{} bytes; must be between 1 KiB and 16 MiB",
-                    self.realtime.max_message
-                ),
-            });
-        }
-        if !(Duration::from_millis(100)..=Duration::from_secs(3600))
-            .contains(&self.http_request_timeout)
-        {
-            return Err(ConfigError::Invalid {
-                setting: "http-request-timeout",
-                message: format!(
-                    "{}; must be between 100ms and 1h",
-                    humantime::format_duration(self.http_request_timeout)
-                ),
-            });
-        }
-        if !(1..=1_000_000).contains(&self.http_max_connections) {
-            return Err(ConfigError::Invalid {
-                setting: "http-max-connections",
-                message: format!(
-                    "{}; must be between 1 and 1,000,000",
-                    self.http_max_connections
-                ),
-            });
-        }
-        if !(Duration::from_millis(100)..=Duration::from_secs(600))
-            .contains(&self.http_header_timeout)
-        {
-            return Err(ConfigError::Invalid {
-                setting: "http-header-timeout",
-                message: format!(
-                    "{}; must be between 100ms and 10min",
-                    humantime::format_duration(self.http_header_timeout)
-                ),
-            });
-        }
-        if !(1024..=1024 * 1024).contains(&self.max_packet) {
-            return Err(ConfigError::Invalid {
-                setting: "max-packet",
-                message: format!("{} bytes; must be between 1 KiB and 1 MiB", self.max_packet),
-            });
-        }
+        within(
+            "realtime.max-message",
+            &self.realtime.max_message,
+            1024..=16 * 1024 * 1024,
+            format!("{} bytes", self.realtime.max_message),
+            "1 KiB and 16 MiB",
+        )?;
+        within(
+            "http-request-timeout",
+            &self.http_request_timeout,
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+            humantime::format_duration(self.http_request_timeout),
+            "100ms and 1h",
+        )?;
+        within(
+            "http-max-connections",
+            &self.http_max_connections,
+            1..=1_000_000,
+            self.http_max_connections,
+            "1 and 1,000,000",
+        )?;
+        within(
+            "http-header-timeout",
+            &self.http_header_timeout,
+            Duration::from_millis(100)..=Duration::from_secs(600),
+            humantime::format_duration(self.http_header_timeout),
+            "100ms and 10min",
+        )?;
+        within(
+            "max-packet",
+            &self.max_packet,
+            1024..=1024 * 1024,
+            format!("{} bytes", self.max_packet),
+            "1 KiB and 1 MiB",
+        )?;
         use crate::liveness::{MAX_TIMEOUT, MIN_TIMEOUT};
         let day = Duration::from_secs(24 * 3600);
         let ranges = [
@@ -905,6 +885,25 @@ pub mod opt_duration {
         let text = Option::<String>::deserialize(d)?;
         text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+/// Checks that `value`, the value of `setting`, lies within `range`; the error shows it as
+/// `shown` and the bounds as `bounds` ("1 KiB and 16 MiB").
+fn within<T: PartialOrd>(
+    setting: &'static str,
+    value: &T,
+    range: std::ops::RangeInclusive<T>,
+    shown: impl std::fmt::Display,
+    bounds: &str,
+) -> Result<(), ConfigError> {
+    if range.contains(value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            setting,
+            message: format!("{shown}; must be between {bounds}"),
+        })
     }
 }
 
