@@ -15,7 +15,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, body::Body, extract::Request};
+use axum::{Router, body::Body, extract::Request, http::HeaderValue};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
@@ -26,6 +26,33 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::{Service, ServiceExt};
 
 use crate::metrics::Metrics;
+
+/// Where Socket.IO is served (socketioxide's default path).
+const SOCKET_IO_PATH: &str = "/socket.io/";
+
+/// Gives a request a head of its own, not slices of hyper's read buffer.
+///
+/// hyper parses the URI and header values as slices of the connection's 8 KiB read buffer.
+/// socketioxide keeps each connection's request head (its `req_parts`, extensions included:
+/// axum's `OriginalUri` is a clone of the URI) for the connection's life, so keeping the slices
+/// would keep the whole buffer long after the upgrade handed the socket over: 8 KB of heap per
+/// dashboard, for a head of a few hundred bytes. This runs before the router, so the clones it
+/// makes share the copies (and `ws_deflate` calls it on its inner requests). Header names are
+/// owned already.
+pub(crate) fn own_head<B>(request: &mut Request<B>) {
+    if let Ok(uri) = request.uri().to_string().parse() {
+        *request.uri_mut() = uri;
+    }
+    let shared = std::mem::take(request.headers_mut());
+    let owned = request.headers_mut();
+    owned.reserve(shared.len());
+    for (name, value) in &shared {
+        // Bytes that were a valid value are one still; the fallback keeps the shared value.
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+}
 
 /// Bounds on HTTP connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +98,13 @@ pub async fn serve(
             Ok(s) => s,
             Err(never) => match never {},
         };
-        let service = TowerToHyperService::new(
-            service.map_request(|req: Request<Incoming>| req.map(Body::new)),
-        );
+        let service = TowerToHyperService::new(service.map_request(|req: Request<Incoming>| {
+            let mut req = req.map(Body::new);
+            if req.uri().path().starts_with(SOCKET_IO_PATH) {
+                own_head(&mut req);
+            }
+            req
+        }));
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             let mut http = hyper::server::conn::http1::Builder::new();
@@ -95,5 +126,46 @@ pub async fn serve(
             }
             drop(slot);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Uri, header::COOKIE};
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// A request as hyper builds it: the URI and the values are slices of one read buffer.
+    fn parsed(buffer: &Bytes, uri_len: usize, cookie_len: usize) -> Request<()> {
+        let mut request = Request::new(());
+        *request.uri_mut() = Uri::from_maybe_shared(buffer.slice(..uri_len)).unwrap();
+        let cookie = buffer.slice(uri_len..uri_len + cookie_len);
+        let cookie = HeaderValue::from_maybe_shared(cookie).unwrap();
+        request.headers_mut().insert(COOKIE, cookie);
+        request
+    }
+
+    #[test]
+    fn an_owned_head_no_longer_shares_the_read_buffer() {
+        let (path, cookie) = ("/socket.io/?EIO=4&transport=websocket", "mc_session=abc");
+        let mut raw = vec![b'x'; 8192];
+        raw[..path.len()].copy_from_slice(path.as_bytes());
+        raw[path.len()..path.len() + cookie.len()].copy_from_slice(cookie.as_bytes());
+        let buffer = Bytes::from(raw);
+        let in_buffer = |p: *const u8| buffer.as_ptr_range().contains(&p);
+        let original = parsed(&buffer, path.len(), cookie.len());
+        assert!(
+            in_buffer(original.uri().path().as_ptr()),
+            "the setup shares"
+        );
+
+        let mut request = parsed(&buffer, path.len(), cookie.len());
+        own_head(&mut request);
+        assert_eq!(request.uri(), original.uri());
+        assert_eq!(request.headers(), original.headers());
+        assert!(!in_buffer(request.uri().path().as_ptr()));
+        assert!(!in_buffer(request.uri().query().unwrap().as_ptr()));
+        assert!(!in_buffer(request.headers()[COOKIE].as_bytes().as_ptr()));
     }
 }

@@ -279,6 +279,7 @@ where
         let extensions = extensions.clone();
         async move {
             let mut request = request.map(Body::new);
+            super::serve::own_head(&mut request);
             request.extensions_mut().extend(extensions);
             let response = inner.oneshot(request).await?;
             Ok::<_, Infallible>(response.into_response())
