@@ -137,16 +137,19 @@ impl Gateway {
     /// of its own around it: shutdown reaches the read loop through the connection's token, a
     /// child of the hub's.
     async fn serve(self: Arc<Self>, incoming: Box<Incoming>) {
-        let opened = Box::pin(async {
+        // Matched straight from the await: a named `Option` moved into `connection` would keep
+        // its own slot in the task beside it (256 bytes per connection for good).
+        let mut connection = match Box::pin(async {
             let shutdown = incoming.shutdown.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => None,
                 connection = self.accept(incoming) => connection,
             }
         })
-        .await;
-        let Some(mut connection) = opened else {
-            return;
+        .await
+        {
+            Some(connection) => connection,
+            None => return,
         };
         let clean = connection.run().await;
         if connection.stopping.is_cancelled() {
