@@ -29,6 +29,12 @@ use crate::{
     tracker::TrackerHandle,
 };
 
+/// Whether `path` is Socket.IO's (socketioxide's default `/socket.io` path): the origin check,
+/// the deflate front and the accept loop each treat those requests apart.
+pub(crate) fn is_socket_io(path: &str) -> bool {
+    path.starts_with("/socket.io")
+}
+
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {

@@ -47,8 +47,7 @@ impl OriginPolicy {
 }
 
 fn is_guarded(method: &Method, path: &str) -> bool {
-    path.starts_with("/socket.io")
-        || !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+    super::is_socket_io(path) || !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// The middleware.

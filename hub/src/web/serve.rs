@@ -27,9 +27,6 @@ use tower::{Service, ServiceExt};
 
 use crate::metrics::Metrics;
 
-/// Where Socket.IO is served (socketioxide's default path).
-const SOCKET_IO_PATH: &str = "/socket.io/";
-
 /// Gives a request a head of its own, not slices of hyper's read buffer.
 ///
 /// hyper parses the URI and header values as slices of the connection's 8 KiB read buffer.
@@ -100,7 +97,7 @@ pub async fn serve(
         };
         let service = TowerToHyperService::new(service.map_request(|req: Request<Incoming>| {
             let mut req = req.map(Body::new);
-            if req.uri().path().starts_with(SOCKET_IO_PATH) {
+            if super::is_socket_io(req.uri().path()) {
                 own_head(&mut req);
             }
             req

@@ -199,7 +199,7 @@ fn offers_deflate(method: &Method, path: &str, headers: &HeaderMap) -> bool {
             name.trim().eq_ignore_ascii_case("server_max_window_bits")
         });
     method == Method::GET
-        && path.starts_with("/socket.io")
+        && super::is_socket_io(path)
         && has_token(header::UPGRADE, "websocket")
         && has_token(header::SEC_WEBSOCKET_EXTENSIONS, "permessage-deflate")
         && !limits_server_window
