@@ -1,5 +1,7 @@
 //! What the kernel says about this process (Linux `/proc/self`), for `GET /metrics`. Elsewhere,
-//! or when a file cannot be read, the values are `None` and the metrics are left out.
+//! or when a file cannot be read, the values are `None` and the metrics are left out. And the
+//! one thing the hub asks of the kernel for its threads: the background class for background
+//! work ([`background_threads`]).
 
 /// A snapshot of the process's resource use.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -58,8 +60,65 @@ impl ProcessStats {
     }
 }
 
+/// The nice value of background threads: the lowest.
+pub const BACKGROUND_NICE: i32 = 19;
+
+/// Moves every thread of this process whose name starts with `prefix` to the background:
+/// `SCHED_BATCH` at nice 19 (on Linux, both are per thread), and returns how many it moved.
+/// Such a thread never preempts another when it wakes, and under contention gets about 1.5 %
+/// of a core against a thread at nice 0 (weights 15 and 1,024): a thread of SQL batches, once
+/// a second, no longer takes the core from the realtime path for tens of milliseconds
+/// (BENCHMARKS.md), yet it keeps progressing on a saturated core, which matters as it may hold
+/// the database's write lock. (`SCHED_IDLE`, a fifth of that share, would let it hold the lock
+/// for seconds.) A thread that ends meanwhile is skipped. Elsewhere it does nothing and
+/// returns 0.
+pub fn background_threads(prefix: &str) -> std::io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut moved = 0;
+        for entry in std::fs::read_dir("/proc/self/task")? {
+            let path = entry?.path();
+            let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+                continue; // ended
+            };
+            let Some(tid) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<libc::pid_t>().ok())
+            else {
+                continue;
+            };
+            if !comm.trim_end().starts_with(prefix) {
+                continue;
+            }
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: `param` is a valid sched_param that outlives the call; setpriority reads
+            // its three integer arguments only.
+            let set = unsafe {
+                libc::sched_setscheduler(tid, libc::SCHED_BATCH, &param) == 0
+                    && libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE)
+                        == 0
+            };
+            if !set {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    continue; // ended
+                }
+                return Err(e);
+            }
+            moved += 1;
+        }
+        Ok(moved)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = prefix;
+        Ok(0)
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -88,5 +147,62 @@ mod tests {
         assert!(p.resident_bytes.is_some_and(|b| b > 0));
         assert!(p.open_fds.is_some_and(|n| n >= 3));
         assert!(p.threads.is_some_and(|n| n >= 1));
+    }
+
+    /// The nice value of thread `tid` of this process (`stat` field 19).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn thread_nice(tid: &str) -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        rest.split_whitespace().nth(16)?.parse().ok()
+    }
+
+    /// The scheduling policy of thread `tid` of this process (`SCHED_*`).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn thread_policy(tid: &str) -> Option<i32> {
+        let tid: libc::pid_t = tid.parse().ok()?;
+        // SAFETY: sched_getscheduler reads its integer argument only.
+        let policy = unsafe { libc::sched_getscheduler(tid) };
+        (policy >= 0).then_some(policy)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn moves_the_named_threads_only_to_the_background() {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let named = std::thread::Builder::new()
+            .name("mc-bg-test".into())
+            .spawn(move || {
+                let _ = started.send(()); // named by now: std names a thread as it starts
+                let _ = wait.recv();
+            })
+            .unwrap();
+        running.recv().unwrap();
+        let tid = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| {
+                std::fs::read_to_string(e.path().join("comm"))
+                    .is_ok_and(|c| c.trim_end() == "mc-bg-test")
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .unwrap();
+        // SAFETY: gettid has no arguments and cannot fail.
+        let me = unsafe { libc::gettid() }.to_string();
+        assert_eq!(thread_policy(&tid), Some(libc::SCHED_OTHER));
+
+        assert_eq!(background_threads("mc-bg-").unwrap(), 1);
+        assert_eq!(thread_policy(&tid), Some(libc::SCHED_BATCH));
+        assert_eq!(thread_nice(&tid), Some(BACKGROUND_NICE));
+        assert_eq!(
+            thread_policy(&me),
+            Some(libc::SCHED_OTHER),
+            "others keep theirs"
+        );
+        assert_eq!(background_threads("no-such-thread").unwrap(), 0);
+
+        go.send(()).unwrap();
+        named.join().unwrap();
     }
 }

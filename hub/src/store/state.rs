@@ -34,7 +34,7 @@ use sqlx::sqlite::{SqlitePoolOptions, SqliteSynchronous};
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{Database, Pool, StoreError, connect_options, connect_postgres, unix_now, with_pool};
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, process};
 
 /// How often the tracker hands dirty module states to the writer.
 pub const STATE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -74,6 +74,28 @@ pub struct StateStore {
     pool: Pool,
 }
 
+/// Name prefix of the writer's SQLite thread (sqlx runs each SQLite connection on a thread of
+/// its own), by which [`lower_writer_priority`] finds it. Linux keeps 15 bytes of a name.
+const WRITER_THREAD: &str = "mc-state-db";
+
+/// Moves the writer's SQLite thread to the background ([`process::background_threads`]):
+/// its batch, once a second, used to take the core from the realtime path for tens of
+/// milliseconds on a busy hub. Not fatal when it fails: the batches are then as before.
+fn lower_writer_priority() -> Result<(), sqlx::Error> {
+    match process::background_threads(WRITER_THREAD) {
+        Ok(0) if cfg!(target_os = "linux") => {
+            tracing::warn!(
+                "the state writer's database thread was not found: it keeps its priority"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot lower the state writer's priority");
+        }
+    }
+    Ok(())
+}
+
 impl StateStore {
     /// Opens a connection to the database of `data_dir`, which [`super::Store::open`] has
     /// created and migrated.
@@ -93,9 +115,12 @@ impl StateStore {
                 // NORMAL: snapshots are re-reported by the modules (module docs).
                 let options = connect_options(path, SqliteSynchronous::Normal)
                     .map_err(open_err)?
-                    .create_if_missing(false);
+                    .create_if_missing(false)
+                    .thread_name(|id| format!("{WRITER_THREAD}-{id}"));
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
+                    // each connection the pool opens (it may replace one) has a new thread
+                    .after_connect(|_, _| Box::pin(async { lower_writer_priority() }))
                     .connect_with(options)
                     .await
                     .map_err(open_err)?;
@@ -563,6 +588,43 @@ mod tests {
         assert!(
             states.load().await.unwrap().is_empty(),
             "removed with the module"
+        );
+    }
+
+    /// The writer's SQLite thread runs in the background class; the store's other
+    /// connections (logins, the registry) keep theirs.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_writers_database_thread_runs_in_the_background() {
+        let (dir, _store) = temp_store().await;
+        let states = StateStore::open(dir.path()).await.unwrap();
+        states.write(&[]).await.unwrap();
+        let threads: Vec<(String, Option<i32>)> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+                let tid = e.file_name().to_string_lossy().into_owned();
+                Some((
+                    comm.trim_end().to_owned(),
+                    crate::process::tests::thread_policy(&tid),
+                ))
+            })
+            .collect();
+        let writers: Vec<_> = threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(WRITER_THREAD))
+            .collect();
+        assert!(!writers.is_empty(), "no writer thread among {threads:?}");
+        for (name, policy) in writers {
+            assert_eq!(*policy, Some(libc::SCHED_BATCH), "{name}");
+        }
+        assert!(
+            threads
+                .iter()
+                .any(|(name, policy)| name.starts_with("sqlx-sqlite")
+                    && *policy == Some(libc::SCHED_OTHER)),
+            "the store's own connections keep their priority: {threads:?}"
         );
     }
 
