@@ -76,19 +76,8 @@ pub fn background_threads(prefix: &str) -> std::io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
         let mut moved = 0;
-        for entry in std::fs::read_dir("/proc/self/task")? {
-            let path = entry?.path();
-            let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
-                continue; // ended
-            };
-            let Some(tid) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<libc::pid_t>().ok())
-            else {
-                continue;
-            };
-            if !comm.trim_end().starts_with(prefix) {
+        for (name, tid) in threads()? {
+            if !name.starts_with(prefix) {
                 continue;
             }
             let param = libc::sched_param { sched_priority: 0 };
@@ -115,6 +104,27 @@ pub fn background_threads(prefix: &str) -> std::io::Result<usize> {
         let _ = prefix;
         Ok(0)
     }
+}
+
+/// This process's threads: name and thread id (`/proc/self/task`). A thread that ends while
+/// they are listed may be left out.
+#[cfg(target_os = "linux")]
+pub(crate) fn threads() -> std::io::Result<Vec<(String, libc::pid_t)>> {
+    let mut threads = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let path = entry?.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue; // ended
+        };
+        if let Some(tid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+        {
+            threads.push((comm.trim_end().to_owned(), tid));
+        }
+    }
+    Ok(threads)
 }
 
 #[cfg(test)]
@@ -151,7 +161,7 @@ pub(crate) mod tests {
 
     /// The nice value of thread `tid` of this process (`stat` field 19).
     #[cfg(target_os = "linux")]
-    pub(crate) fn thread_nice(tid: &str) -> Option<i32> {
+    pub(crate) fn thread_nice(tid: libc::pid_t) -> Option<i32> {
         let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
         let (_, rest) = stat.rsplit_once(')')?;
         rest.split_whitespace().nth(16)?.parse().ok()
@@ -159,8 +169,7 @@ pub(crate) mod tests {
 
     /// The scheduling policy of thread `tid` of this process (`SCHED_*`).
     #[cfg(target_os = "linux")]
-    pub(crate) fn thread_policy(tid: &str) -> Option<i32> {
-        let tid: libc::pid_t = tid.parse().ok()?;
+    pub(crate) fn thread_policy(tid: libc::pid_t) -> Option<i32> {
         // SAFETY: sched_getscheduler reads its integer argument only.
         let policy = unsafe { libc::sched_getscheduler(tid) };
         (policy >= 0).then_some(policy)
@@ -179,24 +188,20 @@ pub(crate) mod tests {
             })
             .unwrap();
         running.recv().unwrap();
-        let tid = std::fs::read_dir("/proc/self/task")
+        let (_, tid) = threads()
             .unwrap()
-            .filter_map(Result::ok)
-            .find(|e| {
-                std::fs::read_to_string(e.path().join("comm"))
-                    .is_ok_and(|c| c.trim_end() == "mc-bg-test")
-            })
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .into_iter()
+            .find(|(name, _)| name == "mc-bg-test")
             .unwrap();
         // SAFETY: gettid has no arguments and cannot fail.
-        let me = unsafe { libc::gettid() }.to_string();
-        assert_eq!(thread_policy(&tid), Some(libc::SCHED_OTHER));
+        let me = unsafe { libc::gettid() };
+        assert_eq!(thread_policy(tid), Some(libc::SCHED_OTHER));
 
         assert_eq!(background_threads("mc-bg-").unwrap(), 1);
-        assert_eq!(thread_policy(&tid), Some(libc::SCHED_BATCH));
-        assert_eq!(thread_nice(&tid), Some(BACKGROUND_NICE));
+        assert_eq!(thread_policy(tid), Some(libc::SCHED_BATCH));
+        assert_eq!(thread_nice(tid), Some(BACKGROUND_NICE));
         assert_eq!(
-            thread_policy(&me),
+            thread_policy(me),
             Some(libc::SCHED_OTHER),
             "others keep theirs"
         );

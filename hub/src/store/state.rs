@@ -81,7 +81,7 @@ const WRITER_THREAD: &str = "mc-state-db";
 /// Moves the writer's SQLite thread to the background ([`process::background_threads`]):
 /// its batch, once a second, used to take the core from the realtime path for tens of
 /// milliseconds on a busy hub. Not fatal when it fails: the batches are then as before.
-fn lower_writer_priority() -> Result<(), sqlx::Error> {
+fn lower_writer_priority() {
     match process::background_threads(WRITER_THREAD) {
         Ok(0) if cfg!(target_os = "linux") => {
             tracing::warn!(
@@ -93,7 +93,6 @@ fn lower_writer_priority() -> Result<(), sqlx::Error> {
             tracing::warn!(error = %e, "cannot lower the state writer's priority");
         }
     }
-    Ok(())
 }
 
 impl StateStore {
@@ -120,7 +119,10 @@ impl StateStore {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
                     // each connection the pool opens (it may replace one) has a new thread
-                    .after_connect(|_, _| Box::pin(async { lower_writer_priority() }))
+                    .after_connect(|_, _| {
+                        lower_writer_priority();
+                        Box::pin(async { Ok(()) })
+                    })
                     .connect_with(options)
                     .await
                     .map_err(open_err)?;
@@ -599,17 +601,10 @@ mod tests {
         let (dir, _store) = temp_store().await;
         let states = StateStore::open(dir.path()).await.unwrap();
         states.write(&[]).await.unwrap();
-        let threads: Vec<(String, Option<i32>)> = std::fs::read_dir("/proc/self/task")
+        let threads: Vec<(String, Option<i32>)> = process::threads()
             .unwrap()
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-                let tid = e.file_name().to_string_lossy().into_owned();
-                Some((
-                    comm.trim_end().to_owned(),
-                    crate::process::tests::thread_policy(&tid),
-                ))
-            })
+            .into_iter()
+            .map(|(name, tid)| (name, process::tests::thread_policy(tid)))
             .collect();
         let writers: Vec<_> = threads
             .iter()
