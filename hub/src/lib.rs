@@ -43,7 +43,6 @@ pub mod web;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -155,7 +154,8 @@ pub async fn start(
     let external = config.broker.external()?;
 
     // Realtime: Socket.IO handlers and the events manager.
-    let (socketio_layer, io) = SocketIo::builder()
+    let (socketio, root_namespace) = realtime::adapter::builder();
+    let (socketio_layer, io) = socketio
         // Polling bodies (max_payload) and WebSocket messages/frames are capped alike.
         .max_payload(config.realtime.max_message as u64)
         .ws_max_message_size(config.realtime.max_message)
@@ -180,7 +180,12 @@ pub async fn start(
         }
         None => None,
     };
-    let mut emitter = realtime::EventsManager::new(io.clone(), metrics.clone(), &config.realtime);
+    let mut emitter = realtime::EventsManager::new(
+        io.clone(),
+        root_namespace,
+        metrics.clone(),
+        &config.realtime,
+    );
     let mut consume_from = None;
     if let Some(cluster) = &cluster {
         let relay = cluster::relay::start_publisher(cluster, metrics.clone(), &tasks, &shutdown);

@@ -856,9 +856,10 @@ mod tests {
     };
 
     fn tracker() -> (Tracker, TrackerHandle, CommandQueue, mpsc::Receiver<Signal>) {
-        let (_layer, io) = socketioxide::SocketIo::builder().build_layer();
+        let (builder, root) = crate::realtime::adapter::builder();
+        let (_layer, io) = builder.build_layer();
         let metrics = Metrics::default();
-        let emitter = EventsManager::new(io, metrics.clone(), &RealtimeConfig::default());
+        let emitter = EventsManager::new(io, root, metrics.clone(), &RealtimeConfig::default());
         let (tracker, handle) = Tracker::new(
             LivenessConfig::default(),
             Deadbands::default(),

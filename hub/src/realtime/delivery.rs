@@ -26,10 +26,11 @@ use std::{
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use socketioxide::{SendError, extract::SocketRef, socket::Sid};
+use socketioxide::{SocketError, socket::Sid};
 use tokio::time::Instant;
 
 use super::{
+    adapter::{Encoded, RootNamespace, Socket},
     events::{self, TelemetryUpdated},
     replay::{Audience, Viewer},
 };
@@ -53,11 +54,13 @@ pub struct Clients {
     admins: std::collections::HashSet<Sid>,
     limits: SlowClientLimits,
     metrics: Metrics,
+    /// What sends an event, encoded once, to each socket.
+    root: RootNamespace,
 }
 
 /// One registered socket.
 pub struct Client {
-    socket: SocketRef,
+    socket: Socket,
     /// What it may see.
     pub viewer: Viewer,
     /// The login session it connected with (a logout disconnects it).
@@ -82,33 +85,77 @@ enum Sent {
     Closed,
 }
 
-fn send<T: serde::Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T) -> Sent {
-    match socket.emit(event, data) {
-        Ok(()) => Sent::Ok,
-        Err(SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => Sent::Full,
-        Err(SendError::Socket(socketioxide::SocketError::Closed)) => Sent::Closed,
-        Err(SendError::Serialize(e)) => {
+/// One event on its way to its sockets, encoded at most once: at the first socket that takes
+/// it live.
+struct Outgoing<'a> {
+    event: &'static str,
+    payload: &'a Arc<RawValue>,
+    offset: u64,
+    encoded: std::cell::OnceCell<Option<Encoded>>,
+}
+
+impl Outgoing<'_> {
+    fn encoded(&self) -> Option<&Encoded> {
+        self.encoded
+            .get_or_init(|| {
+                encode(
+                    self.event,
+                    &**self.payload,
+                    self.offset,
+                    self.payload.get().len(),
+                )
+            })
+            .as_ref()
+    }
+}
+
+/// `event` with its arguments, or `None` (logged) if they do not encode.
+fn encode<T: serde::Serialize + ?Sized>(
+    event: &str,
+    data: &T,
+    offset: u64,
+    size_hint: usize,
+) -> Option<Encoded> {
+    match Encoded::event(event, data, offset, size_hint) {
+        Ok(encoded) => Some(encoded),
+        Err(e) => {
             // Payloads were serialized once already: not expected; the event is skipped.
-            tracing::error!(event, error = %e, "event does not encode for a socket");
-            Sent::Ok
+            tracing::error!(event, error = %e, "event does not encode");
+            None
         }
+    }
+}
+
+/// Sends an encoded event to `socket` without waiting (`None`: skipped, see [`encode`]).
+fn send(root: &RootNamespace, socket: &Socket, event: Option<&Encoded>) -> Sent {
+    if !socket.connected() {
+        return Sent::Closed;
+    }
+    let Some(event) = event else {
+        return Sent::Ok;
+    };
+    match root.send(socket.id, event) {
+        Ok(()) => Sent::Ok,
+        Err(SocketError::InternalChannelFull) => Sent::Full,
+        Err(SocketError::Closed) => Sent::Closed,
     }
 }
 
 impl Clients {
     /// No clients yet.
-    pub fn new(limits: SlowClientLimits, metrics: Metrics) -> Self {
+    pub fn new(limits: SlowClientLimits, metrics: Metrics, root: RootNamespace) -> Self {
         Self {
             by_socket: HashMap::new(),
             by_user: HashMap::new(),
             admins: std::collections::HashSet::new(),
             limits,
             metrics,
+            root,
         }
     }
 
     /// Starts delivering to `socket` (it joined its rooms under the same stream lock).
-    pub fn add(&mut self, socket: SocketRef, viewer: Viewer, session_hash: String) {
+    pub fn add(&mut self, socket: Socket, viewer: Viewer, session_hash: String) {
         self.by_user
             .entry(viewer.user_id)
             .or_default()
@@ -196,6 +243,12 @@ impl Clients {
         // The recipients: from the indexes for targeted events, else every socket. No list is
         // built: this runs for every event (the indexes and `by_socket` are separate fields).
         let mut gone = Vec::new();
+        let outgoing = Outgoing {
+            event,
+            payload,
+            offset,
+            encoded: std::cell::OnceCell::new(),
+        };
         {
             let Self {
                 by_socket,
@@ -203,6 +256,7 @@ impl Clients {
                 admins,
                 limits,
                 metrics,
+                root,
             } = self;
             let owner_sockets = |owner: Option<i64>| {
                 owner
@@ -215,7 +269,7 @@ impl Clients {
             let mut deliver = |sid: Sid, client: &mut Client| {
                 // The indexes narrow; the audience decides (one rule: `Audience::admits`).
                 if audience.admits(&client.viewer)
-                    && client.deliver(metrics, *limits, event, payload, offset, now) == Sent::Closed
+                    && client.deliver(metrics, *limits, root, &outgoing, now) == Sent::Closed
                 {
                     gone.push(sid);
                 }
@@ -255,7 +309,7 @@ impl Clients {
                 gone.push(*sid);
                 continue;
             }
-            if client.catch_up(&self.metrics, self.limits, now) == Sent::Closed {
+            if client.catch_up(&self.metrics, self.limits, &self.root, now) == Sent::Closed {
                 gone.push(*sid);
             }
         }
@@ -271,13 +325,18 @@ impl Client {
         &mut self,
         metrics: &Metrics,
         limits: SlowClientLimits,
-        event: &'static str,
-        payload: &Arc<RawValue>,
-        offset: u64,
+        root: &RootNamespace,
+        out: &Outgoing<'_>,
         now: Instant,
     ) -> Sent {
+        let Outgoing {
+            event,
+            payload,
+            offset,
+            ..
+        } = *out;
         match &mut self.state {
-            ClientState::Live => match send(&self.socket, event, &(&**payload, offset)) {
+            ClientState::Live => match send(root, &self.socket, out.encoded()) {
                 Sent::Full => {
                     let mut backlog = Backlog::new(now);
                     backlog.push(event, payload, offset);
@@ -293,7 +352,7 @@ impl Client {
                 if backlog.push(event, payload, offset) == Pushed::Coalesced {
                     metrics.dashboard_events_coalesced.inc();
                 }
-                self.catch_up(metrics, limits, now)
+                self.catch_up(metrics, limits, root, now)
             }
             ClientState::CutOff => Sent::Ok,
         }
@@ -306,22 +365,27 @@ impl Client {
 
     /// Sends the backlog in order as far as the buffer takes it; back to live when it is
     /// empty. Cuts the client off when the backlog is past the limits.
-    fn catch_up(&mut self, metrics: &Metrics, limits: SlowClientLimits, now: Instant) -> Sent {
+    fn catch_up(
+        &mut self,
+        metrics: &Metrics,
+        limits: SlowClientLimits,
+        root: &RootNamespace,
+        now: Instant,
+    ) -> Sent {
         match &mut self.state {
             ClientState::Live => Sent::Ok,
             ClientState::CutOff => self.disconnect(),
             ClientState::Behind(backlog) => {
                 while let Some((offset, pending)) = backlog.first() {
-                    let sent = match pending {
+                    let encoded = match pending {
                         Pending::Event { event, payload } => {
-                            send(&self.socket, event, &(&**payload, offset))
+                            encode(event, &**payload, offset, payload.get().len())
                         }
-                        Pending::Telemetry(update) => send(
-                            &self.socket,
-                            events::RT_TELEMETRY_UPDATED,
-                            &(update, offset),
-                        ),
+                        Pending::Telemetry(update) => {
+                            encode(events::RT_TELEMETRY_UPDATED, update, offset, 256)
+                        }
                     };
+                    let sent = send(root, &self.socket, encoded.as_ref());
                     match sent {
                         Sent::Ok => backlog.pop_first(now),
                         Sent::Full => break,

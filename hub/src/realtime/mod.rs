@@ -5,6 +5,7 @@
 //! [`replay`] buffer so that a client that reconnects resumes where it stopped
 //! (`docs/REALTIME.md`).
 
+pub mod adapter;
 pub mod delivery;
 pub mod events;
 pub mod replay;
@@ -14,15 +15,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
-use socketioxide::{
-    SocketIo,
-    extract::{SocketRef, TryData},
-    handler::ConnectHandler,
-};
+use socketioxide::{extract::TryData, handler::ConnectHandler};
 
 use crate::{
     config::RealtimeConfig, metrics::Metrics, store::Store, web::auth::session_token_from_headers,
 };
+use adapter::{Io, RootNamespace, Socket};
 use delivery::{Clients, SlowClientLimits};
 use replay::{Audience, ReplayBounds, ReplayBuffer, ResumePoint, Viewer};
 use rooms::Page;
@@ -31,7 +29,7 @@ use rooms::Page;
 /// hold one.
 #[derive(Clone)]
 pub struct EventsManager {
-    io: SocketIo,
+    io: Io,
     metrics: Metrics,
     /// The stream: offsets, replay buffer and the clients it is delivered to. Held across
     /// "assign offset, keep, deliver" so that every socket receives events in offset order,
@@ -99,8 +97,9 @@ impl std::ops::DerefMut for Stream {
 const CATCH_UP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl EventsManager {
-    /// Wraps a Socket.IO handle; starts a new stream epoch.
-    pub fn new(io: SocketIo, metrics: Metrics, config: &RealtimeConfig) -> Self {
+    /// Wraps a Socket.IO handle and its root namespace ([`adapter::builder`]); starts a new
+    /// stream epoch.
+    pub fn new(io: Io, root: RootNamespace, metrics: Metrics, config: &RealtimeConfig) -> Self {
         let epoch = format!("{:032x}", rand::random::<u128>());
         let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let bounds = ReplayBounds {
@@ -118,7 +117,7 @@ impl EventsManager {
             io,
             stream: Arc::new(tokio::sync::Mutex::new(Stream {
                 replay: ReplayBuffer::new(epoch, bounds),
-                clients: Clients::new(limits, metrics.clone()),
+                clients: Clients::new(limits, metrics.clone(), root),
             })),
             head: Arc::default(),
             metrics,
@@ -446,7 +445,7 @@ impl EventsManager {
 
     /// Joins a freshly authenticated socket to its rooms and greets it with `rt_session`: where
     /// the stream stands and, when it resumes, what it missed (`docs/REALTIME.md`).
-    async fn register(&self, socket: &SocketRef) {
+    async fn register(&self, socket: &Socket) {
         let Some(user) = socket.extensions.get::<SocketUser>() else {
             return;
         };
@@ -547,7 +546,7 @@ impl EventsManager {
             return;
         }
         let events = self.clone();
-        socket.on_disconnect(async move |socket: SocketRef| {
+        socket.on_disconnect(async move |socket: Socket| {
             events.stream.lock().await.clients.remove(socket.id);
             tracing::info!(socket = %socket.id, "client unregistered");
         });
@@ -800,13 +799,13 @@ pub struct SocketUser {
 }
 
 /// Registers the namespace and its handlers: every Socket.IO handler of the hub is here.
-pub fn register_handlers(io: &SocketIo, store: Store, events: EventsManager) {
+pub fn register_handlers(io: &Io, store: Store, events: EventsManager) {
     let metrics = events.metrics.clone();
     let head = events.head.clone();
     io.ns(
         "/",
-        (async move |socket: SocketRef| events.register(&socket).await).with(
-            async move |socket: SocketRef, TryData(auth): TryData<Value>| {
+        (async move |socket: Socket| events.register(&socket).await).with(
+            async move |socket: Socket, TryData(auth): TryData<Value>| {
                 // Noted before the rights are read: a barrier pushed meanwhile is after it.
                 let authenticated_at = head.load(std::sync::atomic::Ordering::Acquire);
                 let result = authenticate(&store, &socket, auth.ok(), authenticated_at).await;
@@ -822,7 +821,7 @@ pub fn register_handlers(io: &SocketIo, store: Store, events: EventsManager) {
 
 async fn authenticate(
     store: &Store,
-    socket: &SocketRef,
+    socket: &Socket,
     auth: Option<Value>,
     authenticated_at: u64,
 ) -> Result<(), ConnectRefusal> {

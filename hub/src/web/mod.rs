@@ -62,14 +62,15 @@ pub struct AppState {
     pub remote_commands: Option<crate::cluster::commands::RemoteCommands>,
 }
 
-/// The whole HTTP application; `socketio` is the Socket.IO layer from `SocketIo::builder()`.
+/// The whole HTTP application; `socketio` is the Socket.IO layer from
+/// [`crate::realtime::adapter::builder`].
 /// The origin check wraps everything, Socket.IO included, so it runs before any upgrade.
 /// Outermost first: origin check → permessage-deflate front for Socket.IO WebSockets
 /// (`ws_deflate`) → Socket.IO → gzip/brotli (HTTP routes only: Socket.IO answers before the
 /// compression layer sees its requests) → routes.
 pub fn app(
     state: AppState,
-    socketio: socketioxide::layer::SocketIoLayer,
+    socketio: socketioxide::layer::SocketIoLayer<crate::realtime::adapter::HubAdapter>,
     deflate: ws_deflate::WsDeflateLayer,
     origins: origin::OriginPolicy,
     request_timeout: std::time::Duration,
