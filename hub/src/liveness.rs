@@ -19,7 +19,7 @@
 //!   `hold`, the clients get its current state once (if it differs from what they last saw).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     task::{Context, Poll},
     time::Duration,
 };
@@ -155,7 +155,7 @@ impl Entry {
 #[derive(Debug)]
 pub struct LivenessTracker {
     config: LivenessConfig,
-    entries: HashMap<ModuleId, Entry>,
+    entries: foldhash::HashMap<ModuleId, Entry>,
     deadlines: DelayQueue<(ModuleId, Deadline)>,
     counters: LivenessCounters,
     /// Timeouts are held: the hub cannot hear modules right now (see
@@ -168,7 +168,7 @@ impl LivenessTracker {
     pub fn new(config: LivenessConfig) -> Self {
         Self {
             config,
-            entries: HashMap::new(),
+            entries: foldhash::HashMap::default(),
             deadlines: DelayQueue::new(),
             counters: LivenessCounters::default(),
             held: false,
@@ -459,6 +459,8 @@ impl LivenessTracker {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use LivenessChange::*;
 

@@ -63,7 +63,7 @@ pub struct ModuleState {
 /// All modules' cached state.
 #[derive(Debug, Default)]
 pub struct StateCache {
-    modules: HashMap<ModuleId, ModuleState>,
+    modules: foldhash::HashMap<ModuleId, ModuleState>,
     deadbands: Deadbands,
     counters: StateCounters,
 }

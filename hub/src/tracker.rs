@@ -208,7 +208,7 @@ impl TrackerHandle {
 pub struct Tracker {
     liveness: LivenessTracker,
     state: StateCache,
-    modules: HashMap<ModuleId, ModuleInfo>,
+    modules: foldhash::HashMap<ModuleId, ModuleInfo>,
     emitter: EventsManager,
     metrics: Metrics,
     unknown_module: u64,
@@ -240,7 +240,7 @@ impl Tracker {
         let tracker = Self {
             liveness: LivenessTracker::new(liveness),
             state: StateCache::new(deadbands),
-            modules: HashMap::new(),
+            modules: foldhash::HashMap::default(),
             emitter,
             metrics,
             unknown_module: 0,
@@ -821,7 +821,7 @@ fn readings_by_name(state: &crate::state::ModuleState) -> BTreeMap<String, f32> 
 
 /// What the state writer saves of `id` (`None` once it is gone from the tracker).
 fn snapshot_of(
-    modules: &HashMap<ModuleId, ModuleInfo>,
+    modules: &foldhash::HashMap<ModuleId, ModuleInfo>,
     state: &StateCache,
     id: &ModuleId,
 ) -> Option<ModuleSnapshot> {

@@ -47,11 +47,11 @@ pub struct SlowClientLimits {
 
 /// The registered sockets and how each is being served.
 pub struct Clients {
-    by_socket: HashMap<Sid, Client>,
+    by_socket: foldhash::HashMap<Sid, Client>,
     /// Sockets by user, and the admins' sockets: an event for a module or a user costs what its
     /// recipients cost, however many other sockets are connected.
-    by_user: HashMap<i64, Vec<Sid>>,
-    admins: std::collections::HashSet<Sid>,
+    by_user: foldhash::HashMap<i64, Vec<Sid>>,
+    admins: foldhash::HashSet<Sid>,
     limits: SlowClientLimits,
     metrics: Metrics,
     /// What sends an event, encoded once, to each socket.
@@ -145,9 +145,9 @@ impl Clients {
     /// No clients yet.
     pub fn new(limits: SlowClientLimits, metrics: Metrics, root: RootNamespace) -> Self {
         Self {
-            by_socket: HashMap::new(),
-            by_user: HashMap::new(),
-            admins: std::collections::HashSet::new(),
+            by_socket: foldhash::HashMap::default(),
+            by_user: foldhash::HashMap::default(),
+            admins: foldhash::HashSet::default(),
             limits,
             metrics,
             root,

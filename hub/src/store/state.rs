@@ -333,7 +333,7 @@ impl StateWriter {
             metrics,
         };
         let dirty = DirtyModules {
-            dirty: HashSet::new(),
+            dirty: foldhash::HashSet::default(),
             batches,
             unsaved,
         };
@@ -416,7 +416,7 @@ impl Unsaved {
 /// module at most once, so it is bounded by the number of modules.
 #[derive(Debug)]
 pub struct DirtyModules {
-    dirty: HashSet<ModuleId>,
+    dirty: foldhash::HashSet<ModuleId>,
     batches: mpsc::Sender<Vec<ModuleSnapshot>>,
     /// Modules of failed batches, merged back into `dirty` at each flush.
     unsaved: Unsaved,
@@ -745,7 +745,7 @@ mod tests {
         let (batches, mut rx) = mpsc::channel(1);
         let unsaved = Unsaved::default();
         let mut dirty = DirtyModules {
-            dirty: HashSet::new(),
+            dirty: foldhash::HashSet::default(),
             batches,
             unsaved: unsaved.clone(),
         };
