@@ -22,10 +22,12 @@ use crate::{
     targets::{self, Kind, Target, Tools},
 };
 
-/// Extra steps between the last pass and the first failure (full runs).
-const MAX_REFINEMENTS: usize = 2;
+/// Extra steps between the last pass and the first failure (full runs). Each one halves the
+/// gap on a log scale: three take the default grid's ~2x steps to 2^(1/8) ≈ 1.09x, so the
+/// ratio of two targets' sustained rates is known to about ±9 %, not ±19 % as with two.
+const MAX_REFINEMENTS: usize = 3;
 /// Refine while the first failure is more than this many times the last pass.
-const REFINE_RATIO: f64 = 1.3;
+const REFINE_RATIO: f64 = 1.1;
 /// Pause after a failed step.
 const SETTLE: Duration = Duration::from_secs(3);
 
