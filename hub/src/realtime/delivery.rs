@@ -381,9 +381,12 @@ impl Client {
                         Pending::Event { event, payload } => {
                             encode(event, &**payload, offset, payload.get().len())
                         }
-                        Pending::Telemetry(update) => {
-                            encode(events::RT_TELEMETRY_UPDATED, update, offset, 256)
-                        }
+                        Pending::Telemetry(update) => encode(
+                            events::RT_TELEMETRY_UPDATED,
+                            update,
+                            offset,
+                            MERGED_TELEMETRY_SIZE,
+                        ),
                     };
                     let sent = send(root, &self.socket, encoded.as_ref());
                     match sent {
@@ -456,6 +459,10 @@ pub enum Pending {
 /// What an entry costs besides its payload (tree node, map entry, reference counts), so that
 /// the byte limit bounds memory, not just payload.
 pub const ENTRY_OVERHEAD: usize = 96;
+
+/// Buffer first allocated for a merged telemetry update (a module id, a revision, a few
+/// readings): most fit; a larger one grows it.
+const MERGED_TELEMETRY_SIZE: usize = 256;
 
 impl Pending {
     fn bytes(&self) -> usize {
