@@ -128,6 +128,8 @@ fn encode<T: serde::Serialize + ?Sized>(
 
 /// Sends an encoded event to `socket` without waiting (`None`: skipped, see [`encode`]).
 fn send(root: &RootNamespace, socket: &Socket, event: Option<&Encoded>) -> Sent {
+    // Asked here because the adapter cannot tell: a broadcast to a socket id that is gone
+    // reaches no one and succeeds, where `emit` said `Closed`.
     if !socket.connected() {
         return Sent::Closed;
     }
