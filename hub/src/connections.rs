@@ -59,11 +59,15 @@ pub struct MqttRoute {
 
 /// Commands waiting to be written to one gateway connection: a short queue and a wake-up.
 /// Commands are rare and every idle module connection has one of these, so it allocates
-/// nothing until a command comes (a channel would hold a block of slots per connection).
+/// nothing until a command comes (a channel would hold a block of slots per connection), and
+/// the connection polls it ([`poll_ready`](Self::poll_ready)) instead of holding a
+/// `Notified` future in its task for as long as it lives.
 #[derive(Debug, Default)]
 pub struct CommandSlot {
     queue: Mutex<std::collections::VecDeque<Vec<u8>>>,
-    ready: tokio::sync::Notify,
+    /// Set by a push, taken by the poll that reports it: a wake-up is never lost.
+    woken: std::sync::atomic::AtomicBool,
+    waker: futures_util::task::AtomicWaker,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -91,14 +95,29 @@ impl CommandSlot {
         }
         queue.push_back(payload);
         drop(queue);
-        self.ready.notify_one();
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
         Ok(())
     }
 
-    /// Waits until a command may be waiting (a wake-up is never lost: one that comes while
-    /// nobody waits is kept for the next wait).
+    /// Ready when a command may be waiting; pending, the task is woken by the next push (a
+    /// wake-up is never lost: one that comes while nobody polls is kept for the next poll).
+    /// One task polls a slot: the latest waker registered is the one woken.
+    pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A push between the first check and the registration woke nobody: look again.
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
+    }
+
+    /// Waits until a command may be waiting (see [`poll_ready`](Self::poll_ready)).
     pub async fn ready(&self) {
-        self.ready.notified().await;
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await;
     }
 
     /// Takes every waiting command, oldest first.
@@ -474,6 +493,33 @@ mod tests {
         assert_eq!(slot.push(Vec::new()), Err(SlotError::Full));
         slot.close();
         assert_eq!(slot.push(Vec::new()), Err(SlotError::Closed));
+    }
+
+    #[test]
+    fn a_command_slot_wakes_the_task_polling_it_once_per_push() {
+        struct Wakes(AtomicU64);
+        impl futures_util::task::ArcWake for Wakes {
+            fn wake_by_ref(this: &Arc<Self>) {
+                this.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let wakes = Arc::new(Wakes(AtomicU64::new(0)));
+        let waker = futures_util::task::waker(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let slot = CommandSlot::default();
+        assert!(slot.poll_ready(&mut cx).is_pending(), "nothing pushed yet");
+        slot.push(b"1".to_vec()).unwrap();
+        assert_eq!(
+            wakes.0.load(Ordering::Relaxed),
+            1,
+            "the push woke the poller"
+        );
+        assert!(slot.poll_ready(&mut cx).is_ready());
+        assert!(
+            slot.poll_ready(&mut cx).is_pending(),
+            "one wake-up is reported once"
+        );
+        assert_eq!(slot.take(), [b"1".to_vec()]);
     }
 
     #[test]

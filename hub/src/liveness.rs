@@ -139,7 +139,7 @@ struct Entry {
     own_timeout: Option<Duration>,
     silence_key: Option<Key>,
     settle_key: Option<Key>,
-    transitions: VecDeque<Instant>,
+    transitions: Transitions,
     emitted_online: bool,
     offline_reason: Option<OfflineReason>,
 }
@@ -148,6 +148,54 @@ impl Entry {
     /// This module's timeout (see [`timeout`]).
     fn timeout(&self, config: &LivenessConfig) -> Duration {
         timeout(self.own_timeout, config.heartbeat_timeout, self.announced)
+    }
+}
+
+/// A module's recent state changes, oldest first, for flap damping. Nearly every module has
+/// had one (it came online) and keeps it for as long as it stays: that one is held inline, and
+/// a list is allocated only while it changes more often (a `VecDeque` for everyone cost 32
+/// bytes in the entry and 80 on the heap per module).
+#[derive(Debug, Default)]
+enum Transitions {
+    #[default]
+    None,
+    One(Instant),
+    #[expect(
+        clippy::box_collection,
+        reason = "boxed, the list takes 8 bytes of every entry instead of 32"
+    )]
+    Many(Box<VecDeque<Instant>>),
+}
+
+impl Transitions {
+    /// Records a change at `now`, then forgets those older than `window` and all but the
+    /// newest `keep` (at least the one just recorded); how many are left.
+    fn record(&mut self, now: Instant, window: Duration, keep: usize) -> usize {
+        let recent = |t: &Instant| now.duration_since(*t) <= window;
+        match self {
+            Self::One(t) if recent(t) && keep >= 2 => {
+                *self = Self::Many(Box::new(VecDeque::from([*t, now])));
+            }
+            Self::None | Self::One(_) => *self = Self::One(now),
+            Self::Many(times) => {
+                times.push_back(now);
+                while times.front().is_some_and(|t| !recent(t)) || times.len() > keep.max(1) {
+                    times.pop_front();
+                }
+                if times.len() == 1 {
+                    *self = Self::One(now);
+                }
+            }
+        }
+        self.len()
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::One(_) => 1,
+            Self::Many(times) => times.len(),
+        }
     }
 }
 
@@ -360,16 +408,10 @@ impl LivenessTracker {
         if reason.is_some() {
             entry.offline_reason = reason;
         }
-        entry.transitions.push_back(now);
-        while entry
+        let recent = entry
             .transitions
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > flap.window)
-            || entry.transitions.len() > flap.max_transitions + 1
-        {
-            entry.transitions.pop_front();
-        }
-        let flapping = entry.transitions.len() > flap.max_transitions;
+            .record(now, flap.window, flap.max_transitions + 1);
+        let flapping = recent > flap.max_transitions;
         if flapping || entry.settle_key.is_some() {
             self.counters.damped += 1;
             match &entry.settle_key {
@@ -502,6 +544,39 @@ mod tests {
         );
         // Back when it speaks again.
         assert_eq!(t.seen(&m, None), Some(Online(m)));
+    }
+
+    #[test]
+    fn transitions_keep_the_recent_ones_and_allocate_only_while_flapping() {
+        let window = Duration::from_secs(60);
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut t = Transitions::default();
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.record(at(0), window, 3), 1);
+        assert!(
+            matches!(t, Transitions::One(_)),
+            "one change is held inline"
+        );
+        assert_eq!(t.record(at(10), window, 3), 2);
+        assert_eq!(t.record(at(20), window, 3), 3);
+        assert_eq!(t.record(at(30), window, 3), 3, "only the newest `keep`");
+        assert_eq!(
+            t.record(at(85), window, 3),
+            2,
+            "10 s and 20 s fell out of the window"
+        );
+        assert_eq!(t.record(at(200), window, 3), 1);
+        assert!(
+            matches!(t, Transitions::One(x) if x == at(200)),
+            "back inline once stable"
+        );
+        assert_eq!(
+            t.record(at(400), window, 3),
+            1,
+            "an old one inline falls out too"
+        );
+        assert_eq!(t.record(at(401), window, 1), 1, "keep 1: only the newest");
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,7 +4,7 @@
 //! it, and tells the tracker when its connection starts and ends (and whether it ended
 //! cleanly, else its will follows).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, task::Poll, time::Duration};
 
 use bytes::{Buf, BytesMut};
 use mc_protocol::{ModuleId, ModuleTopic, TopicKind};
@@ -38,6 +38,8 @@ pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 /// Bytes read at a time. The read buffer exists only while bytes are in it: an idle connection
 /// holds no buffer (memory per connection is the point of terminating MQTT here).
 const READ_CHUNK: usize = 4096;
+/// When a connection without keep-alive next looks at its (unused) keep-alive timer.
+const FAR: Duration = Duration::from_secs(24 * 3600);
 /// A module that does not take what the hub writes (acknowledgements, commands) within this
 /// is cut off: its socket buffer has been full all that time.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -606,8 +608,7 @@ impl Connection<'_> {
     async fn run(&mut self) -> bool {
         let gateway = self.gateway;
         let mut heard = Instant::now();
-        let far = Duration::from_secs(24 * 3600);
-        let keep_alive = tokio::time::sleep(self.keep_alive.unwrap_or(far));
+        let keep_alive = tokio::time::sleep(self.keep_alive.unwrap_or(FAR));
         tokio::pin!(keep_alive);
         loop {
             // Every complete packet, then one write for all the answers.
@@ -628,15 +629,18 @@ impl Connection<'_> {
                 let body = &self.buf[consumed + frame.header_len..consumed + frame.len];
                 consumed += frame.len;
                 match self.session.handle(frame, body, &mut self.out) {
-                    Ok(Some(publish)) => match gateway.offer(publish.topic, publish.payload) {
-                        Offer::Taken => {}
-                        Offer::Wait(event) => {
-                            if Box::pin(gateway.events.send(event)).await.is_err() {
-                                return false; // the hub is stopping
-                            }
+                    Ok(Some(publish)) => {
+                        // The event moves into the boxed send: a match held across the await
+                        // would keep the whole `Offer` (192 bytes) in every connection's task.
+                        let event = match gateway.offer(publish.topic, publish.payload) {
+                            Offer::Taken => continue,
+                            Offer::Wait(event) => event,
+                            Offer::Gone => return false,
+                        };
+                        if Box::pin(gateway.events.send(event)).await.is_err() {
+                            return false; // the hub is stopping
                         }
-                        Offer::Gone => return false,
-                    },
+                    }
                     Ok(None) => {}
                     Err(end) => break Some(end),
                 }
@@ -663,14 +667,25 @@ impl Connection<'_> {
             }
 
             // Commands before reads: a module whose socket always has bytes waiting must not
-            // starve them (they are rare, so asking first costs nothing).
-            let wake = tokio::select! {
-                biased;
-                _ = self.closed_by_hub.cancelled() => Wake::Closed,
-                _ = self.commands.ready() => Wake::Commands,
-                r = self.client.readable() => Wake::Readable(r),
-                _ = &mut keep_alive => Wake::KeepAlive,
-            };
+            // starve them (they are rare, so asking first costs nothing). The socket and the
+            // command slot are polled, not awaited: their futures (`readable()` alone is
+            // 152 bytes) would sit in the task of every idle connection.
+            let closed = self.closed_by_hub.cancelled();
+            tokio::pin!(closed);
+            let wake = std::future::poll_fn(|cx| {
+                if closed.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Wake::Closed)
+                } else if self.commands.poll_ready(cx).is_ready() {
+                    Poll::Ready(Wake::Commands)
+                } else if let Poll::Ready(r) = self.client.poll_read_ready(cx) {
+                    Poll::Ready(Wake::Readable(r))
+                } else if keep_alive.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Wake::KeepAlive)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
             match wake {
                 Wake::Closed if self.stopping.is_cancelled() => return false,
                 Wake::Closed => {
@@ -693,7 +708,7 @@ impl Connection<'_> {
                 }
                 Wake::KeepAlive => {
                     let Some(grace) = self.keep_alive else {
-                        keep_alive.as_mut().reset(Instant::now() + far);
+                        keep_alive.as_mut().reset(Instant::now() + FAR);
                         continue;
                     };
                     if heard.elapsed() >= grace {
