@@ -1,5 +1,5 @@
 //! The receiving side of a target: Socket.IO dashboards (the bench's raw WebSocket client from
-//! `mc_bench::dashboard`), or, for plain Mosquitto, one MQTT subscriber. Each has a [`Sink`].
+//! `mc_bench::dashboard`), or, for plain Mosquitto, MQTT subscribers. Each has a [`Sink`].
 
 use std::sync::{
     Arc,
@@ -49,9 +49,47 @@ fn spawn_dashboard(
     open
 }
 
+/// Subscribes `stream` to telemetry and status and runs it until it closes, then marks it
+/// closed.
+async fn spawn_subscriber(
+    tasks: &mut JoinSet<()>,
+    mut stream: tokio::net::TcpStream,
+    sink: Arc<Sink>,
+    stop: CancellationToken,
+) -> Result<Arc<AtomicBool>> {
+    mqtt::subscribe(&mut stream, &["mc/+/telemetry", "mc/+/status"]).await?;
+    let open = Arc::new(AtomicBool::new(true));
+    let flag = open.clone();
+    tasks.spawn(async move {
+        let _closed = Closed(flag);
+        let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, stream);
+        loop {
+            let packet = tokio::select! {
+                _ = stop.cancelled() => return,
+                p = mqtt::read_packet(&mut reader) => p,
+            };
+            let Ok((header, body)) = packet else { return };
+            let Some((topic, payload)) = mqtt::parse_publish(header, &body) else {
+                continue;
+            };
+            let mut parts = topic.split('/');
+            let (Some("mc"), Some(id), Some(kind)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            match kind {
+                "telemetry" => sink.on_publish(module_index(id), payload),
+                "status" => sink.on_offline(),
+                _ => {}
+            }
+        }
+    });
+    Ok(open)
+}
+
 impl Consumers {
-    /// Connects `count` consumers of `consumer` (a subscriber: always one); those whose index
-    /// is in `measure` parse telemetry of `modules` modules for latency and gaps.
+    /// Connects `count` consumers of `consumer`; those whose index is in `measure` parse
+    /// telemetry of `modules` modules for latency and gaps.
     pub async fn connect(
         consumer: &Consumer,
         clock: Clock,
@@ -87,49 +125,31 @@ impl Consumers {
                 user,
                 password,
             } => {
-                let mut stream = mqtt::connect(
-                    *addr,
-                    &mqtt::Connect {
-                        client_id: user,
-                        credentials: Some((user, password)),
-                        will: None,
-                    },
-                    std::time::Duration::from_secs(10),
-                )
-                .await
-                .context("subscriber")?;
-                mqtt::subscribe(&mut stream, &["mc/+/telemetry", "mc/+/status"]).await?;
-                let sink = Arc::new(Sink::new(clock, Some(modules))?);
-                let s = sink.clone();
-                let stop = stop.child_token();
-                let flag = Arc::new(AtomicBool::new(true));
-                open.push(flag.clone());
-                tasks.spawn(async move {
-                    let _closed = Closed(flag);
-                    let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, stream);
-                    loop {
-                        let packet = tokio::select! {
-                            _ = stop.cancelled() => return,
-                            p = mqtt::read_packet(&mut reader) => p,
-                        };
-                        let Ok((header, body)) = packet else { return };
-                        let Some((topic, payload)) = mqtt::parse_publish(header, &body) else {
-                            continue;
-                        };
-                        let mut parts = topic.split('/');
-                        let (Some("mc"), Some(id), Some(kind)) =
-                            (parts.next(), parts.next(), parts.next())
-                        else {
-                            continue;
-                        };
-                        match kind {
-                            "telemetry" => s.on_publish(module_index(id), payload),
-                            "status" => s.on_offline(),
-                            _ => {}
-                        }
-                    }
-                });
-                sinks.push(sink);
+                for i in 0..count {
+                    // One user, a client id each (Mosquitto would take over a reused one).
+                    let client_id = if i == 0 {
+                        user.clone()
+                    } else {
+                        format!("{user}-{i}")
+                    };
+                    let stream = mqtt::connect(
+                        *addr,
+                        &mqtt::Connect {
+                            client_id: &client_id,
+                            credentials: Some((user, password)),
+                            will: None,
+                        },
+                        std::time::Duration::from_secs(10),
+                    )
+                    .await
+                    .with_context(|| format!("subscriber {i} of {count}"))?;
+                    let sink = Arc::new(Sink::new(clock, measure.contains(&i).then_some(modules))?);
+                    open.push(
+                        spawn_subscriber(&mut tasks, stream, sink.clone(), stop.child_token())
+                            .await?,
+                    );
+                    sinks.push(sink);
+                }
             }
         }
         Ok(Self {

@@ -62,6 +62,10 @@ struct Args {
     /// Dashboards for fan-in (default 2 quick, 4 full).
     #[arg(long)]
     fan_in_dashboards: Option<usize>,
+    /// Plain Mosquitto's MQTT subscribers in fan-in (default: as many as the dashboards, the
+    /// same deliveries per message as every other target; 1 is the floor).
+    #[arg(long)]
+    mosquitto_subscribers: Option<usize>,
     /// Offered rates for fan-in, msgs/s.
     #[arg(long, value_delimiter = ',')]
     fan_in_rates: Vec<f64>,
@@ -130,10 +134,12 @@ fn plan(a: &Args) -> Plan {
             full.to_vec()
         }
     };
+    let fan_in_dashboards = a.fan_in_dashboards.unwrap_or(if q { 2 } else { 4 });
     Plan {
         fan_in: FanPlan {
             modules: a.fan_in_modules.unwrap_or(if q { 200 } else { 1000 }),
-            dashboards: a.fan_in_dashboards.unwrap_or(if q { 2 } else { 4 }),
+            dashboards: fan_in_dashboards,
+            subscribers: a.mosquitto_subscribers.unwrap_or(fan_in_dashboards),
             rates: or(
                 &a.fan_in_rates,
                 &[1000.0, 4000.0, 16000.0, 64000.0],
@@ -142,6 +148,8 @@ fn plan(a: &Args) -> Plan {
         },
         fan_out: FanPlan {
             modules: a.fan_out_modules.unwrap_or(10),
+            // Plain Mosquitto does not run fan-out (see `run`).
+            subscribers: 1,
             dashboards: a.fan_out_dashboards.unwrap_or(if q { 50 } else { 200 }),
             rates: or(
                 &a.fan_out_rates,

@@ -136,10 +136,12 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
     let mosq = find(&sums, Kind::Mosquitto);
     let _ = writeln!(
         out,
-        "\n### {}: {} modules → {} dashboards (plain Mosquitto: 1 MQTT subscriber), {} s steps\n",
+        "\n### {}: {} modules → {} dashboards (plain Mosquitto: {} MQTT subscriber{}), {} s steps\n",
         r.name,
         r.plan.modules,
         r.plan.dashboards,
+        r.plan.subscribers,
+        if r.plan.subscribers == 1 { "" } else { "s" },
         steps.duration.as_secs_f64()
     );
     let _ = writeln!(

@@ -42,8 +42,11 @@ pub const P99_LIMIT_MS: f64 = 25.0;
 pub struct FanPlan {
     /// Publishing modules.
     pub modules: usize,
-    /// Dashboards (plain Mosquitto: always one subscriber).
+    /// Dashboards.
     pub dashboards: usize,
+    /// Plain Mosquitto's MQTT subscribers, its dashboards (fan-in: as many as the dashboards
+    /// unless told otherwise; 1 is the floor: each message delivered once).
+    pub subscribers: usize,
     /// Offered rates, msgs/s in total, ascending.
     pub rates: Vec<f64>,
 }
@@ -165,7 +168,7 @@ async fn fan_on(
     let dashboards = if target.kind.has_dashboards() {
         plan.dashboards
     } else {
-        1
+        plan.subscribers
     };
     // The first and the last dashboard measure: the last is the one a broadcast reaches last.
     let measure = [0, dashboards - 1];

@@ -6,7 +6,7 @@
 //! | `hub` | `hub serve` (embedded broker) | the hub's MQTT port | Socket.IO dashboards |
 //! | `hub-mosquitto` | `mosquitto` + `hub serve --broker mqtt://mc-hub@…` | Mosquitto | Socket.IO dashboards |
 //! | `node-ref` | `node bench/peers/node-ref/server.mjs` (aedes in-process) | its MQTT port | Socket.IO dashboards |
-//! | `mosquitto` | `mosquitto` | Mosquitto | one plain MQTT subscriber (`mc/+/telemetry`, `mc/+/status`) |
+//! | `mosquitto` | `mosquitto` | Mosquitto | plain MQTT subscribers (`mc/+/telemetry`, `mc/+/status`), as many as the dashboards |
 //!
 //! The hub is set up through its own CLI (`hub user add`) and API (`POST /api/modules`, which
 //! hands out each module's token); its per-module rate limit is off (`INGEST_MODULE_RATE=0`:
@@ -55,7 +55,7 @@ pub enum Kind {
     HubMosquitto,
     /// The Node.js reference of the seed design.
     NodeRef,
-    /// Plain Mosquitto with one MQTT subscriber: the floor for fan-in.
+    /// Plain Mosquitto with plain MQTT subscribers: the floor for fan-in.
     Mosquitto,
 }
 
@@ -88,7 +88,7 @@ impl Kind {
             })
     }
 
-    /// Whether its consumers are Socket.IO dashboards (else one MQTT subscriber).
+    /// Whether its consumers are Socket.IO dashboards (else MQTT subscribers).
     pub fn has_dashboards(self) -> bool {
         self != Kind::Mosquitto
     }
