@@ -115,11 +115,6 @@ impl CommandSlot {
         std::task::Poll::Pending
     }
 
-    /// Waits until a command may be waiting (see [`poll_ready`](Self::poll_ready)).
-    pub async fn ready(&self) {
-        std::future::poll_fn(|cx| self.poll_ready(cx)).await;
-    }
-
     /// Takes every waiting command, oldest first.
     pub fn take(&self) -> std::collections::VecDeque<Vec<u8>> {
         self.queue
@@ -483,9 +478,12 @@ mod tests {
         slot.push(b"1".to_vec()).unwrap();
         slot.push(b"2".to_vec()).unwrap();
         // The wake-up came before anyone waited: it is not lost.
-        tokio::time::timeout(Duration::from_secs(5), slot.ready())
-            .await
-            .expect("woken");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| slot.poll_ready(cx)),
+        )
+        .await
+        .expect("woken");
         assert_eq!(slot.take(), [b"1".to_vec(), b"2".to_vec()]);
         for _ in 0..CommandSlot::CAPACITY {
             slot.push(Vec::new()).unwrap();

@@ -130,6 +130,11 @@ fn find(s: &[FanSummary], kind: Kind) -> Option<&FanSummary> {
         .find(|x| x.kind == kind && !x.sustained_runs.is_empty())
 }
 
+/// "1 MQTT subscriber", "4 MQTT subscribers": plain Mosquitto's consumers.
+fn subscribers(n: usize) -> String {
+    format!("{n} MQTT subscriber{}", if n == 1 { "" } else { "s" })
+}
+
 fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
     let sums = fan_summaries(r);
     let node = find(&sums, Kind::NodeRef);
@@ -141,11 +146,7 @@ fn fan_section(out: &mut String, r: &FanResults, steps: &StepPlan) {
         r.plan.modules,
         r.plan.dashboards,
         if r.runs.iter().any(|(kind, _)| *kind == Kind::Mosquitto) {
-            let n = r.plan.subscribers;
-            format!(
-                " (plain Mosquitto: {n} MQTT subscriber{})",
-                if n == 1 { "" } else { "s" }
-            )
+            format!(" (plain Mosquitto: {})", subscribers(r.plan.subscribers))
         } else {
             String::new()
         },
@@ -534,9 +535,8 @@ fn targets_section(out: &mut String, r: &Report) {
             };
             let _ = writeln!(
                 out,
-                "| hub overhead over plain Mosquitto fan-in ≤ 20 % (the embedded hub, and hub-mosquitto, vs mosquitto with {} subscriber{}) | {} | {} |",
-                f.plan.subscribers,
-                if f.plan.subscribers == 1 { "" } else { "s" },
+                "| hub overhead over plain Mosquitto fan-in ≤ 20 % (the embedded hub, and hub-mosquitto, vs mosquitto with {}) | {} | {} |",
+                subscribers(f.plan.subscribers),
                 measured.0,
                 measured.1
             );
